@@ -1,11 +1,24 @@
 //! latchkey: a small, synchronous login server that keeps the login state in a
-//! signed HS256 token inside an HttpOnly cookie, so any instance holding the key
-//! can validate any request without a shared session store.
+//! signed HS256 token inside an HttpOnly cookie, so any instance holding the key can
+//! validate any request without a shared session store.
 //!
-//! The library exposes the pure parts (token, keys, password, store) for embedding
-//! and testing; the binary wires them to HTTP.
+//! Leaves (pure, no HTTP): `token`, `keys`, `password`, `store`, `throttle`,
+//! `metrics`, `config`. `auth` builds the login cycle on them, `http` and `pages` are
+//! the request/response vocabulary and the HTML, `routes` maps paths to handlers,
+//! and `server` runs it all on tiny_http.
 
+pub mod auth;
+pub mod config;
+pub mod http;
 pub mod keys;
+pub mod metrics;
+pub mod pages;
 pub mod password;
+pub mod routes;
+pub mod server;
 pub mod store;
+pub mod throttle;
 pub mod token;
+
+pub use auth::{Auth, Visitor};
+pub use token::{Claims, ErrorClass, Signer, TokenError, Validation, Verifier};

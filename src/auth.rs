@@ -1,0 +1,436 @@
+//! The login cycle around every handler: **before** (find and verify the token, check
+//! it against the store) and **after** (issue, slide or clear the cookie), plus the
+//! cookie strings and the CSRF tokens of forms.
+//!
+//! CSRF design (signed double-submit): every visitor gets a random `csrf` cookie
+//! (HttpOnly, SameSite=Strict) the first time a form is shown. A form carries
+//! `base64url(HMAC(csrf_key, cookie || "|" || sub))`, where `csrf_key` is derived from
+//! the primary signing key (so every instance agrees) and `sub` is the logged-in user
+//! or `-`. A POST is accepted only when the field matches the cookie it was made for,
+//! so another site can neither read nor forge it, and a token made before login is
+//! useless after it.
+
+use std::sync::Arc;
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use sha2::Sha256;
+
+use crate::http::{Login, Reply, Request};
+use crate::keys::KeyRing;
+use crate::store::{StoreError, User, UserStore};
+use crate::token::{Claims, ErrorClass, Signer, TokenError, Verifier};
+
+/// Name of the CSRF cookie.
+pub const CSRF_COOKIE: &str = "csrf";
+/// Name of the CSRF form field.
+pub const CSRF_FIELD: &str = "csrf";
+/// Name of the one-shot notice cookie.
+pub const FLASH_COOKIE: &str = "flash";
+
+/// Cookie and lifetime settings shared by all workers.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    /// The token cookie's name.
+    pub cookie_name: String,
+    /// `Domain` attribute, when set.
+    pub cookie_domain: Option<String>,
+    /// `Secure` attribute.
+    pub cookie_secure: bool,
+    /// Token lifetime, seconds.
+    pub ttl: u64,
+    /// Seconds after `auth_time` beyond which a token neither slides nor is accepted.
+    pub absolute_limit: u64,
+    /// The `iss` claim.
+    pub issuer: String,
+}
+
+/// Where the token of a request came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// The token cookie: slid and cleared by the after step.
+    Cookie,
+    /// `Authorization: Bearer`: never answered with cookies.
+    Bearer,
+}
+
+/// Who is asking, as decided by the before step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Visitor {
+    /// A verified user.
+    User {
+        /// The token's claims, with the store's current name and role.
+        claims: Claims,
+        /// Where the token came from.
+        source: Source,
+        /// The store's name or role differs from the token's: re-issue it.
+        stale: bool,
+    },
+    /// No usable token; `rejected` says why one was refused, if one was sent.
+    Anonymous {
+        /// The class of the refused token.
+        rejected: Option<ErrorClass>,
+        /// Where the refused token came from.
+        source: Option<Source>,
+    },
+}
+
+impl Visitor {
+    /// The claims of a logged-in visitor.
+    pub fn claims(&self) -> Option<&Claims> {
+        match self {
+            Visitor::User { claims, .. } => Some(claims),
+            Visitor::Anonymous { .. } => None,
+        }
+    }
+
+    /// The class of the token this visitor sent and was refused, if any.
+    pub fn rejected(&self) -> Option<ErrorClass> {
+        match self {
+            Visitor::Anonymous { rejected, .. } => *rejected,
+            Visitor::User { .. } => None,
+        }
+    }
+}
+
+/// One worker's login machinery: its own keyed verifier and signer (no locks on
+/// the hot path) and a handle to the shared store, when this instance has one.
+#[derive(Clone)]
+pub struct Auth {
+    verifier: Verifier,
+    signer: Signer,
+    csrf_key: Hmac<Sha256>,
+    store: Option<Arc<UserStore>>,
+    policy: Arc<Policy>,
+}
+
+impl Auth {
+    /// Builds the machinery from a key ring; `verifier` carries the validation rules.
+    pub fn new(ring: &KeyRing, verifier: Verifier, store: Option<Arc<UserStore>>, policy: Policy) -> Auth {
+        let mut derive = <Hmac<Sha256> as KeyInit>::new_from_slice(ring.primary().bytes())
+            .expect("HMAC accepts keys of any length");
+        derive.update(b"latchkey csrf key v1");
+        let csrf_secret = derive.finalize().into_bytes();
+        let csrf_key = <Hmac<Sha256> as KeyInit>::new_from_slice(&csrf_secret)
+            .expect("HMAC accepts keys of any length");
+        Auth {
+            verifier,
+            signer: Signer::new(ring),
+            csrf_key,
+            store,
+            policy: Arc::new(policy),
+        }
+    }
+
+    /// The settings in force.
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// The user store, when this instance holds one.
+    pub fn store(&self) -> Option<&UserStore> {
+        self.store.as_deref()
+    }
+
+    /// The token a request carries: the cookie first, then a bearer header.
+    pub fn token<'r>(&self, req: &'r Request) -> Option<(&'r str, Source)> {
+        if let Some(t) = req.cookie(&self.policy.cookie_name).filter(|t| !t.is_empty()) {
+            return Some((t, Source::Cookie));
+        }
+        req.bearer().map(|t| (t, Source::Bearer))
+    }
+
+    /// The before step: verify the request's token and check it against the store.
+    /// A store failure is returned as an error (answered 503), never as a login.
+    pub fn identify(&self, req: &Request, now: i64) -> Result<Visitor, StoreError> {
+        let Some((token, source)) = self.token(req) else {
+            return Ok(Visitor::Anonymous {
+                rejected: None,
+                source: None,
+            });
+        };
+        let refused = |class: ErrorClass| {
+            Ok(Visitor::Anonymous {
+                rejected: Some(class),
+                source: Some(source),
+            })
+        };
+        let mut claims = match self.verifier.verify(token) {
+            Ok(claims) => claims,
+            Err(e) => return refused(e.class()),
+        };
+        if now >= claims.auth_time.saturating_add(self.policy.absolute_limit as i64) {
+            return refused(ErrorClass::Expired);
+        }
+        let mut stale = false;
+        if let Some(store) = &self.store {
+            match store.session_state(claims.user_id)? {
+                Some(state) if !state.locked && state.ver == claims.ver => {
+                    if state.role != claims.role || state.name != claims.name {
+                        claims.role = state.role;
+                        claims.name = state.name;
+                        stale = true;
+                    }
+                }
+                _ => return refused(TokenError::Revoked.class()),
+            }
+        }
+        Ok(Visitor::User {
+            claims,
+            source,
+            stale,
+        })
+    }
+
+    /// Fresh claims for `user`, who has just entered their password.
+    pub fn claims_for(&self, user: &User, now: i64) -> Claims {
+        Claims {
+            sub: user.id.to_string(),
+            user_id: user.id,
+            name: user.name.clone(),
+            role: user.role.clone(),
+            iat: now,
+            exp: now + self.policy.ttl as i64,
+            iss: self.policy.issuer.clone(),
+            auth_time: now,
+            ver: user.ver,
+        }
+    }
+
+    /// Signs claims.
+    pub fn sign(&self, claims: &Claims) -> String {
+        self.signer.sign(claims)
+    }
+
+    /// The after step: adds the one token `Set-Cookie` the reply needs, if any.
+    /// Logout wins over everything; a fresh login comes next; then sliding.
+    pub fn finish(&self, visitor: &Visitor, reply: &mut Reply, now: i64) {
+        let cookie = match (&reply.login, visitor) {
+            (Login::End, _) => Some(self.clear_cookie()),
+            (Login::Start(claims), _) => Some(self.token_cookie(&self.sign(claims), claims.exp - now)),
+            (
+                Login::Keep,
+                Visitor::User {
+                    claims,
+                    source: Source::Cookie,
+                    stale,
+                },
+            ) => self.slide(claims, *stale, now).map(|fresh| {
+                let max_age = fresh.exp - now;
+                self.token_cookie(&self.sign(&fresh), max_age)
+            }),
+            (
+                Login::Keep,
+                Visitor::Anonymous {
+                    rejected: Some(_),
+                    source: Some(Source::Cookie),
+                },
+            ) => Some(self.clear_cookie()),
+            (Login::Keep, _) => None,
+        };
+        if let Some(cookie) = cookie {
+            reply.headers.push(("Set-Cookie", cookie));
+        }
+    }
+
+    /// The re-issued claims when the token is due: less than half its lifetime is
+    /// left, or the store changed the name or role. Never past the absolute limit.
+    pub fn slide(&self, claims: &Claims, stale: bool, now: i64) -> Option<Claims> {
+        let due = claims.exp - now < (self.policy.ttl / 2) as i64;
+        if !due && !stale {
+            return None;
+        }
+        let limit = claims.auth_time.saturating_add(self.policy.absolute_limit as i64);
+        let exp = (now + self.policy.ttl as i64).min(limit);
+        if exp <= now || (exp <= claims.exp && !stale) {
+            return None;
+        }
+        Some(Claims {
+            iat: now,
+            exp,
+            ..claims.clone()
+        })
+    }
+
+    /// `Set-Cookie` value carrying a token.
+    pub fn token_cookie(&self, token: &str, max_age: i64) -> String {
+        self.cookie(&self.policy.cookie_name, token, Some(max_age.max(0)), "Lax")
+    }
+
+    /// `Set-Cookie` value deleting the token cookie.
+    pub fn clear_cookie(&self) -> String {
+        self.cookie(&self.policy.cookie_name, "", Some(0), "Lax")
+    }
+
+    /// `Set-Cookie` value for the one-shot notice `code` (a fixed word, never user text).
+    pub fn flash_cookie(&self, code: &str) -> String {
+        let max_age = if code.is_empty() { 0 } else { 120 };
+        self.cookie(FLASH_COOKIE, code, Some(max_age), "Lax")
+    }
+
+    /// A cookie with our attributes; `max_age: None` makes a browser-session cookie.
+    fn cookie(&self, name: &str, value: &str, max_age: Option<i64>, same_site: &str) -> String {
+        let mut c = format!("{name}={value}; Path=/");
+        if let Some(max_age) = max_age {
+            c.push_str(&format!("; Max-Age={max_age}"));
+        }
+        c.push_str("; HttpOnly; SameSite=");
+        c.push_str(same_site);
+        if self.policy.cookie_secure {
+            c.push_str("; Secure");
+        }
+        if let Some(domain) = &self.policy.cookie_domain {
+            c.push_str("; Domain=");
+            c.push_str(domain);
+        }
+        c
+    }
+
+    /// The CSRF field value for a form shown to this visitor, and the `Set-Cookie`
+    /// to send when the visitor has no CSRF cookie yet.
+    pub fn csrf_for(&self, req: &Request, visitor: &Visitor) -> (String, Option<String>) {
+        match req.cookie(CSRF_COOKIE).filter(|c| valid_nonce(c)) {
+            Some(nonce) => (self.csrf_token(nonce, visitor), None),
+            None => {
+                let nonce = new_nonce();
+                let token = self.csrf_token(&nonce, visitor);
+                (token, Some(self.cookie(CSRF_COOKIE, &nonce, None, "Strict")))
+            }
+        }
+    }
+
+    /// Whether a POSTed CSRF field matches this visitor's cookie (constant time).
+    pub fn csrf_ok(&self, req: &Request, visitor: &Visitor, field: Option<&str>) -> bool {
+        let (Some(nonce), Some(field)) = (req.cookie(CSRF_COOKIE), field) else {
+            return false;
+        };
+        let Ok(tag) = URL_SAFE_NO_PAD.decode(field) else {
+            return false;
+        };
+        let mut mac = self.csrf_key.clone();
+        mac.update(nonce.as_bytes());
+        mac.update(b"|");
+        mac.update(subject(visitor).as_bytes());
+        mac.verify_slice(&tag).is_ok()
+    }
+
+    fn csrf_token(&self, nonce: &str, visitor: &Visitor) -> String {
+        let mut mac = self.csrf_key.clone();
+        mac.update(nonce.as_bytes());
+        mac.update(b"|");
+        mac.update(subject(visitor).as_bytes());
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    }
+}
+
+fn subject(visitor: &Visitor) -> &str {
+    visitor.claims().map_or("-", |c| c.sub.as_str())
+}
+
+fn valid_nonce(nonce: &str) -> bool {
+    nonce.len() == 22 && nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn new_nonce() -> String {
+    let mut bytes = [0u8; 16];
+    // getrandom fails only when the OS has no entropy source at all; then fall back
+    // to a hash of the time and a counter, which is still unpredictable enough for a
+    // nonce that is useless without the server's key.
+    if getrandom::fill(&mut bytes).is_err() {
+        use sha2::Digest;
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = format!("{t}|{}|{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        bytes.copy_from_slice(&Sha256::digest(seed.as_bytes())[..16]);
+    }
+    URL_SAFE_NO_PAD.encode(bytes)
+}
+
+/// Whether `target` may be redirected to after login: a local path, or an absolute
+/// http(s) URL on `own_origin`'s host or on `cookie_domain` or one of its subdomains.
+pub fn safe_redirect(target: &str, own_origin: Option<&str>, cookie_domain: Option<&str>) -> bool {
+    if crate::http::is_local_path(target) {
+        return true;
+    }
+    if target.bytes().any(|b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80) {
+        return false;
+    }
+    let Some(origin) = crate::config::origin_of(target) else {
+        return false;
+    };
+    let host = host_of(&origin);
+    if let Some(own) = own_origin.and_then(crate::config::origin_of) {
+        if origin == own {
+            return true;
+        }
+    }
+    match cookie_domain {
+        Some(domain) => host == domain || host.ends_with(&format!(".{domain}")),
+        None => false,
+    }
+}
+
+/// The `host[:port]` of an origin, without the scheme.
+pub fn host_port(origin: &str) -> &str {
+    origin.split_once("://").map_or(origin, |(_, a)| a)
+}
+
+/// The host of an origin, without scheme and port.
+pub fn host_of(origin: &str) -> &str {
+    let authority = origin.split_once("://").map_or(origin, |(_, a)| a);
+    if let Some(rest) = authority.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    authority.split(':').next().unwrap_or("")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redirect_targets() {
+        let own = Some("https://auth.example.com");
+        let dom = Some("example.com");
+        for ok in [
+            "/account",
+            "https://auth.example.com/x",
+            "https://app.example.com/deep/path?q=1",
+            "http://example.com/",
+            "https://a.b.example.com:8443/",
+        ] {
+            assert!(safe_redirect(ok, own, dom), "{ok}");
+        }
+        for bad in [
+            "//evil.example",
+            "/\\evil.example",
+            "https://evil.example/",
+            "https://example.com.evil.example/",
+            "https://evilexample.com/",
+            "https://example.com@evil.example/",
+            "https://app.example.com\\@evil.example/",
+            "javascript:alert(1)",
+            "https://app.example.com /",
+            "ftp://app.example.com/",
+            "https:/evil.example",
+            "https://[::1]/",
+        ] {
+            assert!(!safe_redirect(bad, own, dom), "{bad}");
+        }
+        // Without a cookie domain only the own origin is allowed.
+        assert!(!safe_redirect("https://app.example.com/", own, None));
+        assert!(safe_redirect("https://auth.example.com/", own, None));
+        assert!(!safe_redirect("https://auth.example.com/", None, None));
+    }
+
+    #[test]
+    fn hosts() {
+        assert_eq!(host_of("https://a.example:80"), "a.example");
+        assert_eq!(host_of("http://[::1]:8080"), "::1");
+        assert_eq!(host_of("http://x"), "x");
+    }
+}

@@ -1,0 +1,404 @@
+//! The HTML pages, rendered with maud: one layout, one small inline stylesheet, no
+//! JavaScript. maud escapes every spliced string; user-supplied text is only ever
+//! placed in element content or in `value` attributes, never in an attribute that can
+//! hold a URL (the `next` field is a hidden input, checked again on submit).
+
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+
+use crate::store::User;
+use crate::token::Claims;
+
+/// The stylesheet, inlined in every page and allowed by its hash in the CSP.
+pub const STYLE: &str = "\
+:root{--fg:#1d2330;--muted:#5b6475;--bg:#f4f6fa;--card:#fff;--line:#dfe3ea;--accent:#3056d3;--bad:#b42318;--ok:#067647}\
+*{box-sizing:border-box}\
+body{margin:0;font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:var(--fg);background:var(--bg)}\
+header{background:var(--card);border-bottom:1px solid var(--line)}\
+nav{max-width:56rem;margin:0 auto;padding:.75rem 1rem;display:flex;gap:1rem;align-items:center}\
+nav .brand{font-weight:700;margin-right:auto;color:var(--fg);text-decoration:none}\
+nav a{color:var(--accent);text-decoration:none}\
+main{max-width:56rem;margin:2rem auto;padding:0 1rem}\
+.card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:1.5rem;margin-bottom:1.5rem}\
+.narrow{max-width:26rem;margin-left:auto;margin-right:auto}\
+h1{font-size:1.5rem;margin:0 0 1rem}h2{font-size:1.15rem;margin:0 0 .75rem}\
+label{display:block;font-weight:600;margin:.75rem 0 .25rem}\
+input[type=text],input[type=password],select{width:100%;padding:.55rem .7rem;border:1px solid var(--line);border-radius:6px;font:inherit}\
+button{font:inherit;padding:.5rem 1rem;border:0;border-radius:6px;background:var(--accent);color:#fff;cursor:pointer;margin-top:1rem}\
+button.link{background:none;color:var(--accent);padding:0;margin:0}\
+button.danger{background:var(--bad)}\
+.inline{display:inline;margin:0}.inline button{margin:0 .25rem 0 0;padding:.25rem .6rem;font-size:.85rem}\
+.inline input,.inline select{width:auto;padding:.25rem;font-size:.85rem}\
+.notice{padding:.75rem 1rem;border-radius:6px;margin-bottom:1rem;border:1px solid var(--line)}\
+.notice.error{background:#fef3f2;border-color:#fecdca;color:var(--bad)}\
+.notice.info{background:#ecfdf3;border-color:#abefc6;color:var(--ok)}\
+table{width:100%;border-collapse:collapse;font-size:.95rem}th,td{text-align:left;padding:.5rem;border-bottom:1px solid var(--line);vertical-align:top}\
+.muted{color:var(--muted)}.badge{display:inline-block;padding:0 .5rem;border-radius:99px;background:#eef2ff;color:var(--accent);font-size:.85rem}\
+";
+
+/// A one-line notice shown above a page's content.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Notice {
+    /// Something went well.
+    Info(String),
+    /// Something went wrong.
+    Error(String),
+}
+
+impl Notice {
+    /// The notice for a one-shot flash code; unknown codes show nothing.
+    pub fn from_flash(code: &str) -> Option<Notice> {
+        let error = |s: &str| Some(Notice::Error(s.to_string()));
+        let info = |s: &str| Some(Notice::Info(s.to_string()));
+        match code {
+            "expired" => error("Your session has expired, please log in again."),
+            "malformed" => error("Your login cookie was damaged, please log in again."),
+            "invalid" => error("Your login could not be verified, please log in again."),
+            "revoked" => error(
+                "Your session was ended (password changed, account locked or logged out everywhere), please log in again.",
+            ),
+            "logged_out" => info("You have been logged out."),
+            "logged_out_everywhere" => info("You have been logged out on every device."),
+            "password_changed" => info("Your password was changed."),
+            "welcome" => info("Your account was created. Welcome!"),
+            _ => None,
+        }
+    }
+}
+
+/// What every page needs besides its own content.
+#[derive(Debug, Clone, Copy)]
+pub struct Chrome<'a> {
+    /// The logged-in user, if any.
+    pub user: Option<&'a Claims>,
+    /// The CSRF field value for this visitor's forms.
+    pub csrf: &'a str,
+    /// A notice to show.
+    pub notice: Option<&'a Notice>,
+    /// Whether this instance can log people in (false on verify-only instances).
+    pub has_store: bool,
+    /// Where the "log in" link points.
+    pub login_url: &'a str,
+}
+
+fn csrf_field(chrome: &Chrome) -> Markup {
+    html! { input type="hidden" name="csrf" value=(chrome.csrf); }
+}
+
+fn layout(title: &str, chrome: &Chrome, content: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · latchkey" }
+                style { (PreEscaped(STYLE)) }
+            }
+            body {
+                header {
+                    nav {
+                        a.brand href="/" { "latchkey" }
+                        @if let Some(user) = chrome.user {
+                            a href="/account" { "Account" }
+                            @if user.role == "admin" && chrome.has_store {
+                                a href="/admin" { "Admin" }
+                            }
+                            form.inline method="post" action="/logout" {
+                                (csrf_field(chrome))
+                                button.link type="submit" { "Log out" }
+                            }
+                        } @else {
+                            a href=(chrome.login_url) { "Log in" }
+                        }
+                    }
+                }
+                main {
+                    @if let Some(notice) = chrome.notice {
+                        @match notice {
+                            Notice::Info(text) => div.notice.info role="status" { (text) },
+                            Notice::Error(text) => div.notice.error role="alert" { (text) },
+                        }
+                    }
+                    (content)
+                }
+            }
+        }
+    }
+}
+
+/// `GET /`: greets the user by name and role.
+pub fn home(chrome: &Chrome) -> String {
+    let content = html! {
+        div.card {
+            @if let Some(user) = chrome.user {
+                h1 { "Hello, " (user.name) "!" }
+                p { "You are logged in with the role " span.badge { (user.role) } "." }
+                p.muted { "Your session is carried by a signed token in a cookie; any latchkey instance holding the key can verify it." }
+            } @else {
+                h1 { "Welcome" }
+                p { "You are not logged in." }
+                p { a href=(chrome.login_url) { "Log in" } }
+            }
+        }
+    };
+    layout("Home", chrome, content).into_string()
+}
+
+/// `GET /login`.
+pub fn login(chrome: &Chrome, next: &str, username: &str, signup_open: bool) -> String {
+    let content = html! {
+        div.card.narrow {
+            h1 { "Log in" }
+            form method="post" action="/login" {
+                (csrf_field(chrome))
+                input type="hidden" name="next" value=(next);
+                label for="username" { "User name" }
+                input #username type="text" name="username" value=(username) autocomplete="username" required autofocus;
+                label for="password" { "Password" }
+                input #password type="password" name="password" autocomplete="current-password" required;
+                button type="submit" { "Log in" }
+            }
+            @if signup_open {
+                p.muted { "No account yet? " a href="/register" { "Register" } }
+            }
+        }
+    };
+    layout("Log in", chrome, content).into_string()
+}
+
+/// `GET /register`; `first` says the account will be the first, an admin.
+pub fn register(chrome: &Chrome, username: &str, first: bool) -> String {
+    let content = html! {
+        div.card.narrow {
+            h1 { "Register" }
+            @if first {
+                p.muted { "This is the first account: it becomes the administrator." }
+            }
+            form method="post" action="/register" {
+                (csrf_field(chrome))
+                label for="username" { "User name" }
+                input #username type="text" name="username" value=(username) autocomplete="username" required autofocus;
+                label for="password" { "Password (at least 8 characters)" }
+                input #password type="password" name="password" autocomplete="new-password" required;
+                label for="confirm" { "Password again" }
+                input #confirm type="password" name="confirm" autocomplete="new-password" required;
+                button type="submit" { "Create account" }
+            }
+        }
+    };
+    layout("Register", chrome, content).into_string()
+}
+
+/// `GET /account`: name, role, session expiry, password change, log out everywhere.
+pub fn account(chrome: &Chrome, expires_in: i64) -> String {
+    let Some(user) = chrome.user else {
+        return String::new();
+    };
+    let content = html! {
+        div.card {
+            h1 { "Your account" }
+            table {
+                tr { th { "Name" } td { (user.name) } }
+                tr { th { "Role" } td { span.badge { (user.role) } } }
+                tr { th { "Session" } td { "expires in " (human_duration(expires_in)) " unless you stay active" } }
+            }
+        }
+        @if chrome.has_store {
+            div.card {
+                h2 { "Change password" }
+                form method="post" action="/account/password" {
+                    (csrf_field(chrome))
+                    label for="current" { "Current password" }
+                    input #current type="password" name="current" autocomplete="current-password" required;
+                    label for="password" { "New password (at least 8 characters)" }
+                    input #password type="password" name="password" autocomplete="new-password" required;
+                    label for="confirm" { "New password again" }
+                    input #confirm type="password" name="confirm" autocomplete="new-password" required;
+                    button type="submit" { "Change password" }
+                }
+            }
+            div.card {
+                h2 { "Log out everywhere" }
+                p.muted { "Ends every session of this account, on every device, including this one." }
+                form method="post" action="/account/revoke" {
+                    (csrf_field(chrome))
+                    button.danger type="submit" { "Log out everywhere" }
+                }
+            }
+        }
+    };
+    layout("Account", chrome, content).into_string()
+}
+
+/// `GET /admin`: every user with the actions on them, and a form to create one.
+pub fn admin(chrome: &Chrome, users: &[User]) -> String {
+    let me = chrome.user.map_or(0, |u| u.user_id);
+    let content = html! {
+        div.card {
+            h1 { "Users" }
+            table {
+                tr { th { "Id" } th { "Name" } th { "Role" } th { "State" } th { "Actions" } }
+                @for user in users {
+                    tr {
+                        td { (user.id) }
+                        td { (user.name) }
+                        td {
+                            form.inline method="post" action={ "/admin/users/" (user.id) "/role" } {
+                                (csrf_field(chrome))
+                                input type="text" name="role" value=(user.role) size="8" aria-label="role";
+                                button type="submit" { "Set" }
+                            }
+                        }
+                        td { @if user.locked { "locked" } @else { "active" } }
+                        td {
+                            @if user.id != me {
+                                form.inline method="post" action={ "/admin/users/" (user.id) (if user.locked { "/unlock" } else { "/lock" }) } {
+                                    (csrf_field(chrome))
+                                    button type="submit" { (if user.locked { "Unlock" } else { "Lock" }) }
+                                }
+                            }
+                            form.inline method="post" action={ "/admin/users/" (user.id) "/revoke" } {
+                                (csrf_field(chrome))
+                                button type="submit" { "Revoke sessions" }
+                            }
+                            @if user.id != me {
+                                form.inline method="post" action={ "/admin/users/" (user.id) "/delete" } {
+                                    (csrf_field(chrome))
+                                    button.danger type="submit" { "Delete" }
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        div.card {
+            h2 { "Create a user" }
+            form method="post" action="/admin/users" {
+                (csrf_field(chrome))
+                label for="username" { "User name" }
+                input #username type="text" name="username" required;
+                label for="password" { "Password (at least 8 characters)" }
+                input #password type="password" name="password" autocomplete="new-password" required;
+                label for="role" { "Role" }
+                input #role type="text" name="role" value="user" required;
+                button type="submit" { "Create" }
+            }
+        }
+    };
+    layout("Admin", chrome, content).into_string()
+}
+
+/// An error page in the site's layout.
+pub fn error(chrome: &Chrome, status: u16, message: &str) -> String {
+    let title = reason(status);
+    let content = html! {
+        div.card.narrow {
+            h1 { (status) " " (title) }
+            p { (message) }
+            p { a href="/" { "Back to the home page" } }
+        }
+    };
+    layout(title, chrome, content).into_string()
+}
+
+/// The reason phrase of a status code.
+pub fn reason(status: u16) -> &'static str {
+    match status {
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        413 => "Payload Too Large",
+        415 => "Unsupported Media Type",
+        429 => "Too Many Requests",
+        431 => "Request Header Fields Too Large",
+        500 => "Internal Server Error",
+        503 => "Service Unavailable",
+        _ => "Error",
+    }
+}
+
+fn human_duration(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..=59 => format!("{s} s"),
+        60..=3599 => format!("{} min", s / 60),
+        _ => format!("{} h {} min", s / 3600, s % 3600 / 60),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn claims(name: &str, role: &str) -> Claims {
+        Claims {
+            sub: "1".into(),
+            user_id: 1,
+            name: name.into(),
+            role: role.into(),
+            iat: 0,
+            exp: 3600,
+            iss: "latchkey".into(),
+            auth_time: 0,
+            ver: 0,
+        }
+    }
+
+    fn chrome<'a>(user: Option<&'a Claims>, notice: Option<&'a Notice>) -> Chrome<'a> {
+        Chrome {
+            user,
+            csrf: "tok",
+            notice,
+            has_store: true,
+            login_url: "/login",
+        }
+    }
+
+    #[test]
+    fn home_greets_by_name_and_role_escaped() {
+        let c = claims("<b>al&ice</b>", "admin");
+        let page = home(&chrome(Some(&c), None));
+        assert!(page.contains("Hello, &lt;b&gt;al&amp;ice&lt;/b&gt;!"), "{page}");
+        assert!(page.contains(">admin<"));
+        assert!(page.contains("href=\"/admin\""));
+        assert!(!page.contains("<script"));
+    }
+
+    #[test]
+    fn forms_carry_the_csrf_field() {
+        let c = claims("bob", "user");
+        for page in [
+            login(&chrome(None, None), "/next", "bob", false),
+            register(&chrome(None, None), "", true),
+            account(&chrome(Some(&c), None), 100),
+            admin(&chrome(Some(&c), None), &[]),
+        ] {
+            assert!(page.contains("name=\"csrf\" value=\"tok\""));
+        }
+        let page = home(&chrome(Some(&c), None));
+        assert!(!page.contains("href=\"/admin\""), "plain users see no admin link");
+    }
+
+    #[test]
+    fn next_is_escaped_in_a_value_attribute() {
+        let page = login(&chrome(None, None), "/\"><script>x</script>", "", false);
+        assert!(page.contains("value=\"/&quot;&gt;&lt;script&gt;x&lt;/script&gt;\""), "{page}");
+    }
+
+    #[test]
+    fn notices_show() {
+        let n = Notice::from_flash("expired").unwrap();
+        let page = login(&chrome(None, Some(&n)), "/", "", false);
+        assert!(page.contains("Your session has expired, please log in again."));
+        assert_eq!(Notice::from_flash("<script>"), None);
+    }
+
+    #[test]
+    fn error_pages_use_the_layout() {
+        let page = error(&chrome(None, None), 404, "No page here.");
+        assert!(page.contains("404 Not Found") && page.contains("No page here.") && page.contains("<nav>"));
+    }
+}

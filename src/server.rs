@@ -1,0 +1,616 @@
+//! The running server: listener (bound, or handed over by systemd), N worker threads
+//! on one `tiny_http::Server`, the conversion between tiny_http and `http` types with
+//! every input limit, the access log, systemd notification and graceful shutdown.
+
+use std::io::{self, Read};
+use std::net::{IpAddr, TcpListener};
+use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use sha2::{Digest, Sha256};
+
+use crate::auth::{Auth, Policy};
+use crate::config::Config;
+use crate::http::{self, Method, Reply, Request};
+use crate::keys::{self, KeyRing};
+use crate::metrics::Metrics;
+use crate::pages;
+use crate::password::Passwords;
+use crate::routes::{self, App, Gate, Shared};
+use crate::store::UserStore;
+use crate::throttle::{Limits, Throttle};
+use crate::token::{Clock, Validation, Verifier};
+
+/// The longest accepted `Cookie` header (all of them together), bytes.
+pub const MAX_COOKIE_BYTES: usize = 8 * 1024;
+/// The longest accepted `Authorization` header, bytes.
+pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
+
+/// Why the server could not start or stopped with an error.
+#[derive(Debug)]
+pub enum ServeError {
+    /// A key could not be loaded or generated.
+    Key(keys::KeyError),
+    /// The user store could not be opened.
+    Store(crate::store::StoreError),
+    /// The password parameters were refused.
+    Password(crate::password::PasswordError),
+    /// The data directory could not be created.
+    DataDir(std::path::PathBuf, io::Error),
+    /// The listen address could not be bound or the inherited socket used.
+    Listen(String, io::Error),
+    /// tiny_http stopped accepting connections.
+    Accept(io::Error),
+}
+
+impl std::fmt::Display for ServeError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ServeError::Key(e) => write!(f, "{e}"),
+            ServeError::Store(e) => write!(f, "{e}"),
+            ServeError::Password(e) => write!(f, "argon2 settings refused: {e}"),
+            ServeError::DataDir(p, e) => write!(f, "cannot create the data directory {}: {e}", p.display()),
+            ServeError::Listen(a, e) => write!(f, "cannot listen on {a}: {e}"),
+            ServeError::Accept(e) => write!(f, "the server stopped accepting connections: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for ServeError {}
+
+/// Everything built from the configuration before the first request.
+pub struct Prepared {
+    app: App,
+    workers: usize,
+    read_timeout: u64,
+    listen: String,
+}
+
+/// Loads keys, opens the store and checks every setting, without listening.
+/// `latchkey serve --check` stops here.
+pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
+    let ring = load_keys(&config)?;
+    let store = if config.verify_only {
+        None
+    } else {
+        make_dir(&config.data_dir)?;
+        Some(Arc::new(UserStore::open(&config.store_path()).map_err(ServeError::Store)?))
+    };
+    let passwords = Passwords::new(config.argon2).map_err(ServeError::Password)?;
+    let validation = Validation {
+        issuer: config.issuer.clone(),
+        leeway: config.leeway,
+        ttl: config.ttl,
+        clock: Clock::System,
+    };
+    let policy = Policy {
+        cookie_name: config.cookie_name.clone(),
+        cookie_domain: config.cookie_domain.clone(),
+        cookie_secure: config.cookie_secure,
+        ttl: config.ttl,
+        absolute_limit: config.absolute_limit,
+        issuer: config.issuer.clone(),
+    };
+    let auth = Auth::new(&ring, Verifier::new(&ring, validation), store, policy);
+    let limits = Limits {
+        max_failures: config.throttle_max_failures,
+        window: config.throttle_window,
+        lockout: config.throttle_lockout,
+        capacity: 10_000,
+    };
+    let shared = Shared {
+        passwords,
+        throttle: Throttle::new(limits),
+        metrics: Metrics::new(config.workers, config.verify_only),
+        hashing: Gate::new(config.login_concurrency),
+        config: config.clone(),
+    };
+    Ok(Prepared {
+        app: App {
+            auth,
+            shared: Arc::new(shared),
+        },
+        workers: config.workers,
+        read_timeout: config.read_timeout,
+        listen: config.listen,
+    })
+}
+
+fn make_dir(dir: &Path) -> Result<(), ServeError> {
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| ServeError::DataDir(dir.to_path_buf(), e))
+}
+
+/// The key ring; on the embedded defaults, `secret.key` is generated on first start.
+fn load_keys(config: &Config) -> Result<KeyRing, ServeError> {
+    let files = config.effective_key_files();
+    if config.key_files.is_empty() {
+        make_dir(&config.data_dir)?;
+        let path = &files[0];
+        if !path.exists() {
+            keys::generate(path).map_err(ServeError::Key)?;
+            log_info(&format!("generated a new signing key in {}", path.display()));
+        }
+    }
+    KeyRing::load(&files).map_err(ServeError::Key)
+}
+
+/// Set by the signal thread; workers seeing `recv()` fail after it is set exit quietly.
+static STOPPING: AtomicBool = AtomicBool::new(false);
+
+/// Listens and serves until SIGTERM or SIGINT; returns after every worker has finished.
+pub fn run(prepared: Prepared) -> Result<(), ServeError> {
+    let signals = block_stop_signals();
+    let listener = listener(&prepared.listen)?;
+    set_socket_timeouts(&listener, prepared.read_timeout);
+    let addr = listener.local_addr().map_err(|e| ServeError::Listen(prepared.listen.clone(), e))?;
+    let server = Arc::new(
+        tiny_http::Server::from_listener(listener, None)
+            .map_err(|e| ServeError::Listen(addr.to_string(), io::Error::other(e.to_string())))?,
+    );
+    let fatal: Arc<std::sync::Mutex<Option<io::Error>>> = Arc::default();
+    let csp = Arc::new(content_security_policy(&prepared.app.shared.config));
+    let mut handles = Vec::new();
+    for n in 0..prepared.workers {
+        let server = Arc::clone(&server);
+        let app = prepared.app.clone();
+        let fatal = Arc::clone(&fatal);
+        let csp = Arc::clone(&csp);
+        let handle = std::thread::Builder::new()
+            .name(format!("worker-{n}"))
+            .spawn(move || worker(&server, &app, &csp, &fatal))
+            .map_err(|e| ServeError::Listen(addr.to_string(), e))?;
+        handles.push(handle);
+    }
+    log_info(&format!(
+        "listening on http://{addr} with {} workers{}",
+        prepared.workers,
+        if prepared.app.auth.store().is_some() { "" } else { " (verify-only)" }
+    ));
+    notify("READY=1");
+    start_watchdog();
+    wait_for_stop(signals);
+    STOPPING.store(true, Ordering::SeqCst);
+    notify("STOPPING=1");
+    log_info("stopping: finishing requests in flight");
+    for _ in 0..handles.len() {
+        server.unblock();
+    }
+    for handle in handles {
+        let _ = handle.join();
+    }
+    drop(server);
+    let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
+    match fatal {
+        Some(e) => Err(ServeError::Accept(e)),
+        None => {
+            log_info("stopped");
+            Ok(())
+        }
+    }
+}
+
+fn worker(server: &tiny_http::Server, app: &App, csp: &str, fatal: &std::sync::Mutex<Option<io::Error>>) {
+    loop {
+        match server.recv() {
+            Ok(request) => serve_one(request, app, csp),
+            Err(e) => {
+                if !STOPPING.load(Ordering::SeqCst) {
+                    log_error(&format!("the server stopped accepting connections: {e}"));
+                    *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                    // Wake the main thread, which waits for a stop signal.
+                    // SAFETY: kill(2) on our own pid with a valid signal has no memory effects.
+                    unsafe {
+                        libc::kill(libc::getpid(), libc::SIGTERM);
+                    }
+                }
+                return;
+            }
+        }
+    }
+}
+
+/// Answers one tiny_http request: convert with limits, handle, respond, log.
+fn serve_one(mut request: tiny_http::Request, app: &App, csp: &str) {
+    let started = Instant::now();
+    let now = unix_now();
+    let method = request.method().clone();
+    let path = http::split_target(request.url()).0.to_string();
+    let (reply, outcome) = match convert(&mut request, app.shared.config.body_limit) {
+        Ok(req) => {
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| routes::handle(app, &req, now)));
+            match result {
+                Ok(answer) => answer,
+                Err(_) => (limit_reply(&path, 500, "Something went wrong on our side."), other()),
+            }
+        }
+        Err(refusal) => (limit_reply(&path, refusal.status, &refusal.message), other()),
+    };
+    let status = reply.status;
+    let response = to_response(reply, csp);
+    if let Err(e) = request.respond(response) {
+        log_debug(&format!("could not send the response: {e}"));
+    }
+    let micros = started.elapsed().as_micros() as u64;
+    app.shared.metrics.request(outcome.route, status, micros);
+    if log_level() >= Level::Info {
+        log_access(now, &method, &path, status, micros, outcome.user.as_deref());
+    }
+}
+
+fn other() -> routes::Outcome {
+    routes::Outcome {
+        route: "other",
+        user: None,
+    }
+}
+
+struct Refusal {
+    status: u16,
+    message: String,
+}
+
+/// Builds the handlers' view of a request, enforcing the header and body limits.
+fn convert(request: &mut tiny_http::Request, body_limit: usize) -> Result<Request, Refusal> {
+    let refuse = |status: u16, message: &str| Refusal {
+        status,
+        message: message.to_string(),
+    };
+    let method = match request.method() {
+        tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
+        tiny_http::Method::Post => Method::Post,
+        _ => Method::Other,
+    };
+    let (path, query) = http::split_target(request.url());
+    let mut req = Request::new(method, "/");
+    req.path = path.to_string();
+    req.query = query.to_string();
+    req.peer = request.remote_addr().map(|a| a.ip());
+    let mut cookie_bytes = 0;
+    for header in request.headers() {
+        let name = header.field.as_str().as_str().to_ascii_lowercase();
+        let value = header.value.as_str();
+        match name.as_str() {
+            "cookie" => {
+                cookie_bytes += value.len();
+                if cookie_bytes > MAX_COOKIE_BYTES {
+                    return Err(refuse(431, "The Cookie header is too large."));
+                }
+            }
+            "authorization" if value.len() > MAX_AUTHORIZATION_BYTES => {
+                return Err(refuse(431, "The Authorization header is too large."));
+            }
+            _ => {}
+        }
+        req.headers.push((name, value.to_string()));
+    }
+    if method == Method::Post || request.body_length().is_some_and(|n| n > 0) {
+        if request.body_length().is_some_and(|n| n > body_limit) {
+            return Err(refuse(413, &format!("The request body is larger than {body_limit} bytes.")));
+        }
+        let mut body = Vec::new();
+        let read = request
+            .as_reader()
+            .take(body_limit as u64 + 1)
+            .read_to_end(&mut body);
+        match read {
+            Ok(_) if body.len() > body_limit => {
+                return Err(refuse(413, &format!("The request body is larger than {body_limit} bytes.")));
+            }
+            Ok(_) => req.body = body,
+            Err(_) => return Err(refuse(400, "The request body could not be read.")),
+        }
+    }
+    Ok(req)
+}
+
+/// An error answer made before routing: a page, or JSON under `/api/`.
+fn limit_reply(path: &str, status: u16, message: &str) -> Reply {
+    if path.starts_with("/api/") {
+        let error = match status {
+            413 => "payload_too_large",
+            431 => "header_too_large",
+            500 => "internal",
+            _ => "bad_request",
+        };
+        return Reply::json(status, &serde_json::json!({ "error": error, "message": message }));
+    }
+    let chrome = pages::Chrome {
+        user: None,
+        csrf: "",
+        notice: None,
+        has_store: true,
+        login_url: "/login",
+    };
+    Reply::html(status, pages::error(&chrome, status, message))
+}
+
+fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
+    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
+}
+
+/// Turns a `Reply` into a tiny_http response with the security headers.
+fn to_response(reply: Reply, csp: &str) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
+    let mut response = tiny_http::Response::from_data(reply.body.into_bytes()).with_status_code(reply.status);
+    let fixed = [
+        ("Content-Type", reply.content_type),
+        ("Server", "latchkey"),
+        ("Content-Security-Policy", csp),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "same-origin"),
+        ("X-Content-Type-Options", "nosniff"),
+    ];
+    for (name, value) in fixed {
+        if let Some(h) = header(name, value) {
+            response.add_header(h);
+        }
+    }
+    if reply.private {
+        if let Some(h) = header("Cache-Control", "no-store") {
+            response.add_header(h);
+        }
+    }
+    for (name, value) in &reply.headers {
+        // Values never carry CR/LF: they are built from checked data; a header that
+        // tiny_http refuses is dropped rather than sent half-formed.
+        if let Some(h) = header(name, value) {
+            response.add_header(h);
+        }
+    }
+    response
+}
+
+/// The CSP: no script at all, the one stylesheet by hash, forms only to this site
+/// (and to the SSO domain, where login redirects may lead).
+pub fn content_security_policy(config: &Config) -> String {
+    use base64::Engine;
+    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(pages::STYLE.as_bytes()));
+    let mut form_action = String::from("'self'");
+    if let Some(domain) = &config.cookie_domain {
+        form_action.push_str(&format!(" https://{domain} https://*.{domain} http://{domain} http://*.{domain}"));
+    }
+    if let Some(url) = &config.login_url {
+        if let Some(origin) = crate::config::origin_of(url) {
+            form_action.push(' ');
+            form_action.push_str(&origin);
+        }
+    }
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
+
+fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// The listener: the socket systemd passed (`LISTEN_FDS`/`LISTEN_PID`), or `addr`.
+fn listener(addr: &str) -> Result<TcpListener, ServeError> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let count = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .unwrap_or(0);
+    if ours && count >= 1 {
+        const SD_LISTEN_FDS_START: i32 = 3;
+        // SAFETY: systemd's protocol hands fd 3 to this process (LISTEN_PID matched)
+        // as an open listening socket; nothing else in the process owns it.
+        let listener = unsafe { TcpListener::from_raw_fd(SD_LISTEN_FDS_START) };
+        // SAFETY: fcntl on an fd we own.
+        unsafe {
+            libc::fcntl(SD_LISTEN_FDS_START, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+        let addr = listener
+            .local_addr()
+            .map_err(|e| ServeError::Listen("the socket passed by systemd".into(), e))?;
+        log_info(&format!("using the socket passed by systemd ({addr})"));
+        return Ok(listener);
+    }
+    TcpListener::bind(addr).map_err(|e| ServeError::Listen(addr.to_string(), e))
+}
+
+/// Sets receive and send timeouts on the listening socket; on Linux accepted sockets
+/// inherit them, which is the only way to bound idle connections under tiny_http 0.12.
+fn set_socket_timeouts(listener: &TcpListener, seconds: u64) {
+    let tv = libc::timeval {
+        tv_sec: seconds as libc::time_t,
+        tv_usec: 0,
+    };
+    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
+        // SAFETY: setsockopt with a valid fd, a valid option and a timeval of the size given.
+        let rc = unsafe {
+            libc::setsockopt(
+                listener.as_raw_fd(),
+                libc::SOL_SOCKET,
+                option,
+                (&tv as *const libc::timeval).cast(),
+                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
+            )
+        };
+        if rc != 0 {
+            log_error(&format!("cannot set a socket timeout: {}", io::Error::last_os_error()));
+        }
+    }
+}
+
+/// Blocks SIGTERM and SIGINT in this thread (and the threads it starts), so that
+/// `wait_for_stop` can take them synchronously.
+fn block_stop_signals() -> libc::sigset_t {
+    // SAFETY: sigset manipulation on a zeroed local set, then pthread_sigmask on it.
+    unsafe {
+        let mut set: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut set);
+        libc::sigaddset(&mut set, libc::SIGTERM);
+        libc::sigaddset(&mut set, libc::SIGINT);
+        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
+        set
+    }
+}
+
+fn wait_for_stop(set: libc::sigset_t) {
+    let mut signal = 0;
+    // SAFETY: sigwait on a set of signals blocked in every thread.
+    unsafe {
+        libc::sigwait(&set, &mut signal);
+    }
+}
+
+/// Sends a state line to systemd's notify socket, when there is one. Abstract socket
+/// names (a leading `@`) are supported.
+pub fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let Ok(socket) = std::os::unix::net::UnixDatagram::unbound() else {
+        return;
+    };
+    let bytes = path.as_encoded_bytes();
+    let result = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|addr| socket.send_to_addr(state.as_bytes(), &addr))
+    } else {
+        socket.send_to(state.as_bytes(), Path::new(&path))
+    };
+    if let Err(e) = result {
+        log_error(&format!("cannot notify systemd: {e}"));
+    }
+}
+
+/// Pings `WATCHDOG=1` every half `WATCHDOG_USEC`, when systemd asks for it.
+fn start_watchdog() {
+    let usec = std::env::var("WATCHDOG_USEC").ok().and_then(|v| v.parse::<u64>().ok());
+    let pid_ok = std::env::var("WATCHDOG_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .is_none_or(|p| p == std::process::id());
+    let Some(usec) = usec.filter(|u| *u > 0 && pid_ok) else {
+        return;
+    };
+    let period = Duration::from_micros(usec / 2);
+    let _ = std::thread::Builder::new().name("watchdog".into()).spawn(move || {
+        loop {
+            if STOPPING.load(Ordering::SeqCst) {
+                return;
+            }
+            notify("WATCHDOG=1");
+            std::thread::sleep(period);
+        }
+    });
+}
+
+/// Log verbosity, from `LATCHKEY_LOG` (`off`, `error`, `info`, `debug`; default `info`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    /// Nothing.
+    Off,
+    /// Failures only.
+    Error,
+    /// Failures, start/stop and one access line per request.
+    Info,
+    /// Everything, including client disconnects.
+    Debug,
+}
+
+/// The log level in force.
+pub fn log_level() -> Level {
+    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
+    *LEVEL.get_or_init(|| match std::env::var("LATCHKEY_LOG").as_deref() {
+        Ok("off") => Level::Off,
+        Ok("error") => Level::Error,
+        Ok("debug") => Level::Debug,
+        _ => Level::Info,
+    })
+}
+
+fn log_error(message: &str) {
+    if log_level() >= Level::Error {
+        eprintln!("{} error {message}", timestamp(unix_now()));
+    }
+}
+
+fn log_info(message: &str) {
+    if log_level() >= Level::Info {
+        eprintln!("{} info {message}", timestamp(unix_now()));
+    }
+}
+
+fn log_debug(message: &str) {
+    if log_level() >= Level::Debug {
+        eprintln!("{} debug {message}", timestamp(unix_now()));
+    }
+}
+
+/// One access line: time, method, path (never the query), status, µs, user or `-`.
+/// Paths are printed with control characters escaped so a request cannot forge lines.
+fn log_access(now: i64, method: &tiny_http::Method, path: &str, status: u16, micros: u64, user: Option<&str>) {
+    let path: String = path.chars().flat_map(char::escape_default).collect();
+    eprintln!(
+        "{} access {method} {path} {status} {micros}us {}",
+        timestamp(now),
+        user.unwrap_or("-")
+    );
+}
+
+/// RFC 3339 UTC time of a Unix timestamp.
+pub fn timestamp(unix: i64) -> String {
+    let days = unix.div_euclid(86_400);
+    let secs = unix.rem_euclid(86_400);
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        secs / 3600,
+        secs % 3600 / 60,
+        secs % 60
+    )
+}
+
+/// Whether `ip` is a loopback address (IPv4-mapped included).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
+        assert_eq!(timestamp(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(timestamp(1_795_694_096), "2026-11-26T11:14:56Z");
+    }
+
+    #[test]
+    fn csp_has_no_script_and_the_style_hash() {
+        let config = Config::defaults(&crate::config::Env::default());
+        let csp = content_security_policy(&config);
+        assert!(csp.starts_with("default-src 'none'; style-src 'sha256-"));
+        assert!(!csp.contains("script-src") && !csp.contains("unsafe-inline"));
+        assert!(csp.contains("frame-ancestors 'none'"));
+    }
+}
