@@ -264,6 +264,30 @@ fn hostile_tokens_get_their_exact_class() {
         ("user_id negative", signed(&[("user_id", Some("-42")), ("sub", None)]), Invalid, E::WrongType { part: Part::Payload, name: "user_id" }),
         ("user_id a string", signed(&[("user_id", Some(r#""42""#))]), Invalid, E::WrongType { part: Part::Payload, name: "user_id" }),
         ("ver a bool", signed(&[("ver", Some("true"))]), Invalid, E::WrongType { part: Part::Payload, name: "ver" }),
+        ("duplicate exp", forge(header().as_bytes(), std_payload.replacen('{', &format!("{{\"exp\":{},", NOW + 99_999), 1).as_bytes(), KEY), Invalid, E::Duplicate { part: Part::Payload }),
+        ("duplicate unknown claim", signed(&[("x", Some(r#"1,"x":2"#))]), Invalid, E::Duplicate { part: Part::Payload }),
+        // Required claims and identity.
+        ("exp missing", signed(&[("exp", None)]), Invalid, E::Missing { claim: "exp" }),
+        ("iss missing", signed(&[("iss", None)]), Invalid, E::Missing { claim: "iss" }),
+        ("identity missing", signed(&[("sub", None), ("user_id", None)]), Invalid, E::Missing { claim: "sub" }),
+        ("name missing", signed(&[("name", None)]), Invalid, E::Missing { claim: "name" }),
+        ("role missing", signed(&[("role", None)]), Invalid, E::Missing { claim: "role" }),
+        ("sub and user_id disagree", signed(&[("sub", Some(r#""43""#))]), Invalid, E::Subject),
+        ("sub with leading zero", signed(&[("sub", Some(r#""042""#)), ("user_id", None)]), Invalid, E::Subject),
+        ("sub not a number", signed(&[("sub", Some(r#""ann""#)), ("user_id", None)]), Invalid, E::Subject),
+        // Issuer near-misses.
+        ("issuer case", signed(&[("iss", Some(r#""Latchkey""#))]), Invalid, E::Issuer { expected: "latchkey".into() }),
+        ("issuer trailing space", signed(&[("iss", Some(r#""latchkey ""#))]), Invalid, E::Issuer { expected: "latchkey".into() }),
+        ("issuer prefix", signed(&[("iss", Some(r#""latch""#))]), Invalid, E::Issuer { expected: "latchkey".into() }),
+        ("issuer extended", signed(&[("iss", Some(r#""latchkey.example""#))]), Invalid, E::Issuer { expected: "latchkey".into() }),
+        ("issuer with NUL", signed(&[("iss", Some(r#""latchkey\u0000""#))]), Invalid, E::Issuer { expected: "latchkey".into() }),
+        ("issuer a number", signed(&[("iss", Some("1"))]), Invalid, E::WrongType { part: Part::Payload, name: "iss" }),
+        // Time.
+        ("nbf in the future", signed(&[("nbf", Some(&(NOW + 31).to_string()))]), Invalid, E::NotYetValid { nbf: NOW + 31, now: NOW }),
+        ("iat in the future", signed(&[("iat", Some(&(NOW + 31).to_string()))]), Invalid, E::IssuedInFuture { iat: NOW + 31, now: NOW }),
+        ("expired at the leeway edge", signed(&[("exp", Some(&(NOW - 30).to_string()))]), Expired, E::Expired { exp: NOW - 30, now: NOW }),
+        ("expired long ago", signed(&[("exp", Some("0"))]), Expired, E::Expired { exp: 0, now: NOW }),
+        ("exp at i64::MIN", signed(&[("exp", Some(&i64::MIN.to_string()))]), Expired, E::Expired { exp: i64::MIN, now: NOW }),
     ];
     assert!(cases.len() >= 30);
     let v = verifier();
