@@ -1,6 +1,21 @@
-//! Key files → key ring. STUB: to be implemented.
+//! Signing keys: key files, the key ring (first key signs, all verify) and key generation.
+//!
+//! A key file holds the secret as one line of text; the key is that line's bytes without
+//! the line end. It must be at least 32 bytes long and must not be readable or writable
+//! by group or others. Each key is named by its `kid`: the first 8 characters of the
+//! base64url SHA-256 of its bytes, so a token says which key signed it without revealing it.
 
+use std::fmt;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Read, Write};
 use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use sha2::{Digest, Sha256};
+
+/// The shortest secret accepted, in bytes (RFC 7518 §3.2: a key as long as the hash output).
+pub const MIN_KEY_LEN: usize = 32;
 
 /// One HMAC secret and its `kid`.
 #[derive(Clone)]
@@ -10,66 +25,300 @@ pub struct Key {
 }
 
 impl Key {
-    /// Builds a key from secret bytes (at least 32).
-    pub fn new(_bytes: Vec<u8>) -> Result<Key, KeyError> {
-        todo!()
+    /// Builds a key from secret bytes; refuses fewer than [`MIN_KEY_LEN`] bytes.
+    pub fn new(bytes: Vec<u8>) -> Result<Key, KeyError> {
+        if bytes.len() < MIN_KEY_LEN {
+            return Err(KeyError::TooShort {
+                path: None,
+                len: bytes.len(),
+            });
+        }
+        let digest = Sha256::digest(&bytes);
+        let mut kid = URL_SAFE_NO_PAD.encode(digest);
+        kid.truncate(8);
+        Ok(Key { bytes, kid })
     }
+
     /// The secret.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
     }
-    /// First 8 chars of base64url(SHA-256(bytes)).
+
+    /// First 8 chars of base64url(SHA-256(bytes)); names the key in token headers.
     pub fn kid(&self) -> &str {
         &self.kid
     }
 }
 
-/// Keys in order: the first signs, all verify.
-#[derive(Clone)]
+impl fmt::Debug for Key {
+    /// Shows the kid only, never the secret.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Key")
+            .field("kid", &self.kid)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Keys in order: the first signs, all verify (rotation).
+#[derive(Clone, Debug)]
 pub struct KeyRing {
     keys: Vec<Key>,
 }
 
 impl KeyRing {
-    /// A ring from keys; fails when empty.
+    /// A ring from keys, primary first; fails when empty.
     pub fn new(keys: Vec<Key>) -> Result<KeyRing, KeyError> {
         if keys.is_empty() {
             return Err(KeyError::Empty);
         }
         Ok(KeyRing { keys })
     }
-    /// Loads key files in order.
-    pub fn load(_paths: &[PathBuf]) -> Result<KeyRing, KeyError> {
-        todo!()
+
+    /// Loads key files in order (the first becomes the signing key).
+    pub fn load(paths: &[PathBuf]) -> Result<KeyRing, KeyError> {
+        let keys = paths
+            .iter()
+            .map(|path| load_file(path))
+            .collect::<Result<Vec<_>, _>>()?;
+        KeyRing::new(keys)
     }
+
     /// The signing key.
     pub fn primary(&self) -> &Key {
         &self.keys[0]
     }
+
     /// All keys, primary first.
     pub fn keys(&self) -> &[Key] {
         &self.keys
     }
 }
 
-/// Writes a new random key file with mode 0600; refuses to overwrite.
-pub fn generate(_path: &Path) -> Result<(), KeyError> {
-    todo!()
+/// Reads one key file: checks its permissions, strips one line end, checks the length.
+pub fn load_file(path: &Path) -> Result<Key, KeyError> {
+    let io_err = |source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = File::open(path).map_err(io_err)?;
+    check_private(path, &file)?;
+    let mut text = Vec::new();
+    file.read_to_end(&mut text).map_err(io_err)?;
+    let line = strip_line_end(&text);
+    if line.contains(&b'\n') {
+        return Err(KeyError::NotOneLine {
+            path: path.to_path_buf(),
+        });
+    }
+    Key::new(line.to_vec()).map_err(|err| match err {
+        KeyError::TooShort { len, .. } => KeyError::TooShort {
+            path: Some(path.to_path_buf()),
+            len,
+        },
+        other => other,
+    })
+}
+
+/// The line without one trailing `\n` or `\r\n`.
+fn strip_line_end(text: &[u8]) -> &[u8] {
+    text.strip_suffix(b"\r\n")
+        .or_else(|| text.strip_suffix(b"\n"))
+        .unwrap_or(text)
+}
+
+#[cfg(unix)]
+fn check_private(path: &Path, file: &File) -> Result<(), KeyError> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = file.metadata().map_err(|source| KeyError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mode = meta.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        return Err(KeyError::Permissions {
+            path: path.to_path_buf(),
+            mode,
+        });
+    }
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn check_private(_path: &Path, _file: &File) -> Result<(), KeyError> {
+    Ok(())
+}
+
+/// A new secret: 256 random bits as base64url text without padding (43 characters).
+///
+/// # Panics
+/// When the operating system cannot supply random bytes; use [`try_generate_secret`]
+/// to handle that case.
+pub fn generate_secret() -> String {
+    match try_generate_secret() {
+        Ok(secret) => secret,
+        Err(err) => panic!("{err}"),
+    }
+}
+
+/// Like [`generate_secret`], but reports a failing random source as an error.
+pub fn try_generate_secret() -> Result<String, KeyError> {
+    let mut bits = [0u8; 32];
+    getrandom::fill(&mut bits).map_err(KeyError::Random)?;
+    Ok(URL_SAFE_NO_PAD.encode(bits))
+}
+
+/// Writes a new random key file with mode 0600; refuses to overwrite an existing file.
+pub fn generate(path: &Path) -> Result<(), KeyError> {
+    let secret = try_generate_secret()?;
+    let mut options = OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    let write_err = |source| KeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut file = options.open(path).map_err(|source| {
+        if source.kind() == io::ErrorKind::AlreadyExists {
+            KeyError::Exists {
+                path: path.to_path_buf(),
+            }
+        } else {
+            write_err(source)
+        }
+    })?;
+    file.write_all(secret.as_bytes())
+        .and_then(|()| file.write_all(b"\n"))
+        .and_then(|()| file.sync_all())
+        .map_err(write_err)
 }
 
 /// Why a key could not be loaded or made.
 #[derive(Debug)]
+#[non_exhaustive]
 pub enum KeyError {
     /// No key given.
     Empty,
+    /// The secret is shorter than [`MIN_KEY_LEN`] bytes.
+    TooShort {
+        /// The key file, when the key came from one.
+        path: Option<PathBuf>,
+        /// The secret's length in bytes.
+        len: usize,
+    },
+    /// The key file holds more than one line.
+    NotOneLine {
+        /// The key file.
+        path: PathBuf,
+    },
+    /// The key file may be read or written by group or others.
+    Permissions {
+        /// The key file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The key file could not be opened or read.
+    Read {
+        /// The key file.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// `generate` found a file already at the path.
+    Exists {
+        /// The path given.
+        path: PathBuf,
+    },
+    /// The new key file could not be created or written.
+    Write {
+        /// The path given.
+        path: PathBuf,
+        /// The operating system's reason.
+        source: io::Error,
+    },
+    /// The operating system's random source failed.
+    Random(getrandom::Error),
 }
 
-impl std::fmt::Display for KeyError {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+impl fmt::Display for KeyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            KeyError::Empty => write!(f, "no key given"),
+            KeyError::Empty => write!(f, "no key given; pass a key file (--key-file)"),
+            KeyError::TooShort { path, len } => {
+                match path {
+                    Some(path) => write!(f, "key file {} holds {len} bytes", path.display())?,
+                    None => write!(f, "the key is {len} bytes")?,
+                }
+                write!(
+                    f,
+                    "; at least {MIN_KEY_LEN} are needed (make one with `latchkey key generate`)"
+                )
+            }
+            KeyError::NotOneLine { path } => write!(
+                f,
+                "key file {} holds more than one line; put the secret alone on one line",
+                path.display()
+            ),
+            KeyError::Permissions { path, mode } => write!(
+                f,
+                "key file {} is open to group or others (mode {mode:04o}); run `chmod 600 {}`",
+                path.display(),
+                path.display()
+            ),
+            KeyError::Read { path, source } => {
+                write!(f, "cannot read key file {}: {source}", path.display())
+            }
+            KeyError::Exists { path } => write!(
+                f,
+                "{} already exists; refusing to overwrite a key (remove it or choose another path)",
+                path.display()
+            ),
+            KeyError::Write { path, source } => {
+                write!(f, "cannot write key file {}: {source}", path.display())
+            }
+            KeyError::Random(err) => {
+                write!(f, "the operating system gave no random bytes: {err}")
+            }
         }
     }
 }
 
-impl std::error::Error for KeyError {}
+impl std::error::Error for KeyError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            KeyError::Read { source, .. } | KeyError::Write { source, .. } => Some(source),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn strips_one_line_end() {
+        assert_eq!(strip_line_end(b"abc\n"), b"abc");
+        assert_eq!(strip_line_end(b"abc\r\n"), b"abc");
+        assert_eq!(strip_line_end(b"abc"), b"abc");
+        assert_eq!(strip_line_end(b"abc\n\n"), b"abc\n");
+        assert_eq!(strip_line_end(b"abc\r"), b"abc\r");
+    }
+
+    #[test]
+    fn kid_is_eight_chars_of_the_hash() {
+        let key = Key::new(vec![7; 32]).expect("32 bytes");
+        let full = URL_SAFE_NO_PAD.encode(Sha256::digest([7u8; 32]));
+        assert_eq!(key.kid(), &full[..8]);
+    }
+
+    #[test]
+    fn debug_hides_the_secret() {
+        let key = Key::new(b"0123456789abcdef0123456789abcdef".to_vec()).expect("32 bytes");
+        assert!(!format!("{key:?}").contains("0123"));
+    }
+}

@@ -14,7 +14,11 @@ pub struct Params {
 impl Default for Params {
     /// The OWASP baseline: 19 MiB, t=2, p=1.
     fn default() -> Params {
-        Params { m_kib: 19 * 1024, t: 2, p: 1 }
+        Params {
+            m_kib: 19 * 1024,
+            t: 2,
+            p: 1,
+        }
     }
 }
 

@@ -47,7 +47,12 @@ impl UserStore {
         todo!()
     }
     /// Creates a user; fails with `NameTaken` when the name exists.
-    pub fn create(&self, _name: &str, _role: &str, _password_hash: &str) -> Result<User, StoreError> {
+    pub fn create(
+        &self,
+        _name: &str,
+        _role: &str,
+        _password_hash: &str,
+    ) -> Result<User, StoreError> {
         todo!()
     }
     /// A user by id.

@@ -1,8 +1,49 @@
-//! HS256 JSON Web Tokens: `Signer`, `Verifier`, `Claims`, `TokenError`.
+//! HS256 JSON Web Tokens: [`Signer`], [`Verifier`], [`Claims`], [`TokenError`].
 //!
-//! Pure: no I/O, no clock reads except through `Clock`. STUB: to be implemented.
+//! Pure: no I/O, and no clock reads except through [`Clock`]. The verifier is strict
+//! (RFC 7515, RFC 7519, RFC 8725) and fast, because it runs on every request:
+//! - each key's HMAC state is built once and cloned per token, so keys are never re-hashed;
+//! - a header equal, byte for byte, to one we (or PyJWT) write picks its key without being
+//!   decoded or parsed;
+//! - segments are decoded into stack buffers (the 4096-byte limit bounds them);
+//! - the signature is checked before the payload is parsed, so forgeries never reach JSON;
+//! - the payload is read in one pass that refuses duplicate members and wrong types, and
+//!   allocates only the four strings that [`Claims`] owns.
+//!
+//! See `docs/token.md` for the wire format and the error classes.
 
-use crate::keys::KeyRing;
+use std::borrow::Cow;
+use std::cell::Cell;
+use std::fmt;
+use std::marker::PhantomData;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use hmac::{Hmac, KeyInit, Mac};
+use serde::de::{self, Deserialize, DeserializeSeed, Deserializer, IgnoredAny, MapAccess, Visitor};
+use sha2::Sha256;
+
+use crate::keys::{Key, KeyRing};
+
+/// The longest token accepted, in bytes; longer ones are refused before any decoding.
+pub const MAX_TOKEN_LEN: usize = 4096;
+
+/// Room for any decoded segment of a token within [`MAX_TOKEN_LEN`].
+const MAX_DECODED_LEN: usize = MAX_TOKEN_LEN / 4 * 3;
+
+/// An HMAC-SHA256 tag: 32 bytes, 43 base64url characters.
+const SIG_LEN: usize = 32;
+const SIG_B64_LEN: usize = 43;
+
+/// Room for the JSON of typical claims; longer claims fall back to the heap.
+const SIGN_STACK_LEN: usize = 1024;
+
+/// base64url of `{"alg":"HS256","typ":"JWT"}`: the header of the original design and of
+/// PyJWT; a token carrying it (no `kid`) is checked with the primary key only.
+const LEGACY_HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
+
+type HmacSha256 = Hmac<Sha256>;
 
 /// The claims latchkey signs and reads (DESIGN.md token contract).
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -37,9 +78,15 @@ pub enum Clock {
 }
 
 impl Clock {
-    /// The current time in Unix seconds.
+    /// The current time in Unix seconds (negative before 1970).
     pub fn now(&self) -> i64 {
-        todo!()
+        match self {
+            Clock::Fixed(now) => *now,
+            Clock::System => match SystemTime::now().duration_since(UNIX_EPOCH) {
+                Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+                Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
+            },
+        }
     }
 }
 
@@ -81,9 +128,140 @@ impl ErrorClass {
     }
 }
 
+impl fmt::Display for ErrorClass {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One of the three dot-separated segments of a token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Part {
+    /// The JOSE header.
+    Header,
+    /// The claims.
+    Payload,
+    /// The HMAC tag.
+    Signature,
+}
+
+impl fmt::Display for Part {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Part::Header => "header",
+            Part::Payload => "payload",
+            Part::Signature => "signature",
+        })
+    }
+}
+
 /// Why a token was refused.
+///
+/// Each variant belongs to one [`ErrorClass`]:
+/// - **malformed** (not a JWT at all): [`TooLong`](Self::TooLong) (over 4096 bytes, checked
+///   before any decoding), [`Segments`](Self::Segments) (not exactly three),
+///   [`EmptySegment`](Self::EmptySegment), [`Base64`](Self::Base64) (anything but canonical
+///   base64url without padding: `=`, `+`, `/`, whitespace, non-zero trailing bits),
+///   [`Utf8`](Self::Utf8), [`Json`](Self::Json) (header or payload not a parseable JSON object);
+/// - **invalid** (a JWT we do not accept): [`Algorithm`](Self::Algorithm) (`alg` missing or
+///   not exactly `HS256`), [`Critical`](Self::Critical) (a `crit` header),
+///   [`Type`](Self::Type) (`typ` other than `JWT`), [`UnknownKey`](Self::UnknownKey),
+///   [`Signature`](Self::Signature), [`WrongType`](Self::WrongType) (e.g. a string or float
+///   `exp`), [`Duplicate`](Self::Duplicate) (a member name twice), [`Missing`](Self::Missing)
+///   (`exp`, `iss`, identity, `name`, `role`), [`Subject`](Self::Subject) (`sub` and
+///   `user_id` disagree, or `sub` is not a decimal id), [`Issuer`](Self::Issuer),
+///   [`NotYetValid`](Self::NotYetValid) and [`IssuedInFuture`](Self::IssuedInFuture)
+///   (`nbf`/`iat` later than now plus the leeway);
+/// - **expired**: [`Expired`](Self::Expired) (`now >= exp + leeway`);
+/// - **revoked**: [`Revoked`](Self::Revoked), made only by the server's store check.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub enum TokenError {
+    /// The token is longer than [`MAX_TOKEN_LEN`] bytes.
+    TooLong {
+        /// Its length in bytes.
+        len: usize,
+    },
+    /// The token does not have exactly three dot-separated segments.
+    Segments {
+        /// How many it has.
+        count: usize,
+    },
+    /// A segment is empty.
+    EmptySegment {
+        /// Which one.
+        part: Part,
+    },
+    /// A segment is not canonical base64url without padding.
+    Base64 {
+        /// Which one.
+        part: Part,
+    },
+    /// A decoded segment is not UTF-8.
+    Utf8 {
+        /// Which one.
+        part: Part,
+    },
+    /// A decoded segment is not a parseable JSON object.
+    Json {
+        /// Which one.
+        part: Part,
+    },
+    /// The header's `alg` is missing or not exactly `HS256`.
+    Algorithm,
+    /// The header has a `crit` member (no extensions are understood).
+    Critical,
+    /// The header's `typ` is present and not `JWT`.
+    Type,
+    /// The header's `kid` names no key of the ring.
+    UnknownKey,
+    /// The signature does not match (or is not 32 bytes).
+    Signature,
+    /// A member has the wrong JSON type (say a string `exp` or a numeric `role`).
+    WrongType {
+        /// Header or payload.
+        part: Part,
+        /// The member.
+        name: &'static str,
+    },
+    /// A member name occurs twice.
+    Duplicate {
+        /// Header or payload.
+        part: Part,
+    },
+    /// A required claim is missing; `sub` stands for "neither `sub` nor `user_id`".
+    Missing {
+        /// The claim.
+        claim: &'static str,
+    },
+    /// `sub` is not the decimal form of `user_id`, or not a decimal id at all.
+    Subject,
+    /// `iss` is not the configured issuer.
+    Issuer {
+        /// The issuer required.
+        expected: String,
+    },
+    /// `nbf` is later than now plus the leeway.
+    NotYetValid {
+        /// The token's `nbf`.
+        nbf: i64,
+        /// The verifier's now.
+        now: i64,
+    },
+    /// `iat` is later than now plus the leeway.
+    IssuedInFuture {
+        /// The token's `iat`.
+        iat: i64,
+        /// The verifier's now.
+        now: i64,
+    },
+    /// `now >= exp + leeway`.
+    Expired {
+        /// The token's `exp`.
+        exp: i64,
+        /// The verifier's now.
+        now: i64,
+    },
     /// The user's token version or state no longer matches the store.
     Revoked,
 }
@@ -91,51 +269,669 @@ pub enum TokenError {
 impl TokenError {
     /// The class this error belongs to.
     pub fn class(&self) -> ErrorClass {
-        todo!()
+        use TokenError::*;
+        match self {
+            TooLong { .. }
+            | Segments { .. }
+            | EmptySegment { .. }
+            | Base64 { .. }
+            | Utf8 { .. }
+            | Json { .. } => ErrorClass::Malformed,
+            Algorithm
+            | Critical
+            | Type
+            | UnknownKey
+            | Signature
+            | WrongType { .. }
+            | Duplicate { .. }
+            | Missing { .. }
+            | Subject
+            | Issuer { .. }
+            | NotYetValid { .. }
+            | IssuedInFuture { .. } => ErrorClass::Invalid,
+            Expired { .. } => ErrorClass::Expired,
+            Revoked => ErrorClass::Revoked,
+        }
     }
 }
 
-impl std::fmt::Display for TokenError {
-    fn fmt(&self, _f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        todo!()
+impl fmt::Display for TokenError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use TokenError::*;
+        match self {
+            TooLong { len } => write!(
+                f,
+                "the token is {len} bytes, over the {MAX_TOKEN_LEN}-byte limit; pass the token alone"
+            ),
+            Segments { count } => write!(
+                f,
+                "a token is three base64url segments joined by dots, this has {count}; \
+                 check it was copied whole"
+            ),
+            EmptySegment { part } => {
+                write!(
+                    f,
+                    "the {part} segment is empty; check the token was copied whole"
+                )
+            }
+            Base64 { part } => write!(
+                f,
+                "the {part} segment is not canonical base64url without padding \
+                 (no '=', '+', '/' or spaces); check the token was copied unchanged"
+            ),
+            Utf8 { part } => write!(f, "the {part} is not UTF-8 text"),
+            Json { part } => write!(f, "the {part} is not a JSON object"),
+            Algorithm => write!(
+                f,
+                "the header's alg is not HS256; latchkey accepts HS256 tokens only"
+            ),
+            Critical => write!(
+                f,
+                "the header lists critical extensions (crit), which latchkey does not support"
+            ),
+            Type => write!(f, "the header's typ is not JWT"),
+            UnknownKey => write!(
+                f,
+                "the token names a key (kid) that is not loaded; add that key file to verify it"
+            ),
+            Signature => write!(
+                f,
+                "the signature does not match: the token was altered or signed with another key"
+            ),
+            WrongType { part, name } => write!(
+                f,
+                "the {part} member `{name}` has the wrong type (times and ids are integers, \
+                 names are strings)"
+            ),
+            Duplicate { part } => write!(f, "the {part} has a member name twice"),
+            Missing { claim: "sub" } => write!(
+                f,
+                "the token names no user (neither `sub` nor `user_id`); log in again"
+            ),
+            Missing { claim } => write!(f, "the token lacks the `{claim}` claim; log in again"),
+            Subject => write!(
+                f,
+                "the token's `sub` is not the decimal user id (or disagrees with `user_id`)"
+            ),
+            Issuer { expected } => write!(
+                f,
+                "the token's issuer is not \"{expected}\"; it was made for another service, \
+                 or the issuer setting differs"
+            ),
+            NotYetValid { nbf, now } => write!(
+                f,
+                "the token is not valid until {} s from now (nbf {nbf}); check the clocks agree",
+                nbf.saturating_sub(*now)
+            ),
+            IssuedInFuture { iat, now } => write!(
+                f,
+                "the token was issued {} s in the future (iat {iat}); check the clocks agree",
+                iat.saturating_sub(*now)
+            ),
+            Expired { exp, now } => write!(
+                f,
+                "the token expired {} s ago (exp {exp}); log in again",
+                now.saturating_sub(*exp)
+            ),
+            Revoked => write!(
+                f,
+                "the token was revoked (password change, log out everywhere, lock or removal); \
+                 log in again"
+            ),
+        }
     }
 }
 
 impl std::error::Error for TokenError {}
 
+/// A pre-keyed HMAC-SHA256 state (the key's pads already hashed).
+fn keyed(key: &Key) -> HmacSha256 {
+    match HmacSha256::new_from_slice(key.bytes()) {
+        Ok(mac) => mac,
+        Err(_) => unreachable!("HMAC accepts keys of any length"),
+    }
+}
+
+/// base64url of `json`.
+fn b64(json: &str) -> String {
+    URL_SAFE_NO_PAD.encode(json)
+}
+
 /// Signs claims with the primary key of a ring.
 #[derive(Clone)]
-pub struct Signer {}
+pub struct Signer {
+    mac: HmacSha256,
+    /// base64url of our header, then the dot.
+    prefix: String,
+}
 
 impl Signer {
     /// Builds a signer keyed once with the ring's primary key.
-    pub fn new(_ring: &KeyRing) -> Signer {
-        todo!()
+    pub fn new(ring: &KeyRing) -> Signer {
+        let key = ring.primary();
+        let header = format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{}"}}"#, key.kid());
+        Signer {
+            mac: keyed(key),
+            prefix: b64(&header) + ".",
+        }
     }
 
     /// Returns the compact JWS for `claims`.
-    pub fn sign(&self, _claims: &Claims) -> String {
-        todo!()
+    ///
+    /// `sub` must be the decimal form of `user_id`, or the token will not verify.
+    pub fn sign(&self, claims: &Claims) -> String {
+        debug_assert_eq!(
+            claims.sub,
+            claims.user_id.to_string(),
+            "sub must be user_id"
+        );
+        let mut stack = [0u8; SIGN_STACK_LEN];
+        let heap: Vec<u8>;
+        let json: &[u8] = {
+            let mut rest: &mut [u8] = &mut stack;
+            if serde_json::to_writer(&mut rest, claims).is_ok() {
+                let len = SIGN_STACK_LEN - rest.len();
+                &stack[..len]
+            } else {
+                // Only strings and integers: serializing to a Vec cannot fail.
+                heap = serde_json::to_vec(claims).unwrap_or_default();
+                &heap
+            }
+        };
+        let payload_len = json.len().div_ceil(3) * 4;
+        let mut out = String::with_capacity(self.prefix.len() + payload_len + 1 + SIG_B64_LEN);
+        out.push_str(&self.prefix);
+        URL_SAFE_NO_PAD.encode_string(json, &mut out);
+        let mut mac = self.mac.clone();
+        mac.update(out.as_bytes());
+        let tag = mac.finalize().into_bytes();
+        out.push('.');
+        URL_SAFE_NO_PAD.encode_string(tag.as_slice(), &mut out);
+        out
     }
+}
+
+/// One verification key: its kid, its keyed HMAC and the headers that name it.
+#[derive(Clone)]
+struct VerifyKey {
+    kid: String,
+    mac: HmacSha256,
+    /// base64url of `{"alg":"HS256","typ":"JWT","kid":K}` (ours) and of
+    /// `{"alg":"HS256","kid":K,"typ":"JWT"}` (PyJWT's sorted order).
+    headers: [String; 2],
 }
 
 /// Verifies tokens against every key of a ring.
 #[derive(Clone)]
-pub struct Verifier {}
+pub struct Verifier {
+    /// Primary first.
+    keys: Vec<VerifyKey>,
+    validation: Validation,
+}
 
 impl Verifier {
     /// Builds a verifier keyed once per key of the ring.
-    pub fn new(_ring: &KeyRing, _validation: Validation) -> Verifier {
-        todo!()
+    pub fn new(ring: &KeyRing, validation: Validation) -> Verifier {
+        let keys = ring
+            .keys()
+            .iter()
+            .map(|key| {
+                let kid = key.kid();
+                VerifyKey {
+                    kid: kid.to_owned(),
+                    mac: keyed(key),
+                    headers: [
+                        b64(&format!(r#"{{"alg":"HS256","typ":"JWT","kid":"{kid}"}}"#)),
+                        b64(&format!(r#"{{"alg":"HS256","kid":"{kid}","typ":"JWT"}}"#)),
+                    ],
+                }
+            })
+            .collect();
+        Verifier { keys, validation }
     }
 
     /// The validation settings in force.
     pub fn validation(&self) -> &Validation {
-        todo!()
+        &self.validation
     }
 
     /// Checks `token` completely and returns its claims.
-    pub fn verify(&self, _token: &str) -> Result<Claims, TokenError> {
-        todo!()
+    ///
+    /// Order: size, segments, header (alg, crit, typ, kid), base64 of signature and payload,
+    /// signature, then the payload: JSON and types, `exp`, `iss`, `nbf`/`iat`, expiry,
+    /// identity, `name`, `role`. The first failure is returned.
+    pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(TokenError::TooLong { len: token.len() });
+        }
+        let (header, payload, signature) = split(token)?;
+        let key = self.key_for(header)?;
+
+        let mut tag = [0u8; SIG_LEN];
+        decode_signature(signature, &mut tag)?;
+        let mut buf = [0u8; MAX_DECODED_LEN];
+        let payload = decode(payload, Part::Payload, &mut buf)?;
+
+        let mut mac = key.mac.clone();
+        mac.update(&token.as_bytes()[..token.len() - signature.len() - 1]);
+        mac.verify_slice(&tag).map_err(|_| TokenError::Signature)?;
+
+        let payload = std::str::from_utf8(payload).map_err(|_| TokenError::Utf8 {
+            part: Part::Payload,
+        })?;
+        let raw: RawClaims = parse_object(payload, Part::Payload)?;
+        self.check(raw)
+    }
+
+    /// The key a header selects, refusing any header we do not accept.
+    fn key_for(&self, header: &str) -> Result<&VerifyKey, TokenError> {
+        if let Some(key) = self
+            .keys
+            .iter()
+            .find(|key| key.headers.iter().any(|h| h == header))
+        {
+            return Ok(key);
+        }
+        if header == LEGACY_HEADER_B64 {
+            return Ok(&self.keys[0]);
+        }
+        self.key_for_parsed(header)
+    }
+
+    /// The slow path of [`Self::key_for`]: decode and parse the header.
+    #[cold]
+    fn key_for_parsed(&self, header: &str) -> Result<&VerifyKey, TokenError> {
+        let mut buf = [0u8; MAX_DECODED_LEN];
+        let json = decode(header, Part::Header, &mut buf)?;
+        let json =
+            std::str::from_utf8(json).map_err(|_| TokenError::Utf8 { part: Part::Header })?;
+        let fields: RawHeader = parse_object(json, Part::Header)?;
+        if fields.crit.is_some() {
+            return Err(TokenError::Critical);
+        }
+        if fields.alg.as_ref().map(|alg| &*alg.0) != Some("HS256") {
+            return Err(TokenError::Algorithm);
+        }
+        if fields.typ.is_some_and(|typ| typ.0 != "JWT") {
+            return Err(TokenError::Type);
+        }
+        match fields.kid {
+            None => Ok(&self.keys[0]),
+            Some(kid) => self
+                .keys
+                .iter()
+                .find(|key| key.kid == kid.0)
+                .ok_or(TokenError::UnknownKey),
+        }
+    }
+
+    /// Checks the claims of a signed payload against the validation settings.
+    fn check(&self, raw: RawClaims) -> Result<Claims, TokenError> {
+        let v = &self.validation;
+        let now = v.clock.now();
+        let leeway = i64::try_from(v.leeway).unwrap_or(i64::MAX);
+        let exp = raw.exp.ok_or(TokenError::Missing { claim: "exp" })?;
+        let iss = raw.iss.ok_or(TokenError::Missing { claim: "iss" })?;
+        if iss != v.issuer {
+            return Err(TokenError::Issuer {
+                expected: v.issuer.clone(),
+            });
+        }
+        let horizon = now.saturating_add(leeway);
+        if let Some(nbf) = raw.nbf.filter(|&nbf| nbf > horizon) {
+            return Err(TokenError::NotYetValid { nbf, now });
+        }
+        if let Some(iat) = raw.iat.filter(|&iat| iat > horizon) {
+            return Err(TokenError::IssuedInFuture { iat, now });
+        }
+        if now >= exp.saturating_add(leeway) {
+            return Err(TokenError::Expired { exp, now });
+        }
+        let (sub, user_id) = match (raw.sub, raw.user_id) {
+            (Some(sub), Some(id)) if parse_id(&sub) == Some(id) => (sub, id),
+            (Some(sub), None) => match parse_id(&sub) {
+                Some(id) => (sub, id),
+                None => return Err(TokenError::Subject),
+            },
+            (None, Some(id)) => (id.to_string(), id),
+            (Some(_), Some(_)) => return Err(TokenError::Subject),
+            (None, None) => return Err(TokenError::Missing { claim: "sub" }),
+        };
+        let name = raw.name.ok_or(TokenError::Missing { claim: "name" })?;
+        let role = raw.role.ok_or(TokenError::Missing { claim: "role" })?;
+        let ttl = i64::try_from(v.ttl).unwrap_or(i64::MAX);
+        let iat = raw.iat.unwrap_or(exp.saturating_sub(ttl));
+        Ok(Claims {
+            sub,
+            user_id,
+            name,
+            role,
+            iat,
+            exp,
+            iss,
+            auth_time: raw.auth_time.unwrap_or(iat),
+            ver: raw.ver.unwrap_or(0),
+        })
+    }
+}
+
+/// A canonical decimal u64: digits only, no sign, no leading zero (except "0").
+fn parse_id(text: &str) -> Option<u64> {
+    let bytes = text.as_bytes();
+    let canonical = match bytes {
+        [] => false,
+        [b'0'] => true,
+        [first, ..] => *first != b'0' && bytes.iter().all(u8::is_ascii_digit),
+    };
+    if canonical { text.parse().ok() } else { None }
+}
+
+/// Splits a token into its three segments, refusing any other count or an empty one.
+fn split(token: &str) -> Result<(&str, &str, &str), TokenError> {
+    let segments = || TokenError::Segments {
+        count: token.split('.').count(),
+    };
+    let (header, rest) = token.split_once('.').ok_or_else(segments)?;
+    let (payload, signature) = rest.split_once('.').ok_or_else(segments)?;
+    if signature.contains('.') {
+        return Err(segments());
+    }
+    for (segment, part) in [
+        (header, Part::Header),
+        (payload, Part::Payload),
+        (signature, Part::Signature),
+    ] {
+        if segment.is_empty() {
+            return Err(TokenError::EmptySegment { part });
+        }
+    }
+    Ok((header, payload, signature))
+}
+
+/// Decodes canonical base64url (no padding, zero trailing bits) into `buf`.
+fn decode<'b>(segment: &str, part: Part, buf: &'b mut [u8]) -> Result<&'b [u8], TokenError> {
+    match URL_SAFE_NO_PAD.decode_slice(segment, buf) {
+        Ok(len) => Ok(&buf[..len]),
+        Err(_) => Err(TokenError::Base64 { part }),
+    }
+}
+
+/// Decodes the signature; a canonical segment of the wrong length is a bad signature.
+fn decode_signature(segment: &str, tag: &mut [u8; SIG_LEN]) -> Result<(), TokenError> {
+    if segment.len() == SIG_B64_LEN {
+        return decode(segment, Part::Signature, tag).map(|_| ());
+    }
+    let mut buf = [0u8; MAX_DECODED_LEN];
+    decode(segment, Part::Signature, &mut buf)?;
+    Err(TokenError::Signature)
+}
+
+/// Parses a JSON object with [`Fields`] `T`, classing failures: syntax or a non-object is
+/// malformed; a duplicate member or a wrong type is invalid.
+fn parse_object<'de, T: Fields<'de>>(json: &'de str, part: Part) -> Result<T, TokenError> {
+    let starts_object = json
+        .trim_start_matches([' ', '\t', '\n', '\r'])
+        .starts_with('{');
+    if !starts_object {
+        return Err(TokenError::Json { part });
+    }
+    let flaw = Cell::new(None);
+    let mut de = serde_json::Deserializer::from_str(json);
+    let parsed = ObjectSeed {
+        flaw: &flaw,
+        out: PhantomData,
+    }
+    .deserialize(&mut de)
+    .and_then(|fields| de.end().map(|()| fields));
+    parsed.map_err(|err| match (err.classify(), flaw.get()) {
+        (serde_json::error::Category::Data, Some(Flaw::Duplicate)) => {
+            TokenError::Duplicate { part }
+        }
+        (serde_json::error::Category::Data, Some(Flaw::WrongType(name))) => {
+            TokenError::WrongType { part, name }
+        }
+        _ => TokenError::Json { part },
+    })
+}
+
+/// What the object reader found wrong, beyond syntax (serde's errors are opaque).
+#[derive(Debug, Clone, Copy)]
+enum Flaw {
+    Duplicate,
+    WrongType(&'static str),
+}
+
+/// The known members of a JSON object, read one at a time.
+trait Fields<'de>: Default {
+    /// Reads the value of member `name` if it is known; returns whether it was.
+    fn read<A: MapAccess<'de>>(
+        &mut self,
+        name: &str,
+        map: &mut A,
+        flaw: &Cell<Option<Flaw>>,
+    ) -> Result<bool, A::Error>;
+}
+
+/// Reads a known member into its slot, refusing a second occurrence and a wrong type.
+fn put<'de, T: Deserialize<'de>, A: MapAccess<'de>>(
+    slot: &mut Option<T>,
+    name: &'static str,
+    map: &mut A,
+    flaw: &Cell<Option<Flaw>>,
+) -> Result<bool, A::Error> {
+    if slot.is_some() {
+        flaw.set(Some(Flaw::Duplicate));
+        return Err(de::Error::custom("duplicate member"));
+    }
+    match map.next_value() {
+        Ok(value) => {
+            *slot = Some(value);
+            Ok(true)
+        }
+        Err(err) => {
+            flaw.set(Some(Flaw::WrongType(name)));
+            Err(err)
+        }
+    }
+}
+
+/// The header members that matter; others are ignored (after the duplicate check).
+#[derive(Default)]
+struct RawHeader<'de> {
+    alg: Option<Text<'de>>,
+    typ: Option<Text<'de>>,
+    kid: Option<Text<'de>>,
+    crit: Option<IgnoredAny>,
+}
+
+impl<'de> Fields<'de> for RawHeader<'de> {
+    fn read<A: MapAccess<'de>>(
+        &mut self,
+        name: &str,
+        map: &mut A,
+        flaw: &Cell<Option<Flaw>>,
+    ) -> Result<bool, A::Error> {
+        match name {
+            "alg" => put(&mut self.alg, "alg", map, flaw),
+            "typ" => put(&mut self.typ, "typ", map, flaw),
+            "kid" => put(&mut self.kid, "kid", map, flaw),
+            "crit" => put(&mut self.crit, "crit", map, flaw),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// The claims as found in the payload, before validation.
+#[derive(Default)]
+struct RawClaims {
+    sub: Option<String>,
+    user_id: Option<u64>,
+    name: Option<String>,
+    role: Option<String>,
+    iat: Option<i64>,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+    iss: Option<String>,
+    auth_time: Option<i64>,
+    ver: Option<u64>,
+}
+
+impl<'de> Fields<'de> for RawClaims {
+    fn read<A: MapAccess<'de>>(
+        &mut self,
+        name: &str,
+        map: &mut A,
+        flaw: &Cell<Option<Flaw>>,
+    ) -> Result<bool, A::Error> {
+        match name {
+            "sub" => put(&mut self.sub, "sub", map, flaw),
+            "user_id" => put(&mut self.user_id, "user_id", map, flaw),
+            "name" => put(&mut self.name, "name", map, flaw),
+            "role" => put(&mut self.role, "role", map, flaw),
+            "iat" => put(&mut self.iat, "iat", map, flaw),
+            "exp" => put(&mut self.exp, "exp", map, flaw),
+            "nbf" => put(&mut self.nbf, "nbf", map, flaw),
+            "iss" => put(&mut self.iss, "iss", map, flaw),
+            "auth_time" => put(&mut self.auth_time, "auth_time", map, flaw),
+            "ver" => put(&mut self.ver, "ver", map, flaw),
+            _ => Ok(false),
+        }
+    }
+}
+
+/// A JSON string borrowed from the input when it has no escapes.
+#[derive(PartialEq, Eq, PartialOrd, Ord)]
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct TextVisitor;
+        impl<'de> Visitor<'de> for TextVisitor {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Borrowed(v)))
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Text<'de>, E> {
+                Ok(Text(Cow::Owned(v.to_owned())))
+            }
+        }
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+/// Reads one JSON object into `T`, refusing duplicate member names (known or not).
+struct ObjectSeed<'f, T> {
+    flaw: &'f Cell<Option<Flaw>>,
+    out: PhantomData<T>,
+}
+
+impl<'de, T: Fields<'de>> DeserializeSeed<'de> for ObjectSeed<'_, T> {
+    type Value = T;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<T, D::Error> {
+        deserializer.deserialize_map(self)
+    }
+}
+
+impl<'de, T: Fields<'de>> Visitor<'de> for ObjectSeed<'_, T> {
+    type Value = T;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<T, A::Error> {
+        let mut fields = T::default();
+        let mut others: Vec<Text<'de>> = Vec::new();
+        while let Some(name) = map.next_key::<Text<'de>>()? {
+            if !fields.read(&name.0, &mut map, self.flaw)? {
+                map.next_value::<IgnoredAny>()?;
+                others.push(name);
+            }
+        }
+        others.sort_unstable();
+        if others.windows(2).any(|pair| pair[0] == pair[1]) {
+            self.flaw.set(Some(Flaw::Duplicate));
+            return Err(de::Error::custom("duplicate member"));
+        }
+        Ok(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn legacy_header_constant_is_the_encoding() {
+        assert_eq!(LEGACY_HEADER_B64, b64(r#"{"alg":"HS256","typ":"JWT"}"#));
+    }
+
+    #[test]
+    fn decimal_ids_are_canonical() {
+        assert_eq!(parse_id("0"), Some(0));
+        assert_eq!(parse_id("42"), Some(42));
+        assert_eq!(parse_id("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            "042",
+            "+42",
+            "-1",
+            " 42",
+            "4 2",
+            "18446744073709551616",
+            "0x2a",
+        ] {
+            assert_eq!(parse_id(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn split_counts_segments() {
+        assert_eq!(split("a.b.c"), Ok(("a", "b", "c")));
+        assert_eq!(split("a.b"), Err(TokenError::Segments { count: 2 }));
+        assert_eq!(split("a.b.c.d"), Err(TokenError::Segments { count: 4 }));
+        assert_eq!(
+            split("a..c"),
+            Err(TokenError::EmptySegment {
+                part: Part::Payload
+            })
+        );
+    }
+
+    #[test]
+    fn objects_refuse_duplicates_and_wrong_types() {
+        let dup = parse_object::<RawClaims>(r#"{"x":1,"y":2,"x":3}"#, Part::Payload);
+        assert_eq!(
+            dup.err(),
+            Some(TokenError::Duplicate {
+                part: Part::Payload
+            })
+        );
+        let escaped = parse_object::<RawClaims>(r#"{"exp":1,"\u0065xp":2}"#, Part::Payload);
+        assert_eq!(
+            escaped.err(),
+            Some(TokenError::Duplicate {
+                part: Part::Payload
+            })
+        );
+        let wrong = parse_object::<RawClaims>(r#"{"exp":"1"}"#, Part::Payload);
+        assert_eq!(
+            wrong.err(),
+            Some(TokenError::WrongType {
+                part: Part::Payload,
+                name: "exp"
+            })
+        );
+        let trailing = parse_object::<RawClaims>(r#"{"exp":1} x"#, Part::Payload);
+        assert_eq!(
+            trailing.err(),
+            Some(TokenError::Json {
+                part: Part::Payload
+            })
+        );
     }
 }
