@@ -1,15 +1,387 @@
-//! `latchkey user ...`. STUB.
+//! `latchkey user ...`: manage the users in the store from the command line.
+//!
+//! Every subcommand opens `users.redb` in the data directory itself. redb
+//! locks the file while it is open, so these commands cannot run while a
+//! server holds the store; they then say so plainly (`StoreError::Busy`).
+//! Passwords come from a terminal prompt without echo (asked twice), or as one
+//! line of stdin when stdin is not a terminal. Passwords and hashes are never
+//! printed.
 
+use std::error::Error;
+use std::io::{BufRead, IsTerminal, Read};
+use std::os::unix::fs::DirBuilderExt;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+
+use latchkey::password::{self, MAX_LEN, Params, PasswordError, Passwords};
+use latchkey::store::{self, StoreError, User, UserStore};
+
+/// The data directory when neither `--data-dir` nor `LATCHKEY_DATA_DIR` nor
+/// `$STATE_DIRECTORY` is set.
+const DEFAULT_DATA_DIR: &str = "./latchkey-data";
+/// The store file inside the data directory.
+const STORE_FILE: &str = "users.redb";
+
+/// Where the store is: shared by every user subcommand.
+#[derive(clap::Args)]
+pub struct StoreArgs {
+    /// The data directory holding users.redb [default: $STATE_DIRECTORY if set, else
+    /// ./latchkey-data]
+    #[arg(long, env = "LATCHKEY_DATA_DIR", value_name = "D")]
+    data_dir: Option<PathBuf>,
+}
 
 /// The user subcommands.
 #[derive(clap::Subcommand)]
 pub enum UserCommand {
-    /// List users.
-    List,
+    /// Add a user; asks for the password (or reads one line of stdin).
+    Add {
+        /// The user name: 1-64 ASCII letters, digits, '.', '_', '-', '@'.
+        name: String,
+        /// The role: `user`, `admin`, or another lowercase name.
+        #[arg(long, value_name = "R", default_value = store::ROLE_USER)]
+        role: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// List the users as a table, or as a JSON array with --json.
+    List {
+        /// Print a JSON array for scripts.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Set a user's password; ends all their sessions.
+    Passwd {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Set a user's role.
+    Role {
+        /// The user name.
+        name: String,
+        /// The new role.
+        role: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Lock a user out; ends all their sessions.
+    Lock {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Let a locked user log in again.
+    Unlock {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// End all sessions of a user ("log out everywhere").
+    Revoke {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Delete a user.
+    Remove {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
-/// Runs a user subcommand.
-pub fn run(_command: UserCommand) -> ExitCode {
-    super::fail("not implemented yet")
+type Result<T> = std::result::Result<T, Box<dyn Error>>;
+
+/// Runs a user subcommand: 0 on success, 1 (with `latchkey: <message>`) on failure.
+pub fn run(command: UserCommand) -> ExitCode {
+    match execute(command) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => super::fail(e),
+    }
+}
+
+fn execute(command: UserCommand) -> Result<()> {
+    match command {
+        UserCommand::Add { name, role, store } => add(&store, &name, &role),
+        UserCommand::List { json, store } => list(&store, json),
+        UserCommand::Passwd { name, store } => {
+            let db = open_existing(&store)?;
+            let user = find(&db, &name)?;
+            let hash = passwords()?.hash(&read_new_password(&user.name)?)?;
+            db.set_password(user.id, &hash)?;
+            println!(
+                "changed the password of {}; their sessions are revoked",
+                user.name
+            );
+            Ok(())
+        }
+        UserCommand::Role { name, role, store } => {
+            store::validate_role(&role)?;
+            let db = open_existing(&store)?;
+            let user = db.set_role(find(&db, &name)?.id, &role)?;
+            println!("{} now has the role {}", user.name, user.role);
+            Ok(())
+        }
+        UserCommand::Lock { name, store } => {
+            let db = open_existing(&store)?;
+            let user = db.set_locked(find(&db, &name)?.id, true)?;
+            println!("locked {}; their sessions are revoked", user.name);
+            Ok(())
+        }
+        UserCommand::Unlock { name, store } => {
+            let db = open_existing(&store)?;
+            let user = db.set_locked(find(&db, &name)?.id, false)?;
+            println!("unlocked {}", user.name);
+            Ok(())
+        }
+        UserCommand::Revoke { name, store } => {
+            let db = open_existing(&store)?;
+            let user = db.revoke(find(&db, &name)?.id)?;
+            println!("revoked every session of {}", user.name);
+            Ok(())
+        }
+        UserCommand::Remove { name, store } => {
+            let db = open_existing(&store)?;
+            let user = find(&db, &name)?;
+            db.delete(user.id)?;
+            println!("removed {} (id {})", user.name, user.id);
+            Ok(())
+        }
+    }
+}
+
+fn add(args: &StoreArgs, name: &str, role: &str) -> Result<()> {
+    // Check everything that can fail before asking for a password.
+    let name = store::validate_name(name)?;
+    store::validate_role(role)?;
+    let dir = data_dir(args);
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(&dir)
+        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+    let db = UserStore::open(&dir.join(STORE_FILE))?;
+    if db.get_by_name(&name)?.is_some() {
+        return Err(StoreError::NameTaken(name).into());
+    }
+    let hash = passwords()?.hash(&read_new_password(&name)?)?;
+    let user = db.create(&name, role, &hash)?;
+    println!(
+        "added user {} (id {}, role {})",
+        user.name, user.id, user.role
+    );
+    Ok(())
+}
+
+fn list(args: &StoreArgs, json: bool) -> Result<()> {
+    let db = open_existing(args)?;
+    let mut users: Vec<User> = Vec::new();
+    loop {
+        let page = db.list(users.last().map_or(0, |u| u.id), 500)?;
+        if page.is_empty() {
+            break;
+        }
+        users.extend(page);
+    }
+    if json {
+        let rows: Vec<JsonRow<'_>> = users.iter().map(JsonRow::from).collect();
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    } else {
+        print!("{}", table(&users));
+    }
+    Ok(())
+}
+
+/// One user in `list --json`: everything but the password hash.
+#[derive(serde::Serialize)]
+struct JsonRow<'a> {
+    id: u64,
+    name: &'a str,
+    role: &'a str,
+    locked: bool,
+    ver: u64,
+    created: i64,
+    updated: i64,
+    last_login: Option<i64>,
+}
+
+impl<'a> From<&'a User> for JsonRow<'a> {
+    fn from(u: &'a User) -> JsonRow<'a> {
+        JsonRow {
+            id: u.id,
+            name: &u.name,
+            role: &u.role,
+            locked: u.locked,
+            ver: u.ver,
+            created: u.created,
+            updated: u.updated,
+            last_login: u.last_login,
+        }
+    }
+}
+
+/// The readable listing: one row per user, times in UTC.
+fn table(users: &[User]) -> String {
+    let mut rows = vec![[
+        "ID".to_string(),
+        "NAME".into(),
+        "ROLE".into(),
+        "LOCKED".into(),
+        "CREATED".into(),
+        "LAST LOGIN".into(),
+    ]];
+    for u in users {
+        rows.push([
+            u.id.to_string(),
+            u.name.clone(),
+            u.role.clone(),
+            if u.locked { "yes" } else { "no" }.into(),
+            utc(u.created),
+            u.last_login.map_or_else(|| "never".into(), utc),
+        ]);
+    }
+    let mut widths = [0; 6];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.len());
+        }
+    }
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (days to civil date after H. Hinnant).
+fn utc(secs: i64) -> String {
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The data directory: the flag or `LATCHKEY_DATA_DIR`, else the first of
+/// `$STATE_DIRECTORY` (systemd), else `./latchkey-data`.
+fn data_dir(args: &StoreArgs) -> PathBuf {
+    if let Some(dir) = &args.data_dir {
+        return dir.clone();
+    }
+    match std::env::var_os("STATE_DIRECTORY") {
+        Some(dirs) if !dirs.is_empty() => {
+            // systemd joins several directories with ':'.
+            let first = dirs
+                .to_string_lossy()
+                .split(':')
+                .next()
+                .unwrap_or_default()
+                .to_string();
+            PathBuf::from(first)
+        }
+        _ => PathBuf::from(DEFAULT_DATA_DIR),
+    }
+}
+
+/// Opens the store, refusing to create one: only `add` does that.
+fn open_existing(args: &StoreArgs) -> Result<UserStore> {
+    let file = data_dir(args).join(STORE_FILE);
+    if !file.exists() {
+        return Err(no_store(&file).into());
+    }
+    Ok(UserStore::open(&file)?)
+}
+
+fn no_store(file: &Path) -> String {
+    format!(
+        "there is no user store at {}: add the first user with `latchkey user add NAME`, \
+         or point --data-dir (or LATCHKEY_DATA_DIR) at the right directory",
+        file.display()
+    )
+}
+
+/// The user with this name (ignoring case), or a message naming it.
+fn find(db: &UserStore, name: &str) -> Result<User> {
+    db.get_by_name(name)?
+        .ok_or_else(|| format!("there is no user named {}", name.trim()).into())
+}
+
+/// The hasher at the default (OWASP) parameters, as the server uses by default.
+fn passwords() -> Result<Passwords> {
+    Ok(Passwords::new(Params::default())?)
+}
+
+/// A new password: from the terminal, asked twice without echo, or one line of stdin.
+fn read_new_password(name: &str) -> Result<String> {
+    let stdin = std::io::stdin();
+    if stdin.is_terminal() {
+        let first = rpassword::prompt_password(format!("New password for {name}: "))
+            .map_err(|e| format!("cannot read the password from the terminal: {e}"))?;
+        password::check_rules(&first)?;
+        let again = rpassword::prompt_password("Repeat the password: ")
+            .map_err(|e| format!("cannot read the password from the terminal: {e}"))?;
+        if first != again {
+            return Err("the two passwords differ; nothing was changed".into());
+        }
+        return Ok(first);
+    }
+    // One line, at most MAX_LEN bytes plus the line end; more is reported as too long.
+    let mut line = Vec::new();
+    let limit = u64::try_from(MAX_LEN + 3).unwrap_or(u64::MAX);
+    let read = stdin
+        .lock()
+        .take(limit)
+        .read_until(b'\n', &mut line)
+        .map_err(|e| format!("cannot read the password from stdin: {e}"))?;
+    if read == 0 {
+        return Err("no password on stdin: pipe one line, or run in a terminal to be asked".into());
+    }
+    if line.ends_with(b"\n") {
+        line.pop();
+        if line.ends_with(b"\r") {
+            line.pop();
+        }
+    }
+    let password = String::from_utf8(line).map_err(|_| PasswordError::NotUtf8)?;
+    password::check_rules(&password)?;
+    Ok(password)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn utc_formats_known_instants() {
+        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
+        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
+        assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
+        assert_eq!(utc(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(utc(4_102_444_800), "2100-01-01T00:00:00Z");
+    }
 }
