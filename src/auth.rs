@@ -107,7 +107,12 @@ pub struct Auth {
 
 impl Auth {
     /// Builds the machinery from a key ring; `verifier` carries the validation rules.
-    pub fn new(ring: &KeyRing, verifier: Verifier, store: Option<Arc<UserStore>>, policy: Policy) -> Auth {
+    pub fn new(
+        ring: &KeyRing,
+        verifier: Verifier,
+        store: Option<Arc<UserStore>>,
+        policy: Policy,
+    ) -> Auth {
         let mut derive = <Hmac<Sha256> as KeyInit>::new_from_slice(ring.primary().bytes())
             .expect("HMAC accepts keys of any length");
         derive.update(b"latchkey csrf key v1");
@@ -135,7 +140,10 @@ impl Auth {
 
     /// The token a request carries: the cookie first, then a bearer header.
     pub fn token<'r>(&self, req: &'r Request) -> Option<(&'r str, Source)> {
-        if let Some(t) = req.cookie(&self.policy.cookie_name).filter(|t| !t.is_empty()) {
+        if let Some(t) = req
+            .cookie(&self.policy.cookie_name)
+            .filter(|t| !t.is_empty())
+        {
             return Some((t, Source::Cookie));
         }
         req.bearer().map(|t| (t, Source::Bearer))
@@ -160,7 +168,11 @@ impl Auth {
             Ok(claims) => claims,
             Err(e) => return refused(e.class()),
         };
-        if now >= claims.auth_time.saturating_add(self.policy.absolute_limit as i64) {
+        if now
+            >= claims
+                .auth_time
+                .saturating_add(self.policy.absolute_limit as i64)
+        {
             return refused(ErrorClass::Expired);
         }
         let mut stale = false;
@@ -208,7 +220,9 @@ impl Auth {
     pub fn finish(&self, visitor: &Visitor, reply: &mut Reply, now: i64) {
         let cookie = match (&reply.login, visitor) {
             (Login::End, _) => Some(self.clear_cookie()),
-            (Login::Start(claims), _) => Some(self.token_cookie(&self.sign(claims), claims.exp - now)),
+            (Login::Start(claims), _) => {
+                Some(self.token_cookie(&self.sign(claims), claims.exp - now))
+            }
             (
                 Login::Keep,
                 Visitor::User {
@@ -241,7 +255,9 @@ impl Auth {
         if !due && !stale {
             return None;
         }
-        let limit = claims.auth_time.saturating_add(self.policy.absolute_limit as i64);
+        let limit = claims
+            .auth_time
+            .saturating_add(self.policy.absolute_limit as i64);
         let exp = (now + self.policy.ttl as i64).min(limit);
         if exp <= now || (exp <= claims.exp && !stale) {
             return None;
@@ -295,7 +311,10 @@ impl Auth {
             None => {
                 let nonce = new_nonce();
                 let token = self.csrf_token(&nonce, visitor);
-                (token, Some(self.cookie(CSRF_COOKIE, &nonce, None, "Strict")))
+                (
+                    token,
+                    Some(self.cookie(CSRF_COOKIE, &nonce, None, "Strict")),
+                )
             }
         }
     }
@@ -329,7 +348,10 @@ fn subject(visitor: &Visitor) -> &str {
 }
 
 fn valid_nonce(nonce: &str) -> bool {
-    nonce.len() == 22 && nonce.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    nonce.len() == 22
+        && nonce
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
 fn new_nonce() -> String {
@@ -344,7 +366,11 @@ fn new_nonce() -> String {
         let t = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
-        let seed = format!("{t}|{}|{}", std::process::id(), COUNTER.fetch_add(1, Ordering::Relaxed));
+        let seed = format!(
+            "{t}|{}|{}",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        );
         bytes.copy_from_slice(&Sha256::digest(seed.as_bytes())[..16]);
     }
     URL_SAFE_NO_PAD.encode(bytes)
@@ -356,17 +382,18 @@ pub fn safe_redirect(target: &str, own_origin: Option<&str>, cookie_domain: Opti
     if crate::http::is_local_path(target) {
         return true;
     }
-    if target.bytes().any(|b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80) {
+    if target
+        .bytes()
+        .any(|b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80)
+    {
         return false;
     }
     let Some(origin) = crate::config::origin_of(target) else {
         return false;
     };
     let host = host_of(&origin);
-    if let Some(own) = own_origin.and_then(crate::config::origin_of) {
-        if origin == own {
-            return true;
-        }
+    if own_origin.and_then(crate::config::origin_of).as_deref() == Some(origin.as_str()) {
+        return true;
     }
     match cookie_domain {
         Some(domain) => host == domain || host.ends_with(&format!(".{domain}")),

@@ -51,11 +51,15 @@ impl Cidr {
         };
         match (self.addr, ip) {
             (IpAddr::V4(net), IpAddr::V4(ip)) => {
-                let mask = u32::MAX.checked_shl(32 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u32::from(net) & mask == u32::from(ip) & mask
             }
             (IpAddr::V6(net), IpAddr::V6(ip)) => {
-                let mask = u128::MAX.checked_shl(128 - u32::from(self.prefix)).unwrap_or(0);
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
                 u128::from(net) & mask == u128::from(ip) & mask
             }
             _ => false,
@@ -161,7 +165,11 @@ impl Config {
     }
 
     /// Builds the configuration from its layers; `file` is the `--config` path.
-    pub fn load(file: Option<&Path>, env: &Env, flags: &[(&str, Value)]) -> Result<Config, ConfigError> {
+    pub fn load(
+        file: Option<&Path>,
+        env: &Env,
+        flags: &[(&str, Value)],
+    ) -> Result<Config, ConfigError> {
         let mut config = Config::defaults(env);
         let mut login_concurrency_set = false;
         if let Some(path) = file {
@@ -169,10 +177,12 @@ impl Config {
                 path: path.to_path_buf(),
                 reason: e.to_string(),
             })?;
-            let table: toml::Table = text.parse().map_err(|e: toml::de::Error| ConfigError::File {
-                path: path.to_path_buf(),
-                reason: e.message().to_string(),
-            })?;
+            let table: toml::Table =
+                text.parse()
+                    .map_err(|e: toml::de::Error| ConfigError::File {
+                        path: path.to_path_buf(),
+                        reason: e.message().to_string(),
+                    })?;
             for (key, value) in table {
                 let value = Value::from_toml(&key, value)?;
                 login_concurrency_set |= key == "login_concurrency";
@@ -216,7 +226,11 @@ impl Config {
             "listen" => self.listen = value.text(key, source)?,
             "data_dir" => self.data_dir = PathBuf::from(value.text(key, source)?),
             "key_files" | "key_file" => {
-                self.key_files = value.list(key, source)?.into_iter().map(PathBuf::from).collect();
+                self.key_files = value
+                    .list(key, source)?
+                    .into_iter()
+                    .map(PathBuf::from)
+                    .collect();
             }
             "workers" => self.workers = value.number(key, source, 1, 256)? as usize,
             "issuer" => {
@@ -227,21 +241,32 @@ impl Config {
                 self.issuer = issuer;
             }
             "ttl" => self.ttl = value.number(key, source, 60, 30 * 24 * 3600)?,
-            "absolute_limit" => self.absolute_limit = value.number(key, source, 60, 365 * 24 * 3600)?,
+            "absolute_limit" => {
+                self.absolute_limit = value.number(key, source, 60, 365 * 24 * 3600)?
+            }
             "leeway" => self.leeway = value.number(key, source, 0, 600)?,
             "cookie_name" => {
                 let name = value.text(key, source)?;
-                if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b)) {
+                if name.is_empty()
+                    || !name
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+                {
                     return Err(bad("must be letters, digits, '-' or '_'"));
                 }
                 self.cookie_name = name;
             }
             "cookie_domain" => {
-                let domain = value.text(key, source)?.trim_start_matches('.').to_ascii_lowercase();
+                let domain = value
+                    .text(key, source)?
+                    .trim_start_matches('.')
+                    .to_ascii_lowercase();
                 if domain.is_empty() {
                     self.cookie_domain = None;
                 } else if !domain.contains('.')
-                    || !domain.bytes().all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+                    || !domain
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
                 {
                     return Err(bad("must be a domain name like example.com"));
                 } else {
@@ -256,10 +281,14 @@ impl Config {
                     _ => return Err(bad("must be \"open\" or \"closed\"")),
                 }
             }
-            "argon2_memory_kib" => self.argon2.m_kib = value.number(key, source, 8, 4 * 1024 * 1024)? as u32,
+            "argon2_memory_kib" => {
+                self.argon2.m_kib = value.number(key, source, 8, 4 * 1024 * 1024)? as u32
+            }
             "argon2_iterations" => self.argon2.t = value.number(key, source, 1, 100)? as u32,
             "argon2_parallelism" => self.argon2.p = value.number(key, source, 1, 64)? as u32,
-            "body_limit" => self.body_limit = value.number(key, source, 1024, 16 * 1024 * 1024)? as usize,
+            "body_limit" => {
+                self.body_limit = value.number(key, source, 1024, 16 * 1024 * 1024)? as usize
+            }
             "read_timeout" => self.read_timeout = value.number(key, source, 1, 3600)?,
             "trusted_proxies" => {
                 let mut nets = Vec::new();
@@ -275,7 +304,9 @@ impl Config {
             }
             "throttle_window" => self.throttle_window = value.number(key, source, 1, 86_400)?,
             "throttle_lockout" => self.throttle_lockout = value.number(key, source, 1, 86_400)?,
-            "login_concurrency" => self.login_concurrency = value.number(key, source, 1, 256)? as usize,
+            "login_concurrency" => {
+                self.login_concurrency = value.number(key, source, 1, 256)? as usize
+            }
             "metrics" => {
                 self.metrics = match value.text(key, source)?.as_str() {
                     "on" => MetricsAccess::On,
@@ -289,7 +320,9 @@ impl Config {
                 if url.is_empty() {
                     self.public_url = None;
                 } else if origin_of(&url).as_deref() != Some(url.as_str()) {
-                    return Err(bad("must be an origin like https://auth.example.com (no path)"));
+                    return Err(bad(
+                        "must be an origin like https://auth.example.com (no path)",
+                    ));
                 } else {
                     self.public_url = Some(url);
                 }
@@ -297,7 +330,10 @@ impl Config {
             "verify_only" => self.verify_only = value.boolean(key, source)?,
             "login_url" => {
                 let url = value.text(key, source)?;
-                if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/')) {
+                if !(url.starts_with("https://")
+                    || url.starts_with("http://")
+                    || url.starts_with('/'))
+                {
                     return Err(bad("must be an http(s) URL or a local path"));
                 }
                 self.login_url = Some(url);
@@ -322,16 +358,25 @@ impl Config {
             })
         };
         if self.verify_only && self.login_url.is_none() {
-            return rule("login_url", "is required with verify_only (where should visitors log in?)");
+            return rule(
+                "login_url",
+                "is required with verify_only (where should visitors log in?)",
+            );
         }
         if self.verify_only && self.key_files.is_empty() {
-            return rule("key_files", "is required with verify_only (the issuing instance's key)");
+            return rule(
+                "key_files",
+                "is required with verify_only (the issuing instance's key)",
+            );
         }
         if self.absolute_limit < self.ttl {
             return rule("absolute_limit", "must be at least ttl");
         }
         if self.argon2.m_kib < 8 * self.argon2.p {
-            return rule("argon2_memory_kib", "must be at least 8 KiB per lane of parallelism");
+            return rule(
+                "argon2_memory_kib",
+                "must be at least 8 KiB per lane of parallelism",
+            );
         }
         Ok(())
     }
@@ -437,7 +482,10 @@ impl Env {
 
     /// A variable's value, when set and not empty.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.vars.get(name).map(String::as_str).filter(|v| !v.is_empty())
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.is_empty())
     }
 }
 
@@ -514,7 +562,9 @@ impl Value {
             reason,
         };
         let n = match self {
-            Value::Integer(i) => u64::try_from(i).map_err(|_| bad("must not be negative".into()))?,
+            Value::Integer(i) => {
+                u64::try_from(i).map_err(|_| bad("must not be negative".into()))?
+            }
             Value::Text(s) => s
                 .trim()
                 .parse::<u64>()
@@ -604,16 +654,28 @@ impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             ConfigError::File { path, reason } => {
-                write!(f, "cannot read the config file {}: {reason}", path.display())
+                write!(
+                    f,
+                    "cannot read the config file {}: {reason}",
+                    path.display()
+                )
             }
             ConfigError::UnknownKey { key, source } => {
                 let shown = match source {
                     Source::Env => format!("LATCHKEY_{}", key.to_ascii_uppercase()),
                     _ => key.clone(),
                 };
-                write!(f, "unknown setting \"{shown}\" {source} (known settings: {})", KEYS.join(", "))
+                write!(
+                    f,
+                    "unknown setting \"{shown}\" {source} (known settings: {})",
+                    KEYS.join(", ")
+                )
             }
-            ConfigError::Value { key, source, reason } => {
+            ConfigError::Value {
+                key,
+                source,
+                reason,
+            } => {
                 write!(f, "setting \"{key}\" {source} {reason}")
             }
         }
@@ -643,7 +705,10 @@ mod tests {
         let c = Config::load(None, &Env::default(), &[]).unwrap();
         assert_eq!(c.listen, "127.0.0.1:8080");
         assert_eq!(c.data_dir, PathBuf::from("latchkey-data"));
-        assert_eq!(c.effective_key_files(), vec![PathBuf::from("latchkey-data/secret.key")]);
+        assert_eq!(
+            c.effective_key_files(),
+            vec![PathBuf::from("latchkey-data/secret.key")]
+        );
         assert_eq!((c.ttl, c.absolute_limit, c.leeway), (3600, 604_800, 30));
         assert_eq!(c.issuer, "latchkey");
         assert!(c.cookie_secure && !c.signup_open && !c.verify_only);
@@ -653,7 +718,8 @@ mod tests {
 
     #[test]
     fn precedence_is_flags_env_file_defaults() {
-        let file = write_temp("listen = \"127.0.0.1:1\"\nttl = 100\nissuer = \"file\"\nworkers = 3\n");
+        let file =
+            write_temp("listen = \"127.0.0.1:1\"\nttl = 100\nissuer = \"file\"\nworkers = 3\n");
         let env = Env::from_pairs(&[("LATCHKEY_TTL", "200"), ("LATCHKEY_ISSUER", "env")]);
         let flags = [("issuer", Value::Text("flag".into()))];
         let c = Config::load(Some(&file), &env, &flags).unwrap();
@@ -668,7 +734,11 @@ mod tests {
     fn refusals_name_the_key() {
         let file = write_temp("tll = 5\n");
         let err = Config::load(Some(&file), &Env::default(), &[]).unwrap_err();
-        assert!(err.to_string().contains("unknown setting \"tll\" in the config file"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("unknown setting \"tll\" in the config file"),
+            "{err}"
+        );
 
         let env = Env::from_pairs(&[("LATCHKEY_WORKRES", "2")]);
         let err = Config::load(None, &env, &[]).unwrap_err();
@@ -676,7 +746,11 @@ mod tests {
 
         let env = Env::from_pairs(&[("LATCHKEY_WORKERS", "many")]);
         let err = Config::load(None, &env, &[]).unwrap_err();
-        assert!(err.to_string().contains("\"workers\" in the environment must be a whole number"), "{err}");
+        assert!(
+            err.to_string()
+                .contains("\"workers\" in the environment must be a whole number"),
+            "{err}"
+        );
 
         let file = write_temp("ttl = \"soon\"\n");
         let err = Config::load(Some(&file), &Env::default(), &[]).unwrap_err();
@@ -688,11 +762,17 @@ mod tests {
 
         let file = write_temp("trusted_proxies = [\"10.0.0.0/8\", \"nope\"]\n");
         let err = Config::load(Some(&file), &Env::default(), &[]).unwrap_err();
-        assert!(err.to_string().contains("\"nope\" is not an IP address"), "{err}");
+        assert!(
+            err.to_string().contains("\"nope\" is not an IP address"),
+            "{err}"
+        );
 
         let file = write_temp("this is = not toml\n");
         let err = Config::load(Some(&file), &Env::default(), &[]).unwrap_err();
-        assert!(err.to_string().starts_with("cannot read the config file"), "{err}");
+        assert!(
+            err.to_string().starts_with("cannot read the config file"),
+            "{err}"
+        );
 
         let flags = [("verify_only", Value::Bool(true))];
         let err = Config::load(None, &Env::default(), &flags).unwrap_err();
@@ -726,15 +806,25 @@ mod tests {
         let one = Cidr::parse("::1").unwrap();
         assert!(one.contains("::1".parse().unwrap()));
         assert!(!one.contains("::2".parse().unwrap()));
-        assert!(Cidr::parse("0.0.0.0/0").unwrap().contains("8.8.8.8".parse().unwrap()));
+        assert!(
+            Cidr::parse("0.0.0.0/0")
+                .unwrap()
+                .contains("8.8.8.8".parse().unwrap())
+        );
         assert_eq!(Cidr::parse("10.0.0.0/33"), None);
         assert_eq!(Cidr::parse("garbage"), None);
     }
 
     #[test]
     fn origins() {
-        assert_eq!(origin_of("https://Auth.Example.com/x?y").as_deref(), Some("https://auth.example.com"));
-        assert_eq!(origin_of("http://127.0.0.1:8080").as_deref(), Some("http://127.0.0.1:8080"));
+        assert_eq!(
+            origin_of("https://Auth.Example.com/x?y").as_deref(),
+            Some("https://auth.example.com")
+        );
+        assert_eq!(
+            origin_of("http://127.0.0.1:8080").as_deref(),
+            Some("http://127.0.0.1:8080")
+        );
         assert_eq!(origin_of("javascript://x"), None);
         assert_eq!(origin_of("https://user@evil.example"), None);
         assert_eq!(origin_of("/local"), None);

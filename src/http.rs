@@ -246,7 +246,8 @@ impl Form {
                 None => (pair, &pair[pair.len()..]),
             };
             let name = percent_decode(raw_name).ok_or(FormError::Encoding(None))?;
-            let value = percent_decode(raw_value).ok_or_else(|| FormError::Encoding(Some(name.clone())))?;
+            let value =
+                percent_decode(raw_value).ok_or_else(|| FormError::Encoding(Some(name.clone())))?;
             if value.len() > MAX_FIELD_BYTES || name.len() > 64 {
                 return Err(FormError::FieldTooLong(name));
             }
@@ -384,8 +385,14 @@ mod tests {
             Form::parse(b"a=1&username=%zz"),
             Err(FormError::Encoding(Some("username".into())))
         );
-        assert_eq!(Form::parse(b"x=%4"), Err(FormError::Encoding(Some("x".into()))));
-        assert_eq!(Form::parse(b"x=%ff%fe"), Err(FormError::Encoding(Some("x".into()))));
+        assert_eq!(
+            Form::parse(b"x=%4"),
+            Err(FormError::Encoding(Some("x".into())))
+        );
+        assert_eq!(
+            Form::parse(b"x=%ff%fe"),
+            Err(FormError::Encoding(Some("x".into())))
+        );
         assert_eq!(Form::parse(b"%zz=1"), Err(FormError::Encoding(None)));
         let msg = Form::parse(b"username=%zz").unwrap_err().to_string();
         assert!(msg.contains("\"username\""), "{msg}");

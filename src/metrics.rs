@@ -8,8 +8,18 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
 /// The routes requests are counted under (the label `route`).
 pub const ROUTES: &[&str] = &[
-    "home", "login", "logout", "register", "account", "admin", "auth", "api_login", "api_me",
-    "healthz", "metrics", "other",
+    "home",
+    "login",
+    "logout",
+    "register",
+    "account",
+    "admin",
+    "auth",
+    "api_login",
+    "api_me",
+    "healthz",
+    "metrics",
+    "other",
 ];
 
 /// The status codes counted one by one; anything else is counted as `other`.
@@ -18,7 +28,9 @@ const STATUSES: &[u16] = &[
 ];
 
 /// Upper bounds of the latency histogram buckets, microseconds.
-const BUCKETS_US: &[u64] = &[50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000];
+const BUCKETS_US: &[u64] = &[
+    50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000,
+];
 
 /// Token rejection classes, in `ErrorClass` order.
 const CLASSES: &[&str] = &["expired", "malformed", "invalid", "revoked"];
@@ -67,10 +79,19 @@ impl Metrics {
 
     /// Counts one answered request.
     pub fn request(&self, route: &str, status: u16, micros: u64) {
-        let r = ROUTES.iter().position(|x| *x == route).unwrap_or(ROUTES.len() - 1);
-        let s = STATUSES.iter().position(|x| *x == status).unwrap_or(STATUSES.len());
+        let r = ROUTES
+            .iter()
+            .position(|x| *x == route)
+            .unwrap_or(ROUTES.len() - 1);
+        let s = STATUSES
+            .iter()
+            .position(|x| *x == status)
+            .unwrap_or(STATUSES.len());
         self.requests[r * (STATUSES.len() + 1) + s].fetch_add(1, Relaxed);
-        let b = BUCKETS_US.iter().position(|b| micros <= *b).unwrap_or(BUCKETS_US.len());
+        let b = BUCKETS_US
+            .iter()
+            .position(|b| micros <= *b)
+            .unwrap_or(BUCKETS_US.len());
         self.buckets[b].fetch_add(1, Relaxed);
         self.latency_sum_us.fetch_add(micros, Relaxed);
         self.latency_count.fetch_add(1, Relaxed);
@@ -91,7 +112,10 @@ impl Metrics {
     /// The Prometheus text exposition.
     pub fn render(&self) -> String {
         let mut out = String::with_capacity(4096);
-        let _ = writeln!(out, "# HELP latchkey_requests_total Requests answered, by route and status.");
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_requests_total Requests answered, by route and status."
+        );
         let _ = writeln!(out, "# TYPE latchkey_requests_total counter");
         for (r, route) in ROUTES.iter().enumerate() {
             for s in 0..=STATUSES.len() {
@@ -105,37 +129,69 @@ impl Metrics {
                 }
             }
         }
-        let _ = writeln!(out, "# HELP latchkey_token_rejections_total Tokens refused, by class.");
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_token_rejections_total Tokens refused, by class."
+        );
         let _ = writeln!(out, "# TYPE latchkey_token_rejections_total counter");
         for (i, class) in CLASSES.iter().enumerate() {
             let n = self.rejections[i].load(Relaxed);
-            let _ = writeln!(out, "latchkey_token_rejections_total{{class=\"{class}\"}} {n}");
+            let _ = writeln!(
+                out,
+                "latchkey_token_rejections_total{{class=\"{class}\"}} {n}"
+            );
         }
-        let _ = writeln!(out, "# HELP latchkey_logins_total Login attempts, by outcome.");
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_logins_total Login attempts, by outcome."
+        );
         let _ = writeln!(out, "# TYPE latchkey_logins_total counter");
         for (i, outcome) in OUTCOMES.iter().enumerate() {
             let n = self.logins[i].load(Relaxed);
             let _ = writeln!(out, "latchkey_logins_total{{outcome=\"{outcome}\"}} {n}");
         }
-        let _ = writeln!(out, "# HELP latchkey_request_duration_seconds Time to answer a request.");
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_request_duration_seconds Time to answer a request."
+        );
         let _ = writeln!(out, "# TYPE latchkey_request_duration_seconds histogram");
         let mut cumulative = 0;
         for (i, bound) in BUCKETS_US.iter().enumerate() {
             cumulative += self.buckets[i].load(Relaxed);
             let le = *bound as f64 / 1e6;
-            let _ = writeln!(out, "latchkey_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}");
+            let _ = writeln!(
+                out,
+                "latchkey_request_duration_seconds_bucket{{le=\"{le}\"}} {cumulative}"
+            );
         }
         cumulative += self.buckets[BUCKETS_US.len()].load(Relaxed);
-        let _ = writeln!(out, "latchkey_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "latchkey_request_duration_seconds_bucket{{le=\"+Inf\"}} {cumulative}"
+        );
         let sum = self.latency_sum_us.load(Relaxed) as f64 / 1e6;
         let _ = writeln!(out, "latchkey_request_duration_seconds_sum {sum}");
-        let _ = writeln!(out, "latchkey_request_duration_seconds_count {}", self.latency_count.load(Relaxed));
-        let _ = writeln!(out, "# HELP latchkey_workers Worker threads serving requests.");
+        let _ = writeln!(
+            out,
+            "latchkey_request_duration_seconds_count {}",
+            self.latency_count.load(Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_workers Worker threads serving requests."
+        );
         let _ = writeln!(out, "# TYPE latchkey_workers gauge");
         let _ = writeln!(out, "latchkey_workers {}", self.workers);
-        let _ = writeln!(out, "# HELP latchkey_build_info Build and mode of this server.");
+        let _ = writeln!(
+            out,
+            "# HELP latchkey_build_info Build and mode of this server."
+        );
         let _ = writeln!(out, "# TYPE latchkey_build_info gauge");
-        let mode = if self.verify_only { "verify-only" } else { "issuer" };
+        let mode = if self.verify_only {
+            "verify-only"
+        } else {
+            "issuer"
+        };
         let _ = writeln!(
             out,
             "latchkey_build_info{{version=\"{}\",mode=\"{mode}\"}} 1",

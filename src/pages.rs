@@ -361,7 +361,10 @@ mod tests {
     fn home_greets_by_name_and_role_escaped() {
         let c = claims("<b>al&ice</b>", "admin");
         let page = home(&chrome(Some(&c), None));
-        assert!(page.contains("Hello, &lt;b&gt;al&amp;ice&lt;/b&gt;!"), "{page}");
+        assert!(
+            page.contains("Hello, &lt;b&gt;al&amp;ice&lt;/b&gt;!"),
+            "{page}"
+        );
         assert!(page.contains(">admin<"));
         assert!(page.contains("href=\"/admin\""));
         assert!(!page.contains("<script"));
@@ -379,13 +382,19 @@ mod tests {
             assert!(page.contains("name=\"csrf\" value=\"tok\""));
         }
         let page = home(&chrome(Some(&c), None));
-        assert!(!page.contains("href=\"/admin\""), "plain users see no admin link");
+        assert!(
+            !page.contains("href=\"/admin\""),
+            "plain users see no admin link"
+        );
     }
 
     #[test]
     fn next_is_escaped_in_a_value_attribute() {
         let page = login(&chrome(None, None), "/\"><script>x</script>", "", false);
-        assert!(page.contains("value=\"/&quot;&gt;&lt;script&gt;x&lt;/script&gt;\""), "{page}");
+        assert!(
+            page.contains("value=\"/&quot;&gt;&lt;script&gt;x&lt;/script&gt;\""),
+            "{page}"
+        );
     }
 
     #[test]
@@ -399,6 +408,10 @@ mod tests {
     #[test]
     fn error_pages_use_the_layout() {
         let page = error(&chrome(None, None), 404, "No page here.");
-        assert!(page.contains("404 Not Found") && page.contains("No page here.") && page.contains("<nav>"));
+        assert!(
+            page.contains("404 Not Found")
+                && page.contains("No page here.")
+                && page.contains("<nav>")
+        );
     }
 }

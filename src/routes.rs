@@ -74,7 +74,9 @@ impl Gate {
     /// Enters when a place is free.
     pub fn try_enter(&self) -> Option<GatePass<'_>> {
         self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| (n < self.max).then_some(n + 1))
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
             .ok()
             .map(|_| GatePass(self))
     }
@@ -108,7 +110,11 @@ impl Ctx<'_> {
 
     /// Where visitors log in: this instance, or the issuer of a verify-only one.
     fn login_url(&self) -> &str {
-        self.config().login_url.as_deref().filter(|_| self.store().is_none()).unwrap_or("/login")
+        self.config()
+            .login_url
+            .as_deref()
+            .filter(|_| self.store().is_none())
+            .unwrap_or("/login")
     }
 
     /// `login_url` with `next` attached.
@@ -135,7 +141,13 @@ impl Ctx<'_> {
     fn safe_next(&self, next: Option<&str>) -> String {
         let config = self.config();
         match next {
-            Some(n) if auth::safe_redirect(n, config.public_url.as_deref(), config.cookie_domain.as_deref()) => {
+            Some(n)
+                if auth::safe_redirect(
+                    n,
+                    config.public_url.as_deref(),
+                    config.cookie_domain.as_deref(),
+                ) =>
+            {
                 n.to_string()
             }
             _ => "/".to_string(),
@@ -169,7 +181,12 @@ impl Ctx<'_> {
     }
 
     /// A page in the layout, with the CSRF cookie and the one-shot notice handled.
-    fn page(&self, status: u16, notice: Option<Notice>, render: impl FnOnce(&Chrome) -> String) -> Reply {
+    fn page(
+        &self,
+        status: u16,
+        notice: Option<Notice>,
+        render: impl FnOnce(&Chrome) -> String,
+    ) -> Reply {
         let (csrf, csrf_cookie) = self.app.auth.csrf_for(self.req, self.visitor);
         let flash = self.req.cookie(FLASH_COOKIE).filter(|c| !c.is_empty());
         let notice = notice.or_else(|| flash.and_then(Notice::from_flash));
@@ -185,7 +202,9 @@ impl Ctx<'_> {
             reply.headers.push(("Set-Cookie", cookie));
         }
         if flash.is_some() {
-            reply.headers.push(("Set-Cookie", self.app.auth.flash_cookie("")));
+            reply
+                .headers
+                .push(("Set-Cookie", self.app.auth.flash_cookie("")));
         }
         if self.user().is_some() {
             reply.private = true;
@@ -208,10 +227,18 @@ impl Ctx<'_> {
             return Err(self.error_page(403, "This form was sent from another site."));
         }
         if !self.req.is_form() {
-            return Err(self.error_page(415, "Forms must be sent as application/x-www-form-urlencoded."));
+            return Err(self.error_page(
+                415,
+                "Forms must be sent as application/x-www-form-urlencoded.",
+            ));
         }
-        let form = Form::parse(&self.req.body).map_err(|e| self.error_page(400, &capitalize(&e.to_string())))?;
-        if !self.app.auth.csrf_ok(self.req, self.visitor, form.get(CSRF_FIELD)) {
+        let form = Form::parse(&self.req.body)
+            .map_err(|e| self.error_page(400, &capitalize(&e.to_string())))?;
+        if !self
+            .app
+            .auth
+            .csrf_ok(self.req, self.visitor, form.get(CSRF_FIELD))
+        {
             return Err(self.error_page(
                 403,
                 "The form had expired or did not come from this site. Go back, reload the page and try again.",
@@ -273,7 +300,12 @@ enum Check {
 
 /// Checks a name and password with throttling and the hashing limit; records the
 /// outcome in the throttle, the store (last login, re-hash) and the metrics.
-fn check_password(ctx: &Ctx, store: &UserStore, name: &str, password: &str) -> Result<Check, StoreError> {
+fn check_password(
+    ctx: &Ctx,
+    store: &UserStore,
+    name: &str,
+    password: &str,
+) -> Result<Check, StoreError> {
     let shared = &ctx.app.shared;
     let keys = ctx.throttle_keys(name);
     if let Some(retry) = shared.throttle.retry_after(&keys, ctx.now) {
@@ -310,17 +342,31 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
         Err(e) => {
             eprintln!("latchkey: user store error: {e}");
             let reply = Reply::text(503, "The user store cannot be read right now.\n".into());
-            return (reply, Outcome { route: "other", user: None });
+            return (
+                reply,
+                Outcome {
+                    route: "other",
+                    user: None,
+                },
+            );
         }
     };
     if let Some(class) = visitor.rejected() {
         app.shared.metrics.rejection(class.as_str());
     }
-    let ctx = Ctx { app, req, visitor: &visitor, now };
+    let ctx = Ctx {
+        app,
+        req,
+        visitor: &visitor,
+        now,
+    };
     let (route, result) = route(&ctx);
     let mut reply = result.unwrap_or_else(|e| {
         eprintln!("latchkey: user store error: {e}");
-        ctx.error_page(503, "The user store cannot be used right now. Please try again shortly.")
+        ctx.error_page(
+            503,
+            "The user store cannot be used right now. Please try again shortly.",
+        )
     });
     app.auth.finish(&visitor, &mut reply, now);
     let user = match (&reply.login, visitor.claims()) {
@@ -363,16 +409,24 @@ fn route(ctx: &Ctx) -> (&'static str, Answer) {
 /// 405 for known paths with another method, 404 for the rest (JSON under `/api/`).
 fn not_routed(ctx: &Ctx) -> Reply {
     let allow = match ctx.req.path.as_str() {
-        "/" | "/account" | "/admin" | "/auth" | "/api/me" | "/healthz" | "/metrics" => Some("GET, HEAD"),
+        "/" | "/account" | "/admin" | "/auth" | "/api/me" | "/healthz" | "/metrics" => {
+            Some("GET, HEAD")
+        }
         "/login" | "/register" => Some("GET, HEAD, POST"),
-        "/logout" | "/account/password" | "/account/revoke" | "/admin/users" | "/api/login" => Some("POST"),
+        "/logout" | "/account/password" | "/account/revoke" | "/admin/users" | "/api/login" => {
+            Some("POST")
+        }
         p if p.starts_with("/admin/users/") => Some("POST"),
         _ => None,
     };
     let api = ctx.req.path.starts_with("/api/");
     match (allow, api) {
-        (Some(allow), true) => api_error(405, "method_not_allowed", "This method is not allowed here.")
-            .with_header("Allow", allow.into()),
+        (Some(allow), true) => api_error(
+            405,
+            "method_not_allowed",
+            "This method is not allowed here.",
+        )
+        .with_header("Allow", allow.into()),
         (Some(allow), false) => ctx
             .error_page(405, "This page does not accept that method.")
             .with_header("Allow", allow.into()),
@@ -385,7 +439,13 @@ fn not_routed(ctx: &Ctx) -> Reply {
 /// with a notice saying why; the after step clears the cookie.
 fn bounce_rejected(ctx: &Ctx) -> Option<Reply> {
     let class = ctx.visitor.rejected()?;
-    if !matches!(ctx.visitor, Visitor::Anonymous { source: Some(auth::Source::Cookie), .. }) {
+    if !matches!(
+        ctx.visitor,
+        Visitor::Anonymous {
+            source: Some(auth::Source::Cookie),
+            ..
+        }
+    ) {
         return None;
     }
     Some(ctx.redirect_with_flash(&ctx.login_redirect(&ctx.here()), class.as_str()))
@@ -407,7 +467,10 @@ fn login_page(ctx: &Ctx) -> Reply {
     if ctx.user().is_some() {
         return Reply::see_other(&next);
     }
-    let notice = ctx.visitor.rejected().and_then(|c| Notice::from_flash(c.as_str()));
+    let notice = ctx
+        .visitor
+        .rejected()
+        .and_then(|c| Notice::from_flash(c.as_str()));
     let signup = signup_open(ctx).unwrap_or(false);
     ctx.page(200, notice, |c| pages::login(c, &next, "", signup))
 }
@@ -433,18 +496,31 @@ fn login_submit(ctx: &Ctx) -> Answer {
     let password = form.get("password").unwrap_or("");
     let signup = ctx.config().signup_open;
     let again = |status: u16, message: &str| {
-        ctx.page(status, Some(Notice::Error(message.into())), |c| pages::login(c, &next, name, signup))
+        ctx.page(status, Some(Notice::Error(message.into())), |c| {
+            pages::login(c, &next, name, signup)
+        })
     };
     if name.is_empty() || password.is_empty() {
         return Ok(again(400, "Please enter your user name and password."));
     }
     Ok(match check_password(ctx, store, name, password)? {
-        Check::Ok(user) => Reply::see_other(&next).with_login(Login::Start(Box::new(ctx.app.auth.claims_for(&user, ctx.now)))),
+        Check::Ok(user) => Reply::see_other(&next).with_login(Login::Start(Box::new(
+            ctx.app.auth.claims_for(&user, ctx.now),
+        ))),
         Check::Wrong => again(401, "Wrong username or password."),
-        Check::Throttled(retry) => again(429, &format!("Too many failed logins. Try again in {} min.", retry.div_ceil(60)))
-            .with_header("Retry-After", retry.to_string()),
-        Check::Busy => again(503, "The server is busy logging other people in. Please try again in a moment.")
-            .with_header("Retry-After", "1".into()),
+        Check::Throttled(retry) => again(
+            429,
+            &format!(
+                "Too many failed logins. Try again in {} min.",
+                retry.div_ceil(60)
+            ),
+        )
+        .with_header("Retry-After", retry.to_string()),
+        Check::Busy => again(
+            503,
+            "The server is busy logging other people in. Please try again in a moment.",
+        )
+        .with_header("Retry-After", "1".into()),
     })
 }
 
@@ -454,7 +530,9 @@ fn logout(ctx: &Ctx) -> Reply {
         return Reply::see_other("/").with_login(Login::End);
     }
     match ctx.form() {
-        Ok(_) => ctx.redirect_with_flash("/", "logged_out").with_login(Login::End),
+        Ok(_) => ctx
+            .redirect_with_flash("/", "logged_out")
+            .with_login(Login::End),
         Err(reply) => reply,
     }
 }
@@ -464,7 +542,10 @@ fn register_page(ctx: &Ctx) -> Answer {
         return Ok(Reply::see_other(ctx.login_url()));
     }
     if !signup_open(ctx)? {
-        return Ok(ctx.error_page(403, "Registration is closed. Ask an administrator for an account."));
+        return Ok(ctx.error_page(
+            403,
+            "Registration is closed. Ask an administrator for an account.",
+        ));
     }
     let first = ctx.store().map(|s| s.count()).transpose()? == Some(0);
     Ok(ctx.page(200, None, |c| pages::register(c, "", first)))
@@ -481,11 +562,16 @@ fn register_submit(ctx: &Ctx) -> Answer {
     };
     let first = store.count()? == 0;
     if !first && !ctx.config().signup_open {
-        return Ok(ctx.error_page(403, "Registration is closed. Ask an administrator for an account."));
+        return Ok(ctx.error_page(
+            403,
+            "Registration is closed. Ask an administrator for an account.",
+        ));
     }
     let raw_name = form.get("username").unwrap_or("");
     let again = |message: String| {
-        ctx.page(400, Some(Notice::Error(message)), |c| pages::register(c, raw_name, first))
+        ctx.page(400, Some(Notice::Error(message)), |c| {
+            pages::register(c, raw_name, first)
+        })
     };
     let password = form.get("password").unwrap_or("");
     if form.get("confirm") != Some(password) {
@@ -503,7 +589,9 @@ fn register_submit(ctx: &Ctx) -> Answer {
     };
     Ok(ctx
         .redirect_with_flash("/", "welcome")
-        .with_login(Login::Start(Box::new(ctx.app.auth.claims_for(&user, ctx.now)))))
+        .with_login(Login::Start(Box::new(
+            ctx.app.auth.claims_for(&user, ctx.now),
+        ))))
 }
 
 enum Refusal {
@@ -512,7 +600,13 @@ enum Refusal {
 }
 
 /// Validates and creates a user; refusals are messages for the form.
-fn create_user(ctx: &Ctx, store: &UserStore, name: &str, password: &str, role: &str) -> Result<Result<User, Refusal>, StoreError> {
+fn create_user(
+    ctx: &Ctx,
+    store: &UserStore,
+    name: &str,
+    password: &str,
+    role: &str,
+) -> Result<Result<User, Refusal>, StoreError> {
     let name = match crate::store::validate_name(name) {
         Ok(n) => n,
         Err(e) => return Ok(Err(Refusal::Message(capitalize(&e.to_string())))),
@@ -532,8 +626,12 @@ fn create_user(ctx: &Ctx, store: &UserStore, name: &str, password: &str, role: &
     };
     match store.create(&name, role, &hash) {
         Ok(user) => Ok(Ok(user)),
-        Err(StoreError::NameTaken(_)) => Ok(Err(Refusal::Message("That user name is taken.".into()))),
-        Err(e @ (StoreError::BadName(_) | StoreError::BadRole(_))) => Ok(Err(Refusal::Message(capitalize(&e.to_string())))),
+        Err(StoreError::NameTaken(_)) => {
+            Ok(Err(Refusal::Message("That user name is taken.".into())))
+        }
+        Err(e @ (StoreError::BadName(_) | StoreError::BadRole(_))) => {
+            Ok(Err(Refusal::Message(capitalize(&e.to_string()))))
+        }
         Err(e) => Err(e),
     }
 }
@@ -547,7 +645,8 @@ fn account(ctx: &Ctx) -> Reply {
         Err(reply) => return reply,
     };
     let expires_in = claims.exp - ctx.now;
-    ctx.page(200, None, |c| pages::account(c, expires_in)).private()
+    ctx.page(200, None, |c| pages::account(c, expires_in))
+        .private()
 }
 
 fn change_password(ctx: &Ctx) -> Answer {
@@ -565,7 +664,10 @@ fn change_password(ctx: &Ctx) -> Answer {
     };
     let expires_in = claims.exp - ctx.now;
     let again = |status: u16, message: String| {
-        ctx.page(status, Some(Notice::Error(message)), |c| pages::account(c, expires_in)).private()
+        ctx.page(status, Some(Notice::Error(message)), |c| {
+            pages::account(c, expires_in)
+        })
+        .private()
     };
     let new = form.get("password").unwrap_or("");
     if form.get("confirm") != Some(new) {
@@ -577,7 +679,10 @@ fn change_password(ctx: &Ctx) -> Answer {
     match check_password(ctx, store, &claims.name, form.get("current").unwrap_or(""))? {
         Check::Ok(user) => {
             let Some(_pass) = ctx.app.shared.hashing.try_enter() else {
-                return Ok(again(503, "The server is busy. Please try again in a moment.".into()));
+                return Ok(again(
+                    503,
+                    "The server is busy. Please try again in a moment.".into(),
+                ));
             };
             let hash = match ctx.app.shared.passwords.hash(new) {
                 Ok(h) => h,
@@ -586,13 +691,21 @@ fn change_password(ctx: &Ctx) -> Answer {
             let user = store.set_password(user.id, &hash)?;
             Ok(ctx
                 .redirect_with_flash("/account", "password_changed")
-                .with_login(Login::Start(Box::new(ctx.app.auth.claims_for(&user, ctx.now)))))
+                .with_login(Login::Start(Box::new(
+                    ctx.app.auth.claims_for(&user, ctx.now),
+                ))))
         }
         Check::Wrong => Ok(again(401, "The current password is wrong.".into())),
-        Check::Throttled(retry) => Ok(again(429, "Too many failed attempts. Try again later.".into())
-            .with_header("Retry-After", retry.to_string())),
-        Check::Busy => Ok(again(503, "The server is busy. Please try again in a moment.".into())
-            .with_header("Retry-After", "1".into())),
+        Check::Throttled(retry) => Ok(again(
+            429,
+            "Too many failed attempts. Try again later.".into(),
+        )
+        .with_header("Retry-After", retry.to_string())),
+        Check::Busy => Ok(again(
+            503,
+            "The server is busy. Please try again in a moment.".into(),
+        )
+        .with_header("Retry-After", "1".into())),
     }
 }
 
@@ -609,7 +722,9 @@ fn revoke_own(ctx: &Ctx) -> Answer {
         return Ok(reply);
     }
     store.revoke(claims.user_id)?;
-    Ok(ctx.redirect_with_flash("/", "logged_out_everywhere").with_login(Login::End))
+    Ok(ctx
+        .redirect_with_flash("/", "logged_out_everywhere")
+        .with_login(Login::End))
 }
 
 /// Admins only: the claims, or the reply for everyone else.
@@ -645,7 +760,9 @@ fn admin_listing(ctx: &Ctx, store: &UserStore, status: u16, notice: Option<Notic
             break;
         }
     }
-    Ok(ctx.page(status, notice, |c| pages::admin(c, &users)).private())
+    Ok(ctx
+        .page(status, notice, |c| pages::admin(c, &users))
+        .private())
 }
 
 fn admin_create(ctx: &Ctx) -> Answer {
@@ -660,7 +777,12 @@ fn admin_create(ctx: &Ctx) -> Answer {
     let name = form.get("username").unwrap_or("");
     let role = form.get("role").unwrap_or("user").trim();
     match create_user(ctx, store, name, form.get("password").unwrap_or(""), role)? {
-        Ok(user) => admin_listing(ctx, store, 200, Some(Notice::Info(format!("Created {}.", user.name)))),
+        Ok(user) => admin_listing(
+            ctx,
+            store,
+            200,
+            Some(Notice::Info(format!("Created {}.", user.name))),
+        ),
         Err(Refusal::Message(m)) => admin_listing(ctx, store, 400, Some(Notice::Error(m))),
         Err(Refusal::Reply(r)) => Ok(r),
     }
@@ -686,23 +808,48 @@ fn admin_action(ctx: &Ctx) -> Answer {
         Err(reply) => return Ok(reply),
     };
     if id == me.user_id && action != "revoke" {
-        let notice = Notice::Error("You cannot change your own role, lock or delete yourself; ask another administrator.".into());
+        let notice = Notice::Error(
+            "You cannot change your own role, lock or delete yourself; ask another administrator."
+                .into(),
+        );
         return admin_listing(ctx, store, 400, Some(notice));
     }
     let result = match action {
         "role" => match form.get("role").map(str::trim) {
-            Some(role) => store.set_role(id, role).map(|u| format!("{} now has the role {}.", u.name, u.role)),
-            None => return Ok(ctx.error_page(400, &capitalize(&FormError::Missing("role").to_string()))),
+            Some(role) => store
+                .set_role(id, role)
+                .map(|u| format!("{} now has the role {}.", u.name, u.role)),
+            None => {
+                return Ok(
+                    ctx.error_page(400, &capitalize(&FormError::Missing("role").to_string()))
+                );
+            }
         },
-        "lock" => store.set_locked(id, true).map(|u| format!("{} is locked.", u.name)),
-        "unlock" => store.set_locked(id, false).map(|u| format!("{} is unlocked.", u.name)),
-        "revoke" => store.revoke(id).map(|u| format!("Every session of {} was ended.", u.name)),
+        "lock" => store
+            .set_locked(id, true)
+            .map(|u| format!("{} is locked.", u.name)),
+        "unlock" => store
+            .set_locked(id, false)
+            .map(|u| format!("{} is unlocked.", u.name)),
+        "revoke" => store
+            .revoke(id)
+            .map(|u| format!("Every session of {} was ended.", u.name)),
         _ => store.delete(id).map(|()| format!("User {id} was deleted.")),
     };
     match result {
         Ok(message) => admin_listing(ctx, store, 200, Some(Notice::Info(message))),
-        Err(StoreError::NotFound) => admin_listing(ctx, store, 404, Some(Notice::Error("There is no such user.".into()))),
-        Err(e @ StoreError::BadRole(_)) => admin_listing(ctx, store, 400, Some(Notice::Error(capitalize(&e.to_string())))),
+        Err(StoreError::NotFound) => admin_listing(
+            ctx,
+            store,
+            404,
+            Some(Notice::Error("There is no such user.".into())),
+        ),
+        Err(e @ StoreError::BadRole(_)) => admin_listing(
+            ctx,
+            store,
+            400,
+            Some(Notice::Error(capitalize(&e.to_string()))),
+        ),
         Err(e) => Err(e),
     }
 }
@@ -711,10 +858,10 @@ fn admin_action(ctx: &Ctx) -> Answer {
 fn forward_auth(ctx: &Ctx) -> Reply {
     let query = ctx.req.query_params().unwrap_or_default();
     if let Some(claims) = ctx.user() {
-        if let Some(wanted) = query.get("role") {
-            if !wanted.split(',').any(|r| r.trim() == claims.role) {
-                return Reply::text(403, "Your role does not allow this.\n".into()).private();
-            }
+        if let Some(wanted) = query.get("role")
+            && !wanted.split(',').any(|r| r.trim() == claims.role)
+        {
+            return Reply::text(403, "Your role does not allow this.\n".into()).private();
         }
         return Reply::text(200, String::new())
             .with_header("Remote-User", claims.name.clone())
@@ -727,29 +874,47 @@ fn forward_auth(ctx: &Ctx) -> Reply {
     // Caddy and Traefik pass X-Forwarded-* and forward a 302 to the browser as is.
     let (original, direct) = match ctx.req.header("x-original-url") {
         Some(url) => (Some(url.to_string()), false),
-        None => match (ctx.req.header("x-forwarded-host"), ctx.req.header("x-forwarded-uri")) {
+        None => match (
+            ctx.req.header("x-forwarded-host"),
+            ctx.req.header("x-forwarded-uri"),
+        ) {
             (Some(host), uri) => {
                 let proto = ctx.req.header("x-forwarded-proto").unwrap_or("https");
-                (Some(format!("{proto}://{host}{}", uri.unwrap_or("/"))), true)
+                (
+                    Some(format!("{proto}://{host}{}", uri.unwrap_or("/"))),
+                    true,
+                )
             }
             (None, _) => (None, false),
         },
     };
     let config = ctx.config();
-    let next = original
-        .filter(|u| auth::safe_redirect(u, config.public_url.as_deref(), config.cookie_domain.as_deref()));
+    let next = original.filter(|u| {
+        auth::safe_redirect(
+            u,
+            config.public_url.as_deref(),
+            config.cookie_domain.as_deref(),
+        )
+    });
     let base = match (&config.public_url, ctx.store()) {
         (_, None) => ctx.login_url().to_string(),
         (Some(origin), Some(_)) => format!("{origin}/login"),
         (None, Some(_)) => "/login".to_string(),
     };
     let location = match next {
-        Some(next) => format!("{base}{}next={}", if base.contains('?') { '&' } else { '?' }, percent_encode(&next)),
+        Some(next) => format!(
+            "{base}{}next={}",
+            if base.contains('?') { '&' } else { '?' },
+            percent_encode(&next)
+        ),
         None => base,
     };
     let why = ctx.visitor.rejected().map_or("none", |c| c.as_str());
-    Reply::text(if direct { 302 } else { 401 }, format!("Not logged in ({why}).\n"))
-        .with_header("Location", location)
+    Reply::text(
+        if direct { 302 } else { 401 },
+        format!("Not logged in ({why}).\n"),
+    )
+    .with_header("Location", location)
 }
 
 fn api_error(status: u16, error: &str, message: &str) -> Reply {
@@ -758,10 +923,18 @@ fn api_error(status: u16, error: &str, message: &str) -> Reply {
 
 fn api_login(ctx: &Ctx) -> Answer {
     let Some(store) = ctx.store() else {
-        return Ok(api_error(404, "not_found", "This instance does not log people in; use the issuing instance."));
+        return Ok(api_error(
+            404,
+            "not_found",
+            "This instance does not log people in; use the issuing instance.",
+        ));
     };
     if !ctx.req.is_json() {
-        return Ok(api_error(415, "unsupported_media_type", "Send the credentials as application/json."));
+        return Ok(api_error(
+            415,
+            "unsupported_media_type",
+            "Send the credentials as application/json.",
+        ));
     }
     #[derive(serde::Deserialize)]
     #[serde(deny_unknown_fields)]
@@ -772,28 +945,44 @@ fn api_login(ctx: &Ctx) -> Answer {
     let creds: Credentials = match serde_json::from_slice(&ctx.req.body) {
         Ok(c) => c,
         Err(e) => {
-            return Ok(api_error(400, "bad_request", &format!("Expected {{\"username\": ..., \"password\": ...}}: {e}")));
+            return Ok(api_error(
+                400,
+                "bad_request",
+                &format!("Expected {{\"username\": ..., \"password\": ...}}: {e}"),
+            ));
         }
     };
     if creds.username.len() > 256 || creds.password.len() > 4096 {
-        return Ok(api_error(400, "bad_request", "The user name or password is too long."));
+        return Ok(api_error(
+            400,
+            "bad_request",
+            "The user name or password is too long.",
+        ));
     }
-    Ok(match check_password(ctx, store, &creds.username, &creds.password)? {
-        Check::Ok(user) => {
-            let claims = ctx.app.auth.claims_for(&user, ctx.now);
-            let token = ctx.app.auth.sign(&claims);
-            Reply::json(
+    Ok(
+        match check_password(ctx, store, &creds.username, &creds.password)? {
+            Check::Ok(user) => {
+                let claims = ctx.app.auth.claims_for(&user, ctx.now);
+                let token = ctx.app.auth.sign(&claims);
+                Reply::json(
                 200,
                 &json!({ "token": token, "token_type": "Bearer", "expires_in": ctx.config().ttl }),
             )
             .private()
-        }
-        Check::Wrong => api_error(401, "wrong_credentials", "Wrong username or password."),
-        Check::Throttled(retry) => api_error(429, "throttled", "Too many failed logins; try again later.")
-            .with_header("Retry-After", retry.to_string()),
-        Check::Busy => api_error(503, "busy", "Too many logins at once; try again in a moment.")
+            }
+            Check::Wrong => api_error(401, "wrong_credentials", "Wrong username or password."),
+            Check::Throttled(retry) => {
+                api_error(429, "throttled", "Too many failed logins; try again later.")
+                    .with_header("Retry-After", retry.to_string())
+            }
+            Check::Busy => api_error(
+                503,
+                "busy",
+                "Too many logins at once; try again in a moment.",
+            )
             .with_header("Retry-After", "1".into()),
-    })
+        },
+    )
 }
 
 fn api_me(ctx: &Ctx) -> Reply {
@@ -816,7 +1005,9 @@ fn rejection_message(class: &str) -> &'static str {
     match class {
         "expired" => "The token has expired; log in again.",
         "malformed" => "The token is not a well-formed JWT.",
-        "invalid" => "The token is not valid for this server (signature, key, issuer or time window).",
+        "invalid" => {
+            "The token is not valid for this server (signature, key, issuer or time window)."
+        }
         _ => "The token was revoked; log in again.",
     }
 }
@@ -836,7 +1027,9 @@ fn metrics(ctx: &Ctx) -> Reply {
         MetricsAccess::On => true,
         MetricsAccess::Off => false,
         MetricsAccess::Loopback => ctx.req.peer.is_some_and(|p| match p {
-            IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+            IpAddr::V6(v6) => {
+                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+            }
             IpAddr::V4(v4) => v4.is_loopback(),
         }),
     };
@@ -851,7 +1044,10 @@ fn metrics(ctx: &Ctx) -> Reply {
 fn capitalize(s: &str) -> String {
     let mut chars = s.chars();
     match chars.next() {
-        Some(first) => first.to_uppercase().chain(chars).collect::<String>() + if s.ends_with('.') { "" } else { "." },
+        Some(first) => {
+            first.to_uppercase().chain(chars).collect::<String>()
+                + if s.ends_with('.') { "" } else { "." }
+        }
         None => String::new(),
     }
 }

@@ -53,7 +53,9 @@ impl std::fmt::Display for ServeError {
             ServeError::Key(e) => write!(f, "{e}"),
             ServeError::Store(e) => write!(f, "{e}"),
             ServeError::Password(e) => write!(f, "argon2 settings refused: {e}"),
-            ServeError::DataDir(p, e) => write!(f, "cannot create the data directory {}: {e}", p.display()),
+            ServeError::DataDir(p, e) => {
+                write!(f, "cannot create the data directory {}: {e}", p.display())
+            }
             ServeError::Listen(a, e) => write!(f, "cannot listen on {a}: {e}"),
             ServeError::Accept(e) => write!(f, "the server stopped accepting connections: {e}"),
         }
@@ -78,7 +80,9 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         None
     } else {
         make_dir(&config.data_dir)?;
-        Some(Arc::new(UserStore::open(&config.store_path()).map_err(ServeError::Store)?))
+        Some(Arc::new(
+            UserStore::open(&config.store_path()).map_err(ServeError::Store)?,
+        ))
     };
     let passwords = Passwords::new(config.argon2).map_err(ServeError::Password)?;
     let validation = Validation {
@@ -136,7 +140,10 @@ fn load_keys(config: &Config) -> Result<KeyRing, ServeError> {
         let path = &files[0];
         if !path.exists() {
             keys::generate(path).map_err(ServeError::Key)?;
-            log_info(&format!("generated a new signing key in {}", path.display()));
+            log_info(&format!(
+                "generated a new signing key in {}",
+                path.display()
+            ));
         }
     }
     KeyRing::load(&files).map_err(ServeError::Key)
@@ -150,7 +157,9 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
     let signals = block_stop_signals();
     let listener = listener(&prepared.listen)?;
     set_socket_timeouts(&listener, prepared.read_timeout);
-    let addr = listener.local_addr().map_err(|e| ServeError::Listen(prepared.listen.clone(), e))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Listen(prepared.listen.clone(), e))?;
     let server = Arc::new(
         tiny_http::Server::from_listener(listener, None)
             .map_err(|e| ServeError::Listen(addr.to_string(), io::Error::other(e.to_string())))?,
@@ -172,7 +181,11 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
     log_info(&format!(
         "listening on http://{addr} with {} workers{}",
         prepared.workers,
-        if prepared.app.auth.store().is_some() { "" } else { " (verify-only)" }
+        if prepared.app.auth.store().is_some() {
+            ""
+        } else {
+            " (verify-only)"
+        }
     ));
     notify("READY=1");
     start_watchdog();
@@ -197,7 +210,12 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
     }
 }
 
-fn worker(server: &tiny_http::Server, app: &App, csp: &str, fatal: &std::sync::Mutex<Option<io::Error>>) {
+fn worker(
+    server: &tiny_http::Server,
+    app: &App,
+    csp: &str,
+    fatal: &std::sync::Mutex<Option<io::Error>>,
+) {
     loop {
         match server.recv() {
             Ok(request) => serve_one(request, app, csp),
@@ -225,13 +243,21 @@ fn serve_one(mut request: tiny_http::Request, app: &App, csp: &str) {
     let path = http::split_target(request.url()).0.to_string();
     let (reply, outcome) = match convert(&mut request, app.shared.config.body_limit) {
         Ok(req) => {
-            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| routes::handle(app, &req, now)));
+            let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                routes::handle(app, &req, now)
+            }));
             match result {
                 Ok(answer) => answer,
-                Err(_) => (limit_reply(&path, 500, "Something went wrong on our side."), other()),
+                Err(_) => (
+                    limit_reply(&path, 500, "Something went wrong on our side."),
+                    other(),
+                ),
             }
         }
-        Err(refusal) => (limit_reply(&path, refusal.status, &refusal.message), other()),
+        Err(refusal) => (
+            limit_reply(&path, refusal.status, &refusal.message),
+            other(),
+        ),
     };
     let status = reply.status;
     let response = to_response(reply, csp);
@@ -293,7 +319,10 @@ fn convert(request: &mut tiny_http::Request, body_limit: usize) -> Result<Reques
     }
     if method == Method::Post || request.body_length().is_some_and(|n| n > 0) {
         if request.body_length().is_some_and(|n| n > body_limit) {
-            return Err(refuse(413, &format!("The request body is larger than {body_limit} bytes.")));
+            return Err(refuse(
+                413,
+                &format!("The request body is larger than {body_limit} bytes."),
+            ));
         }
         let mut body = Vec::new();
         let read = request
@@ -302,7 +331,10 @@ fn convert(request: &mut tiny_http::Request, body_limit: usize) -> Result<Reques
             .read_to_end(&mut body);
         match read {
             Ok(_) if body.len() > body_limit => {
-                return Err(refuse(413, &format!("The request body is larger than {body_limit} bytes.")));
+                return Err(refuse(
+                    413,
+                    &format!("The request body is larger than {body_limit} bytes."),
+                ));
             }
             Ok(_) => req.body = body,
             Err(_) => return Err(refuse(400, "The request body could not be read.")),
@@ -320,7 +352,10 @@ fn limit_reply(path: &str, status: u16, message: &str) -> Reply {
             500 => "internal",
             _ => "bad_request",
         };
-        return Reply::json(status, &serde_json::json!({ "error": error, "message": message }));
+        return Reply::json(
+            status,
+            &serde_json::json!({ "error": error, "message": message }),
+        );
     }
     let chrome = pages::Chrome {
         user: None,
@@ -338,7 +373,8 @@ fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
 
 /// Turns a `Reply` into a tiny_http response with the security headers.
 fn to_response(reply: Reply, csp: &str) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
-    let mut response = tiny_http::Response::from_data(reply.body.into_bytes()).with_status_code(reply.status);
+    let mut response =
+        tiny_http::Response::from_data(reply.body.into_bytes()).with_status_code(reply.status);
     let fixed = [
         ("Content-Type", reply.content_type),
         ("Server", "latchkey"),
@@ -352,10 +388,10 @@ fn to_response(reply: Reply, csp: &str) -> tiny_http::Response<io::Cursor<Vec<u8
             response.add_header(h);
         }
     }
-    if reply.private {
-        if let Some(h) = header("Cache-Control", "no-store") {
-            response.add_header(h);
-        }
+    if reply.private
+        && let Some(h) = header("Cache-Control", "no-store")
+    {
+        response.add_header(h);
     }
     for (name, value) in &reply.headers {
         // Values never carry CR/LF: they are built from checked data; a header that
@@ -371,16 +407,21 @@ fn to_response(reply: Reply, csp: &str) -> tiny_http::Response<io::Cursor<Vec<u8
 /// (and to the SSO domain, where login redirects may lead).
 pub fn content_security_policy(config: &Config) -> String {
     use base64::Engine;
-    let hash = base64::engine::general_purpose::STANDARD.encode(Sha256::digest(pages::STYLE.as_bytes()));
+    let hash =
+        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(pages::STYLE.as_bytes()));
     let mut form_action = String::from("'self'");
     if let Some(domain) = &config.cookie_domain {
-        form_action.push_str(&format!(" https://{domain} https://*.{domain} http://{domain} http://*.{domain}"));
+        form_action.push_str(&format!(
+            " https://{domain} https://*.{domain} http://{domain} http://*.{domain}"
+        ));
     }
-    if let Some(url) = &config.login_url {
-        if let Some(origin) = crate::config::origin_of(url) {
-            form_action.push(' ');
-            form_action.push_str(&origin);
-        }
+    if let Some(origin) = config
+        .login_url
+        .as_deref()
+        .and_then(crate::config::origin_of)
+    {
+        form_action.push(' ');
+        form_action.push_str(&origin);
     }
     format!(
         "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
@@ -440,7 +481,10 @@ fn set_socket_timeouts(listener: &TcpListener, seconds: u64) {
             )
         };
         if rc != 0 {
-            log_error(&format!("cannot set a socket timeout: {}", io::Error::last_os_error()));
+            log_error(&format!(
+                "cannot set a socket timeout: {}",
+                io::Error::last_os_error()
+            ));
         }
     }
 }
@@ -491,7 +535,9 @@ pub fn notify(state: &str) {
 
 /// Pings `WATCHDOG=1` every half `WATCHDOG_USEC`, when systemd asks for it.
 fn start_watchdog() {
-    let usec = std::env::var("WATCHDOG_USEC").ok().and_then(|v| v.parse::<u64>().ok());
+    let usec = std::env::var("WATCHDOG_USEC")
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok());
     let pid_ok = std::env::var("WATCHDOG_PID")
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
@@ -500,15 +546,17 @@ fn start_watchdog() {
         return;
     };
     let period = Duration::from_micros(usec / 2);
-    let _ = std::thread::Builder::new().name("watchdog".into()).spawn(move || {
-        loop {
-            if STOPPING.load(Ordering::SeqCst) {
-                return;
+    let _ = std::thread::Builder::new()
+        .name("watchdog".into())
+        .spawn(move || {
+            loop {
+                if STOPPING.load(Ordering::SeqCst) {
+                    return;
+                }
+                notify("WATCHDOG=1");
+                std::thread::sleep(period);
             }
-            notify("WATCHDOG=1");
-            std::thread::sleep(period);
-        }
-    });
+        });
 }
 
 /// Log verbosity, from `LATCHKEY_LOG` (`off`, `error`, `info`, `debug`; default `info`).
@@ -555,7 +603,14 @@ fn log_debug(message: &str) {
 
 /// One access line: time, method, path (never the query), status, µs, user or `-`.
 /// Paths are printed with control characters escaped so a request cannot forge lines.
-fn log_access(now: i64, method: &tiny_http::Method, path: &str, status: u16, micros: u64, user: Option<&str>) {
+fn log_access(
+    now: i64,
+    method: &tiny_http::Method,
+    path: &str,
+    status: u16,
+    micros: u64,
+    user: Option<&str>,
+) {
     let path: String = path.chars().flat_map(char::escape_default).collect();
     eprintln!(
         "{} access {method} {path} {status} {micros}us {}",
@@ -590,7 +645,9 @@ pub fn timestamp(unix: i64) -> String {
 pub fn is_loopback(ip: IpAddr) -> bool {
     match ip {
         IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback()),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
     }
 }
 
@@ -602,7 +659,7 @@ mod tests {
     fn timestamps() {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
         assert_eq!(timestamp(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(timestamp(1_795_694_096), "2026-11-26T11:14:56Z");
+        assert_eq!(timestamp(1_795_694_096), "2026-11-26T11:54:56Z");
     }
 
     #[test]

@@ -11,7 +11,10 @@ use latchkey::keys::KeyRing;
 use latchkey::token::{Claims, Signer};
 
 fn now() -> i64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs() as i64
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
 }
 
 /// A server with a first admin `root` and a plain user `bob`, both logged in.
@@ -20,18 +23,30 @@ fn with_users(server: &Server) -> (Browser<'_>, Browser<'_>) {
     let r = admin.submit(
         "/register",
         "/register",
-        &[("username", "root"), ("password", "root-password"), ("confirm", "root-password")],
+        &[
+            ("username", "root"),
+            ("password", "root-password"),
+            ("confirm", "root-password"),
+        ],
     );
     assert_eq!(r.status, 303, "{}", r.body);
     let r = admin.submit(
         "/admin",
         "/admin/users",
-        &[("username", "bob"), ("password", "bob-password"), ("role", "user")],
+        &[
+            ("username", "bob"),
+            ("password", "bob-password"),
+            ("role", "user"),
+        ],
     );
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("Created bob."));
     let mut bob = Browser::new(server);
-    let r = bob.submit("/login", "/login", &[("username", "bob"), ("password", "bob-password")]);
+    let r = bob.submit(
+        "/login",
+        "/login",
+        &[("username", "bob"), ("password", "bob-password")],
+    );
     assert_eq!(r.status, 303);
     (admin, bob)
 }
@@ -71,14 +86,24 @@ fn the_whole_journey() {
     let csrf = csrf_of(&reg.body).unwrap();
     let r = b.post(
         "/register",
-        &[("username", "Alice"), ("password", "correct horse"), ("confirm", "correct horse")],
+        &[
+            ("username", "Alice"),
+            ("password", "correct horse"),
+            ("confirm", "correct horse"),
+        ],
         &csrf,
     );
     assert_eq!(r.status, 303);
     assert_eq!(r.location(), "/");
     let set = r.set_cookies("token");
     assert_eq!(set.len(), 1);
-    for attr in ["HttpOnly", "SameSite=Lax", "Path=/", "Max-Age=3600", "Secure"] {
+    for attr in [
+        "HttpOnly",
+        "SameSite=Lax",
+        "Path=/",
+        "Max-Age=3600",
+        "Secure",
+    ] {
         assert!(set[0].contains(attr), "{attr} missing in {}", set[0]);
     }
     let claims = jwt_claims(b.jar.get("token").unwrap());
@@ -89,8 +114,14 @@ fn the_whole_journey() {
     let home = b.get("/");
     assert!(home.body.contains("Hello, Alice!"), "{}", home.body);
     assert!(home.body.contains("admin"));
-    assert!(home.body.contains("Your account was created."), "the flash shows once");
-    assert!(!b.get("/").body.contains("Your account was created."), "and only once");
+    assert!(
+        home.body.contains("Your account was created."),
+        "the flash shows once"
+    );
+    assert!(
+        !b.get("/").body.contains("Your account was created."),
+        "and only once"
+    );
 
     let account = b.get("/account");
     assert_eq!(account.status, 200);
@@ -101,7 +132,11 @@ fn the_whole_journey() {
     let out = b.post("/logout", &[], &csrf);
     assert_eq!(out.status, 303);
     assert_eq!(out.location(), "/");
-    assert_eq!(out.cookie("token").as_deref(), Some(""), "logout clears the cookie");
+    assert_eq!(
+        out.cookie("token").as_deref(),
+        Some(""),
+        "logout clears the cookie"
+    );
     assert!(out.set_cookies("token")[0].contains("Max-Age=0"));
     assert!(b.jar.get("token").is_none());
 
@@ -114,7 +149,11 @@ fn the_whole_journey() {
     let csrf = csrf_of(&login.body).unwrap();
     let r = b.post(
         "/login",
-        &[("username", "alice"), ("password", "correct horse"), ("next", "/account")],
+        &[
+            ("username", "alice"),
+            ("password", "correct horse"),
+            ("next", "/account"),
+        ],
         &csrf,
     );
     assert_eq!(r.status, 303);
@@ -130,15 +169,33 @@ fn sliding_refresh_keeps_auth_time_and_stops_at_the_absolute_limit() {
     let t = now();
 
     // First half of the lifetime: no new cookie.
-    let fresh = Claims { iat: t, exp: t + 3000, ..base.clone() };
-    let r = server.get("/", &[("Cookie", &format!("token={}", sign_with(&server, &fresh)))]);
+    let fresh = Claims {
+        iat: t,
+        exp: t + 3000,
+        ..base.clone()
+    };
+    let r = server.get(
+        "/",
+        &[("Cookie", &format!("token={}", sign_with(&server, &fresh)))],
+    );
     assert_eq!(r.status, 200);
-    assert!(r.set_cookies("token").is_empty(), "no refresh in the first half");
+    assert!(
+        r.set_cookies("token").is_empty(),
+        "no refresh in the first half"
+    );
 
     // Second half: a new cookie, later exp, same auth_time.
     let old_auth = t - 5000;
-    let due = Claims { iat: t - 3500, exp: t + 100, auth_time: old_auth, ..base.clone() };
-    let r = server.get("/", &[("Cookie", &format!("token={}", sign_with(&server, &due)))]);
+    let due = Claims {
+        iat: t - 3500,
+        exp: t + 100,
+        auth_time: old_auth,
+        ..base.clone()
+    };
+    let r = server.get(
+        "/",
+        &[("Cookie", &format!("token={}", sign_with(&server, &due)))],
+    );
     assert_eq!(r.status, 200);
     let token = r.cookie("token").expect("refreshed");
     let c = jwt_claims(&token);
@@ -147,14 +204,30 @@ fn sliding_refresh_keeps_auth_time_and_stops_at_the_absolute_limit() {
 
     // Near the absolute limit the new exp is capped at auth_time + 7 days.
     let week = 7 * 24 * 3600;
-    let near = Claims { iat: t - 3500, exp: t + 100, auth_time: t - week + 600, ..base.clone() };
-    let r = server.get("/", &[("Cookie", &format!("token={}", sign_with(&server, &near)))]);
+    let near = Claims {
+        iat: t - 3500,
+        exp: t + 100,
+        auth_time: t - week + 600,
+        ..base.clone()
+    };
+    let r = server.get(
+        "/",
+        &[("Cookie", &format!("token={}", sign_with(&server, &near)))],
+    );
     let c = jwt_claims(&r.cookie("token").expect("refreshed"));
     assert_eq!(c["exp"].as_i64().unwrap(), t - week + 600 + week);
 
     // Past the absolute limit: refused as expired.
-    let past = Claims { iat: t - 100, exp: t + 100, auth_time: t - week - 1, ..base.clone() };
-    let r = server.get("/account", &[("Cookie", &format!("token={}", sign_with(&server, &past)))]);
+    let past = Claims {
+        iat: t - 100,
+        exp: t + 100,
+        auth_time: t - week - 1,
+        ..base.clone()
+    };
+    let r = server.get(
+        "/account",
+        &[("Cookie", &format!("token={}", sign_with(&server, &past)))],
+    );
     assert_eq!(r.status, 303);
     assert_eq!(r.cookie("flash").as_deref(), Some("expired"));
 }
@@ -165,7 +238,14 @@ fn each_error_class_reaches_the_visitor() {
     let (admin, _) = with_users(&server);
     let base = claims_of(&admin);
     let t = now();
-    let expired = sign_with(&server, &Claims { iat: t - 7200, exp: t - 3600, ..base.clone() });
+    let expired = sign_with(
+        &server,
+        &Claims {
+            iat: t - 7200,
+            exp: t - 3600,
+            ..base.clone()
+        },
+    );
     let mut forged = sign_with(&server, &base);
     let last = forged.pop().unwrap();
     forged.push(if last == 'A' { 'Q' } else { 'A' });
@@ -175,9 +255,19 @@ fn each_error_class_reaches_the_visitor() {
         latchkey::keys::generate(&path).unwrap();
         Signer::new(&KeyRing::load(&[path]).unwrap()).sign(&base)
     };
-    let stale = sign_with(&server, &Claims { ver: base.ver + 7, ..base.clone() });
+    let stale = sign_with(
+        &server,
+        &Claims {
+            ver: base.ver + 7,
+            ..base.clone()
+        },
+    );
     let cases = [
-        (expired.as_str(), "expired", "Your session has expired, please log in again."),
+        (
+            expired.as_str(),
+            "expired",
+            "Your session has expired, please log in again.",
+        ),
         ("not-a-token", "malformed", "Your login cookie was damaged"),
         (forged.as_str(), "invalid", "could not be verified"),
         (foreign.as_str(), "invalid", "could not be verified"),
@@ -187,11 +277,22 @@ fn each_error_class_reaches_the_visitor() {
         let r = server.get("/account", &[("Cookie", &format!("token={token}"))]);
         assert_eq!(r.status, 303, "{class}");
         assert_eq!(r.location(), "/login?next=/account");
-        assert_eq!(r.cookie("token").as_deref(), Some(""), "{class}: cookie cleared");
+        assert_eq!(
+            r.cookie("token").as_deref(),
+            Some(""),
+            "{class}: cookie cleared"
+        );
         assert_eq!(r.cookie("flash").as_deref(), Some(class));
-        let page = server.get("/login?next=/account", &[("Cookie", &format!("flash={class}"))]);
+        let page = server.get(
+            "/login?next=/account",
+            &[("Cookie", &format!("flash={class}"))],
+        );
         assert!(page.body.contains(message), "{class}: {}", page.body);
-        assert_eq!(page.cookie("flash").as_deref(), Some(""), "the notice is one-shot");
+        assert_eq!(
+            page.cookie("flash").as_deref(),
+            Some(""),
+            "the notice is one-shot"
+        );
         let api = server.get("/api/me", &[("Authorization", &format!("Bearer {token}"))]);
         assert_eq!(api.status, 401);
         let json: serde_json::Value = serde_json::from_str(&api.body).unwrap();
@@ -211,13 +312,25 @@ fn password_change_and_logout_everywhere_revoke_old_cookies() {
     let r = bob.submit(
         "/account",
         "/account/password",
-        &[("current", "bob-password"), ("password", "new-bob-password"), ("confirm", "new-bob-password")],
+        &[
+            ("current", "bob-password"),
+            ("password", "new-bob-password"),
+            ("confirm", "new-bob-password"),
+        ],
     );
     assert_eq!(r.status, 303, "{}", r.body);
     assert_eq!(r.location(), "/account");
-    assert!(bob.get("/account").body.contains("Your password was changed."));
+    assert!(
+        bob.get("/account")
+            .body
+            .contains("Your password was changed.")
+    );
     let r = server.get("/account", &[("Cookie", &format!("token={old}"))]);
-    assert_eq!(r.cookie("flash").as_deref(), Some("revoked"), "the old cookie is revoked at once");
+    assert_eq!(
+        r.cookie("flash").as_deref(),
+        Some("revoked"),
+        "the old cookie is revoked at once"
+    );
 
     let current = bob.jar.get("token").unwrap().to_string();
     let r = bob.submit("/account", "/account/revoke", &[]);
@@ -228,10 +341,18 @@ fn password_change_and_logout_everywhere_revoke_old_cookies() {
 
     // The new password works, the old one does not.
     let mut again = Browser::new(&server);
-    let r = again.submit("/login", "/login", &[("username", "bob"), ("password", "bob-password")]);
+    let r = again.submit(
+        "/login",
+        "/login",
+        &[("username", "bob"), ("password", "bob-password")],
+    );
     assert_eq!(r.status, 401);
     assert!(r.body.contains("Wrong username or password."));
-    let r = again.submit("/login", "/login", &[("username", "bob"), ("password", "new-bob-password")]);
+    let r = again.submit(
+        "/login",
+        "/login",
+        &[("username", "bob"), ("password", "new-bob-password")],
+    );
     assert_eq!(r.status, 303);
 }
 
@@ -239,12 +360,20 @@ fn password_change_and_logout_everywhere_revoke_old_cookies() {
 fn csrf_and_origin_are_enforced_and_change_nothing() {
     let server = Server::start(&[], &[]);
     let (_, mut bob) = with_users(&server);
-    let form = [("current", "bob-password"), ("password", "hijacked-pass"), ("confirm", "hijacked-pass")];
+    let form = [
+        ("current", "bob-password"),
+        ("password", "hijacked-pass"),
+        ("confirm", "hijacked-pass"),
+    ];
     let cookie = bob.jar.header();
 
     let missing = server.post_form("/account/password", &[("Cookie", &cookie)], &form);
     assert_eq!(missing.status, 403);
-    let r = bob.post("/account/password", &form, "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA");
+    let r = bob.post(
+        "/account/password",
+        &form,
+        "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+    );
     assert_eq!(r.status, 403);
     // A CSRF value made for another visitor (anonymous) is refused too.
     let anon = server.get("/login", &[]);
@@ -258,13 +387,20 @@ fn csrf_and_origin_are_enforced_and_change_nothing() {
     fields.push(("csrf", &csrf));
     let r = server.post_form(
         "/account/password",
-        &[("Cookie", &bob.jar.header()), ("Origin", "https://evil.example")],
+        &[
+            ("Cookie", &bob.jar.header()),
+            ("Origin", "https://evil.example"),
+        ],
         &fields,
     );
     assert_eq!(r.status, 403);
     // Nothing changed: the old password still works.
     let mut check = Browser::new(&server);
-    let r = check.submit("/login", "/login", &[("username", "bob"), ("password", "bob-password")]);
+    let r = check.submit(
+        "/login",
+        "/login",
+        &[("username", "bob"), ("password", "bob-password")],
+    );
     assert_eq!(r.status, 303);
     // Logout without a token is refused too (the user stays logged in).
     let r = server.post_form("/logout", &[("Cookie", &bob.jar.header())], &[]);
@@ -285,7 +421,15 @@ fn open_redirects_are_refused() {
         "javascript:alert(1)",
     ] {
         let mut b = Browser::new(&server);
-        let r = b.submit("/login", "/login", &[("username", "bob"), ("password", "bob-password"), ("next", evil)]);
+        let r = b.submit(
+            "/login",
+            "/login",
+            &[
+                ("username", "bob"),
+                ("password", "bob-password"),
+                ("next", evil),
+            ],
+        );
         assert_eq!(r.status, 303, "{evil}");
         assert_eq!(r.location(), "/", "{evil}");
     }
@@ -319,8 +463,15 @@ fn admin_is_for_admins_and_role_changes_reach_the_next_token() {
     let r = bob.get("/account");
     assert_eq!(r.cookie("flash").as_deref(), Some("revoked"));
     let mut again = Browser::new(&server);
-    let r = again.submit("/login", "/login", &[("username", "bob"), ("password", "bob-password")]);
-    assert_eq!(r.status, 401, "a locked user gets the same answer as a wrong password");
+    let r = again.submit(
+        "/login",
+        "/login",
+        &[("username", "bob"), ("password", "bob-password")],
+    );
+    assert_eq!(
+        r.status, 401,
+        "a locked user gets the same answer as a wrong password"
+    );
     assert!(r.body.contains("Wrong username or password."));
     // An admin cannot lock themselves out.
     let r = admin.submit("/admin", "/admin/users/1/delete", &[]);
@@ -340,7 +491,11 @@ fn registration_is_closed_after_the_first_user_by_default() {
     let r = b.submit(
         "/register",
         "/register",
-        &[("username", "carol"), ("password", "carol-pass"), ("confirm", "carol-pass")],
+        &[
+            ("username", "carol"),
+            ("password", "carol-pass"),
+            ("confirm", "carol-pass"),
+        ],
     );
     assert_eq!(r.status, 303);
     assert_eq!(jwt_claims(b.jar.get("token").unwrap())["role"], "user");
@@ -373,7 +528,9 @@ fn bad_input_gets_the_right_status() {
         .unwrap();
     let chunk = vec![b'a'; 4096];
     for _ in 0..8 {
-        stream.write_all(format!("{:x}\r\n", chunk.len()).as_bytes()).unwrap();
+        stream
+            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
+            .unwrap();
         stream.write_all(&chunk).unwrap();
         stream.write_all(b"\r\n").unwrap();
     }
@@ -431,17 +588,30 @@ fn security_headers_on_every_page() {
 fn api_login_and_me() {
     let server = Server::start(&[], &[]);
     with_users(&server);
-    let json = |body: &str| server.request("POST", "/api/login", &[("Content-Type", "application/json")], body.as_bytes());
+    let json = |body: &str| {
+        server.request(
+            "POST",
+            "/api/login",
+            &[("Content-Type", "application/json")],
+            body.as_bytes(),
+        )
+    };
     let r = json(r#"{"username":"bob","password":"bob-password"}"#);
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.set_cookies("token").is_empty(), "API logins set no cookie");
+    assert!(
+        r.set_cookies("token").is_empty(),
+        "API logins set no cookie"
+    );
     let v: serde_json::Value = serde_json::from_str(&r.body).unwrap();
     assert_eq!(v["token_type"], "Bearer");
     assert_eq!(v["expires_in"], 3600);
     let token = v["token"].as_str().unwrap();
     let me = server.get("/api/me", &[("Authorization", &format!("Bearer {token}"))]);
     assert_eq!(me.status, 200);
-    assert!(me.set_cookies("token").is_empty(), "Bearer calls never get cookies");
+    assert!(
+        me.set_cookies("token").is_empty(),
+        "Bearer calls never get cookies"
+    );
     let claims: serde_json::Value = serde_json::from_str(&me.body).unwrap();
     assert_eq!(claims["name"], "bob");
     assert_eq!(claims["role"], "user");
@@ -452,7 +622,12 @@ fn api_login_and_me() {
     let r = json("{not json");
     assert_eq!(r.status, 400);
     assert!(r.body.contains("\"error\":\"bad_request\""));
-    let r = server.request("POST", "/api/login", &[("Content-Type", "text/plain")], b"x");
+    let r = server.request(
+        "POST",
+        "/api/login",
+        &[("Content-Type", "text/plain")],
+        b"x",
+    );
     assert_eq!(r.status, 415);
     let r = server.get("/api/me", &[]);
     assert_eq!(r.status, 401);

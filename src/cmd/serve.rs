@@ -46,7 +46,11 @@ impl ServeArgs {
             flags.push(("data_dir", text(v)));
         }
         if !self.key_files.is_empty() {
-            let files = self.key_files.iter().map(|p| p.to_string_lossy().into_owned()).collect();
+            let files = self
+                .key_files
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
             flags.push(("key_files", Value::List(files)));
         }
         if let Some(v) = self.workers {

@@ -99,10 +99,10 @@ impl Server {
                         if let Some(tx) = tx.take() {
                             let _ = tx.send(Ok(addr));
                         }
-                    } else if line.contains(" error ") || line.starts_with("latchkey:") {
-                        if let Some(tx) = tx.as_ref() {
-                            let _ = tx.send(Err(line.clone()));
-                        }
+                    } else if (line.contains(" error ") || line.starts_with("latchkey:"))
+                        && let Some(tx) = tx.as_ref()
+                    {
+                        let _ = tx.send(Err(line.clone()));
                     }
                     log.lock().unwrap().push(line);
                 }
@@ -139,7 +139,13 @@ impl Server {
     }
 
     /// One request on a fresh connection.
-    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut conn = Conn::open(self.addr);
         conn.send(method, path, headers, body)
     }
@@ -149,7 +155,12 @@ impl Server {
     }
 
     /// A form POST.
-    pub fn post_form(&self, path: &str, headers: &[(&str, &str)], form: &[(&str, &str)]) -> Response {
+    pub fn post_form(
+        &self,
+        path: &str,
+        headers: &[(&str, &str)],
+        form: &[(&str, &str)],
+    ) -> Response {
         let body = encode_form(form);
         let mut all = vec![("Content-Type", "application/x-www-form-urlencoded")];
         all.extend_from_slice(headers);
@@ -250,13 +261,21 @@ pub struct Conn {
 impl Conn {
     pub fn open(addr: SocketAddr) -> Conn {
         let stream = TcpStream::connect(addr).expect("connect");
-        stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
         Conn {
             stream: BufReader::new(stream),
         }
     }
 
-    pub fn send(&mut self, method: &str, path: &str, headers: &[(&str, &str)], body: &[u8]) -> Response {
+    pub fn send(
+        &mut self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Response {
         let mut req = format!("{method} {path} HTTP/1.1\r\nHost: localhost\r\n");
         for (k, v) in headers {
             req.push_str(&format!("{k}: {v}\r\n"));
@@ -334,7 +353,10 @@ pub struct Response {
 impl Response {
     pub fn header(&self, name: &str) -> Option<&str> {
         let name = name.to_ascii_lowercase();
-        self.headers.iter().find(|(k, _)| *k == name).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v.as_str())
     }
 
     /// Every `Set-Cookie` for `name`.
@@ -349,8 +371,17 @@ impl Response {
     /// The value a `Set-Cookie` gives `name` (empty when it deletes it).
     pub fn cookie(&self, name: &str) -> Option<String> {
         let set = self.set_cookies(name);
-        assert!(set.len() <= 1, "more than one Set-Cookie for {name}: {set:?}");
-        set.first().map(|c| c[name.len() + 1..].split(';').next().unwrap_or("").to_string())
+        assert!(
+            set.len() <= 1,
+            "more than one Set-Cookie for {name}: {set:?}"
+        );
+        set.first().map(|c| {
+            c[name.len() + 1..]
+                .split(';')
+                .next()
+                .unwrap_or("")
+                .to_string()
+        })
     }
 
     pub fn location(&self) -> &str {
@@ -372,7 +403,9 @@ impl Jar {
                 continue;
             }
             let pair = v.split(';').next().unwrap_or("");
-            let Some((name, value)) = pair.split_once('=') else { continue };
+            let Some((name, value)) = pair.split_once('=') else {
+                continue;
+            };
             let deleted = v.contains("Max-Age=0") || value.is_empty();
             self.cookies.retain(|(n, _)| n != name);
             if !deleted {
@@ -382,7 +415,10 @@ impl Jar {
     }
 
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.cookies.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str())
+        self.cookies
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
     }
 
     pub fn set(&mut self, name: &str, value: &str) {
@@ -391,7 +427,11 @@ impl Jar {
     }
 
     pub fn header(&self) -> String {
-        self.cookies.iter().map(|(n, v)| format!("{n}={v}")).collect::<Vec<_>>().join("; ")
+        self.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
     }
 }
 
@@ -411,7 +451,11 @@ impl<'s> Browser<'s> {
 
     pub fn get(&mut self, path: &str) -> Response {
         let cookie = self.jar.header();
-        let headers: Vec<(&str, &str)> = if cookie.is_empty() { vec![] } else { vec![("Cookie", &cookie)] };
+        let headers: Vec<(&str, &str)> = if cookie.is_empty() {
+            vec![]
+        } else {
+            vec![("Cookie", &cookie)]
+        };
         let resp = self.server.get(path, &headers);
         self.jar.absorb(&resp);
         resp
@@ -420,7 +464,8 @@ impl<'s> Browser<'s> {
     /// GETs `form_page`, scrapes its CSRF field, then POSTs `form` to `action`.
     pub fn submit(&mut self, form_page: &str, action: &str, form: &[(&str, &str)]) -> Response {
         let page = self.get(form_page);
-        let csrf = csrf_of(&page.body).unwrap_or_else(|| panic!("no csrf field on {form_page}: {}", page.body));
+        let csrf = csrf_of(&page.body)
+            .unwrap_or_else(|| panic!("no csrf field on {form_page}: {}", page.body));
         self.post(action, form, &csrf)
     }
 
@@ -429,7 +474,9 @@ impl<'s> Browser<'s> {
         let mut fields = form.to_vec();
         fields.push(("csrf", csrf));
         let cookie = self.jar.header();
-        let resp = self.server.post_form(action, &[("Cookie", &cookie)], &fields);
+        let resp = self
+            .server
+            .post_form(action, &[("Cookie", &cookie)], &fields);
         self.jar.absorb(&resp);
         resp
     }
@@ -446,7 +493,9 @@ pub fn csrf_of(page: &str) -> Option<String> {
 pub fn jwt_claims(token: &str) -> serde_json::Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).unwrap();
-    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(payload)
+        .unwrap();
     serde_json::from_slice(&bytes).unwrap()
 }
 
@@ -462,7 +511,12 @@ pub fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    child.stdin.take().unwrap().write_all(stdin.as_bytes()).unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
     let out = child.wait_with_output().unwrap();
     (
         out.status.code().unwrap_or(-1),
