@@ -364,6 +364,16 @@ pub fn is_local_path(target: &str) -> bool {
         && target.len() <= 2048
 }
 
+/// Whether `ip` is a loopback address (IPv4-mapped included).
+pub fn is_loopback(ip: IpAddr) -> bool {
+    match ip {
+        IpAddr::V4(v4) => v4.is_loopback(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

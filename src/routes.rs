@@ -180,14 +180,39 @@ impl Ctx<'_> {
         Some(client)
     }
 
-    /// A page in the layout, with the CSRF cookie and the one-shot notice handled.
+    /// A page in the layout, with the one-shot notice handled; CSRF values are made
+    /// only when the page has a form (every page of a logged-in user has the logout form).
     fn page(
         &self,
         status: u16,
         notice: Option<Notice>,
         render: impl FnOnce(&Chrome) -> String,
     ) -> Reply {
-        let (csrf, csrf_cookie) = self.app.auth.csrf_for(self.req, self.visitor);
+        self.page_with_forms(self.user().is_some(), status, notice, render)
+    }
+
+    /// A page with a form, for visitors who may not be logged in yet.
+    fn form_page(
+        &self,
+        status: u16,
+        notice: Option<Notice>,
+        render: impl FnOnce(&Chrome) -> String,
+    ) -> Reply {
+        self.page_with_forms(true, status, notice, render)
+    }
+
+    fn page_with_forms(
+        &self,
+        forms: bool,
+        status: u16,
+        notice: Option<Notice>,
+        render: impl FnOnce(&Chrome) -> String,
+    ) -> Reply {
+        let (csrf, csrf_cookie) = if forms {
+            self.app.auth.csrf_for(self.req, self.visitor)
+        } else {
+            (String::new(), None)
+        };
         let flash = self.req.cookie(FLASH_COOKIE).filter(|c| !c.is_empty());
         let notice = notice.or_else(|| flash.and_then(Notice::from_flash));
         let chrome = Chrome {
@@ -472,7 +497,7 @@ fn login_page(ctx: &Ctx) -> Reply {
         .rejected()
         .and_then(|c| Notice::from_flash(c.as_str()));
     let signup = signup_open(ctx).unwrap_or(false);
-    ctx.page(200, notice, |c| pages::login(c, &next, "", signup))
+    ctx.form_page(200, notice, |c| pages::login(c, &next, "", signup))
 }
 
 fn signup_open(ctx: &Ctx) -> Result<bool, StoreError> {
@@ -496,7 +521,7 @@ fn login_submit(ctx: &Ctx) -> Answer {
     let password = form.get("password").unwrap_or("");
     let signup = ctx.config().signup_open;
     let again = |status: u16, message: &str| {
-        ctx.page(status, Some(Notice::Error(message.into())), |c| {
+        ctx.form_page(status, Some(Notice::Error(message.into())), |c| {
             pages::login(c, &next, name, signup)
         })
     };
@@ -548,7 +573,7 @@ fn register_page(ctx: &Ctx) -> Answer {
         ));
     }
     let first = ctx.store().map(|s| s.count()).transpose()? == Some(0);
-    Ok(ctx.page(200, None, |c| pages::register(c, "", first)))
+    Ok(ctx.form_page(200, None, |c| pages::register(c, "", first)))
 }
 
 fn register_submit(ctx: &Ctx) -> Answer {
@@ -569,7 +594,7 @@ fn register_submit(ctx: &Ctx) -> Answer {
     }
     let raw_name = form.get("username").unwrap_or("");
     let again = |message: String| {
-        ctx.page(400, Some(Notice::Error(message)), |c| {
+        ctx.form_page(400, Some(Notice::Error(message)), |c| {
             pages::register(c, raw_name, first)
         })
     };
@@ -1026,12 +1051,7 @@ fn metrics(ctx: &Ctx) -> Reply {
     let allowed = match ctx.config().metrics {
         MetricsAccess::On => true,
         MetricsAccess::Off => false,
-        MetricsAccess::Loopback => ctx.req.peer.is_some_and(|p| match p {
-            IpAddr::V6(v6) => {
-                v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-            }
-            IpAddr::V4(v4) => v4.is_loopback(),
-        }),
+        MetricsAccess::Loopback => ctx.req.peer.is_some_and(crate::http::is_loopback),
     };
     if !allowed {
         return ctx.error_page(404, "There is no page at this address.");

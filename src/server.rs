@@ -3,7 +3,7 @@
 //! every input limit, the access log, systemd notification and graceful shutdown.
 
 use std::io::{self, Read};
-use std::net::{IpAddr, TcpListener};
+use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
@@ -639,16 +639,6 @@ pub fn timestamp(unix: i64) -> String {
         secs % 3600 / 60,
         secs % 60
     )
-}
-
-/// Whether `ip` is a loopback address (IPv4-mapped included).
-pub fn is_loopback(ip: IpAddr) -> bool {
-    match ip {
-        IpAddr::V4(v4) => v4.is_loopback(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback() || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback())
-        }
-    }
 }
 
 #[cfg(test)]
