@@ -72,8 +72,8 @@ pub struct Prepared {
     listen: String,
 }
 
-/// Loads keys, opens the store and checks every setting, without listening.
-/// `latchkey serve --check` stops here.
+/// Loads (or on first start generates) the keys, opens the store and builds the
+/// application, without listening yet.
 pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     let ring = load_keys(&config)?;
     let store = if config.verify_only {
@@ -122,6 +122,33 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         read_timeout: config.read_timeout,
         listen: config.listen,
     })
+}
+
+/// `latchkey serve --check`: checks the configuration, keys, argon2 settings and an
+/// existing store without creating anything; returns notes for the operator.
+pub fn check(config: &Config) -> Result<Vec<String>, ServeError> {
+    let mut notes = Vec::new();
+    let files = config.effective_key_files();
+    if config.key_files.is_empty() && !files[0].exists() {
+        notes.push(format!(
+            "{} will be generated on first start",
+            files[0].display()
+        ));
+    } else {
+        KeyRing::load(&files).map_err(ServeError::Key)?;
+    }
+    Passwords::new(config.argon2).map_err(ServeError::Password)?;
+    let store = config.store_path();
+    if !config.verify_only && store.exists() {
+        match UserStore::open(&store) {
+            Ok(_) => {}
+            Err(crate::store::StoreError::Busy(_)) => {
+                notes.push(format!("{} is in use by a running server", store.display()));
+            }
+            Err(e) => return Err(ServeError::Store(e)),
+        }
+    }
+    Ok(notes)
 }
 
 fn make_dir(dir: &Path) -> Result<(), ServeError> {

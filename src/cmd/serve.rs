@@ -72,14 +72,22 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Ok(c) => c,
         Err(e) => return super::fail(e),
     };
+    if args.check {
+        return match server::check(&config) {
+            Ok(notes) => {
+                for note in notes {
+                    println!("note: {note}");
+                }
+                println!("configuration ok");
+                ExitCode::SUCCESS
+            }
+            Err(e) => super::fail(e),
+        };
+    }
     let prepared = match server::prepare(config) {
         Ok(p) => p,
         Err(e) => return super::fail(e),
     };
-    if args.check {
-        println!("configuration ok");
-        return ExitCode::SUCCESS;
-    }
     match server::run(prepared) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => super::fail(e),
