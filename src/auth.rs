@@ -216,7 +216,9 @@ impl Auth {
     }
 
     /// The after step: adds the one token `Set-Cookie` the reply needs, if any.
-    /// Logout wins over everything; a fresh login comes next; then sliding.
+    /// Logout wins over everything; a fresh login comes next; then sliding, which only
+    /// an instance holding the store does: a verify-only instance cannot tell whether
+    /// the user was revoked, so it must not extend a token's life.
     pub fn finish(&self, visitor: &Visitor, reply: &mut Reply, now: i64) {
         let cookie = match (&reply.login, visitor) {
             (Login::End, _) => Some(self.clear_cookie()),
@@ -230,7 +232,7 @@ impl Auth {
                     source: Source::Cookie,
                     stale,
                 },
-            ) => self.slide(claims, *stale, now).map(|fresh| {
+            ) if self.store.is_some() => self.slide(claims, *stale, now).map(|fresh| {
                 let max_age = fresh.exp - now;
                 self.token_cookie(&self.sign(&fresh), max_age)
             }),

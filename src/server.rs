@@ -288,11 +288,13 @@ fn serve_one(mut request: tiny_http::Request, app: &App, csp: &str) {
     };
     let status = reply.status;
     let response = to_response(reply, csp);
+    // Counted before the response is written, so a client that has its answer can
+    // already see it in /metrics.
+    let micros = started.elapsed().as_micros() as u64;
+    app.shared.metrics.request(outcome.route, status, micros);
     if let Err(e) = request.respond(response) {
         log_debug(&format!("could not send the response: {e}"));
     }
-    let micros = started.elapsed().as_micros() as u64;
-    app.shared.metrics.request(outcome.route, status, micros);
     if log_level() >= Level::Info {
         log_access(now, &method, &path, status, micros, outcome.user.as_deref());
     }

@@ -620,3 +620,43 @@ fn logs_never_contain_secrets() {
         );
     }
 }
+
+#[test]
+fn verify_only_instances_never_extend_a_token() {
+    let issuer = Server::start(&[], &[]);
+    first_admin(&issuer, "root", "root-password");
+    let key = issuer.key_file();
+    let verifier = Server::start(
+        &[
+            "--verify-only",
+            "--login-url",
+            "https://auth.example.com/login",
+            "--key-file",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let ring = KeyRing::load(&[key]).unwrap();
+    let t = now();
+    let due = Claims {
+        sub: "1".into(),
+        user_id: 1,
+        name: "root".into(),
+        role: "admin".into(),
+        iat: t - 3500,
+        exp: t + 60,
+        iss: "latchkey".into(),
+        auth_time: t - 3500,
+        ver: 0,
+    };
+    let cookie = format!("token={}", Signer::new(&ring).sign(&due));
+    let r = verifier.get("/auth", &[("Cookie", &cookie)]);
+    assert_eq!(r.status, 200);
+    assert!(
+        r.set_cookies("token").is_empty(),
+        "a verifier cannot know about revocation"
+    );
+    let r = issuer.get("/auth", &[("Cookie", &cookie)]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.set_cookies("token").len(), 1, "the issuer slides it");
+}
