@@ -1051,7 +1051,9 @@ fn metrics(ctx: &Ctx) -> Reply {
     let allowed = match ctx.config().metrics {
         MetricsAccess::On => true,
         MetricsAccess::Off => false,
-        MetricsAccess::Loopback => ctx.req.peer.is_some_and(crate::http::is_loopback),
+        // Behind a trusted proxy on the same host every peer is loopback: judge the
+        // client the proxy forwarded for.
+        MetricsAccess::Loopback => ctx.client_addr().is_some_and(crate::http::is_loopback),
     };
     if !allowed {
         return ctx.error_page(404, "There is no page at this address.");

@@ -16,6 +16,18 @@ pub fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_latchkey")
 }
 
+/// The optimised binary, for tests that measure memory or face hostile load:
+/// `$LATCHKEY_RELEASE_BIN`, or `target/release/latchkey` (built by `cargo build --release`).
+pub fn release_bin() -> String {
+    let path = std::env::var("LATCHKEY_RELEASE_BIN")
+        .unwrap_or_else(|_| format!("{}/target/release/latchkey", env!("CARGO_MANIFEST_DIR")));
+    assert!(
+        Path::new(&path).exists(),
+        "{path} is missing: run `cargo build --release` first (or set LATCHKEY_RELEASE_BIN)"
+    );
+    path
+}
+
 /// A temporary directory removed on drop.
 pub struct TempDir(PathBuf);
 
@@ -66,7 +78,12 @@ impl Server {
 
     /// Starts `latchkey serve` in an existing directory.
     pub fn start_in(dir: Arc<TempDir>, args: &[&str], env: &[(&str, &str)]) -> Server {
-        let mut cmd = Command::new(bin());
+        Server::start_bin(bin(), dir, args, env)
+    }
+
+    /// Starts `latchkey serve` from the given binary.
+    pub fn start_bin(bin: &str, dir: Arc<TempDir>, args: &[&str], env: &[(&str, &str)]) -> Server {
+        let mut cmd = Command::new(bin);
         cmd.arg("serve")
             .arg("--listen")
             .arg("127.0.0.1:0")
@@ -264,6 +281,7 @@ impl Conn {
         stream
             .set_read_timeout(Some(Duration::from_secs(30)))
             .unwrap();
+        stream.set_nodelay(true).unwrap();
         Conn {
             stream: BufReader::new(stream),
         }
@@ -284,9 +302,9 @@ impl Conn {
             req.push_str(&format!("Content-Length: {}\r\n", body.len()));
         }
         req.push_str("\r\n");
-        let stream = self.stream.get_mut();
-        stream.write_all(req.as_bytes()).unwrap();
-        stream.write_all(body).unwrap();
+        let mut bytes = req.into_bytes();
+        bytes.extend_from_slice(body);
+        self.stream.get_mut().write_all(&bytes).unwrap();
         self.read_response(method == "HEAD")
     }
 
