@@ -32,8 +32,8 @@ use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{
-    Database, DatabaseError, Durability, ReadableDatabase, ReadableTable, ReadableTableMetadata,
-    TableDefinition, WriteTransaction,
+    ConcurrencyMode, Database, DatabaseError, Durability, ReadableDatabase, ReadableTable,
+    ReadableTableMetadata, TableDefinition, WriteTransaction,
 };
 
 /// The schema version this build writes and understands.
@@ -111,15 +111,20 @@ impl UserStore {
     /// an older schema. The parent directory must exist.
     ///
     /// Fails with `Busy` when another process holds the file, `NewerSchema`
-    /// when a newer latchkey wrote it, and `Open` for any other reason.
+    /// when a newer latchkey wrote it, and `Open` when redb cannot open the file.
     pub fn open(path: &Path) -> Result<UserStore, StoreError> {
-        let db = Database::builder().create(path).map_err(|e| match e {
-            DatabaseError::DatabaseAlreadyOpen => StoreError::Busy(path.to_path_buf()),
-            other => StoreError::Open {
-                path: path.to_path_buf(),
-                source: Box::new(other.into()),
-            },
-        })?;
+        // ExclusiveWriter (redb's default, stated here on purpose): the whole file is
+        // locked, so a second process fails fast instead of sharing the writer.
+        let db = Database::builder()
+            .set_concurrency_mode(ConcurrencyMode::ExclusiveWriter)
+            .create(path)
+            .map_err(|e| match e {
+                DatabaseError::DatabaseAlreadyOpen => StoreError::Busy(path.to_path_buf()),
+                other => StoreError::Open {
+                    path: path.to_path_buf(),
+                    source: Box::new(other.into()),
+                },
+            })?;
         let store = UserStore {
             db,
             path: path.to_path_buf(),
@@ -139,7 +144,11 @@ impl UserStore {
         let meta = tx.open_table(META)?;
         match meta.get(META_SCHEMA)? {
             Some(v) if v.value() == SCHEMA_VERSION => Ok(()),
-            _ => Err(StoreError::Corrupt("the schema version is missing".into())),
+            Some(v) => Err(StoreError::Corrupt(format!(
+                "the schema version is {}",
+                v.value()
+            ))),
+            None => Err(StoreError::Corrupt("the schema version is missing".into())),
         }
     }
 
