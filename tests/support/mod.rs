@@ -1,0 +1,453 @@
+//! Support for the interop suites (`tests/nginx.rs`, `tests/interop_flask.rs`): real
+//! peer programs (nginx, gunicorn) run as process groups that are always ended on drop,
+//! and an HTTP client that can name any `Host`, which the harness's `Conn` cannot.
+//!
+//! Everything listens on loopback only, and every wait is bounded.
+
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use latchkey::token::Claims;
+
+use crate::common::{Conn, Jar, Response, TempDir, cli, csrf_of, encode_form, jwt_claims};
+
+/// Unix time now, seconds.
+pub fn now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+/// A loopback port held open until the program that needs it is about to bind it, so
+/// nothing else (another test's server binding port 0) can take it meanwhile.
+pub struct Port {
+    pub port: u16,
+    hold: Option<TcpListener>,
+}
+
+impl Port {
+    /// Reserves a free loopback port.
+    pub fn reserve() -> Port {
+        let hold = TcpListener::bind("127.0.0.1:0").unwrap();
+        Port {
+            port: hold.local_addr().unwrap().port(),
+            hold: Some(hold),
+        }
+    }
+
+    /// Lets go of the port, for the program about to bind it.
+    pub fn release(&mut self) {
+        self.hold = None;
+    }
+}
+
+/// Makes a directory and its files readable by everyone, so unprivileged nginx
+/// workers can traverse it and serve static files from it.
+pub fn world_readable(dir: &Path) {
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            world_readable(&path);
+        } else {
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+        }
+    }
+}
+
+/// Waits until `addr` accepts connections, or panics after `limit` with `why()`.
+pub fn wait_for_port(addr: SocketAddr, limit: Duration, mut why: impl FnMut() -> Option<String>) {
+    let start = Instant::now();
+    loop {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return;
+        }
+        if let Some(reason) = why() {
+            panic!("{reason}");
+        }
+        assert!(
+            start.elapsed() < limit,
+            "nothing listens on {addr} after {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn sys_kill(pid: i32, sig: i32) -> i32;
+}
+
+const SIGKILL: i32 = 9;
+const SIGTERM: i32 = 15;
+
+/// A child started as the leader of its own process group; on drop the whole group
+/// (master and workers) gets SIGTERM, then SIGKILL if it lingers.
+pub struct Group {
+    child: Option<Child>,
+    name: &'static str,
+    output: Arc<Mutex<String>>,
+}
+
+impl Group {
+    /// Spawns `cmd` in a new process group, collecting its stderr (and stdout).
+    pub fn spawn(name: &'static str, mut cmd: Command) -> Group {
+        cmd.process_group(0)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {name} ({cmd:?}): {e}"));
+        let output = Arc::new(Mutex::new(String::new()));
+        for mut pipe in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let output = Arc::clone(&output);
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = pipe.read(&mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    output
+                        .lock()
+                        .unwrap()
+                        .push_str(&String::from_utf8_lossy(&buf[..n]));
+                }
+            });
+        }
+        Group {
+            child: Some(child),
+            name,
+            output,
+        }
+    }
+
+    /// What the program wrote so far.
+    pub fn output(&self) -> String {
+        self.output.lock().unwrap().clone()
+    }
+
+    /// `Some(message)` when the program has exited (it should not have).
+    pub fn exited(&mut self) -> Option<String> {
+        let child = self.child.as_mut()?;
+        match child.try_wait().unwrap() {
+            Some(status) => {
+                // Let the reader threads catch the last words.
+                std::thread::sleep(Duration::from_millis(100));
+                Some(format!(
+                    "{} exited early ({status}); it said:\n{}",
+                    self.name,
+                    self.output()
+                ))
+            }
+            None => None,
+        }
+    }
+
+    fn signal_group(&self, sig: i32) {
+        if let Some(child) = &self.child {
+            unsafe {
+                sys_kill(-(child.id() as i32), sig);
+            }
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        let Some(mut child) = self.child.take() else {
+            return;
+        };
+        let pgid = child.id() as i32;
+        unsafe {
+            sys_kill(-pgid, SIGTERM);
+        }
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(5) {
+            if let Ok(Some(_)) = child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Workers may outlive a master that was slow to stop: end the group for sure.
+        unsafe {
+            sys_kill(-pgid, SIGKILL);
+        }
+        let _ = child.wait();
+    }
+}
+
+/// The nginx binary: `/usr/sbin/nginx` (Debian's `nginx-light`) or `nginx` on `PATH`.
+/// Panics with the install line when there is none: a heavy suite never skips.
+pub fn nginx_bin() -> PathBuf {
+    let debian = PathBuf::from("/usr/sbin/nginx");
+    if debian.exists() {
+        return debian;
+    }
+    if let Some(path) = std::env::var_os("PATH") {
+        for dir in std::env::split_paths(&path) {
+            let candidate = dir.join("nginx");
+            if candidate.exists() {
+                return candidate;
+            }
+        }
+    }
+    panic!(
+        "nginx not found (looked for /usr/sbin/nginx and nginx on PATH); this suite needs it: \
+         apt-get install -y --no-install-recommends nginx-light"
+    );
+}
+
+/// A running nginx (`nginx -p DIR -c DIR/nginx.conf -g 'daemon off;'`).
+pub struct Nginx {
+    // Field order matters: the group is stopped before its directory is removed.
+    group: Group,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+}
+
+impl Nginx {
+    /// Writes the main config around `http_body` (upstreams and servers) into a fresh
+    /// temp dir, with every path nginx writes inside it, and starts nginx on the
+    /// reserved `ports` that `http_body` listens on (the first one is where the test
+    /// talks to it). The start is over when nginx has written its pid file, which it
+    /// does only after binding every listener, and the first port accepts connections.
+    pub fn start(http_body: &str, mut ports: Vec<Port>) -> Nginx {
+        let bin = nginx_bin();
+        let dir = TempDir::new("nginx");
+        let root = dir.path();
+        let p = root.display();
+        let conf = format!(
+            "# Rendered by the test suite.\n\
+             worker_processes 1;\n\
+             pid {p}/nginx.pid;\n\
+             error_log {p}/error.log info;\n\
+             events {{ worker_connections 256; }}\n\
+             http {{\n\
+             access_log {p}/access.log;\n\
+             client_body_temp_path {p}/tmp/body;\n\
+             proxy_temp_path {p}/tmp/proxy;\n\
+             fastcgi_temp_path {p}/tmp/fastcgi;\n\
+             uwsgi_temp_path {p}/tmp/uwsgi;\n\
+             scgi_temp_path {p}/tmp/scgi;\n\
+             default_type application/octet-stream;\n\
+             {http_body}\n\
+             }}\n"
+        );
+        std::fs::create_dir_all(root.join("tmp")).unwrap();
+        std::fs::write(root.join("nginx.conf"), &conf).unwrap();
+        // Workers run unprivileged (nobody) when started as root.
+        world_readable(root);
+
+        let mut cmd = Command::new(&bin);
+        cmd.arg("-p")
+            .arg(root)
+            .arg("-e")
+            .arg(root.join("error.log"))
+            .arg("-c")
+            .arg(root.join("nginx.conf"))
+            .arg("-g")
+            .arg("daemon off;");
+        for port in &mut ports {
+            port.release();
+        }
+        let mut group = Group::spawn("nginx", cmd);
+        let addr: SocketAddr = format!("127.0.0.1:{}", ports[0].port).parse().unwrap();
+        let log = root.join("error.log");
+        let pid_file = root.join("nginx.pid");
+        let start = Instant::now();
+        while !pid_file.exists() {
+            if let Some(m) = group.exited() {
+                panic!(
+                    "{m}\nerror.log:\n{}\nconfig:\n{conf}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                );
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(15),
+                "nginx wrote no pid file within 15 s; error.log:\n{}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        wait_for_port(addr, Duration::from_secs(10), || group.exited());
+        Nginx { group, addr, dir }
+    }
+
+    /// nginx's error log so far (for failure messages).
+    pub fn error_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("error.log")).unwrap_or_default()
+    }
+
+    /// The access log so far.
+    pub fn access_log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("access.log")).unwrap_or_default()
+    }
+}
+
+/// One HTTP/1.1 request on a fresh connection to `addr`, with the given `Host`.
+pub fn http(
+    addr: SocketAddr,
+    method: &str,
+    host: &str,
+    target: &str,
+    headers: &[(&str, &str)],
+    body: &[u8],
+) -> Response {
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    for (k, v) in headers {
+        req.push_str(&format!("{k}: {v}\r\n"));
+    }
+    if !body.is_empty() || method == "POST" {
+        req.push_str(&format!("Content-Length: {}\r\n", body.len()));
+    }
+    req.push_str("\r\n");
+    let mut conn = Conn::open(addr);
+    conn.raw()
+        .set_read_timeout(Some(Duration::from_secs(15)))
+        .unwrap();
+    conn.raw().write_all(req.as_bytes()).unwrap();
+    conn.raw().write_all(body).unwrap();
+    conn.read_response(method == "HEAD")
+}
+
+/// The status of `GET path`, or `None` when the connection fails or closes without an
+/// answer (a readiness probe that never panics).
+pub fn probe(addr: SocketAddr, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(req.as_bytes()).ok()?;
+    let mut head = [0u8; 12];
+    stream.read_exact(&mut head).ok()?;
+    std::str::from_utf8(&head[9..12]).ok()?.parse().ok()
+}
+
+/// A browser-like client of one address: a cookie jar, a `Host`, and forms with CSRF.
+/// Cookies are kept regardless of their `Domain` (one jar per test is enough here).
+pub struct Client {
+    pub addr: SocketAddr,
+    pub jar: Jar,
+}
+
+impl Client {
+    pub fn new(addr: SocketAddr) -> Client {
+        Client {
+            addr,
+            jar: Jar::default(),
+        }
+    }
+
+    /// GET with the jar's cookies and extra headers; absorbs the response's cookies.
+    pub fn get(&mut self, host: &str, target: &str, extra: &[(&str, &str)]) -> Response {
+        let cookie = self.jar.header();
+        let mut headers = extra.to_vec();
+        if !cookie.is_empty() {
+            headers.push(("Cookie", &cookie));
+        }
+        let resp = http(self.addr, "GET", host, target, &headers, b"");
+        self.jar.absorb(&resp);
+        resp
+    }
+
+    /// A form POST with the jar's cookies and an `Origin` of `origin`.
+    pub fn post_form(
+        &mut self,
+        host: &str,
+        origin: &str,
+        target: &str,
+        form: &[(&str, &str)],
+    ) -> Response {
+        let cookie = self.jar.header();
+        let body = encode_form(form);
+        let mut headers = vec![
+            ("Content-Type", "application/x-www-form-urlencoded"),
+            ("Origin", origin),
+        ];
+        if !cookie.is_empty() {
+            headers.push(("Cookie", &cookie));
+        }
+        let resp = http(self.addr, "POST", host, target, &headers, body.as_bytes());
+        self.jar.absorb(&resp);
+        resp
+    }
+
+    /// GETs `page`, scrapes its CSRF field and POSTs `form` (plus the field) to `action`.
+    pub fn submit(
+        &mut self,
+        host: &str,
+        origin: &str,
+        page: &str,
+        action: &str,
+        form: &[(&str, &str)],
+    ) -> Response {
+        let shown = self.get(host, page, &[]);
+        assert_eq!(shown.status, 200, "GET {page}: {}", shown.body);
+        let csrf = csrf_of(&shown.body).unwrap_or_else(|| panic!("no CSRF field on {page}"));
+        let mut fields = form.to_vec();
+        fields.push(("csrf", &csrf));
+        self.post_form(host, origin, action, &fields)
+    }
+}
+
+/// The value of one metric line (`name{labels}`) in a Prometheus text page; 0 when absent.
+pub fn metric(page: &str, series: &str) -> u64 {
+    page.lines()
+        .find_map(|l| l.strip_prefix(series)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Adds users (name, role, password) to the store in `data` with the CLI, before a
+/// server opens it; returns their ids in order.
+pub fn add_users(data: &Path, users: &[(&str, &str, &str)]) -> Vec<u64> {
+    let data = data.to_str().unwrap();
+    for (name, role, password) in users {
+        let (code, out, err) = cli(
+            &["user", "add", name, "--role", role, "--data-dir", data],
+            &format!("{password}\n"),
+        );
+        assert_eq!(code, 0, "user add {name}: {out}{err}");
+    }
+    let (code, out, err) = cli(&["user", "list", "--json", "--data-dir", data], "");
+    assert_eq!(code, 0, "user list: {err}");
+    let list: serde_json::Value = serde_json::from_str(&out).unwrap();
+    users
+        .iter()
+        .map(|(name, _, _)| {
+            list.as_array()
+                .unwrap()
+                .iter()
+                .find(|u| u["name"] == *name)
+                .and_then(|u| u["id"].as_u64())
+                .unwrap()
+        })
+        .collect()
+}
+
+/// The claims of a token latchkey issued (unverified), for minting variants of it.
+pub fn claims_of(token: &str) -> Claims {
+    let v = jwt_claims(token);
+    Claims {
+        sub: v["sub"].as_str().unwrap().into(),
+        user_id: v["user_id"].as_u64().unwrap(),
+        name: v["name"].as_str().unwrap().into(),
+        role: v["role"].as_str().unwrap().into(),
+        iat: v["iat"].as_i64().unwrap(),
+        exp: v["exp"].as_i64().unwrap(),
+        iss: v["iss"].as_str().unwrap().into(),
+        auth_time: v["auth_time"].as_i64().unwrap(),
+        ver: v["ver"].as_u64().unwrap(),
+    }
+}
