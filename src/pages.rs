@@ -25,6 +25,7 @@ label{display:block;font-weight:600;margin:.75rem 0 .25rem}\
 input[type=text],input[type=password],select{width:100%;padding:.55rem .7rem;border:1px solid var(--line);border-radius:6px;font:inherit}\
 button{font:inherit;padding:.5rem 1rem;border:0;border-radius:6px;background:var(--accent);color:#fff;cursor:pointer;margin-top:1rem}\
 button.link{background:none;color:var(--accent);padding:0;margin:0}\
+nav .inline button.link{font-size:inherit;padding:0;margin:0;line-height:inherit}\
 button.danger{background:var(--bad)}\
 .inline{display:inline;margin:0}.inline button{margin:0 .25rem 0 0;padding:.25rem .6rem;font-size:.85rem}\
 .inline input,.inline select{width:auto;padding:.25rem;font-size:.85rem}\
@@ -84,7 +85,14 @@ fn csrf_field(chrome: &Chrome) -> Markup {
     html! { input type="hidden" name="csrf" value=(chrome.csrf); }
 }
 
-fn layout(title: &str, chrome: &Chrome, content: Markup) -> Markup {
+/// Page width: `Narrow` for the small single-form pages, so notices line up with the form.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Width {
+    Wide,
+    Narrow,
+}
+
+fn layout(title: &str, chrome: &Chrome, width: Width, content: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -114,9 +122,11 @@ fn layout(title: &str, chrome: &Chrome, content: Markup) -> Markup {
                 }
                 main {
                     @if let Some(notice) = chrome.notice {
-                        @match notice {
-                            Notice::Info(text) => div.notice.info role="status" { (text) },
-                            Notice::Error(text) => div.notice.error role="alert" { (text) },
+                        div.narrow[width == Width::Narrow] {
+                            @match notice {
+                                Notice::Info(text) => div.notice.info role="status" { (text) },
+                                Notice::Error(text) => div.notice.error role="alert" { (text) },
+                            }
                         }
                     }
                     (content)
@@ -141,7 +151,7 @@ pub fn home(chrome: &Chrome) -> String {
             }
         }
     };
-    layout("Home", chrome, content).into_string()
+    layout("Home", chrome, Width::Wide, content).into_string()
 }
 
 /// `GET /login`.
@@ -163,7 +173,7 @@ pub fn login(chrome: &Chrome, next: &str, username: &str, signup_open: bool) -> 
             }
         }
     };
-    layout("Log in", chrome, content).into_string()
+    layout("Log in", chrome, Width::Narrow, content).into_string()
 }
 
 /// `GET /register`; `first` says the account will be the first, an admin.
@@ -186,7 +196,7 @@ pub fn register(chrome: &Chrome, username: &str, first: bool) -> String {
             }
         }
     };
-    layout("Register", chrome, content).into_string()
+    layout("Register", chrome, Width::Narrow, content).into_string()
 }
 
 /// `GET /account`: name, role, session expiry, password change, log out everywhere.
@@ -227,7 +237,7 @@ pub fn account(chrome: &Chrome, expires_in: i64) -> String {
             }
         }
     };
-    layout("Account", chrome, content).into_string()
+    layout("Account", chrome, Width::Wide, content).into_string()
 }
 
 /// `GET /admin`: every user with the actions on them, and a form to create one.
@@ -286,7 +296,7 @@ pub fn admin(chrome: &Chrome, users: &[User]) -> String {
             }
         }
     };
-    layout("Admin", chrome, content).into_string()
+    layout("Admin", chrome, Width::Wide, content).into_string()
 }
 
 /// An error page in the site's layout.
@@ -299,7 +309,7 @@ pub fn error(chrome: &Chrome, status: u16, message: &str) -> String {
             p { a href="/" { "Back to the home page" } }
         }
     };
-    layout(title, chrome, content).into_string()
+    layout(title, chrome, Width::Narrow, content).into_string()
 }
 
 /// The reason phrase of a status code.
