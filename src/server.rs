@@ -679,6 +679,8 @@ mod tests {
         assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
         assert_eq!(timestamp(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(timestamp(1_795_694_096), "2026-11-26T11:54:56Z");
+        assert_eq!(timestamp(-1), "1969-12-31T23:59:59Z");
+        assert_eq!(timestamp(4_102_444_800), "2100-01-01T00:00:00Z");
     }
 
     #[test]

@@ -244,8 +244,8 @@ fn table(users: &[User]) -> String {
             u.name.clone(),
             u.role.clone(),
             if u.locked { "yes" } else { "no" }.into(),
-            utc(u.created),
-            u.last_login.map_or_else(|| "never".into(), utc),
+            latchkey::server::timestamp(u.created),
+            u.last_login.map_or_else(|| "never".into(), latchkey::server::timestamp),
         ]);
     }
     let mut widths = [0; 6];
@@ -265,26 +265,6 @@ fn table(users: &[User]) -> String {
         out.push('\n');
     }
     out
-}
-
-/// Unix seconds as `YYYY-MM-DDTHH:MM:SSZ` (days to civil date after H. Hinnant).
-fn utc(secs: i64) -> String {
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
 }
 
 /// The data directory: the flag or `LATCHKEY_DATA_DIR`, else the first of
@@ -370,18 +350,4 @@ fn read_new_password(name: &str) -> Result<String> {
     let password = String::from_utf8(line).map_err(|_| PasswordError::NotUtf8)?;
     password::check_rules(&password)?;
     Ok(password)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn utc_formats_known_instants() {
-        assert_eq!(utc(0), "1970-01-01T00:00:00Z");
-        assert_eq!(utc(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(utc(1_700_000_000), "2023-11-14T22:13:20Z");
-        assert_eq!(utc(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(utc(4_102_444_800), "2100-01-01T00:00:00Z");
-    }
 }
