@@ -386,13 +386,16 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
         now,
     };
     let (route, result) = route(&ctx);
-    let mut reply = result.unwrap_or_else(|e| {
-        eprintln!("latchkey: user store error: {e}");
-        ctx.error_page(
-            503,
-            "The user store cannot be used right now. Please try again shortly.",
-        )
-    });
+    let mut reply = match result {
+        Ok(reply) | Err(Halt::Reply(reply)) => reply,
+        Err(Halt::Store(e)) => {
+            eprintln!("latchkey: user store error: {e}");
+            ctx.error_page(
+                503,
+                "The user store cannot be used right now. Please try again shortly.",
+            )
+        }
+    };
     app.auth.finish(&visitor, &mut reply, now);
     let user = match (&reply.login, visitor.claims()) {
         (Login::Start(c), _) => Some(c.name.clone()),
@@ -402,7 +405,25 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     (reply, Outcome { route, user })
 }
 
-type Answer = Result<Reply, StoreError>;
+/// Why a handler stopped early: an answer to give at once, or a store failure (503).
+enum Halt {
+    Reply(Reply),
+    Store(StoreError),
+}
+
+impl From<Reply> for Halt {
+    fn from(reply: Reply) -> Halt {
+        Halt::Reply(reply)
+    }
+}
+
+impl From<StoreError> for Halt {
+    fn from(e: StoreError) -> Halt {
+        Halt::Store(e)
+    }
+}
+
+type Answer = Result<Reply, Halt>;
 
 fn route(ctx: &Ctx) -> (&'static str, Answer) {
     use Method::{Get, Post};
@@ -508,14 +529,8 @@ fn signup_open(ctx: &Ctx) -> Result<bool, StoreError> {
 }
 
 fn login_submit(ctx: &Ctx) -> Answer {
-    let store = match ctx.require_store() {
-        Ok(s) => s,
-        Err(reply) => return Ok(reply),
-    };
-    let form = match ctx.form() {
-        Ok(f) => f,
-        Err(reply) => return Ok(reply),
-    };
+    let store = ctx.require_store()?;
+    let form = ctx.form()?;
     let next = ctx.safe_next(form.get("next"));
     let name = form.get("username").unwrap_or("").trim();
     let password = form.get("password").unwrap_or("");
@@ -577,14 +592,8 @@ fn register_page(ctx: &Ctx) -> Answer {
 }
 
 fn register_submit(ctx: &Ctx) -> Answer {
-    let store = match ctx.require_store() {
-        Ok(s) => s,
-        Err(reply) => return Ok(reply),
-    };
-    let form = match ctx.form() {
-        Ok(f) => f,
-        Err(reply) => return Ok(reply),
-    };
+    let store = ctx.require_store()?;
+    let form = ctx.form()?;
     let first = store.count()? == 0;
     if !first && !ctx.config().signup_open {
         return Ok(ctx.error_page(
@@ -605,12 +614,7 @@ fn register_submit(ctx: &Ctx) -> Answer {
     let role = if first { "admin" } else { "user" };
     let user = match create_user(ctx, store, raw_name, password, role)? {
         Ok(user) => user,
-        Err(reply_or_message) => {
-            return Ok(match reply_or_message {
-                Refusal::Message(m) => again(m),
-                Refusal::Reply(r) => r,
-            });
-        }
+        Err(message) => return Ok(again(message)),
     };
     Ok(ctx
         .redirect_with_flash("/", "welcome")
@@ -619,46 +623,41 @@ fn register_submit(ctx: &Ctx) -> Answer {
         ))))
 }
 
-enum Refusal {
-    Message(String),
-    Reply(Reply),
-}
-
-/// Validates and creates a user; refusals are messages for the form.
+/// Validates and creates a user; `Ok(Err(message))` is a refusal to show on the form.
 fn create_user(
     ctx: &Ctx,
     store: &UserStore,
     name: &str,
     password: &str,
     role: &str,
-) -> Result<Result<User, Refusal>, StoreError> {
+) -> Result<Result<User, String>, Halt> {
+    let refuse = |e: &dyn std::fmt::Display| Ok(Err(capitalize(&e.to_string())));
     let name = match crate::store::validate_name(name) {
         Ok(n) => n,
-        Err(e) => return Ok(Err(Refusal::Message(capitalize(&e.to_string())))),
+        Err(e) => return refuse(&e),
     };
     if let Err(e) = crate::store::validate_role(role) {
-        return Ok(Err(Refusal::Message(capitalize(&e.to_string()))));
+        return refuse(&e);
     }
     let Some(_pass) = ctx.app.shared.hashing.try_enter() else {
-        return Ok(Err(Refusal::Reply(
-            ctx.error_page(503, "The server is busy. Please try again in a moment.")
-                .with_header("Retry-After", "1".into()),
-        )));
+        return Err(busy(ctx).into());
     };
     let hash = match ctx.app.shared.passwords.hash(password) {
         Ok(h) => h,
-        Err(e) => return Ok(Err(Refusal::Message(capitalize(&e.to_string())))),
+        Err(e) => return refuse(&e),
     };
     match store.create(&name, role, &hash) {
         Ok(user) => Ok(Ok(user)),
-        Err(StoreError::NameTaken(_)) => {
-            Ok(Err(Refusal::Message("That user name is taken.".into())))
-        }
-        Err(e @ (StoreError::BadName(_) | StoreError::BadRole(_))) => {
-            Ok(Err(Refusal::Message(capitalize(&e.to_string()))))
-        }
-        Err(e) => Err(e),
+        Err(StoreError::NameTaken(_)) => Ok(Err("That user name is taken.".into())),
+        Err(e @ (StoreError::BadName(_) | StoreError::BadRole(_))) => refuse(&e),
+        Err(e) => Err(e.into()),
     }
+}
+
+/// 503 while every hashing slot is taken.
+fn busy(ctx: &Ctx) -> Reply {
+    ctx.error_page(503, "The server is busy. Please try again in a moment.")
+        .with_header("Retry-After", "1".into())
 }
 
 fn account(ctx: &Ctx) -> Reply {
@@ -675,18 +674,9 @@ fn account(ctx: &Ctx) -> Reply {
 }
 
 fn change_password(ctx: &Ctx) -> Answer {
-    let claims = match ctx.require_user() {
-        Ok(c) => c,
-        Err(reply) => return Ok(reply),
-    };
-    let store = match ctx.require_store() {
-        Ok(s) => s,
-        Err(reply) => return Ok(reply),
-    };
-    let form = match ctx.form() {
-        Ok(f) => f,
-        Err(reply) => return Ok(reply),
-    };
+    let claims = ctx.require_user()?;
+    let store = ctx.require_store()?;
+    let form = ctx.form()?;
     let expires_in = claims.exp - ctx.now;
     let again = |status: u16, message: String| {
         ctx.page(status, Some(Notice::Error(message)), |c| {
@@ -735,17 +725,9 @@ fn change_password(ctx: &Ctx) -> Answer {
 }
 
 fn revoke_own(ctx: &Ctx) -> Answer {
-    let claims = match ctx.require_user() {
-        Ok(c) => c,
-        Err(reply) => return Ok(reply),
-    };
-    let store = match ctx.require_store() {
-        Ok(s) => s,
-        Err(reply) => return Ok(reply),
-    };
-    if let Err(reply) = ctx.form() {
-        return Ok(reply);
-    }
+    let claims = ctx.require_user()?;
+    let store = ctx.require_store()?;
+    ctx.form()?;
     store.revoke(claims.user_id)?;
     Ok(ctx
         .redirect_with_flash("/", "logged_out_everywhere")
@@ -766,10 +748,7 @@ fn require_admin<'c>(ctx: &'c Ctx) -> Result<(&'c crate::token::Claims, &'c User
 }
 
 fn admin_page(ctx: &Ctx) -> Answer {
-    let (_, store) = match require_admin(ctx) {
-        Ok(x) => x,
-        Err(reply) => return Ok(reply),
-    };
+    let (_, store) = require_admin(ctx)?;
     admin_listing(ctx, store, 200, None)
 }
 
@@ -791,14 +770,8 @@ fn admin_listing(ctx: &Ctx, store: &UserStore, status: u16, notice: Option<Notic
 }
 
 fn admin_create(ctx: &Ctx) -> Answer {
-    let (_, store) = match require_admin(ctx) {
-        Ok(x) => x,
-        Err(reply) => return Ok(reply),
-    };
-    let form = match ctx.form() {
-        Ok(f) => f,
-        Err(reply) => return Ok(reply),
-    };
+    let (_, store) = require_admin(ctx)?;
+    let form = ctx.form()?;
     let name = form.get("username").unwrap_or("");
     let role = form.get("role").unwrap_or("user").trim();
     match create_user(ctx, store, name, form.get("password").unwrap_or(""), role)? {
@@ -808,16 +781,12 @@ fn admin_create(ctx: &Ctx) -> Answer {
             200,
             Some(Notice::Info(format!("Created {}.", user.name))),
         ),
-        Err(Refusal::Message(m)) => admin_listing(ctx, store, 400, Some(Notice::Error(m))),
-        Err(Refusal::Reply(r)) => Ok(r),
+        Err(m) => admin_listing(ctx, store, 400, Some(Notice::Error(m))),
     }
 }
 
 fn admin_action(ctx: &Ctx) -> Answer {
-    let (me, store) = match require_admin(ctx) {
-        Ok(x) => x,
-        Err(reply) => return Ok(reply),
-    };
+    let (me, store) = require_admin(ctx)?;
     let rest = ctx.req.path.trim_start_matches("/admin/users/");
     let Some((id, action)) = rest.split_once('/') else {
         return Ok(ctx.error_page(404, "There is no page at this address."));
@@ -828,10 +797,7 @@ fn admin_action(ctx: &Ctx) -> Answer {
     if !matches!(action, "role" | "lock" | "unlock" | "revoke" | "delete") {
         return Ok(ctx.error_page(404, "There is no page at this address."));
     }
-    let form = match ctx.form() {
-        Ok(f) => f,
-        Err(reply) => return Ok(reply),
-    };
+    let form = ctx.form()?;
     if id == me.user_id && action != "revoke" {
         let notice = Notice::Error(
             "You cannot change your own role, lock or delete yourself; ask another administrator."
@@ -875,7 +841,7 @@ fn admin_action(ctx: &Ctx) -> Answer {
             400,
             Some(Notice::Error(capitalize(&e.to_string()))),
         ),
-        Err(e) => Err(e),
+        Err(e) => Err(e.into()),
     }
 }
 

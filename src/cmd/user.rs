@@ -245,7 +245,8 @@ fn table(users: &[User]) -> String {
             u.role.clone(),
             if u.locked { "yes" } else { "no" }.into(),
             latchkey::server::timestamp(u.created),
-            u.last_login.map_or_else(|| "never".into(), latchkey::server::timestamp),
+            u.last_login
+                .map_or_else(|| "never".into(), latchkey::server::timestamp),
         ]);
     }
     let mut widths = [0; 6];
