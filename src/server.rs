@@ -192,16 +192,16 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Listen(addr.to_string(), io::Error::other(e.to_string())))?,
     );
     let fatal: Arc<std::sync::Mutex<Option<io::Error>>> = Arc::default();
-    let csp = Arc::new(content_security_policy(&prepared.app.shared.config));
+    let fixed = Arc::new(FixedHeaders::new(&prepared.app.shared.config));
     let mut handles = Vec::new();
     for n in 0..prepared.workers {
         let server = Arc::clone(&server);
         let app = prepared.app.clone();
         let fatal = Arc::clone(&fatal);
-        let csp = Arc::clone(&csp);
+        let fixed = Arc::clone(&fixed);
         let handle = std::thread::Builder::new()
             .name(format!("worker-{n}"))
-            .spawn(move || worker(&server, &app, &csp, &fatal))
+            .spawn(move || worker(&server, &app, &fixed, &fatal))
             .map_err(|e| ServeError::Listen(addr.to_string(), e))?;
         handles.push(handle);
     }
@@ -240,12 +240,12 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
 fn worker(
     server: &tiny_http::Server,
     app: &App,
-    csp: &str,
+    fixed: &FixedHeaders,
     fatal: &std::sync::Mutex<Option<io::Error>>,
 ) {
     loop {
         match server.recv() {
-            Ok(request) => serve_one(request, app, csp),
+            Ok(request) => serve_one(request, app, fixed),
             Err(e) => {
                 if !STOPPING.load(Ordering::SeqCst) {
                     log_error(&format!("the server stopped accepting connections: {e}"));
@@ -263,7 +263,7 @@ fn worker(
 }
 
 /// Answers one tiny_http request: convert with limits, handle, respond, log.
-fn serve_one(mut request: tiny_http::Request, app: &App, csp: &str) {
+fn serve_one(mut request: tiny_http::Request, app: &App, fixed: &FixedHeaders) {
     let started = Instant::now();
     let now = unix_now();
     let method = request.method().clone();
@@ -287,7 +287,7 @@ fn serve_one(mut request: tiny_http::Request, app: &App, csp: &str) {
         ),
     };
     let status = reply.status;
-    let response = to_response(reply, csp);
+    let response = to_response(reply, fixed);
     // Counted before the response is written, so a client that has its answer can
     // already see it in /metrics.
     let micros = started.elapsed().as_micros() as u64;
@@ -400,27 +400,64 @@ fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
     tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
 }
 
-/// Turns a `Reply` into a tiny_http response with the security headers.
-fn to_response(reply: Reply, csp: &str) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
-    let mut response =
-        tiny_http::Response::from_data(reply.body.into_bytes()).with_status_code(reply.status);
-    let fixed = [
-        ("Content-Type", reply.content_type),
-        ("Server", "latchkey"),
-        ("Content-Security-Policy", csp),
-        ("X-Frame-Options", "DENY"),
-        ("Referrer-Policy", "same-origin"),
-        ("X-Content-Type-Options", "nosniff"),
-    ];
-    for (name, value) in fixed {
-        if let Some(h) = header(name, value) {
-            response.add_header(h);
+/// The headers every response carries, parsed once at start and cloned per response.
+pub struct FixedHeaders {
+    security: Vec<tiny_http::Header>,
+    no_store: Option<tiny_http::Header>,
+    content_types: Vec<(&'static str, tiny_http::Header)>,
+}
+
+impl FixedHeaders {
+    /// Builds the set for a configuration (the CSP depends on it).
+    pub fn new(config: &Config) -> FixedHeaders {
+        let csp = content_security_policy(config);
+        let security = [
+            ("Server", "latchkey"),
+            ("Content-Security-Policy", csp.as_str()),
+            ("X-Frame-Options", "DENY"),
+            ("Referrer-Policy", "same-origin"),
+            ("X-Content-Type-Options", "nosniff"),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| header(name, value))
+        .collect();
+        let content_types = [
+            "text/html; charset=utf-8",
+            "application/json",
+            "text/plain; charset=utf-8",
+        ]
+        .into_iter()
+        .filter_map(|ct| Some((ct, header("Content-Type", ct)?)))
+        .collect();
+        FixedHeaders {
+            security,
+            no_store: header("Cache-Control", "no-store"),
+            content_types,
         }
     }
-    if reply.private
-        && let Some(h) = header("Cache-Control", "no-store")
-    {
+
+    fn content_type(&self, value: &str) -> Option<tiny_http::Header> {
+        match self.content_types.iter().find(|(ct, _)| *ct == value) {
+            Some((_, h)) => Some(h.clone()),
+            None => header("Content-Type", value),
+        }
+    }
+}
+
+/// Turns a `Reply` into a tiny_http response with the security headers.
+fn to_response(reply: Reply, fixed: &FixedHeaders) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
+    let mut response =
+        tiny_http::Response::from_data(reply.body.into_bytes()).with_status_code(reply.status);
+    if let Some(h) = fixed.content_type(reply.content_type) {
         response.add_header(h);
+    }
+    for h in &fixed.security {
+        response.add_header(h.clone());
+    }
+    if reply.private
+        && let Some(h) = &fixed.no_store
+    {
+        response.add_header(h.clone());
     }
     for (name, value) in &reply.headers {
         // Values never carry CR/LF: they are built from checked data; a header that
