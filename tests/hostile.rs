@@ -241,3 +241,50 @@ fn a_login_flood_is_throttled_in_bounded_memory() {
     assert!(peak < 96 * 1024, "peak RSS {peak} kB after the flood");
     assert_eq!(server.get("/healthz", &[]).status, 200);
 }
+
+#[test]
+#[ignore = "heavy: release binary; run by .ci/run"]
+fn memory_goes_back_after_a_burst_of_logins() {
+    // Default argon2 cost: 19 MiB per hash, two hashes at once.
+    let server = start(&[
+        ("LATCHKEY_ARGON2_MEMORY_KIB", "19456"),
+        ("LATCHKEY_ARGON2_ITERATIONS", "2"),
+        ("LATCHKEY_LOGIN_CONCURRENCY", "2"),
+    ]);
+    let mut admin = common::Browser::new(&server);
+    let r = admin.submit(
+        "/register",
+        "/register",
+        &[
+            ("username", "root"),
+            ("password", "root-password"),
+            ("confirm", "root-password"),
+        ],
+    );
+    assert_eq!(r.status, 303);
+    let addr = server.addr;
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            std::thread::spawn(move || {
+                let mut conn = Conn::open(addr);
+                let mut ok = 0;
+                for _ in 0..10 {
+                    let r = conn.send(
+                        "POST",
+                        "/api/login",
+                        &[("Content-Type", "application/json")],
+                        br#"{"username":"root","password":"root-password"}"#,
+                    );
+                    assert!(matches!(r.status, 200 | 503), "{}", r.status);
+                    ok += usize::from(r.status == 200);
+                }
+                ok
+            })
+        })
+        .collect();
+    let ok: usize = clients.into_iter().map(|c| c.join().unwrap()).sum();
+    assert!(ok >= 10, "{ok} logins succeeded");
+    let (peak, now) = server.memory_kb();
+    assert!(peak < 64 * 1024, "peak RSS {peak} kB");
+    assert!(now < 24 * 1024, "RSS still held after the burst: {now} kB");
+}
