@@ -421,8 +421,8 @@ impl Signer {
     /// `sub` must be the decimal form of `user_id`, or the token will not verify.
     pub fn sign(&self, claims: &Claims) -> String {
         debug_assert_eq!(
-            claims.sub,
-            claims.user_id.to_string(),
+            claims.sub.parse(),
+            Ok(claims.user_id),
             "sub must be user_id"
         );
         let mut stack = [0u8; SIGN_STACK_LEN];
