@@ -36,6 +36,9 @@ const MAX_DECODED_LEN: usize = MAX_TOKEN_LEN / 4 * 3;
 const SIG_LEN: usize = 32;
 const SIG_B64_LEN: usize = 43;
 
+/// Payload segments up to this length decode into a small stack buffer (less to zero).
+const SMALL_SEGMENT_LEN: usize = 1024;
+
 /// Room for the JSON of typical claims; longer claims fall back to the heap.
 const SIGN_STACK_LEN: usize = 1024;
 
@@ -427,28 +430,38 @@ impl Signer {
         );
         let mut stack = [0u8; SIGN_STACK_LEN];
         let heap: Vec<u8>;
-        let json: &[u8] = {
-            let mut rest: &mut [u8] = &mut stack;
-            if serde_json::to_writer(&mut rest, claims).is_ok() {
-                let len = SIGN_STACK_LEN - rest.len();
-                &stack[..len]
-            } else {
-                // Only strings and integers: serializing to a Vec cannot fail.
+        let json: &[u8] = match write_claims(claims, &mut stack) {
+            Some(len) => &stack[..len],
+            None => {
+                // Claims too long for the stack buffer: serde_json writes the same bytes.
+                // Only strings and integers, so serializing to a Vec cannot fail.
                 heap = serde_json::to_vec(claims).unwrap_or_default();
                 &heap
             }
         };
-        let payload_len = json.len().div_ceil(3) * 4;
-        let mut out = String::with_capacity(self.prefix.len() + payload_len + 1 + SIG_B64_LEN);
-        out.push_str(&self.prefix);
-        URL_SAFE_NO_PAD.encode_string(json, &mut out);
+        let prefix = self.prefix.len();
+        let body = prefix + base64_len(json.len());
+        let mut out = vec![0u8; body + 1 + SIG_B64_LEN];
+        out[..prefix].copy_from_slice(self.prefix.as_bytes());
+        encode_into(json, &mut out[prefix..body]);
         let mut mac = self.mac.clone();
-        mac.update(out.as_bytes());
-        let tag = mac.finalize().into_bytes();
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(tag.as_slice(), &mut out);
-        out
+        mac.update(&out[..body]);
+        out[body] = b'.';
+        encode_into(&mac.finalize().into_bytes(), &mut out[body + 1..]);
+        // base64url and our ASCII header only: always UTF-8.
+        String::from_utf8(out).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into())
     }
+}
+
+/// The length of unpadded base64 for `len` bytes.
+fn base64_len(len: usize) -> usize {
+    (len * 4).div_ceil(3)
+}
+
+/// Encodes `input` as unpadded base64url into `out`, which is exactly long enough.
+fn encode_into(input: &[u8], out: &mut [u8]) {
+    let written = URL_SAFE_NO_PAD.encode_slice(input, out);
+    debug_assert_eq!(written, Ok(out.len()));
 }
 
 /// One verification key: its kid, its keyed HMAC and the headers that name it.
@@ -497,34 +510,60 @@ impl Verifier {
 
     /// Checks `token` completely and returns its claims.
     ///
-    /// Order: size, segments, header (alg, crit, typ, kid), base64 of signature and payload,
-    /// signature, then the payload: JSON and types, `exp`, `iss`, `nbf`/`iat`, expiry,
-    /// identity, `name`, `role`. The first failure is returned.
+    /// Order: size, segments, header (alg, crit, typ, kid), base64 of payload and
+    /// signature, signature, then the payload: JSON and types, `exp`, `iss`, `nbf`/`iat`,
+    /// expiry, identity, `name`, `role`. The first failure is returned.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong { len: token.len() });
         }
         let (header, payload, signature) = split(token)?;
-        let key = self.key_for(header)?;
+        let key = self.key_for(header, payload)?;
+        if payload.len() <= SMALL_SEGMENT_LEN {
+            let mut buf = [0u8; SMALL_SEGMENT_LEN / 4 * 3];
+            self.verify_parts(token, key, payload, signature, &mut buf)
+        } else {
+            let mut buf = [0u8; MAX_DECODED_LEN];
+            self.verify_parts(token, key, payload, signature, &mut buf)
+        }
+    }
 
+    /// The rest of [`Self::verify`] once the key is known, decoding into `buf`.
+    fn verify_parts(
+        &self,
+        token: &str,
+        key: &VerifyKey,
+        payload: &str,
+        signature: &str,
+        buf: &mut [u8],
+    ) -> Result<Claims, TokenError> {
+        let json = decode(payload, Part::Payload, buf).map_err(|err| {
+            // `split` leaves extra dots in the payload; report them here, off the hot path.
+            if payload.contains('.') {
+                segments(token)
+            } else {
+                err
+            }
+        })?;
         let mut tag = [0u8; SIG_LEN];
         decode_signature(signature, &mut tag)?;
-        let mut buf = [0u8; MAX_DECODED_LEN];
-        let payload = decode(payload, Part::Payload, &mut buf)?;
 
         let mut mac = key.mac.clone();
         mac.update(&token.as_bytes()[..token.len() - signature.len() - 1]);
         mac.verify_slice(&tag).map_err(|_| TokenError::Signature)?;
 
-        let payload = std::str::from_utf8(payload).map_err(|_| TokenError::Utf8 {
+        let json = std::str::from_utf8(json).map_err(|_| TokenError::Utf8 {
             part: Part::Payload,
         })?;
-        let raw: RawClaims = parse_object(payload, Part::Payload)?;
+        let raw = match read_own_layout(json) {
+            Some(raw) => raw,
+            None => parse_object(json, Part::Payload)?,
+        };
         self.check(raw)
     }
 
     /// The key a header selects, refusing any header we do not accept.
-    fn key_for(&self, header: &str) -> Result<&VerifyKey, TokenError> {
+    fn key_for(&self, header: &str, payload: &str) -> Result<&VerifyKey, TokenError> {
         if let Some(key) = self
             .keys
             .iter()
@@ -534,6 +573,11 @@ impl Verifier {
         }
         if header == LEGACY_HEADER_B64 {
             return Ok(&self.keys[0]);
+        }
+        if payload.contains('.') {
+            return Err(TokenError::Segments {
+                count: 2 + payload.split('.').count(),
+            });
         }
         self.key_for_parsed(header)
     }
@@ -626,26 +670,41 @@ fn parse_id(text: &str) -> Option<u64> {
     if canonical { text.parse().ok() } else { None }
 }
 
-/// Splits a token into its three segments, refusing any other count or an empty one.
+/// Splits a token at its first and last dots. The payload may still hold dots: the
+/// caller reports those as [`TokenError::Segments`] before any other failure, so
+/// well-formed tokens are not scanned twice.
 fn split(token: &str) -> Result<(&str, &str, &str), TokenError> {
-    let segments = || TokenError::Segments {
-        count: token.split('.').count(),
+    let (header, rest) = token.split_once('.').ok_or_else(|| segments(token))?;
+    // The signature is almost always 43 characters: look there before searching.
+    let at = match rest.len().checked_sub(SIG_B64_LEN + 1) {
+        Some(at) if rest.as_bytes()[at] == b'.' => at,
+        _ => rest.rfind('.').ok_or_else(|| segments(token))?,
     };
-    let (header, rest) = token.split_once('.').ok_or_else(segments)?;
-    let (payload, signature) = rest.split_once('.').ok_or_else(segments)?;
-    if signature.contains('.') {
-        return Err(segments());
-    }
-    for (segment, part) in [
-        (header, Part::Header),
-        (payload, Part::Payload),
-        (signature, Part::Signature),
-    ] {
-        if segment.is_empty() {
-            return Err(TokenError::EmptySegment { part });
+    let (payload, signature) = (&rest[..at], &rest[at + 1..]);
+    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+        let count = token.split('.').count();
+        if count != 3 {
+            return Err(TokenError::Segments { count });
+        }
+        for (segment, part) in [
+            (header, Part::Header),
+            (payload, Part::Payload),
+            (signature, Part::Signature),
+        ] {
+            if segment.is_empty() {
+                return Err(TokenError::EmptySegment { part });
+            }
         }
     }
     Ok((header, payload, signature))
+}
+
+/// The error for a token that does not have exactly three segments.
+#[cold]
+fn segments(token: &str) -> TokenError {
+    TokenError::Segments {
+        count: token.split('.').count(),
+    }
 }
 
 /// Decodes canonical base64url (no padding, zero trailing bits) into `buf`.
@@ -762,7 +821,7 @@ impl<'de> Fields<'de> for RawHeader<'de> {
 }
 
 /// The claims as found in the payload, before validation.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct RawClaims {
     sub: Option<String>,
     user_id: Option<u64>,
@@ -861,6 +920,196 @@ impl<'de, T: Fields<'de>> Visitor<'de> for ObjectSeed<'_, T> {
     }
 }
 
+// Our own payload layout. `Signer::sign` writes the claims in one fixed order with the same
+// bytes serde_json would write; the verifier first tries to read exactly that layout without
+// serde (as it does for the header), and hands anything else to the general parser. Both
+// directions are checked against serde_json by the tests below.
+
+/// Writes `claims` as JSON into `buf`, byte for byte as serde_json would; `None` when the
+/// buffer is too small.
+fn write_claims(claims: &Claims, buf: &mut [u8]) -> Option<usize> {
+    let mut w = JsonWriter { buf, len: 0 };
+    w.raw(br#"{"sub":"#)?;
+    w.string(&claims.sub)?;
+    w.raw(br#","user_id":"#)?;
+    w.uint(claims.user_id)?;
+    w.raw(br#","name":"#)?;
+    w.string(&claims.name)?;
+    w.raw(br#","role":"#)?;
+    w.string(&claims.role)?;
+    w.raw(br#","iat":"#)?;
+    w.int(claims.iat)?;
+    w.raw(br#","exp":"#)?;
+    w.int(claims.exp)?;
+    w.raw(br#","iss":"#)?;
+    w.string(&claims.iss)?;
+    w.raw(br#","auth_time":"#)?;
+    w.int(claims.auth_time)?;
+    w.raw(br#","ver":"#)?;
+    w.uint(claims.ver)?;
+    w.raw(b"}")?;
+    Some(w.len)
+}
+
+/// Appends JSON pieces to a fixed buffer.
+struct JsonWriter<'b> {
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl JsonWriter<'_> {
+    fn raw(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.len.checked_add(bytes.len())?;
+        self.buf.get_mut(self.len..end)?.copy_from_slice(bytes);
+        self.len = end;
+        Some(())
+    }
+
+    /// A JSON string, escaped as serde_json escapes (`\"`, `\\`, short forms, `\u00xx`).
+    fn string(&mut self, text: &str) -> Option<()> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.raw(b"\"")?;
+        let bytes = text.as_bytes();
+        let mut start = 0;
+        for (at, &byte) in bytes.iter().enumerate() {
+            let short: &[u8] = match byte {
+                b'"' => b"\\\"",
+                b'\\' => b"\\\\",
+                b'\n' => b"\\n",
+                b'\r' => b"\\r",
+                b'\t' => b"\\t",
+                0x08 => b"\\b",
+                0x0c => b"\\f",
+                0..0x20 => &[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(byte >> 4)],
+                    HEX[usize::from(byte & 0xf)],
+                ],
+                _ => continue,
+            };
+            self.raw(&bytes[start..at])?;
+            self.raw(short)?;
+            start = at + 1;
+        }
+        self.raw(&bytes[start..])?;
+        self.raw(b"\"")
+    }
+
+    fn uint(&mut self, mut value: u64) -> Option<()> {
+        let mut digits = [0u8; 20];
+        let mut at = digits.len();
+        loop {
+            at -= 1;
+            digits[at] = b'0' + (value % 10) as u8;
+            value /= 10;
+            if value == 0 {
+                break;
+            }
+        }
+        self.raw(&digits[at..])
+    }
+
+    fn int(&mut self, value: i64) -> Option<()> {
+        if value < 0 {
+            self.raw(b"-")?;
+        }
+        self.uint(value.unsigned_abs())
+    }
+}
+
+/// Reads a payload laid out exactly as [`write_claims`] writes it, with strings free of
+/// escapes; `None` for anything else (the general parser then decides). Whatever it
+/// accepts, serde_json reads to the same values.
+fn read_own_layout(json: &str) -> Option<RawClaims> {
+    let mut r = LayoutReader { rest: json };
+    r.lit(r#"{"sub":"#)?;
+    let sub = r.string()?;
+    r.lit(r#","user_id":"#)?;
+    let user_id = r.uint()?;
+    r.lit(r#","name":"#)?;
+    let name = r.string()?;
+    r.lit(r#","role":"#)?;
+    let role = r.string()?;
+    r.lit(r#","iat":"#)?;
+    let iat = r.int()?;
+    r.lit(r#","exp":"#)?;
+    let exp = r.int()?;
+    r.lit(r#","iss":"#)?;
+    let iss = r.string()?;
+    r.lit(r#","auth_time":"#)?;
+    let auth_time = r.int()?;
+    r.lit(r#","ver":"#)?;
+    let ver = r.uint()?;
+    if r.rest != "}" {
+        return None;
+    }
+    Some(RawClaims {
+        sub: Some(sub.to_owned()),
+        user_id: Some(user_id),
+        name: Some(name.to_owned()),
+        role: Some(role.to_owned()),
+        iat: Some(iat),
+        exp: Some(exp),
+        nbf: None,
+        iss: Some(iss.to_owned()),
+        auth_time: Some(auth_time),
+        ver: Some(ver),
+    })
+}
+
+/// Consumes the expected pieces of [`read_own_layout`].
+struct LayoutReader<'a> {
+    rest: &'a str,
+}
+
+impl<'a> LayoutReader<'a> {
+    fn lit(&mut self, piece: &str) -> Option<()> {
+        self.rest = self.rest.strip_prefix(piece)?;
+        Some(())
+    }
+
+    /// A string without escapes or control characters.
+    fn string(&mut self) -> Option<&'a str> {
+        let body = self.rest.strip_prefix('"')?;
+        let end = body
+            .bytes()
+            .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if body.as_bytes()[end] != b'"' {
+            return None;
+        }
+        self.rest = &body[end + 1..];
+        Some(&body[..end])
+    }
+
+    /// Digits as JSON writes them (no leading zero) that fit a u64.
+    fn uint(&mut self) -> Option<u64> {
+        let len = self.rest.bytes().take_while(u8::is_ascii_digit).count();
+        let (digits, rest) = self.rest.split_at(len);
+        if len == 0 || (len > 1 && digits.starts_with('0')) {
+            return None;
+        }
+        self.rest = rest;
+        digits.parse().ok()
+    }
+
+    /// An i64; `-0` is left to serde_json, which reads it as a float.
+    fn int(&mut self) -> Option<i64> {
+        match self.rest.strip_prefix('-') {
+            None => i64::try_from(self.uint()?).ok(),
+            Some(rest) => {
+                self.rest = rest;
+                match self.uint()? {
+                    0 => None,
+                    magnitude => 0i64.checked_sub_unsigned(magnitude),
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -893,7 +1142,9 @@ mod tests {
     fn split_counts_segments() {
         assert_eq!(split("a.b.c"), Ok(("a", "b", "c")));
         assert_eq!(split("a.b"), Err(TokenError::Segments { count: 2 }));
-        assert_eq!(split("a.b.c.d"), Err(TokenError::Segments { count: 4 }));
+        // Extra dots stay in the payload; `verify` reports them (see the adversarial suite).
+        assert_eq!(split("a.b.c.d"), Ok(("a", "b.c", "d")));
+        assert_eq!(split("...."), Err(TokenError::Segments { count: 5 }));
         assert_eq!(
             split("a..c"),
             Err(TokenError::EmptySegment {
@@ -933,5 +1184,97 @@ mod tests {
                 part: Part::Payload
             })
         );
+    }
+    fn sample() -> Claims {
+        Claims {
+            sub: "7".into(),
+            user_id: 7,
+            name: "ann".into(),
+            role: "admin".into(),
+            iat: -5,
+            exp: 1_800_000_000,
+            iss: "latchkey".into(),
+            auth_time: i64::MIN,
+            ver: u64::MAX,
+        }
+    }
+
+    fn layout_json(c: &Claims) -> String {
+        let mut buf = [0u8; 4096];
+        let len = write_claims(c, &mut buf).expect("fits");
+        String::from_utf8(buf[..len].to_vec()).expect("UTF-8")
+    }
+
+    #[test]
+    fn layout_edge_cases_agree_with_serde() {
+        let base = layout_json(&sample());
+        assert_eq!(base, serde_json::to_string(&sample()).expect("json"));
+        assert!(read_own_layout(&base).is_some());
+        let variants = [
+            base.replace(r#""iat":-5"#, r#""iat":-0"#),
+            base.replace(r#""iat":-5"#, r#""iat":05"#),
+            base.replace(r#""iat":-5"#, r#""iat":-9223372036854775809"#),
+            base.replace(r#""iat":-5"#, r#""iat":9223372036854775808"#),
+            base.replace(
+                r#""ver":18446744073709551615"#,
+                r#""ver":18446744073709551616"#,
+            ),
+            base.replace(r#""ver":18446744073709551615"#, r#""ver":-1"#),
+            base.replace(r#""name":"ann""#, r#""name":"a\nn""#),
+            base.replace(r#""name":"ann""#, "\"name\":\"a\u{1}n\""),
+            base.replace(r#""name":"ann""#, r#""name":"a\"""#),
+            base.replace(r#""iat":-5"#, r#""iat":-5.0"#),
+            base.replace(r#""iat":-5"#, r#""iat":"-5""#),
+            format!("{base} "),
+            format!(" {base}"),
+            base.replace('}', r#","ver":1}"#),
+        ];
+        for json in &variants {
+            let general = parse_object::<RawClaims>(json, Part::Payload);
+            if let Some(fast) = read_own_layout(json) {
+                assert_eq!(Ok(fast), general, "{json}");
+            }
+        }
+        // The fast path leaves these to serde_json, which refuses or reads them.
+        assert!(
+            read_own_layout(&variants[0]).is_none(),
+            "-0 is a float to serde_json"
+        );
+        assert!(parse_object::<RawClaims>(&variants[0], Part::Payload).is_err());
+        assert!(read_own_layout(&variants[6]).is_none());
+        assert!(parse_object::<RawClaims>(&variants[6], Part::Payload).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn layout_writer_matches_serde_json(
+            user_id: u64, name in "\\PC*|[\\x00-\\x7f]*", role: String, iss: String,
+            iat: i64, exp: i64, auth_time: i64, ver: u64,
+        ) {
+            let c = Claims {
+                sub: user_id.to_string(), user_id, name, role, iat, exp, iss, auth_time, ver,
+            };
+            let json = layout_json(&c);
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&c).expect("json"));
+            let general = parse_object::<RawClaims>(&json, Part::Payload);
+            proptest::prop_assert!(general.is_ok());
+            if let Some(fast) = read_own_layout(&json) {
+                proptest::prop_assert_eq!(Ok(fast), general);
+            }
+        }
+
+        #[test]
+        fn layout_reader_agrees_with_serde_on_edits(
+            at in 0usize..200, len in 0usize..4, insert in "[-0-9\"\\\\a-z:,{} .eE+]{0,3}",
+        ) {
+            let base = layout_json(&sample());
+            let at = at % base.len();
+            let end = (at + len).min(base.len());
+            let mut json = base.clone();
+            json.replace_range(at..end, &insert);
+            if let Some(fast) = read_own_layout(&json) {
+                proptest::prop_assert_eq!(Ok(fast), parse_object::<RawClaims>(&json, Part::Payload));
+            }
+        }
     }
 }
