@@ -40,7 +40,7 @@ const SIG_B64_LEN: usize = 43;
 const SMALL_SEGMENT_LEN: usize = 512;
 
 /// Room for the JSON of typical claims; longer claims fall back to the heap.
-const SIGN_STACK_LEN: usize = 1024;
+const SIGN_STACK_LEN: usize = 512;
 
 /// base64url of `{"alg":"HS256","typ":"JWT"}`: the header of the original design and of
 /// PyJWT; a token carrying it (no `kid`) is checked with the primary key only.
@@ -1047,32 +1047,34 @@ impl JsonWriter<'_> {
     fn string(&mut self, text: &str) -> Option<()> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
         self.raw(b"\"")?;
-        let bytes = text.as_bytes();
-        let mut start = 0;
-        for (at, &byte) in bytes.iter().enumerate() {
-            let short: &[u8] = match byte {
-                b'"' => b"\\\"",
-                b'\\' => b"\\\\",
-                b'\n' => b"\\n",
-                b'\r' => b"\\r",
-                b'\t' => b"\\t",
-                0x08 => b"\\b",
-                0x0c => b"\\f",
-                0..0x20 => &[
+        let mut rest = text.as_bytes();
+        // Copy runs of plain characters whole; escape the rest one by one.
+        while let Some(at) = rest
+            .iter()
+            .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        {
+            self.raw(&rest[..at])?;
+            let byte = rest[at];
+            match byte {
+                b'"' => self.raw(b"\\\"")?,
+                b'\\' => self.raw(b"\\\\")?,
+                b'\n' => self.raw(b"\\n")?,
+                b'\r' => self.raw(b"\\r")?,
+                b'\t' => self.raw(b"\\t")?,
+                0x08 => self.raw(b"\\b")?,
+                0x0c => self.raw(b"\\f")?,
+                _ => self.raw(&[
                     b'\\',
                     b'u',
                     b'0',
                     b'0',
                     HEX[usize::from(byte >> 4)],
                     HEX[usize::from(byte & 0xf)],
-                ],
-                _ => continue,
-            };
-            self.raw(&bytes[start..at])?;
-            self.raw(short)?;
-            start = at + 1;
+                ])?,
+            }
+            rest = &rest[at + 1..];
         }
-        self.raw(&bytes[start..])?;
+        self.raw(rest)?;
         self.raw(b"\"")
     }
 
@@ -1436,8 +1438,19 @@ mod tests {
 
     #[test]
     fn layout_integers_at_the_edges() {
-        for text in ["0", "9", "10", "99999999", "100000000", "1795706622", "9999999999999999999",
-            "18446744073709551615", "18446744073709551616", "99999999999999999999", "123456789012345678901"] {
+        for text in [
+            "0",
+            "9",
+            "10",
+            "99999999",
+            "100000000",
+            "1795706622",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "123456789012345678901",
+        ] {
             let mut reader = LayoutReader { rest: text };
             assert_eq!(reader.uint(), text.parse::<u64>().ok(), "{text}");
         }
