@@ -485,10 +485,40 @@ fn base64_len(len: usize) -> usize {
 }
 
 /// Encodes `input` as unpadded base64url into `out`, which is exactly long enough.
+/// Six bytes become eight characters through four lookups of character pairs; it writes
+/// what the base64 crate writes (tested) and is quicker on the signing path.
 fn encode_into(input: &[u8], out: &mut [u8]) {
-    let written = URL_SAFE_NO_PAD.encode_slice(input, out);
-    debug_assert_eq!(written, Ok(out.len()));
+    let mut groups = input.chunks_exact(6);
+    let mut outs = out.chunks_exact_mut(8);
+    for (bytes, chars) in (&mut groups).zip(&mut outs) {
+        let mut word = [0u8; 8];
+        word[..6].copy_from_slice(bytes);
+        let bits = u64::from_be_bytes(word);
+        for (i, pair) in chars.chunks_exact_mut(2).enumerate() {
+            pair.copy_from_slice(&CHAR_PAIRS[(bits >> (52 - 12 * i)) as usize & 0xfff]);
+        }
+    }
+    // Up to five bytes left: three at a time, then one or two.
+    let out = outs.into_remainder();
+    for (bytes, chars) in groups.remainder().chunks(3).zip(out.chunks_mut(4)) {
+        let byte = |i: usize| u32::from(bytes.get(i).copied().unwrap_or(0));
+        let bits = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for (i, c) in chars.iter_mut().enumerate() {
+            *c = B64URL[(bits >> (18 - 6 * i)) as usize & 63];
+        }
+    }
 }
+
+/// The two base64url characters of every 12-bit value.
+static CHAR_PAIRS: [[u8; 2]; 4096] = {
+    let mut pairs = [[0; 2]; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        pairs[i] = [B64URL[i >> 6], B64URL[i & 63]];
+        i += 1;
+    }
+    pairs
+};
 
 /// One verification key: its kid, its keyed HMAC and the headers that name it.
 #[derive(Clone)]
@@ -807,17 +837,10 @@ fn decode_base64url(text: &[u8], buf: &mut [u8]) -> Option<usize> {
     (invalid >> 31 == 0).then_some(len)
 }
 
-/// Encodes a 32-byte tag as its 43 base64url characters. Fixed sizes make this several
-/// times quicker than the general encoder, and it runs on every token issued.
+/// Encodes a 32-byte tag as its 43 base64url characters.
 fn encode_tag(tag: &[u8; SIG_LEN]) -> [u8; SIG_B64_LEN] {
     let mut text = [0u8; SIG_B64_LEN];
-    for (bytes, chars) in tag.chunks(3).zip(text.chunks_mut(4)) {
-        let byte = |i: usize| u32::from(bytes.get(i).copied().unwrap_or(0));
-        let bits = (byte(0) << 16) | (byte(1) << 8) | byte(2);
-        for (i, c) in chars.iter_mut().enumerate() {
-            *c = B64URL[(bits >> (18 - 6 * i)) as usize & 63];
-        }
-    }
+    encode_into(tag, &mut text);
     text
 }
 
@@ -1109,23 +1132,22 @@ impl JsonWriter<'_> {
             }
             pairs
         };
-        let mut digits = [0u8; 20];
-        let mut at = digits.len();
-        while value >= 100 {
+        // Written in place, right to left, two digits per division.
+        let len = value.checked_ilog10().map_or(1, |log| log as usize + 1);
+        let end = self.len.checked_add(len)?;
+        let digits = self.buf.get_mut(self.len..end)?;
+        let mut at = len;
+        while at >= 2 {
             let pair = (value % 100) as usize * 2;
             value /= 100;
+            digits[at - 2..at].copy_from_slice(&PAIRS[pair..pair + 2]);
             at -= 2;
-            digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
         }
-        if value >= 10 {
-            let pair = value as usize * 2;
-            at -= 2;
-            digits[at..at + 2].copy_from_slice(&PAIRS[pair..pair + 2]);
-        } else {
-            at -= 1;
-            digits[at] = b'0' + value as u8;
+        if at == 1 {
+            digits[0] = b'0' + value as u8;
         }
-        self.raw(&digits[at..])
+        self.len = end;
+        Some(())
     }
 
     fn int(&mut self, value: i64) -> Option<()> {
@@ -1484,6 +1506,15 @@ mod tests {
         ] {
             let mut reader = LayoutReader { rest: text };
             assert_eq!(reader.uint(), text.parse::<u64>().ok(), "{text}");
+        }
+    }
+    proptest::proptest! {
+        #[test]
+        fn encoder_matches_the_base64_crate(input in proptest::collection::vec(0u8.., 0..80)) {
+            let expected = URL_SAFE_NO_PAD.encode(&input);
+            let mut out = vec![0u8; base64_len(input.len())];
+            encode_into(&input, &mut out);
+            proptest::prop_assert_eq!(out, expected.into_bytes());
         }
     }
 }
