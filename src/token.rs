@@ -7,8 +7,9 @@
 //!   decoded or parsed;
 //! - segments are decoded into stack buffers (the 4096-byte limit bounds them);
 //! - the signature is checked before the payload is parsed, so forgeries never reach JSON;
-//! - the payload is read in one pass that refuses duplicate members and wrong types, and
-//!   allocates only the four strings that [`Claims`] owns.
+//! - a payload laid out exactly as [`Signer::sign`] writes it is read without serde; any
+//!   other goes through serde_json with a visitor that refuses duplicate members and wrong
+//!   types; either way only the four strings that [`Claims`] owns are allocated.
 //!
 //! See `docs/token.md` for the wire format and the error classes.
 
@@ -574,7 +575,7 @@ impl Verifier {
             return Err(TokenError::TooLong { len: token.len() });
         }
         let (header, payload, signature) = split(token)?;
-        let key = self.key_for(header, payload)?;
+        let key = self.key_for(token, header)?;
         if payload.len() <= SMALL_SEGMENT_LEN {
             let mut buf = [0u8; SMALL_SEGMENT_LEN / 4 * 3];
             self.verify_parts(token, key, payload, signature, &mut buf)
@@ -593,16 +594,9 @@ impl Verifier {
         signature: &str,
         buf: &mut [u8],
     ) -> Result<Claims, TokenError> {
-        let json = decode(payload, Part::Payload, buf).map_err(|err| {
-            // `split` leaves extra dots in the payload; report them here, off the hot path.
-            if payload.contains('.') {
-                segments(token)
-            } else {
-                err
-            }
-        })?;
+        let json = decode(payload, Part::Payload, buf).map_err(|err| or_segments(token, err))?;
         let mut tag = [0u8; SIG_LEN];
-        decode_signature(signature, &mut tag)?;
+        decode_signature(signature, &mut tag).map_err(|err| or_segments(token, err))?;
 
         let mut mac = key.mac.clone();
         mac.update(&token.as_bytes()[..token.len() - signature.len() - 1]);
@@ -619,7 +613,7 @@ impl Verifier {
     }
 
     /// The key a header selects, refusing any header we do not accept.
-    fn key_for(&self, header: &str, payload: &str) -> Result<&VerifyKey, TokenError> {
+    fn key_for(&self, token: &str, header: &str) -> Result<&VerifyKey, TokenError> {
         if let Some(key) = self
             .keys
             .iter()
@@ -630,12 +624,10 @@ impl Verifier {
         if header == LEGACY_HEADER_B64 {
             return Ok(&self.keys[0]);
         }
-        if payload.contains('.') {
-            return Err(TokenError::Segments {
-                count: 2 + payload.split('.').count(),
-            });
+        match token.split('.').count() {
+            3 => self.key_for_parsed(header),
+            count => Err(TokenError::Segments { count }),
         }
-        self.key_for_parsed(header)
     }
 
     /// The slow path of [`Self::key_for`]: decode and parse the header.
@@ -726,9 +718,10 @@ fn parse_id(text: &str) -> Option<u64> {
     if canonical { text.parse().ok() } else { None }
 }
 
-/// Splits a token at its first and last dots. The payload may still hold dots: the
-/// caller reports those as [`TokenError::Segments`] before any other failure, so
-/// well-formed tokens are not scanned twice.
+/// Splits a token at its first dot and at the dot before a 43-character signature (or
+/// its last dot). Payload or signature may still hold dots: the caller reports those as
+/// [`TokenError::Segments`] before any other failure, so well-formed tokens are not
+/// scanned twice.
 fn split(token: &str) -> Result<(&str, &str, &str), TokenError> {
     let (header, rest) = token.split_once('.').ok_or_else(|| segments(token))?;
     // The signature is almost always 43 characters: look there before searching.
@@ -760,6 +753,16 @@ fn split(token: &str) -> Result<(&str, &str, &str), TokenError> {
 fn segments(token: &str) -> TokenError {
     TokenError::Segments {
         count: token.split('.').count(),
+    }
+}
+
+/// `err`, or [`TokenError::Segments`] when the token has more than three segments: `split`
+/// leaves extra dots inside the payload or signature, to be found here, off the hot path.
+#[cold]
+fn or_segments(token: &str, err: TokenError) -> TokenError {
+    match token.split('.').count() {
+        3 => err,
+        count => TokenError::Segments { count },
     }
 }
 
