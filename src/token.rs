@@ -759,6 +759,7 @@ fn segments(token: &str) -> TokenError {
 /// `err`, or [`TokenError::Segments`] when the token has more than three segments: `split`
 /// leaves extra dots inside the payload or signature, to be found here, off the hot path.
 #[cold]
+#[inline(never)]
 fn or_segments(token: &str, err: TokenError) -> TokenError {
     match token.split('.').count() {
         3 => err,
