@@ -7,8 +7,9 @@
 //!   decoded or parsed;
 //! - segments are decoded into stack buffers (the 4096-byte limit bounds them);
 //! - the signature is checked before the payload is parsed, so forgeries never reach JSON;
-//! - the payload is read in one pass that refuses duplicate members and wrong types, and
-//!   allocates only the four strings that [`Claims`] owns.
+//! - a payload laid out exactly as [`Signer::sign`] writes it is read without serde; any
+//!   other goes through serde_json with a visitor that refuses duplicate members and wrong
+//!   types; either way only the four strings that [`Claims`] owns are allocated.
 //!
 //! See `docs/token.md` for the wire format and the error classes.
 
@@ -36,8 +37,11 @@ const MAX_DECODED_LEN: usize = MAX_TOKEN_LEN / 4 * 3;
 const SIG_LEN: usize = 32;
 const SIG_B64_LEN: usize = 43;
 
+/// Payload segments up to this length decode into a small stack buffer (less to zero).
+const SMALL_SEGMENT_LEN: usize = 512;
+
 /// Room for the JSON of typical claims; longer claims fall back to the heap.
-const SIGN_STACK_LEN: usize = 1024;
+const SIGN_STACK_LEN: usize = 512;
 
 /// base64url of `{"alg":"HS256","typ":"JWT"}`: the header of the original design and of
 /// PyJWT; a token carrying it (no `kid`) is checked with the primary key only.
@@ -82,11 +86,36 @@ impl Clock {
     pub fn now(&self) -> i64 {
         match self {
             Clock::Fixed(now) => *now,
-            Clock::System => match SystemTime::now().duration_since(UNIX_EPOCH) {
-                Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
-                Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
-            },
+            Clock::System => system_seconds(),
         }
+    }
+}
+
+/// Unix seconds from the coarse real-time clock: whole seconds are all tokens need, and it
+/// reads several times faster than the precise clock (this runs on every request).
+#[cfg(target_os = "linux")]
+fn system_seconds() -> i64 {
+    let mut now = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: `now` is a valid, writable timespec for the duration of the call.
+    if unsafe { libc::clock_gettime(libc::CLOCK_REALTIME_COARSE, &mut now) } == 0 {
+        return now.tv_sec;
+    }
+    precise_seconds()
+}
+
+#[cfg(not(target_os = "linux"))]
+fn system_seconds() -> i64 {
+    precise_seconds()
+}
+
+/// Unix seconds from `SystemTime` (negative before 1970).
+fn precise_seconds() -> i64 {
+    match SystemTime::now().duration_since(UNIX_EPOCH) {
+        Ok(after) => i64::try_from(after.as_secs()).unwrap_or(i64::MAX),
+        Err(before) => i64::try_from(before.duration().as_secs()).map_or(i64::MIN, |s| -s),
     }
 }
 
@@ -421,35 +450,76 @@ impl Signer {
     /// `sub` must be the decimal form of `user_id`, or the token will not verify.
     pub fn sign(&self, claims: &Claims) -> String {
         debug_assert_eq!(
-            claims.sub,
-            claims.user_id.to_string(),
+            claims.sub.parse(),
+            Ok(claims.user_id),
             "sub must be user_id"
         );
         let mut stack = [0u8; SIGN_STACK_LEN];
         let heap: Vec<u8>;
-        let json: &[u8] = {
-            let mut rest: &mut [u8] = &mut stack;
-            if serde_json::to_writer(&mut rest, claims).is_ok() {
-                let len = SIGN_STACK_LEN - rest.len();
-                &stack[..len]
-            } else {
-                // Only strings and integers: serializing to a Vec cannot fail.
+        let json: &[u8] = match write_claims(claims, &mut stack) {
+            Some(len) => &stack[..len],
+            None => {
+                // Claims too long for the stack buffer: serde_json writes the same bytes.
+                // Only strings and integers, so serializing to a Vec cannot fail.
                 heap = serde_json::to_vec(claims).unwrap_or_default();
                 &heap
             }
         };
-        let payload_len = json.len().div_ceil(3) * 4;
-        let mut out = String::with_capacity(self.prefix.len() + payload_len + 1 + SIG_B64_LEN);
-        out.push_str(&self.prefix);
-        URL_SAFE_NO_PAD.encode_string(json, &mut out);
+        let prefix = self.prefix.len();
+        let body = prefix + base64_len(json.len());
+        let mut out = vec![0u8; body + 1 + SIG_B64_LEN];
+        out[..prefix].copy_from_slice(self.prefix.as_bytes());
+        encode_into(json, &mut out[prefix..body]);
         let mut mac = self.mac.clone();
-        mac.update(out.as_bytes());
-        let tag = mac.finalize().into_bytes();
-        out.push('.');
-        URL_SAFE_NO_PAD.encode_string(tag.as_slice(), &mut out);
-        out
+        mac.update(&out[..body]);
+        out[body] = b'.';
+        let tag: [u8; SIG_LEN] = mac.finalize().into_bytes().into();
+        out[body + 1..].copy_from_slice(&encode_tag(&tag));
+        // base64url and our ASCII header only: always UTF-8.
+        String::from_utf8(out).unwrap_or_else(|err| String::from_utf8_lossy(err.as_bytes()).into())
     }
 }
+
+/// The length of unpadded base64 for `len` bytes.
+fn base64_len(len: usize) -> usize {
+    (len * 4).div_ceil(3)
+}
+
+/// Encodes `input` as unpadded base64url into `out`, which is exactly long enough.
+/// Six bytes become eight characters through four lookups of character pairs; it writes
+/// what the base64 crate writes (tested) and is quicker on the signing path.
+fn encode_into(input: &[u8], out: &mut [u8]) {
+    let mut groups = input.chunks_exact(6);
+    let mut outs = out.chunks_exact_mut(8);
+    for (bytes, chars) in (&mut groups).zip(&mut outs) {
+        let mut word = [0u8; 8];
+        word[..6].copy_from_slice(bytes);
+        let bits = u64::from_be_bytes(word);
+        for (i, pair) in chars.chunks_exact_mut(2).enumerate() {
+            pair.copy_from_slice(&CHAR_PAIRS[(bits >> (52 - 12 * i)) as usize & 0xfff]);
+        }
+    }
+    // Up to five bytes left: three at a time, then one or two.
+    let out = outs.into_remainder();
+    for (bytes, chars) in groups.remainder().chunks(3).zip(out.chunks_mut(4)) {
+        let byte = |i: usize| u32::from(bytes.get(i).copied().unwrap_or(0));
+        let bits = (byte(0) << 16) | (byte(1) << 8) | byte(2);
+        for (i, c) in chars.iter_mut().enumerate() {
+            *c = B64URL[(bits >> (18 - 6 * i)) as usize & 63];
+        }
+    }
+}
+
+/// The two base64url characters of every 12-bit value.
+static CHAR_PAIRS: [[u8; 2]; 4096] = {
+    let mut pairs = [[0; 2]; 4096];
+    let mut i = 0;
+    while i < 4096 {
+        pairs[i] = [B64URL[i >> 6], B64URL[i & 63]];
+        i += 1;
+    }
+    pairs
+};
 
 /// One verification key: its kid, its keyed HMAC and the headers that name it.
 #[derive(Clone)]
@@ -497,34 +567,53 @@ impl Verifier {
 
     /// Checks `token` completely and returns its claims.
     ///
-    /// Order: size, segments, header (alg, crit, typ, kid), base64 of signature and payload,
-    /// signature, then the payload: JSON and types, `exp`, `iss`, `nbf`/`iat`, expiry,
-    /// identity, `name`, `role`. The first failure is returned.
+    /// Order: size, segments, header (alg, crit, typ, kid), base64 of payload and
+    /// signature, signature, then the payload: JSON and types, `exp`, `iss`, `nbf`/`iat`,
+    /// expiry, identity, `name`, `role`. The first failure is returned.
     pub fn verify(&self, token: &str) -> Result<Claims, TokenError> {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong { len: token.len() });
         }
         let (header, payload, signature) = split(token)?;
-        let key = self.key_for(header)?;
+        let key = self.key_for(token, header)?;
+        if payload.len() <= SMALL_SEGMENT_LEN {
+            let mut buf = [0u8; SMALL_SEGMENT_LEN / 4 * 3];
+            self.verify_parts(token, key, payload, signature, &mut buf)
+        } else {
+            let mut buf = [0u8; MAX_DECODED_LEN];
+            self.verify_parts(token, key, payload, signature, &mut buf)
+        }
+    }
 
+    /// The rest of [`Self::verify`] once the key is known, decoding into `buf`.
+    fn verify_parts(
+        &self,
+        token: &str,
+        key: &VerifyKey,
+        payload: &str,
+        signature: &str,
+        buf: &mut [u8],
+    ) -> Result<Claims, TokenError> {
+        let json = decode(payload, Part::Payload, buf).map_err(|err| or_segments(token, err))?;
         let mut tag = [0u8; SIG_LEN];
-        decode_signature(signature, &mut tag)?;
-        let mut buf = [0u8; MAX_DECODED_LEN];
-        let payload = decode(payload, Part::Payload, &mut buf)?;
+        decode_signature(signature, &mut tag).map_err(|err| or_segments(token, err))?;
 
         let mut mac = key.mac.clone();
         mac.update(&token.as_bytes()[..token.len() - signature.len() - 1]);
         mac.verify_slice(&tag).map_err(|_| TokenError::Signature)?;
 
-        let payload = std::str::from_utf8(payload).map_err(|_| TokenError::Utf8 {
+        let json = std::str::from_utf8(json).map_err(|_| TokenError::Utf8 {
             part: Part::Payload,
         })?;
-        let raw: RawClaims = parse_object(payload, Part::Payload)?;
+        let raw = match read_own_layout(json) {
+            Some(raw) => raw,
+            None => parse_object(json, Part::Payload)?,
+        };
         self.check(raw)
     }
 
     /// The key a header selects, refusing any header we do not accept.
-    fn key_for(&self, header: &str) -> Result<&VerifyKey, TokenError> {
+    fn key_for(&self, token: &str, header: &str) -> Result<&VerifyKey, TokenError> {
         if let Some(key) = self
             .keys
             .iter()
@@ -535,7 +624,10 @@ impl Verifier {
         if header == LEGACY_HEADER_B64 {
             return Ok(&self.keys[0]);
         }
-        self.key_for_parsed(header)
+        match token.split('.').count() {
+            3 => self.key_for_parsed(header),
+            count => Err(TokenError::Segments { count }),
+        }
     }
 
     /// The slow path of [`Self::key_for`]: decode and parse the header.
@@ -626,33 +718,60 @@ fn parse_id(text: &str) -> Option<u64> {
     if canonical { text.parse().ok() } else { None }
 }
 
-/// Splits a token into its three segments, refusing any other count or an empty one.
+/// Splits a token at its first dot and at the dot before a 43-character signature (or
+/// its last dot). Payload or signature may still hold dots: the caller reports those as
+/// [`TokenError::Segments`] before any other failure, so well-formed tokens are not
+/// scanned twice.
 fn split(token: &str) -> Result<(&str, &str, &str), TokenError> {
-    let segments = || TokenError::Segments {
-        count: token.split('.').count(),
+    let (header, rest) = token.split_once('.').ok_or_else(|| segments(token))?;
+    // The signature is almost always 43 characters: look there before searching.
+    let at = match rest.len().checked_sub(SIG_B64_LEN + 1) {
+        Some(at) if rest.as_bytes()[at] == b'.' => at,
+        _ => rest.rfind('.').ok_or_else(|| segments(token))?,
     };
-    let (header, rest) = token.split_once('.').ok_or_else(segments)?;
-    let (payload, signature) = rest.split_once('.').ok_or_else(segments)?;
-    if signature.contains('.') {
-        return Err(segments());
-    }
-    for (segment, part) in [
-        (header, Part::Header),
-        (payload, Part::Payload),
-        (signature, Part::Signature),
-    ] {
-        if segment.is_empty() {
-            return Err(TokenError::EmptySegment { part });
+    let (payload, signature) = (&rest[..at], &rest[at + 1..]);
+    if header.is_empty() || payload.is_empty() || signature.is_empty() {
+        let count = token.split('.').count();
+        if count != 3 {
+            return Err(TokenError::Segments { count });
+        }
+        for (segment, part) in [
+            (header, Part::Header),
+            (payload, Part::Payload),
+            (signature, Part::Signature),
+        ] {
+            if segment.is_empty() {
+                return Err(TokenError::EmptySegment { part });
+            }
         }
     }
     Ok((header, payload, signature))
 }
 
+/// The error for a token that does not have exactly three segments.
+#[cold]
+fn segments(token: &str) -> TokenError {
+    TokenError::Segments {
+        count: token.split('.').count(),
+    }
+}
+
+/// `err`, or [`TokenError::Segments`] when the token has more than three segments: `split`
+/// leaves extra dots inside the payload or signature, to be found here, off the hot path.
+#[cold]
+#[inline(never)]
+fn or_segments(token: &str, err: TokenError) -> TokenError {
+    match token.split('.').count() {
+        3 => err,
+        count => TokenError::Segments { count },
+    }
+}
+
 /// Decodes canonical base64url (no padding, zero trailing bits) into `buf`.
 fn decode<'b>(segment: &str, part: Part, buf: &'b mut [u8]) -> Result<&'b [u8], TokenError> {
-    match URL_SAFE_NO_PAD.decode_slice(segment, buf) {
-        Ok(len) => Ok(&buf[..len]),
-        Err(_) => Err(TokenError::Base64 { part }),
+    match decode_base64url(segment.as_bytes(), buf) {
+        Some(len) => Ok(&buf[..len]),
+        None => Err(TokenError::Base64 { part }),
     }
 }
 
@@ -664,6 +783,69 @@ fn decode_signature(segment: &str, tag: &mut [u8; SIG_LEN]) -> Result<(), TokenE
     let mut buf = [0u8; MAX_DECODED_LEN];
     decode(segment, Part::Signature, &mut buf)?;
     Err(TokenError::Signature)
+}
+
+/// The base64url alphabet.
+const B64URL: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+
+/// For each byte, its base64url value shifted to its place in a group of four characters
+/// (18, 12, 6, 0 bits); bit 31 marks a byte outside the alphabet.
+static SHIFTED: [[u32; 256]; 4] = [shifted(18), shifted(12), shifted(6), shifted(0)];
+
+const fn shifted(shift: u32) -> [u32; 256] {
+    let mut table = [1 << 31; 256];
+    let mut i = 0;
+    while i < 64 {
+        table[B64URL[i] as usize] = (i as u32) << shift;
+        i += 1;
+    }
+    table
+}
+
+/// Strict base64url decoding: no padding, alphabet characters only, the unused bits of
+/// the last character zero; `None` otherwise or when `buf` is too small. One lookup per
+/// character; it accepts exactly what the base64 crate's strict `URL_SAFE_NO_PAD` accepts
+/// (tested) and is quicker on the hot path.
+fn decode_base64url(text: &[u8], buf: &mut [u8]) -> Option<usize> {
+    let tail_len = text.len() % 4;
+    if tail_len == 1 {
+        return None;
+    }
+    let len = text.len() / 4 * 3 + tail_len.saturating_sub(1);
+    let out = buf.get_mut(..len)?;
+    let mut invalid = 0;
+    let mut groups = text.chunks_exact(4);
+    let mut outs = out.chunks_exact_mut(3);
+    for (chars, bytes) in (&mut groups).zip(&mut outs) {
+        let bits = SHIFTED[0][usize::from(chars[0])]
+            | SHIFTED[1][usize::from(chars[1])]
+            | SHIFTED[2][usize::from(chars[2])]
+            | SHIFTED[3][usize::from(chars[3])];
+        invalid |= bits;
+        bytes.copy_from_slice(&bits.to_be_bytes()[1..]);
+    }
+    // Two or three characters left: one or two bytes, and bits that must be zero.
+    let mut bits = 0;
+    for (i, &c) in groups.remainder().iter().enumerate() {
+        bits |= SHIFTED[i][usize::from(c)];
+    }
+    invalid |= bits;
+    let [_, first, second, third] = bits.to_be_bytes();
+    let rest = outs.into_remainder();
+    match tail_len {
+        2 if second == 0 => rest[0] = first,
+        3 if third == 0 => rest.copy_from_slice(&[first, second]),
+        0 => {}
+        _ => return None,
+    }
+    (invalid >> 31 == 0).then_some(len)
+}
+
+/// Encodes a 32-byte tag as its 43 base64url characters.
+fn encode_tag(tag: &[u8; SIG_LEN]) -> [u8; SIG_B64_LEN] {
+    let mut text = [0u8; SIG_B64_LEN];
+    encode_into(tag, &mut text);
+    text
 }
 
 /// Parses a JSON object with [`Fields`] `T`, classing failures: syntax or a non-object is
@@ -762,7 +944,7 @@ impl<'de> Fields<'de> for RawHeader<'de> {
 }
 
 /// The claims as found in the payload, before validation.
-#[derive(Default)]
+#[derive(Debug, Default, PartialEq, Eq)]
 struct RawClaims {
     sub: Option<String>,
     user_id: Option<u64>,
@@ -861,6 +1043,243 @@ impl<'de, T: Fields<'de>> Visitor<'de> for ObjectSeed<'_, T> {
     }
 }
 
+// Our own payload layout. `Signer::sign` writes the claims in one fixed order with the same
+// bytes serde_json would write; the verifier first tries to read exactly that layout without
+// serde (as it does for the header), and hands anything else to the general parser. Both
+// directions are checked against serde_json by the tests below.
+
+/// Writes `claims` as JSON into `buf`, byte for byte as serde_json would; `None` when the
+/// buffer is too small.
+fn write_claims(claims: &Claims, buf: &mut [u8]) -> Option<usize> {
+    let mut w = JsonWriter { buf, len: 0 };
+    w.raw(br#"{"sub":"#)?;
+    w.string(&claims.sub)?;
+    w.raw(br#","user_id":"#)?;
+    w.uint(claims.user_id)?;
+    w.raw(br#","name":"#)?;
+    w.string(&claims.name)?;
+    w.raw(br#","role":"#)?;
+    w.string(&claims.role)?;
+    w.raw(br#","iat":"#)?;
+    w.int(claims.iat)?;
+    w.raw(br#","exp":"#)?;
+    w.int(claims.exp)?;
+    w.raw(br#","iss":"#)?;
+    w.string(&claims.iss)?;
+    w.raw(br#","auth_time":"#)?;
+    w.int(claims.auth_time)?;
+    w.raw(br#","ver":"#)?;
+    w.uint(claims.ver)?;
+    w.raw(b"}")?;
+    Some(w.len)
+}
+
+/// Appends JSON pieces to a fixed buffer.
+struct JsonWriter<'b> {
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl JsonWriter<'_> {
+    #[inline]
+    fn raw(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.len.checked_add(bytes.len())?;
+        self.buf.get_mut(self.len..end)?.copy_from_slice(bytes);
+        self.len = end;
+        Some(())
+    }
+
+    /// A JSON string, escaped as serde_json escapes (`\"`, `\\`, short forms, `\u00xx`).
+    fn string(&mut self, text: &str) -> Option<()> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.raw(b"\"")?;
+        let mut rest = text.as_bytes();
+        // Copy runs of plain characters whole; escape the rest one by one.
+        while let Some(at) = rest
+            .iter()
+            .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        {
+            self.raw(&rest[..at])?;
+            let byte = rest[at];
+            match byte {
+                b'"' => self.raw(b"\\\"")?,
+                b'\\' => self.raw(b"\\\\")?,
+                b'\n' => self.raw(b"\\n")?,
+                b'\r' => self.raw(b"\\r")?,
+                b'\t' => self.raw(b"\\t")?,
+                0x08 => self.raw(b"\\b")?,
+                0x0c => self.raw(b"\\f")?,
+                _ => self.raw(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(byte >> 4)],
+                    HEX[usize::from(byte & 0xf)],
+                ])?,
+            }
+            rest = &rest[at + 1..];
+        }
+        self.raw(rest)?;
+        self.raw(b"\"")
+    }
+
+    fn uint(&mut self, mut value: u64) -> Option<()> {
+        // Two digits per division: the usual way to format integers quickly.
+        const PAIRS: [u8; 200] = {
+            let mut pairs = [0u8; 200];
+            let mut n = 0;
+            while n < 100 {
+                pairs[2 * n] = b'0' + (n / 10) as u8;
+                pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+                n += 1;
+            }
+            pairs
+        };
+        // Written in place, right to left, two digits per division.
+        let len = value.checked_ilog10().map_or(1, |log| log as usize + 1);
+        let end = self.len.checked_add(len)?;
+        let digits = self.buf.get_mut(self.len..end)?;
+        let mut at = len;
+        while at >= 2 {
+            let pair = (value % 100) as usize * 2;
+            value /= 100;
+            digits[at - 2..at].copy_from_slice(&PAIRS[pair..pair + 2]);
+            at -= 2;
+        }
+        if at == 1 {
+            digits[0] = b'0' + value as u8;
+        }
+        self.len = end;
+        Some(())
+    }
+
+    fn int(&mut self, value: i64) -> Option<()> {
+        if value < 0 {
+            self.raw(b"-")?;
+        }
+        self.uint(value.unsigned_abs())
+    }
+}
+
+/// Reads a payload laid out exactly as [`write_claims`] writes it, with strings free of
+/// escapes; `None` for anything else (the general parser then decides). Whatever it
+/// accepts, serde_json reads to the same values.
+fn read_own_layout(json: &str) -> Option<RawClaims> {
+    let mut r = LayoutReader { rest: json };
+    r.lit(r#"{"sub":"#)?;
+    let sub = r.string()?;
+    r.lit(r#","user_id":"#)?;
+    let user_id = r.uint()?;
+    r.lit(r#","name":"#)?;
+    let name = r.string()?;
+    r.lit(r#","role":"#)?;
+    let role = r.string()?;
+    r.lit(r#","iat":"#)?;
+    let iat = r.int()?;
+    r.lit(r#","exp":"#)?;
+    let exp = r.int()?;
+    r.lit(r#","iss":"#)?;
+    let iss = r.string()?;
+    r.lit(r#","auth_time":"#)?;
+    let auth_time = r.int()?;
+    r.lit(r#","ver":"#)?;
+    let ver = r.uint()?;
+    if r.rest != "}" {
+        return None;
+    }
+    Some(RawClaims {
+        sub: Some(sub.to_owned()),
+        user_id: Some(user_id),
+        name: Some(name.to_owned()),
+        role: Some(role.to_owned()),
+        iat: Some(iat),
+        exp: Some(exp),
+        nbf: None,
+        iss: Some(iss.to_owned()),
+        auth_time: Some(auth_time),
+        ver: Some(ver),
+    })
+}
+
+/// The value of up to 19 ASCII digits (no overflow possible).
+fn small_decimal(digits: &[u8]) -> u64 {
+    digits
+        .iter()
+        .fold(0u64, |value, &d| value * 10 + u64::from(d - b'0'))
+}
+
+/// The value of exactly 8 ASCII digits, combined pairwise inside one u64 (three multiplies
+/// instead of eight dependent ones).
+fn eight_digits(digits: [u8; 8]) -> u64 {
+    let v = u64::from_le_bytes(digits) - 0x3030_3030_3030_3030;
+    let v = (v * 10 + (v >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v * 100 + (v >> 16)) & 0x0000_ffff_0000_ffff;
+    (v * 10_000 + (v >> 32)) & 0xffff_ffff
+}
+
+/// Consumes the expected pieces of [`read_own_layout`].
+struct LayoutReader<'a> {
+    rest: &'a str,
+}
+
+impl<'a> LayoutReader<'a> {
+    fn lit(&mut self, piece: &str) -> Option<()> {
+        self.rest = self.rest.strip_prefix(piece)?;
+        Some(())
+    }
+
+    /// A string without escapes or control characters.
+    fn string(&mut self) -> Option<&'a str> {
+        let body = self.rest.strip_prefix('"')?;
+        let end = body
+            .bytes()
+            .position(|b| b == b'"' || b == b'\\' || b < 0x20)?;
+        if body.as_bytes()[end] != b'"' {
+            return None;
+        }
+        self.rest = &body[end + 1..];
+        Some(&body[..end])
+    }
+
+    /// Digits as JSON writes them (no leading zero) that fit a u64.
+    fn uint(&mut self) -> Option<u64> {
+        let bytes = self.rest.as_bytes();
+        let len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+        if len == 0 || (len > 1 && bytes[0] == b'0') {
+            return None;
+        }
+        let digits = &bytes[..len];
+        let value = match len {
+            // Timestamps have 10 digits: the last 8 are combined at once.
+            9..20 => {
+                let (high, low) = digits.split_at(len - 8);
+                small_decimal(high) * 100_000_000 + eight_digits(low.try_into().ok()?)
+            }
+            ..9 => small_decimal(digits),
+            _ => digits.iter().try_fold(0u64, |value, &d| {
+                value.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })?,
+        };
+        self.rest = &self.rest[len..];
+        Some(value)
+    }
+
+    /// An i64; `-0` is left to serde_json, which reads it as a float.
+    fn int(&mut self) -> Option<i64> {
+        match self.rest.strip_prefix('-') {
+            None => i64::try_from(self.uint()?).ok(),
+            Some(rest) => {
+                self.rest = rest;
+                match self.uint()? {
+                    0 => None,
+                    magnitude => 0i64.checked_sub_unsigned(magnitude),
+                }
+            }
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -893,7 +1312,9 @@ mod tests {
     fn split_counts_segments() {
         assert_eq!(split("a.b.c"), Ok(("a", "b", "c")));
         assert_eq!(split("a.b"), Err(TokenError::Segments { count: 2 }));
-        assert_eq!(split("a.b.c.d"), Err(TokenError::Segments { count: 4 }));
+        // Extra dots stay in the payload; `verify` reports them (see the adversarial suite).
+        assert_eq!(split("a.b.c.d"), Ok(("a", "b.c", "d")));
+        assert_eq!(split("...."), Err(TokenError::Segments { count: 5 }));
         assert_eq!(
             split("a..c"),
             Err(TokenError::EmptySegment {
@@ -933,5 +1354,171 @@ mod tests {
                 part: Part::Payload
             })
         );
+    }
+    fn sample() -> Claims {
+        Claims {
+            sub: "7".into(),
+            user_id: 7,
+            name: "ann".into(),
+            role: "admin".into(),
+            iat: -5,
+            exp: 1_800_000_000,
+            iss: "latchkey".into(),
+            auth_time: i64::MIN,
+            ver: u64::MAX,
+        }
+    }
+
+    fn layout_json(c: &Claims) -> String {
+        let mut buf = [0u8; 4096];
+        let len = write_claims(c, &mut buf).expect("fits");
+        String::from_utf8(buf[..len].to_vec()).expect("UTF-8")
+    }
+
+    #[test]
+    fn layout_edge_cases_agree_with_serde() {
+        let base = layout_json(&sample());
+        assert_eq!(base, serde_json::to_string(&sample()).expect("json"));
+        assert!(read_own_layout(&base).is_some());
+        let variants = [
+            base.replace(r#""iat":-5"#, r#""iat":-0"#),
+            base.replace(r#""iat":-5"#, r#""iat":05"#),
+            base.replace(r#""iat":-5"#, r#""iat":-9223372036854775809"#),
+            base.replace(r#""iat":-5"#, r#""iat":9223372036854775808"#),
+            base.replace(
+                r#""ver":18446744073709551615"#,
+                r#""ver":18446744073709551616"#,
+            ),
+            base.replace(r#""ver":18446744073709551615"#, r#""ver":-1"#),
+            base.replace(r#""name":"ann""#, r#""name":"a\nn""#),
+            base.replace(r#""name":"ann""#, "\"name\":\"a\u{1}n\""),
+            base.replace(r#""name":"ann""#, r#""name":"a\"""#),
+            base.replace(r#""iat":-5"#, r#""iat":-5.0"#),
+            base.replace(r#""iat":-5"#, r#""iat":"-5""#),
+            format!("{base} "),
+            format!(" {base}"),
+            base.replace('}', r#","ver":1}"#),
+        ];
+        for json in &variants {
+            let general = parse_object::<RawClaims>(json, Part::Payload);
+            if let Some(fast) = read_own_layout(json) {
+                assert_eq!(Ok(fast), general, "{json}");
+            }
+        }
+        // The fast path leaves these to serde_json, which refuses or reads them.
+        assert!(
+            read_own_layout(&variants[0]).is_none(),
+            "-0 is a float to serde_json"
+        );
+        assert!(parse_object::<RawClaims>(&variants[0], Part::Payload).is_err());
+        assert!(read_own_layout(&variants[6]).is_none());
+        assert!(parse_object::<RawClaims>(&variants[6], Part::Payload).is_ok());
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn layout_writer_matches_serde_json(
+            user_id: u64, name in "\\PC*|[\\x00-\\x7f]*", role: String, iss: String,
+            iat: i64, exp: i64, auth_time: i64, ver: u64,
+        ) {
+            let c = Claims {
+                sub: user_id.to_string(), user_id, name, role, iat, exp, iss, auth_time, ver,
+            };
+            let json = layout_json(&c);
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&c).expect("json"));
+            let general = parse_object::<RawClaims>(&json, Part::Payload);
+            proptest::prop_assert!(general.is_ok());
+            if let Some(fast) = read_own_layout(&json) {
+                proptest::prop_assert_eq!(Ok(fast), general);
+            }
+        }
+
+        #[test]
+        fn layout_reader_agrees_with_serde_on_edits(
+            at in 0usize..200, len in 0usize..4, insert in "[-0-9\"\\\\a-z:,{} .eE+]{0,3}",
+        ) {
+            let base = layout_json(&sample());
+            let at = at % base.len();
+            let end = (at + len).min(base.len());
+            let mut json = base.clone();
+            json.replace_range(at..end, &insert);
+            if let Some(fast) = read_own_layout(&json) {
+                proptest::prop_assert_eq!(Ok(fast), parse_object::<RawClaims>(&json, Part::Payload));
+            }
+        }
+    }
+    proptest::proptest! {
+        #[test]
+        fn tag_encoder_matches_the_base64_crate(tag: [u8; 32]) {
+            let expected = URL_SAFE_NO_PAD.encode(tag);
+            proptest::prop_assert_eq!(&encode_tag(&tag)[..], expected.as_bytes());
+        }
+
+        #[test]
+        fn decoder_matches_the_strict_base64_crate(
+            text in "[A-Za-z0-9_-]{0,70}|[A-Za-z0-9_+/=. \n-]{0,70}|\\PC{0,20}",
+            cut in 0usize..4,
+        ) {
+            let text = &text.as_bytes()[..text.len().saturating_sub(cut)];
+            let mut ours = [0u8; 64];
+            let mut theirs = [0u8; 64];
+            let got = decode_base64url(text, &mut ours);
+            let want = URL_SAFE_NO_PAD.decode_slice(text, &mut theirs).ok();
+            proptest::prop_assert_eq!(got, want);
+            if let Some(len) = got {
+                proptest::prop_assert_eq!(&ours[..len], &theirs[..len]);
+            }
+        }
+
+        #[test]
+        fn decoder_refuses_every_non_canonical_last_character(bytes: [u8; 32], last in 0usize..64) {
+            let mut text = encode_tag(&bytes);
+            text[SIG_B64_LEN - 1] = B64URL[last];
+            let mut ours = [0u8; 32];
+            let got = decode_base64url(&text, &mut ours).map(|_| ours.to_vec());
+            proptest::prop_assert_eq!(got, URL_SAFE_NO_PAD.decode(text).ok());
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn layout_integers_read_like_str_parse(value: u64, digits in 1usize..21) {
+            let text = value.to_string();
+            let text = &text[text.len().saturating_sub(digits)..];
+            let text = text.trim_start_matches('0');
+            let text = if text.is_empty() { "0" } else { text };
+            let mut reader = LayoutReader { rest: text };
+            proptest::prop_assert_eq!(reader.uint(), text.parse::<u64>().ok());
+            proptest::prop_assert_eq!(reader.rest, "");
+        }
+    }
+
+    #[test]
+    fn layout_integers_at_the_edges() {
+        for text in [
+            "0",
+            "9",
+            "10",
+            "99999999",
+            "100000000",
+            "1795706622",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "123456789012345678901",
+        ] {
+            let mut reader = LayoutReader { rest: text };
+            assert_eq!(reader.uint(), text.parse::<u64>().ok(), "{text}");
+        }
+    }
+    proptest::proptest! {
+        #[test]
+        fn encoder_matches_the_base64_crate(input in proptest::collection::vec(0u8.., 0..80)) {
+            let expected = URL_SAFE_NO_PAD.encode(&input);
+            let mut out = vec![0u8; base64_len(input.len())];
+            encode_into(&input, &mut out);
+            proptest::prop_assert_eq!(out, expected.into_bytes());
+        }
     }
 }

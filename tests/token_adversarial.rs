@@ -233,6 +233,9 @@ fn hostile_tokens_get_their_exact_class() {
         ("payload changed", signed(&[("role", Some(r#""user""#))]) .split('.') .take(2) .collect::<Vec<_>>() .join(".") + "." + sig, Invalid, E::Signature),
         // Structure.
         ("extra segment", format!("{good}.{sig}"), Malformed, E::Segments { count: 4 }),
+        ("dot inside the signature", format!("{head}.{body}.{}.{}", &sig[..20], &sig[21..]), Malformed, E::Segments { count: 4 }),
+        ("dot inside the signature, unknown header", format!("{}.{body}.{}.{}", b64(br#"{"alg":"HS256"}"#), &sig[..20], &sig[21..]), Malformed, E::Segments { count: 4 }),
+        ("extra segment, unknown header", format!("{}.{body}.{sig}.{sig}", b64(br#"{"alg":"HS256"}"#)), Malformed, E::Segments { count: 4 }),
         ("two segments", format!("{head}.{body}"), Malformed, E::Segments { count: 2 }),
         ("one segment", head.to_owned(), Malformed, E::Segments { count: 1 }),
         ("empty string", String::new(), Malformed, E::Segments { count: 1 }),

@@ -1,0 +1,211 @@
+//! `latchkey key generate` and `latchkey token issue|verify` through the real binary.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+use latchkey::keys::{self, KeyRing};
+use latchkey::token::{Claims, Clock, Signer};
+
+fn scratch(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .join("cli_token")
+        .join(name);
+    let _ = fs::remove_dir_all(&dir);
+    fs::create_dir_all(&dir).expect("scratch dir");
+    dir
+}
+
+fn latchkey(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("LATCHKEY_KEY_FILE")
+        .output()
+        .expect("latchkey runs")
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// A directory holding a freshly generated `k.key`.
+fn with_key(name: &str) -> PathBuf {
+    let dir = scratch(name);
+    let out = latchkey(&dir, &["key", "generate", "k.key"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    dir
+}
+
+fn issue(dir: &Path, extra: &[&str]) -> String {
+    let mut args = vec!["token", "issue", "--key-file", "k.key", "--sub", "42"];
+    args.extend_from_slice(&["--name", "ann", "--role", "admin"]);
+    args.extend_from_slice(extra);
+    let out = latchkey(dir, &args);
+    assert!(out.status.success(), "{}", stderr(&out));
+    stdout(&out).trim_end().to_owned()
+}
+
+#[test]
+fn key_generate_writes_mode_0600_and_refuses_overwrite() {
+    let dir = scratch("generate");
+    let out = latchkey(&dir, &["key", "generate", "k.key"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let path = dir.join("k.key");
+    let key = keys::load_file(&path).expect("loads");
+    let said = stdout(&out);
+    assert!(said.contains("k.key") && said.contains(key.kid()), "{said}");
+    assert_eq!(
+        fs::metadata(&path).expect("meta").permissions().mode() & 0o777,
+        0o600
+    );
+    let before = fs::read(&path).expect("read");
+
+    let again = latchkey(&dir, &["key", "generate", "k.key"]);
+    assert_eq!(again.status.code(), Some(1));
+    assert!(
+        stderr(&again).contains("already exists"),
+        "{}",
+        stderr(&again)
+    );
+    assert_eq!(fs::read(&path).expect("read"), before, "not overwritten");
+
+    // The default path.
+    let out = latchkey(&dir, &["key", "generate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.join("latchkey.key").exists());
+}
+
+#[test]
+fn issue_then_verify_prints_the_claims() {
+    let dir = with_key("issue-verify");
+    let token = issue(&dir, &["--ttl", "600", "--issuer", "cgy"]);
+    let out = latchkey(
+        &dir,
+        &[
+            "token",
+            "verify",
+            "--key-file",
+            "k.key",
+            "--issuer",
+            "cgy",
+            &token,
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let claims: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("claims JSON");
+    assert_eq!(claims["sub"], "42");
+    assert_eq!(claims["user_id"], 42);
+    assert_eq!(claims["name"], "ann");
+    assert_eq!(claims["role"], "admin");
+    assert_eq!(claims["iss"], "cgy");
+    assert_eq!(claims["ver"], 0);
+    assert_eq!(claims["auth_time"], claims["iat"]);
+    let (iat, exp) = (
+        claims["iat"].as_i64().expect("iat"),
+        claims["exp"].as_i64().expect("exp"),
+    );
+    assert_eq!(exp - iat, 600);
+    assert!((iat - Clock::System.now()).abs() < 60);
+}
+
+#[test]
+fn verify_reads_the_key_file_from_the_environment_and_the_token_from_stdin() {
+    let dir = with_key("env-stdin");
+    let token = issue(&dir, &[]);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_latchkey"))
+        .args(["token", "verify", "-"])
+        .current_dir(&dir)
+        .env("LATCHKEY_KEY_FILE", dir.join("k.key"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn");
+    writeln!(child.stdin.take().expect("stdin"), "{token}").expect("write");
+    let out = child.wait_with_output().expect("wait");
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    assert!(stdout(&out).contains(r#""name":"ann""#));
+}
+
+#[test]
+fn verify_exit_codes_name_the_class() {
+    let dir = with_key("classes");
+    let ring = KeyRing::load(&[dir.join("k.key")]).expect("ring");
+    let now = Clock::System.now();
+    let expired = Signer::new(&ring).sign(&Claims {
+        sub: "42".into(),
+        user_id: 42,
+        name: "ann".into(),
+        role: "admin".into(),
+        iat: now - 7200,
+        exp: now - 3600,
+        iss: "latchkey".into(),
+        auth_time: now - 7200,
+        ver: 0,
+    });
+    let good = issue(&dir, &[]);
+    let cases = [
+        ("expired", expired.as_str(), &[][..], 3),
+        ("malformed", "not-a-token", &[][..], 4),
+        ("malformed", "a.b.c.d", &[][..], 4),
+        (
+            "invalid",
+            good.as_str(),
+            &["--issuer", "someone-else"][..],
+            5,
+        ),
+    ];
+    for (class, token, extra, code) in cases {
+        let mut args = vec!["token", "verify", "--key-file", "k.key"];
+        args.extend_from_slice(extra);
+        args.push(token);
+        let out = latchkey(&dir, &args);
+        assert_eq!(out.status.code(), Some(code), "{class}: {}", stderr(&out));
+        assert!(
+            stderr(&out).starts_with(&format!("{class}: ")),
+            "{}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty());
+    }
+
+    // A signature by another key is invalid too.
+    let other = scratch("classes-other");
+    latchkey(&other, &["key", "generate", "k.key"]);
+    let foreign = issue(&other, &[]);
+    let out = latchkey(&dir, &["token", "verify", "--key-file", "k.key", &foreign]);
+    assert_eq!(out.status.code(), Some(5), "{}", stderr(&out));
+    // ... unless that key is loaded as well (rotation).
+    let both = ["token", "verify", "--key-file", "k.key", "--key-file"];
+    let other_key = other.join("k.key");
+    let mut args: Vec<&str> = both.to_vec();
+    args.push(other_key.to_str().expect("utf8 path"));
+    args.push(&foreign);
+    assert_eq!(latchkey(&dir, &args).status.code(), Some(0));
+}
+
+#[test]
+fn key_errors_exit_1_with_an_actionable_message() {
+    let dir = with_key("key-errors");
+    let token = issue(&dir, &[]);
+    fs::set_permissions(dir.join("k.key"), fs::Permissions::from_mode(0o644)).expect("chmod");
+    let out = latchkey(&dir, &["token", "verify", "--key-file", "k.key", &token]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("chmod 600 k.key"), "{}", stderr(&out));
+
+    // Without --key-file the default is latchkey-data/secret.key, absent here.
+    let out = latchkey(&dir, &["token", "verify", &token]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("latchkey-data/secret.key"),
+        "{}",
+        stderr(&out)
+    );
+}

@@ -1,0 +1,123 @@
+//! Property tests: any claims round-trip through sign and verify; no single-byte change,
+//! deletion or insertion of a valid token is ever accepted.
+
+use latchkey::keys::{Key, KeyRing};
+use latchkey::token::{Claims, Clock, Signer, Validation, Verifier};
+use proptest::prelude::*;
+
+const NOW: i64 = 1_800_000_000;
+
+fn ring() -> KeyRing {
+    KeyRing::new(vec![
+        Key::new(b"property-test-key-0123456789abcdefgh".to_vec()).expect("key"),
+    ])
+    .expect("ring")
+}
+
+fn verifier(issuer: &str) -> Verifier {
+    Verifier::new(
+        &ring(),
+        Validation {
+            issuer: issuer.to_owned(),
+            leeway: 30,
+            ttl: 3600,
+            clock: Clock::Fixed(NOW),
+        },
+    )
+}
+
+prop_compose! {
+    fn any_claims()(
+        user_id in any::<u64>(),
+        name in ".{0,64}",
+        role in ".{0,16}",
+        iss in ".{0,32}",
+        iat in -NOW..NOW + 30,
+        lifetime in 31i64..100_000_000,
+        auth_time in any::<i64>(),
+        ver in any::<u64>(),
+    ) -> Claims {
+        Claims {
+            sub: user_id.to_string(),
+            user_id,
+            name,
+            role,
+            iat,
+            exp: NOW + lifetime,
+            iss,
+            auth_time,
+            ver,
+        }
+    }
+}
+
+fn standard_token() -> String {
+    Signer::new(&ring()).sign(&Claims {
+        sub: "42".into(),
+        user_id: 42,
+        name: "ann".into(),
+        role: "admin".into(),
+        iat: NOW - 60,
+        exp: NOW + 3600,
+        iss: "latchkey".into(),
+        auth_time: NOW - 600,
+        ver: 1,
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    #[test]
+    fn sign_then_verify_round_trips(claims in any_claims()) {
+        let token = Signer::new(&ring()).sign(&claims);
+        prop_assert_eq!(verifier(&claims.iss).verify(&token), Ok(claims));
+    }
+
+    #[test]
+    fn a_changed_byte_is_never_accepted(at in 0usize..1000, byte in any::<u8>()) {
+        let token = standard_token();
+        let at = at % token.len();
+        prop_assume!(token.as_bytes()[at] != byte);
+        let mut bytes = token.into_bytes();
+        bytes[at] = byte;
+        // A change that breaks UTF-8 cannot even be offered as a token.
+        if let Ok(changed) = String::from_utf8(bytes) {
+            prop_assert!(verifier("latchkey").verify(&changed).is_err());
+        }
+    }
+
+    #[test]
+    fn a_removed_or_inserted_byte_is_never_accepted(at in 0usize..1000, byte in 0x20u8..0x7f) {
+        let token = standard_token();
+        let at = at % token.len();
+        let mut removed = token.clone();
+        removed.remove(at);
+        prop_assert!(verifier("latchkey").verify(&removed).is_err());
+        let mut inserted = token;
+        inserted.insert(at, char::from(byte));
+        prop_assert!(verifier("latchkey").verify(&inserted).is_err());
+    }
+}
+
+#[test]
+fn every_single_byte_change_is_refused() {
+    // Exhaustive over positions and printable ASCII, on top of the random cases above.
+    let token = standard_token();
+    let v = verifier("latchkey");
+    assert!(v.verify(&token).is_ok());
+    for at in 0..token.len() {
+        for byte in 0x20u8..0x7f {
+            if token.as_bytes()[at] == byte {
+                continue;
+            }
+            let mut bytes = token.clone().into_bytes();
+            bytes[at] = byte;
+            let changed = String::from_utf8(bytes).expect("ASCII");
+            assert!(
+                v.verify(&changed).is_err(),
+                "accepted a change at {at} to {byte:#x}"
+            );
+        }
+    }
+}
