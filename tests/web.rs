@@ -549,6 +549,13 @@ fn bad_input_gets_the_right_status() {
     assert!(r.body.contains("username"), "{}", r.body);
     drop(page);
 
+    // Too large a header line, too many header fields: 431 from the HTTP layer.
+    let long = "x".repeat(9000);
+    assert_eq!(server.get("/", &[("X-Long", &long)]).status, 431);
+    let many: Vec<(String, String)> = (0..120).map(|i| (format!("X-H{i}"), "v".into())).collect();
+    let many: Vec<(&str, &str)> = many.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    assert_eq!(server.get("/", &many).status, 431);
+
     // Too large a cookie header.
     let huge = format!("token={}", "a".repeat(9000));
     assert_eq!(server.get("/", &[("Cookie", &huge)]).status, 431);

@@ -2,7 +2,7 @@ use ascii::AsciiString;
 
 use std::io::Error as IoError;
 use std::io::Result as IoResult;
-use std::io::{BufReader, BufWriter, ErrorKind, Read};
+use std::io::{BufRead, BufReader, BufWriter, ErrorKind, Read};
 
 use std::net::SocketAddr;
 use std::str::FromStr;
@@ -98,32 +98,32 @@ impl ClientConnection {
     /// Reads until `CRLF` is reached. The next read will start
     ///  at the first byte of the new line.
     fn read_next_line(&mut self) -> IoResult<AsciiString> {
+        // latchkey patch: scan the buffered bytes for the line end a buffer at a time
+        // (upstream made one `read` call per byte), still bounding the line and block.
         let mut buf = Vec::new();
-        let mut prev_byte_was_cr = false;
-
         loop {
-            let byte = self.next_header_source.by_ref().bytes().next();
-
-            let byte = match byte {
-                Some(b) => b?,
-                None => return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF")),
+            let available = self.next_header_source.fill_buf()?;
+            if available.is_empty() {
+                return Err(IoError::new(ErrorKind::ConnectionAborted, "Unexpected EOF"));
+            }
+            let (chunk, found_lf) = match available.iter().position(|&b| b == b'\n') {
+                Some(i) => (&available[..=i], true),
+                None => (available, false),
             };
-
-            if byte == b'\n' && prev_byte_was_cr {
-                buf.pop(); // removing the '\r'
+            let taken = chunk.len();
+            buf.extend_from_slice(chunk);
+            self.next_header_source.consume(taken);
+            // A line ends at CRLF; a bare LF stays part of the line, as upstream did.
+            if found_lf && buf.len() >= 2 && buf[buf.len() - 2] == b'\r' {
+                buf.truncate(buf.len() - 2);
                 self.header_bytes += buf.len() + 2;
-                if self.header_bytes > MAX_HEADER_BYTES {
+                if buf.len() > MAX_LINE_BYTES || self.header_bytes > MAX_HEADER_BYTES {
                     return Err(header_too_large());
                 }
                 return AsciiString::from_ascii(buf)
                     .map_err(|_| IoError::new(ErrorKind::InvalidInput, "Header is not in ASCII"));
             }
-
-            prev_byte_was_cr = byte == b'\r';
-
-            buf.push(byte);
-            // latchkey patch: bound one line and the whole header block.
-            if buf.len() > MAX_LINE_BYTES || self.header_bytes + buf.len() > MAX_HEADER_BYTES {
+            if buf.len() > MAX_LINE_BYTES + 2 || self.header_bytes + buf.len() > MAX_HEADER_BYTES {
                 return Err(header_too_large());
             }
         }

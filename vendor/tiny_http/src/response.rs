@@ -85,26 +85,25 @@ fn write_message_header<W>(
 where
     W: Write,
 {
-    // writing status line
+    // latchkey patch: build the whole header block in memory and write it once; the
+    // writer takes a lock per call, and upstream made four calls per header.
+    let mut block = Vec::with_capacity(64 + headers.len() * 48);
     write!(
-        &mut writer,
+        &mut block,
         "HTTP/{}.{} {} {}\r\n",
         http_version.0,
         http_version.1,
         status_code.0,
         status_code.default_reason_phrase()
     )?;
-
-    // writing headers
     for header in headers.iter() {
-        writer.write_all(header.field.as_str().as_ref())?;
-        write!(&mut writer, ": ")?;
-        writer.write_all(header.value.as_str().as_ref())?;
-        write!(&mut writer, "\r\n")?;
+        block.extend_from_slice(header.field.as_str().as_ref());
+        block.extend_from_slice(b": ");
+        block.extend_from_slice(header.value.as_str().as_ref());
+        block.extend_from_slice(b"\r\n");
     }
-
-    // separator between header and data
-    write!(&mut writer, "\r\n")?;
+    block.extend_from_slice(b"\r\n");
+    writer.write_all(&block)?;
 
     Ok(())
 }
