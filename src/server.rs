@@ -25,6 +25,20 @@ use crate::store::UserStore;
 use crate::throttle::{Limits, Throttle};
 use crate::token::{Clock, Validation, Verifier};
 
+/// The request headers the handlers read; the others are not copied.
+const HEADERS_READ: &[&str] = &[
+    "cookie",
+    "authorization",
+    "content-type",
+    "host",
+    "origin",
+    "x-original-url",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-forwarded-uri",
+];
+
 /// The longest accepted `Cookie` header (all of them together), bytes.
 pub const MAX_COOKIE_BYTES: usize = 8 * 1024;
 /// The longest accepted `Authorization` header, bytes.
@@ -331,9 +345,12 @@ fn convert(request: &mut tiny_http::Request, body_limit: usize) -> Result<Reques
     req.peer = request.remote_addr().map(|a| a.ip());
     let mut cookie_bytes = 0;
     for header in request.headers() {
-        let name = header.field.as_str().as_str().to_ascii_lowercase();
+        // Only the headers a handler reads are copied (the hot path allocates less).
+        let Some(name) = HEADERS_READ.iter().find(|n| header.field.equiv(n)).copied() else {
+            continue;
+        };
         let value = header.value.as_str();
-        match name.as_str() {
+        match name {
             "cookie" => {
                 cookie_bytes += value.len();
                 if cookie_bytes > MAX_COOKIE_BYTES {
@@ -345,7 +362,7 @@ fn convert(request: &mut tiny_http::Request, body_limit: usize) -> Result<Reques
             }
             _ => {}
         }
-        req.headers.push((name, value.to_string()));
+        req.headers.push((name.to_string(), value.to_string()));
     }
     if method == Method::Post || request.body_length().is_some_and(|n| n > 0) {
         if request.body_length().is_some_and(|n| n > body_limit) {
