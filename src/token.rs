@@ -50,7 +50,7 @@ const LEGACY_HEADER_B64: &str = "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9";
 type HmacSha256 = Hmac<Sha256>;
 
 /// The claims latchkey signs and reads (DESIGN.md token contract).
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Claims {
     /// The user id as a string (`sub`).
     pub sub: String,

@@ -11,10 +11,10 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::{Response, Server, TempDir, jwt_claims};
+use common::{Response, Server, TempDir, claims_of, jwt_claims};
 use latchkey::keys::KeyRing;
 use latchkey::token::{Claims, Signer};
-use support::{Client, Nginx, Port, add_users, claims_of, http, metric, now};
+use support::{Client, Nginx, Port, add_users, http, metric, now};
 
 /// Starts an issuing instance whose store already holds `users` (name, role, password).
 fn issuer_with(users: &[(&str, &str, &str)], env: &[(&str, &str)]) -> Server {

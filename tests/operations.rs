@@ -11,9 +11,8 @@ use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Browser, Conn, Server, TempDir, bin, jwt_claims};
-use latchkey::keys::KeyRing;
-use latchkey::token::{Claims, Signer};
+use common::{Browser, Conn, Server, TempDir, bin};
+use latchkey::token::Claims;
 
 fn now() -> i64 {
     SystemTime::now()
@@ -36,6 +35,22 @@ fn first_admin<'s>(server: &'s Server, name: &str, password: &str) -> Browser<'s
     );
     assert_eq!(r.status, 303, "{}", r.body);
     b
+}
+
+/// A token for the first user, `root` (id 1, admin), with the given times and version.
+fn root_token(key: &std::path::Path, iat: i64, exp: i64, auth_time: i64, ver: u64) -> String {
+    let claims = Claims {
+        sub: "1".into(),
+        user_id: 1,
+        name: "root".into(),
+        role: "admin".into(),
+        iat,
+        exp,
+        iss: "latchkey".into(),
+        auth_time,
+        ver,
+    };
+    common::mint(key, &claims)
 }
 
 fn serve_check(args: &[&str], env: &[(&str, &str)]) -> (i32, String) {
@@ -320,27 +335,10 @@ fn forward_auth_answers() {
     assert_eq!(r.location(), "https://app.example.com/x");
 
     // A sliding refresh comes back as exactly one Set-Cookie.
-    let ring = KeyRing::load(&[server.key_file()]).unwrap();
-    let c = jwt_claims(admin.jar.get("token").unwrap());
+    let c = common::claims_of(admin.jar.get("token").unwrap());
     let t = now();
-    let due = Claims {
-        sub: "1".into(),
-        user_id: 1,
-        name: "root".into(),
-        role: "admin".into(),
-        iat: t - 3500,
-        exp: t + 60,
-        iss: "latchkey".into(),
-        auth_time: c["auth_time"].as_i64().unwrap(),
-        ver: c["ver"].as_u64().unwrap(),
-    };
-    let r = server.get(
-        "/auth",
-        &[(
-            "Cookie",
-            &format!("token={}", Signer::new(&ring).sign(&due)),
-        )],
-    );
+    let due = root_token(&server.key_file(), t - 3500, t + 60, c.auth_time, c.ver);
+    let r = server.get("/auth", &[("Cookie", &format!("token={due}"))]);
     assert_eq!(r.status, 200);
     let set: Vec<_> = r
         .headers
@@ -404,26 +402,9 @@ fn verify_only_instances_validate_without_a_store() {
     assert_eq!(issuer.get("/api/me", &[("Cookie", &cookie)]).status, 401);
     assert_eq!(verifier.get("/api/me", &[("Cookie", &cookie)]).status, 200);
     // But expiry is honoured everywhere.
-    let ring = KeyRing::load(&[key]).unwrap();
     let t = now();
-    let old = Claims {
-        sub: "1".into(),
-        user_id: 1,
-        name: "root".into(),
-        role: "admin".into(),
-        iat: t - 7200,
-        exp: t - 60,
-        iss: "latchkey".into(),
-        auth_time: t - 7200,
-        ver: 0,
-    };
-    let r = verifier.get(
-        "/api/me",
-        &[(
-            "Cookie",
-            &format!("token={}", Signer::new(&ring).sign(&old)),
-        )],
-    );
+    let old = root_token(&key, t - 7200, t - 60, t - 7200, 0);
+    let r = verifier.get("/api/me", &[("Cookie", &format!("token={old}"))]);
     assert_eq!(r.status, 401);
     assert!(r.body.contains("\"error\":\"expired\""));
 }
@@ -636,20 +617,8 @@ fn verify_only_instances_never_extend_a_token() {
         ],
         &[],
     );
-    let ring = KeyRing::load(&[key]).unwrap();
     let t = now();
-    let due = Claims {
-        sub: "1".into(),
-        user_id: 1,
-        name: "root".into(),
-        role: "admin".into(),
-        iat: t - 3500,
-        exp: t + 60,
-        iss: "latchkey".into(),
-        auth_time: t - 3500,
-        ver: 0,
-    };
-    let cookie = format!("token={}", Signer::new(&ring).sign(&due));
+    let cookie = format!("token={}", root_token(&key, t - 3500, t + 60, t - 3500, 0));
     let r = verifier.get("/auth", &[("Cookie", &cookie)]);
     assert_eq!(r.status, 200);
     assert!(

@@ -52,23 +52,11 @@ fn with_users(server: &Server) -> (Browser<'_>, Browser<'_>) {
 }
 
 fn sign_with(server: &Server, claims: &Claims) -> String {
-    let ring = KeyRing::load(&[server.key_file()]).unwrap();
-    Signer::new(&ring).sign(claims)
+    common::mint(&server.key_file(), claims)
 }
 
 fn claims_of(browser: &Browser) -> Claims {
-    let v = jwt_claims(browser.jar.get("token").unwrap());
-    Claims {
-        sub: v["sub"].as_str().unwrap().into(),
-        user_id: v["user_id"].as_u64().unwrap(),
-        name: v["name"].as_str().unwrap().into(),
-        role: v["role"].as_str().unwrap().into(),
-        iat: v["iat"].as_i64().unwrap(),
-        exp: v["exp"].as_i64().unwrap(),
-        iss: v["iss"].as_str().unwrap().into(),
-        auth_time: v["auth_time"].as_i64().unwrap(),
-        ver: v["ver"].as_u64().unwrap(),
-    }
+    common::claims_of(browser.jar.get("token").unwrap())
 }
 
 #[test]

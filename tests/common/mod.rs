@@ -517,6 +517,17 @@ pub fn jwt_claims(token: &str) -> serde_json::Value {
     serde_json::from_slice(&bytes).unwrap()
 }
 
+/// The claims of a token latchkey issued (unverified), for minting variants of it.
+pub fn claims_of(token: &str) -> latchkey::token::Claims {
+    serde_json::from_value(jwt_claims(token)).expect("latchkey's claims")
+}
+
+/// Signs `claims` with the key in `key_file`, as the server holding it would.
+pub fn mint(key_file: &Path, claims: &latchkey::token::Claims) -> String {
+    let ring = latchkey::keys::KeyRing::load(&[key_file.to_path_buf()]).expect("key file");
+    latchkey::token::Signer::new(&ring).sign(claims)
+}
+
 /// Runs the CLI with stdin text; returns (exit code, stdout, stderr).
 pub fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
     let mut child = Command::new(bin())

@@ -15,9 +15,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use latchkey::token::Claims;
-
-use crate::common::{Conn, Jar, Response, TempDir, cli, csrf_of, encode_form, jwt_claims};
+use crate::common::{Conn, Jar, Response, TempDir, cli, csrf_of, encode_form};
 
 /// Unix time now, seconds.
 pub fn now() -> i64 {
@@ -437,20 +435,4 @@ pub fn add_users(data: &Path, users: &[(&str, &str, &str)]) -> Vec<u64> {
                 .unwrap()
         })
         .collect()
-}
-
-/// The claims of a token latchkey issued (unverified), for minting variants of it.
-pub fn claims_of(token: &str) -> Claims {
-    let v = jwt_claims(token);
-    Claims {
-        sub: v["sub"].as_str().unwrap().into(),
-        user_id: v["user_id"].as_u64().unwrap(),
-        name: v["name"].as_str().unwrap().into(),
-        role: v["role"].as_str().unwrap().into(),
-        iat: v["iat"].as_i64().unwrap(),
-        exp: v["exp"].as_i64().unwrap(),
-        iss: v["iss"].as_str().unwrap().into(),
-        auth_time: v["auth_time"].as_i64().unwrap(),
-        ver: v["ver"].as_u64().unwrap(),
-    }
 }
