@@ -1,6 +1,7 @@
-//! Support for the interop suites (`tests/nginx.rs`, `tests/interop_flask.rs`): real
-//! peer programs (nginx, gunicorn) run as process groups that are always ended on drop,
-//! and an HTTP client that can name any `Host`, which the harness's `Conn` cannot.
+//! Support for the interop suites (`tests/nginx.rs`, `tests/caddy.rs`,
+//! `tests/interop_flask.rs`): real peer programs (nginx, Caddy, gunicorn) run as process
+//! groups that are always ended on drop, and an HTTP client that can name any `Host`,
+//! which the harness's `Conn` cannot.
 //!
 //! Everything listens on loopback only, and every wait is bounded.
 
@@ -435,4 +436,67 @@ pub fn add_users(data: &Path, users: &[(&str, &str, &str)]) -> Vec<u64> {
                 .unwrap()
         })
         .collect()
+}
+
+/// The caddy binary: Debian's `/usr/bin/caddy`. Panics with the install line when it is
+/// missing: a heavy suite never skips.
+pub fn caddy_bin() -> PathBuf {
+    let debian = PathBuf::from("/usr/bin/caddy");
+    assert!(
+        debian.exists(),
+        "caddy not found at /usr/bin/caddy; this suite needs it: \
+         apt-get install -y --no-install-recommends caddy"
+    );
+    debian
+}
+
+/// A running Caddy (`caddy run --config DIR/Caddyfile --adapter caddyfile`), with HOME
+/// and the XDG directories inside its temp dir.
+pub struct Caddy {
+    // Field order matters: the group is stopped before its directory is removed.
+    group: Group,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+}
+
+impl Caddy {
+    /// Writes `caddyfile` into a fresh temp dir and starts Caddy on the reserved `ports`
+    /// it listens on (the first one is where the test talks to it). The start is over
+    /// when every port accepts connections.
+    pub fn start(caddyfile: &str, mut ports: Vec<Port>) -> Caddy {
+        let bin = caddy_bin();
+        let dir = TempDir::new("caddy");
+        let root = dir.path();
+        let file = root.join("Caddyfile");
+        std::fs::write(&file, caddyfile).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("run")
+            .arg("--config")
+            .arg(&file)
+            .arg("--adapter")
+            .arg("caddyfile")
+            .current_dir(root)
+            .env("HOME", root)
+            .env("XDG_DATA_HOME", root.join("data"))
+            .env("XDG_CONFIG_HOME", root.join("config"));
+        for port in &mut ports {
+            port.release();
+        }
+        let mut group = Group::spawn("caddy", cmd);
+        for port in &ports {
+            let addr: SocketAddr = format!("127.0.0.1:{}", port.port).parse().unwrap();
+            wait_for_port(addr, Duration::from_secs(10), || {
+                group
+                    .exited()
+                    .map(|m| format!("{m}\nCaddyfile:\n{caddyfile}"))
+            });
+        }
+        let addr = format!("127.0.0.1:{}", ports[0].port).parse().unwrap();
+        Caddy { group, addr, dir }
+    }
+
+    /// What Caddy logged so far (for failure messages).
+    pub fn log(&self) -> String {
+        self.group.output()
+    }
 }
