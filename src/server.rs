@@ -708,12 +708,15 @@ fn log_access(
     micros: u64,
     user: Option<&str>,
 ) {
-    let path: String = path.chars().flat_map(char::escape_default).collect();
-    eprintln!(
-        "{} access {method} {path} {status} {micros}us {}",
-        timestamp(now),
-        user.unwrap_or("-")
-    );
+    use std::fmt::Write as _;
+    use std::io::Write as _;
+    // One write per line: stderr is unbuffered, and `eprintln!` makes a write call per
+    // formatted piece (a dozen per line).
+    let mut line = String::with_capacity(96 + path.len());
+    let _ = write!(line, "{} access {method} ", timestamp(now));
+    line.extend(path.chars().flat_map(char::escape_default));
+    let _ = writeln!(line, " {status} {micros}us {}", user.unwrap_or("-"));
+    let _ = io::stderr().write_all(line.as_bytes());
 }
 
 /// RFC 3339 UTC time of a Unix timestamp.
