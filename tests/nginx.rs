@@ -11,7 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use common::{Response, Server, TempDir, claims_of, jwt_claims};
+use common::{Response, Server, TempDir, claims_of, jwt_claims, pct};
 use latchkey::keys::KeyRing;
 use latchkey::token::{Claims, Signer};
 use support::{Client, Nginx, Port, add_users, http, metric, now};
@@ -50,19 +50,6 @@ fn percent_decode(s: &str) -> String {
         }
     }
     String::from_utf8(out).unwrap()
-}
-
-/// Percent-encodes a query value.
-fn pct(s: &str) -> String {
-    s.bytes()
-        .map(|b| {
-            if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
-                (b as char).to_string()
-            } else {
-                format!("%{b:02X}")
-            }
-        })
-        .collect()
 }
 
 /// The `next` parameter of a login URL, decoded.

@@ -258,7 +258,8 @@ pub fn encode_form(form: &[(&str, &str)]) -> String {
         .join("&")
 }
 
-fn pct(s: &str) -> String {
+/// Percent-encodes a form or query value (everything but unreserved characters).
+pub fn pct(s: &str) -> String {
     s.bytes()
         .map(|b| {
             if b.is_ascii_alphanumeric() || b"-._~".contains(&b) {
