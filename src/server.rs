@@ -39,6 +39,9 @@ const HEADERS_READ: &[&str] = &[
     "x-forwarded-uri",
 ];
 
+/// How much of a streamed body beyond the limit is read and dropped before the 413.
+const DRAIN_LIMIT: u64 = 64 * 1024;
+
 /// The longest accepted `Cookie` header (all of them together), bytes.
 pub const MAX_COOKIE_BYTES: usize = 8 * 1024;
 /// The longest accepted `Authorization` header, bytes.
@@ -378,6 +381,10 @@ fn convert(request: &mut tiny_http::Request, body_limit: usize) -> Result<Reques
             .read_to_end(&mut body);
         match read {
             Ok(_) if body.len() > body_limit => {
+                // A streamed (chunked) body has no declared length to refuse up front.
+                // Read and drop a bounded rest, so that a slightly oversized upload gets
+                // its 413 instead of a connection reset; a larger one is cut off.
+                let _ = io::copy(&mut request.as_reader().take(DRAIN_LIMIT), &mut io::sink());
                 return Err(refuse(
                     413,
                     &format!("The request body is larger than {body_limit} bytes."),

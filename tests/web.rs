@@ -515,15 +515,17 @@ fn bad_input_gets_the_right_status() {
         .write_all(b"POST /login HTTP/1.1\r\nHost: x\r\nContent-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n")
         .unwrap();
     let chunk = vec![b'a'; 4096];
+    let mut body = Vec::new();
     for _ in 0..8 {
-        stream
-            .write_all(format!("{:x}\r\n", chunk.len()).as_bytes())
-            .unwrap();
-        stream.write_all(&chunk).unwrap();
-        stream.write_all(b"\r\n").unwrap();
+        body.extend_from_slice(format!("{:x}\r\n", chunk.len()).as_bytes());
+        body.extend_from_slice(&chunk);
+        body.extend_from_slice(b"\r\n");
     }
-    stream.write_all(b"0\r\n\r\n").unwrap();
+    body.extend_from_slice(b"0\r\n\r\n");
+    stream.write_all(&body).unwrap();
     assert_eq!(conn.read_response(false).status, 413);
+    // The rest of the body was read and dropped: the connection serves the next request.
+    assert_eq!(conn.send("GET", "/healthz", &[], b"").status, 200);
 
     // Malformed form encoding, naming the field.
     let page = server.get("/login", &[]);
