@@ -1,37 +1,16 @@
 //! `latchkey user ...` through the real binary: passwords on stdin, the table
 //! and JSON listings, every change, the exit codes, and the plain message when
 //! another process holds the store.
+mod common;
+
+use common::TempDir;
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use latchkey::password::{Params, Passwords, Verdict};
 use latchkey::store::UserStore;
-
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("latchkey-cli-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-    fn data(&self) -> PathBuf {
-        self.0.join("data")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// `latchkey user <args>` with `stdin` piped in, in `cwd`, with no data-dir
 /// variables inherited from the environment.
@@ -63,7 +42,7 @@ fn latchkey(dir: &TempDir, args: &[&str], stdin: &str) -> Output {
     let data = dir.data();
     let mut all: Vec<&str> = args.to_vec();
     all.extend(["--data-dir", data.to_str().expect("utf-8 path")]);
-    latchkey_in(&dir.0, &[], &all, stdin)
+    latchkey_in(dir.path(), &[], &all, stdin)
 }
 
 fn stdout(out: &Output) -> String {
@@ -106,7 +85,7 @@ fn list_json(dir: &TempDir) -> Vec<serde_json::Value> {
 
 #[test]
 fn add_then_list() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let out = latchkey(
         &dir,
         &["add", " Alice ", "--role", "admin"],
@@ -181,7 +160,7 @@ fn add_then_list() {
 
 #[test]
 fn an_empty_store_lists_nothing() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     std::fs::create_dir_all(dir.data()).expect("dir");
     drop(store(&dir));
     assert_eq!(list_json(&dir), Vec::<serde_json::Value>::new());
@@ -194,7 +173,7 @@ fn an_empty_store_lists_nothing() {
 
 #[test]
 fn changes() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     ok(&latchkey(&dir, &["add", "carol"], "first password\n"));
 
     assert_eq!(
@@ -258,7 +237,7 @@ fn changes() {
 
 #[test]
 fn errors_exit_1_with_a_message() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     fails(
         &latchkey(&dir, &["list"], ""),
         1,
@@ -330,7 +309,7 @@ fn errors_exit_1_with_a_message() {
 
 #[test]
 fn usage_errors_exit_2() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     for args in [
         &["add"][..],
         &["frobnicate"],
@@ -344,7 +323,7 @@ fn usage_errors_exit_2() {
 
 #[test]
 fn a_held_store_gets_the_plain_in_use_message() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     ok(&latchkey(&dir, &["add", "frank"], "long enough\n"));
     let held = store(&dir);
     let file = dir.data().join("users.redb");
@@ -368,25 +347,25 @@ fn a_held_store_gets_the_plain_in_use_message() {
 
 #[test]
 fn data_dir_from_the_environment() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("cli");
     let data = dir.data();
     // LATCHKEY_DATA_DIR.
     ok(&latchkey_in(
-        &dir.0,
+        dir.path(),
         &[("LATCHKEY_DATA_DIR", &data)],
         &["add", "hank"],
         "long enough\n",
     ));
     assert!(data.join("users.redb").exists());
     // $STATE_DIRECTORY (systemd), the first of several.
-    let state = dir.0.join("state");
+    let state = dir.path().join("state");
     let states = PathBuf::from(format!(
         "{}:{}",
         state.display(),
-        dir.0.join("other").display()
+        dir.path().join("other").display()
     ));
     ok(&latchkey_in(
-        &dir.0,
+        dir.path(),
         &[("STATE_DIRECTORY", &states)],
         &["add", "ivy"],
         "long enough\n",
@@ -394,13 +373,18 @@ fn data_dir_from_the_environment() {
     assert!(state.join("users.redb").exists());
     // The flag wins over both.
     let out = latchkey_in(
-        &dir.0,
+        dir.path(),
         &[("STATE_DIRECTORY", &states)],
         &["list", "--data-dir", data.to_str().expect("utf-8")],
         "",
     );
     assert!(ok(&out).contains("hank"));
     // Else ./latchkey-data.
-    ok(&latchkey_in(&dir.0, &[], &["add", "jack"], "long enough\n"));
-    assert!(dir.0.join("latchkey-data").join("users.redb").exists());
+    ok(&latchkey_in(
+        dir.path(),
+        &[],
+        &["add", "jack"],
+        "long enough\n",
+    ));
+    assert!(dir.path().join("latchkey-data").join("users.redb").exists());
 }

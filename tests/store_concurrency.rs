@@ -1,43 +1,25 @@
 //! Many threads over one `Arc<UserStore>`, as the web server's workers use it:
 //! no duplicate names, no lost updates, reads never see a half-written user.
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
+
+use common::TempDir;
 use std::sync::{Arc, Barrier};
 use std::thread;
 
 use latchkey::password::{Params, Passwords, Verdict};
 use latchkey::store::{StoreError, UserStore};
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("latchkey-conc-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-    fn store(&self) -> Arc<UserStore> {
-        Arc::new(UserStore::open(&self.0.join("users.redb")).expect("open"))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 const THREADS: usize = 8;
+
+fn open(dir: &TempDir) -> Arc<UserStore> {
+    Arc::new(UserStore::open(&dir.store_file()).expect("open"))
+}
 
 #[test]
 fn same_name_from_many_threads_exactly_one_wins() {
-    let dir = TempDir::new();
-    let store = dir.store();
+    let dir = TempDir::new("conc");
+    let store = open(&dir);
     for round in 0..5 {
         let barrier = Arc::new(Barrier::new(THREADS));
         let handles: Vec<_> = (0..THREADS)
@@ -72,8 +54,8 @@ fn same_name_from_many_threads_exactly_one_wins() {
 #[test]
 fn no_lost_version_bumps() {
     const BUMPS: u64 = 50;
-    let dir = TempDir::new();
-    let store = dir.store();
+    let dir = TempDir::new("conc");
+    let store = open(&dir);
     let id = store
         .create("target", "user", "$fake$hash")
         .expect("create")
@@ -120,8 +102,8 @@ fn no_lost_version_bumps() {
 #[test]
 fn threads_create_and_verify_at_once() {
     const PER_THREAD: usize = 5;
-    let dir = TempDir::new();
-    let store = dir.store();
+    let dir = TempDir::new("conc");
+    let store = open(&dir);
     let passwords = Passwords::new(Params {
         m_kib: 1024,
         t: 1,

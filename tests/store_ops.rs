@@ -1,46 +1,25 @@
 //! Every store operation and every store error, through the public API, on a
 //! real file in a temporary directory.
 
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
+mod common;
+
+use common::TempDir;
+use std::path::Path;
 
 use latchkey::password::{Params, Passwords, Verdict};
 use latchkey::store::{self, StoreError, User, UserStore};
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("latchkey-ops-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-    fn file(&self) -> PathBuf {
-        self.0.join("users.redb")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn open(dir: &TempDir) -> UserStore {
-    UserStore::open(&dir.file()).expect("open")
+    UserStore::open(&dir.store_file()).expect("open")
 }
 
 const HASH: &str = "$fake$hash";
 
 #[test]
 fn create_and_get() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let s = open(&dir);
-    assert_eq!(s.path(), dir.file().as_path());
+    assert_eq!(s.path(), dir.store_file().as_path());
     assert!(s.is_readable());
     s.check().expect("check");
     assert_eq!(s.count().expect("count"), 0);
@@ -85,7 +64,7 @@ fn create_and_get() {
 
 #[test]
 fn taken_names_ignore_case_and_whitespace() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let s = open(&dir);
     s.create("alice", "user", HASH).expect("create");
     for taken in ["alice", "ALICE", "Alice", " alice", "alice\n", "\taLIce  "] {
@@ -106,7 +85,7 @@ fn taken_names_ignore_case_and_whitespace() {
 
 #[test]
 fn bad_names_are_refused_with_the_rule() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let s = open(&dir);
     let long = "a".repeat(65);
     for (name, says) in [
@@ -139,7 +118,7 @@ fn bad_names_are_refused_with_the_rule() {
 
 #[test]
 fn roles() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let s = open(&dir);
     for good in [
         store::ROLE_USER,
@@ -181,7 +160,7 @@ fn roles() {
 
 #[test]
 fn bad_hashes_are_refused() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let s = open(&dir);
     assert!(matches!(
         s.create("dave", "user", ""),
@@ -206,7 +185,7 @@ fn bad_hashes_are_refused() {
 
 #[test]
 fn version_bumps() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let s = open(&dir);
     let u = s.create("erin", "user", HASH).expect("create");
 
@@ -251,7 +230,7 @@ fn version_bumps() {
 
 #[test]
 fn delete_frees_the_name_but_not_the_id() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let s = open(&dir);
     let a = s.create("frank", "user", HASH).expect("create");
     s.delete(a.id).expect("delete");
@@ -272,7 +251,7 @@ fn delete_frees_the_name_but_not_the_id() {
 
 #[test]
 fn list_pages_by_id() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let s = open(&dir);
     for i in 0..25 {
         s.create(&format!("user{i:02}"), "user", HASH)
@@ -301,7 +280,7 @@ fn list_pages_by_id() {
 
 #[test]
 fn changes_survive_reopening() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let id = {
         let s = open(&dir);
         let u = s.create("hank", "editor", HASH).expect("create");
@@ -319,15 +298,15 @@ fn changes_survive_reopening() {
 
 #[test]
 fn busy_when_another_handle_holds_the_file() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let _held = open(&dir);
-    match UserStore::open(&dir.file()) {
+    match UserStore::open(&dir.store_file()) {
         Err(e @ StoreError::Busy(_)) => assert_eq!(
             e.to_string(),
             format!(
                 "the user store {} is in use by another process (a running latchkey server?); \
                  stop it or use the admin page",
-                dir.file().display()
+                dir.store_file().display()
             )
         ),
         Err(e) => panic!("expected Busy, got {e}"),
@@ -337,8 +316,8 @@ fn busy_when_another_handle_holds_the_file() {
 
 #[test]
 fn open_failures_name_the_file() {
-    let dir = TempDir::new();
-    let missing = dir.0.join("no-such-dir").join("users.redb");
+    let dir = TempDir::new("ops");
+    let missing = dir.path().join("no-such-dir").join("users.redb");
     let err = UserStore::open(&missing).err().expect("missing directory");
     assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
     assert!(
@@ -346,7 +325,7 @@ fn open_failures_name_the_file() {
             .starts_with(&format!("cannot open the user store {}", missing.display()))
     );
 
-    let junk = dir.0.join("junk.redb");
+    let junk = dir.path().join("junk.redb");
     std::fs::write(
         &junk,
         b"this is not a redb file, just some text that is long enough",
@@ -360,7 +339,7 @@ fn open_failures_name_the_file() {
 /// (with a re-hash when the stored parameters are weaker).
 #[test]
 fn login_flow_with_rehash() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("ops");
     let s = open(&dir);
     let weak = Passwords::new(Params {
         m_kib: 256,

@@ -3,9 +3,10 @@
 //!
 //! These tests write the file with redb directly, so they also pin the on-disk
 //! table names and types described in docs/store.md.
+mod common;
 
-use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, Ordering};
+use common::TempDir;
+
 
 use latchkey::store::{SCHEMA_VERSION, StoreError, UserStore};
 use redb::{Database, ReadableDatabase, TableDefinition};
@@ -14,31 +15,8 @@ const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 const NAMES: TableDefinition<&str, u64> = TableDefinition::new("user_names");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 
-/// A directory removed when dropped.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let n = N.fetch_add(1, Ordering::Relaxed);
-        let dir = std::env::temp_dir().join(format!("latchkey-schema-{}-{n}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        TempDir(dir)
-    }
-    fn file(&self) -> PathBuf {
-        self.0.join("users.redb")
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn set_meta(dir: &TempDir, key: &str, value: u64) {
-    let db = Database::create(dir.file()).expect("redb");
+    let db = Database::create(dir.store_file()).expect("redb");
     let tx = db.begin_write().expect("write");
     tx.open_table(META)
         .expect("meta")
@@ -49,9 +27,9 @@ fn set_meta(dir: &TempDir, key: &str, value: u64) {
 
 #[test]
 fn a_fresh_store_is_at_the_current_version() {
-    let dir = TempDir::new();
-    drop(UserStore::open(&dir.file()).expect("open"));
-    let db = Database::create(dir.file()).expect("redb");
+    let dir = TempDir::new("schema");
+    drop(UserStore::open(&dir.store_file()).expect("open"));
+    let db = Database::create(dir.store_file()).expect("redb");
     let tx = db.begin_read().expect("read");
     let meta = tx.open_table(META).expect("meta");
     assert_eq!(
@@ -68,10 +46,10 @@ fn a_fresh_store_is_at_the_current_version() {
 
 #[test]
 fn a_newer_schema_is_refused_with_the_documented_message() {
-    let dir = TempDir::new();
-    drop(UserStore::open(&dir.file()).expect("open"));
+    let dir = TempDir::new("schema");
+    drop(UserStore::open(&dir.store_file()).expect("open"));
     set_meta(&dir, "schema_version", SCHEMA_VERSION + 1);
-    let err = UserStore::open(&dir.file()).err().expect("refused");
+    let err = UserStore::open(&dir.store_file()).err().expect("refused");
     assert!(
         matches!(err, StoreError::NewerSchema { found, supported } if found == SCHEMA_VERSION + 1 && supported == SCHEMA_VERSION),
         "{err:?}"
@@ -87,7 +65,7 @@ fn a_newer_schema_is_refused_with_the_documented_message() {
         )
     );
     // Refusing did not touch the file: still newer.
-    let db = Database::create(dir.file()).expect("redb");
+    let db = Database::create(dir.store_file()).expect("redb");
     let tx = db.begin_read().expect("read");
     let meta = tx.open_table(META).expect("meta");
     assert_eq!(
@@ -98,10 +76,10 @@ fn a_newer_schema_is_refused_with_the_documented_message() {
 
 #[test]
 fn a_v0_store_is_migrated() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("schema");
     // Build a store, then strip it to v0: no meta table, no name index.
     {
-        let s = UserStore::open(&dir.file()).expect("open");
+        let s = UserStore::open(&dir.store_file()).expect("open");
         for name in ["alice", "Bob", "carol", "dave"] {
             s.create(name, "user", "$fake$hash").expect("create");
         }
@@ -109,13 +87,13 @@ fn a_v0_store_is_migrated() {
         s.revoke(2).expect("revoke");
     }
     {
-        let db = Database::create(dir.file()).expect("redb");
+        let db = Database::create(dir.store_file()).expect("redb");
         let tx = db.begin_write().expect("write");
         assert!(tx.delete_table(META).expect("delete meta"));
         assert!(tx.delete_table(NAMES).expect("delete index"));
         tx.commit().expect("commit");
     }
-    let s = UserStore::open(&dir.file()).expect("migrated");
+    let s = UserStore::open(&dir.store_file()).expect("migrated");
     assert_eq!(s.check_consistency().expect("consistent"), 3);
     let bob = s
         .get_by_name("BOB")
@@ -133,7 +111,7 @@ fn a_v0_store_is_migrated() {
         4
     );
     drop(s);
-    let db = Database::create(dir.file()).expect("redb");
+    let db = Database::create(dir.store_file()).expect("redb");
     let tx = db.begin_read().expect("read");
     let meta = tx.open_table(META).expect("meta");
     assert_eq!(
@@ -144,16 +122,16 @@ fn a_v0_store_is_migrated() {
 
 #[test]
 fn a_v0_store_keeps_a_higher_counter() {
-    let dir = TempDir::new();
+    let dir = TempDir::new("schema");
     {
-        let s = UserStore::open(&dir.file()).expect("open");
+        let s = UserStore::open(&dir.store_file()).expect("open");
         s.create("alice", "user", "$fake$hash").expect("create");
         s.create("bob", "user", "$fake$hash").expect("create");
         s.delete(2).expect("delete");
     }
     // v0 with a counter but no schema version: the counter is kept.
     {
-        let db = Database::create(dir.file()).expect("redb");
+        let db = Database::create(dir.store_file()).expect("redb");
         let tx = db.begin_write().expect("write");
         tx.open_table(META)
             .expect("meta")
@@ -161,7 +139,7 @@ fn a_v0_store_keeps_a_higher_counter() {
             .expect("remove");
         tx.commit().expect("commit");
     }
-    let s = UserStore::open(&dir.file()).expect("migrated");
+    let s = UserStore::open(&dir.store_file()).expect("migrated");
     assert_eq!(
         s.create("carol", "user", "$fake$hash").expect("create").id,
         3
@@ -170,10 +148,10 @@ fn a_v0_store_keeps_a_higher_counter() {
 
 #[test]
 fn an_unreadable_record_is_an_error_not_a_panic() {
-    let dir = TempDir::new();
-    drop(UserStore::open(&dir.file()).expect("open"));
+    let dir = TempDir::new("schema");
+    drop(UserStore::open(&dir.store_file()).expect("open"));
     {
-        let db = Database::create(dir.file()).expect("redb");
+        let db = Database::create(dir.store_file()).expect("redb");
         let tx = db.begin_write().expect("write");
         tx.open_table(USERS)
             .expect("users")
@@ -189,7 +167,7 @@ fn an_unreadable_record_is_an_error_not_a_panic() {
             .expect("insert");
         tx.commit().expect("commit");
     }
-    let s = UserStore::open(&dir.file()).expect("open");
+    let s = UserStore::open(&dir.store_file()).expect("open");
     for err in [
         s.get(1).err(),
         s.session_state(1).err(),

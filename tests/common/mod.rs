@@ -47,6 +47,16 @@ impl TempDir {
     pub fn path(&self) -> &Path {
         &self.0
     }
+
+    /// `users.redb` in this directory.
+    pub fn store_file(&self) -> PathBuf {
+        self.0.join("users.redb")
+    }
+
+    /// `data/` in this directory (a data dir the CLI creates).
+    pub fn data(&self) -> PathBuf {
+        self.0.join("data")
+    }
 }
 
 impl Drop for TempDir {
