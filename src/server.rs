@@ -284,8 +284,6 @@ fn worker(
 fn serve_one(mut request: tiny_http::Request, app: &App, fixed: &FixedHeaders) {
     let started = Instant::now();
     let now = unix_now();
-    let method = request.method().clone();
-    let path = http::split_target(request.url()).0.to_string();
     let (reply, outcome) = match convert(&mut request, app.shared.config.body_limit) {
         Ok(req) => {
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
@@ -294,13 +292,17 @@ fn serve_one(mut request: tiny_http::Request, app: &App, fixed: &FixedHeaders) {
             match result {
                 Ok(answer) => answer,
                 Err(_) => (
-                    limit_reply(&path, 500, "Something went wrong on our side."),
+                    limit_reply(&req.path, 500, "Something went wrong on our side."),
                     other(),
                 ),
             }
         }
         Err(refusal) => (
-            limit_reply(&path, refusal.status, &refusal.message),
+            limit_reply(
+                http::split_target(request.url()).0,
+                refusal.status,
+                &refusal.message,
+            ),
             other(),
         ),
     };
@@ -310,11 +312,26 @@ fn serve_one(mut request: tiny_http::Request, app: &App, fixed: &FixedHeaders) {
     // already see it in /metrics.
     let micros = started.elapsed().as_micros() as u64;
     app.shared.metrics.request(outcome.route, status, micros);
+    // The access line is made while the request (method, path) is still at hand, and
+    // only when it will be written.
+    let line = (log_level() >= Level::Info).then(|| {
+        let path = http::split_target(request.url()).0;
+        access_line(
+            now,
+            request.method(),
+            path,
+            status,
+            micros,
+            outcome.user.as_deref(),
+        )
+    });
     if let Err(e) = request.respond(response) {
         log_debug(&format!("could not send the response: {e}"));
     }
-    if log_level() >= Level::Info {
-        log_access(now, &method, &path, status, micros, outcome.user.as_deref());
+    if let Some(line) = line {
+        use std::io::Write as _;
+        // One write per line: stderr is unbuffered.
+        let _ = io::stderr().write_all(line.as_bytes());
     }
 }
 
@@ -707,23 +724,20 @@ fn log_debug(message: &str) {
 
 /// One access line: time, method, path (never the query), status, µs, user or `-`.
 /// Paths are printed with control characters escaped so a request cannot forge lines.
-fn log_access(
+fn access_line(
     now: i64,
     method: &tiny_http::Method,
     path: &str,
     status: u16,
     micros: u64,
     user: Option<&str>,
-) {
+) -> String {
     use std::fmt::Write as _;
-    use std::io::Write as _;
-    // One write per line: stderr is unbuffered, and `eprintln!` makes a write call per
-    // formatted piece (a dozen per line).
     let mut line = String::with_capacity(96 + path.len());
     let _ = write!(line, "{} access {method} ", timestamp(now));
     line.extend(path.chars().flat_map(char::escape_default));
     let _ = writeln!(line, " {status} {micros}us {}", user.unwrap_or("-"));
-    let _ = io::stderr().write_all(line.as_bytes());
+    line
 }
 
 /// RFC 3339 UTC time of a Unix timestamp.
@@ -759,6 +773,23 @@ mod tests {
         assert_eq!(timestamp(1_795_694_096), "2026-11-26T11:54:56Z");
         assert_eq!(timestamp(-1), "1969-12-31T23:59:59Z");
         assert_eq!(timestamp(4_102_444_800), "2100-01-01T00:00:00Z");
+    }
+
+    #[test]
+    fn access_lines_cannot_be_forged_through_the_path() {
+        let line = access_line(
+            0,
+            &tiny_http::Method::Get,
+            "/a\n1970 access GET /x",
+            200,
+            5,
+            None,
+        );
+        assert_eq!(
+            line,
+            "1970-01-01T00:00:00Z access GET /a\\n1970 access GET /x 200 5us -\n"
+        );
+        assert_eq!(line.matches('\n').count(), 1);
     }
 
     #[test]

@@ -37,6 +37,19 @@ fn first_admin<'s>(server: &'s Server, name: &str, password: &str) -> Browser<'s
     b
 }
 
+/// A verify-only instance with `key`, sending logins to the example portal.
+fn start_verifier(key: &std::path::Path) -> Server {
+    let key = key.to_str().unwrap();
+    let args = [
+        "--verify-only",
+        "--login-url",
+        "https://auth.example.com/login",
+        "--key-file",
+        key,
+    ];
+    Server::start(&args, &[])
+}
+
 /// A token for the first user, `root` (id 1, admin), with the given times and version.
 fn root_token(key: &std::path::Path, iat: i64, exp: i64, auth_time: i64, ver: u64) -> String {
     let claims = Claims {
@@ -354,16 +367,7 @@ fn verify_only_instances_validate_without_a_store() {
     let issuer = Server::start(&[], &[]);
     let admin = first_admin(&issuer, "root", "root-password");
     let key = issuer.key_file();
-    let verifier = Server::start(
-        &[
-            "--verify-only",
-            "--login-url",
-            "https://auth.example.com/login",
-            "--key-file",
-            key.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let verifier = start_verifier(&key);
     let cookie = admin.jar.header();
     let me = verifier.get("/api/me", &[("Cookie", &cookie)]);
     assert_eq!(me.status, 200);
@@ -607,16 +611,7 @@ fn verify_only_instances_never_extend_a_token() {
     let issuer = Server::start(&[], &[]);
     first_admin(&issuer, "root", "root-password");
     let key = issuer.key_file();
-    let verifier = Server::start(
-        &[
-            "--verify-only",
-            "--login-url",
-            "https://auth.example.com/login",
-            "--key-file",
-            key.to_str().unwrap(),
-        ],
-        &[],
-    );
+    let verifier = start_verifier(&key);
     let t = now();
     let cookie = format!("token={}", root_token(&key, t - 3500, t + 60, t - 3500, 0));
     let r = verifier.get("/auth", &[("Cookie", &cookie)]);

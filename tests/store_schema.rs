@@ -7,7 +7,6 @@ mod common;
 
 use common::TempDir;
 
-
 use latchkey::store::{SCHEMA_VERSION, StoreError, UserStore};
 use redb::{Database, ReadableDatabase, TableDefinition};
 
