@@ -5,7 +5,7 @@
 //! Leaves (pure, no HTTP): `token`, `keys`, `password`, `store`, `throttle`,
 //! `metrics`, `config`. `auth` builds the login cycle on them, `http` and `pages` are
 //! the request/response vocabulary and the HTML, `routes` maps paths to handlers,
-//! and `server` runs it all on tiny_http.
+//! `wire` writes replies as bytes, and `server` runs it all on tiny_http.
 
 pub mod auth;
 pub mod config;
@@ -19,6 +19,7 @@ pub mod server;
 pub mod store;
 pub mod throttle;
 pub mod token;
+pub mod wire;
 
 pub use auth::{Auth, Visitor};
 pub use token::{Claims, ErrorClass, Signer, TokenError, Validation, Verifier};

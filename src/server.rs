@@ -24,6 +24,7 @@ use crate::routes::{self, App, Gate, Shared};
 use crate::store::UserStore;
 use crate::throttle::{Limits, Throttle};
 use crate::token::{Clock, Validation, Verifier};
+use crate::wire::{self, Civil, DateCache, FixedHead, Version};
 
 /// The request headers the handlers read; the others are not copied.
 const HEADERS_READ: &[&str] = &[
@@ -38,6 +39,9 @@ const HEADERS_READ: &[&str] = &[
     "x-forwarded-proto",
     "x-forwarded-uri",
 ];
+
+/// The largest response buffer a worker keeps between requests, bytes.
+const MAX_KEPT_BUFFER: usize = 256 * 1024;
 
 /// How much of a streamed body beyond the limit is read and dropped before the 413.
 const DRAIN_LIMIT: u64 = 64 * 1024;
@@ -210,7 +214,7 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Listen(addr.to_string(), io::Error::other(e.to_string())))?,
     );
     let fatal: Arc<std::sync::Mutex<Option<io::Error>>> = Arc::default();
-    let fixed = Arc::new(FixedHeaders::new(&prepared.app.shared.config));
+    let fixed = Arc::new(fixed_head(&prepared.app.shared.config));
     let mut handles = Vec::new();
     for n in 0..prepared.workers {
         let server = Arc::clone(&server);
@@ -258,12 +262,15 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
 fn worker(
     server: &tiny_http::Server,
     app: &App,
-    fixed: &FixedHeaders,
+    fixed: &FixedHead,
     fatal: &std::sync::Mutex<Option<io::Error>>,
 ) {
+    // Reused for every response of this worker: it grows to the largest page once.
+    let mut out = Vec::with_capacity(16 * 1024);
+    let mut date = DateCache::default();
     loop {
         match server.recv() {
-            Ok(request) => serve_one(request, app, fixed),
+            Ok(request) => serve_one(request, app, fixed, &mut out, &mut date),
             Err(e) => {
                 if !STOPPING.load(Ordering::SeqCst) {
                     log_error(&format!("the server stopped accepting connections: {e}"));
@@ -281,7 +288,13 @@ fn worker(
 }
 
 /// Answers one tiny_http request: convert with limits, handle, respond, log.
-fn serve_one(mut request: tiny_http::Request, app: &App, fixed: &FixedHeaders) {
+fn serve_one(
+    mut request: tiny_http::Request,
+    app: &App,
+    fixed: &FixedHead,
+    out: &mut Vec<u8>,
+    date: &mut DateCache,
+) {
     let started = Instant::now();
     let now = unix_now();
     let (reply, outcome) = match convert(&mut request, app.shared.config.body_limit) {
@@ -307,7 +320,12 @@ fn serve_one(mut request: tiny_http::Request, app: &App, fixed: &FixedHeaders) {
         ),
     };
     let status = reply.status;
-    let response = to_response(reply, fixed);
+    let version = match request.http_version() {
+        tiny_http::HTTPVersion(1, 0) => Version::Http10,
+        _ => Version::Http11,
+    };
+    let head_only = *request.method() == tiny_http::Method::Head;
+    wire::write_reply(out, &reply, fixed, date.get(now), version, head_only);
     // Counted before the response is written, so a client that has its answer can
     // already see it in /metrics.
     let micros = started.elapsed().as_micros() as u64;
@@ -325,8 +343,12 @@ fn serve_one(mut request: tiny_http::Request, app: &App, fixed: &FixedHeaders) {
             outcome.user.as_deref(),
         )
     });
-    if let Err(e) = request.respond(response) {
+    if let Err(e) = request.respond_raw(out) {
         log_debug(&format!("could not send the response: {e}"));
+    }
+    if out.capacity() > MAX_KEPT_BUFFER {
+        // One very large page (a long user list) does not pin its memory for good.
+        *out = Vec::with_capacity(16 * 1024);
     }
     if let Some(line) = line {
         use std::io::Write as _;
@@ -438,77 +460,16 @@ fn limit_reply(path: &str, status: u16, message: &str) -> Reply {
     Reply::html(status, pages::error(&chrome, status, message))
 }
 
-fn header(name: &str, value: &str) -> Option<tiny_http::Header> {
-    tiny_http::Header::from_bytes(name.as_bytes(), value.as_bytes()).ok()
-}
-
-/// The headers every response carries, parsed once at start and cloned per response.
-pub struct FixedHeaders {
-    security: Vec<tiny_http::Header>,
-    no_store: Option<tiny_http::Header>,
-    content_types: Vec<(&'static str, tiny_http::Header)>,
-}
-
-impl FixedHeaders {
-    /// Builds the set for a configuration (the CSP depends on it).
-    pub fn new(config: &Config) -> FixedHeaders {
-        let csp = content_security_policy(config);
-        let security = [
-            ("Server", "latchkey"),
-            ("Content-Security-Policy", csp.as_str()),
-            ("X-Frame-Options", "DENY"),
-            ("Referrer-Policy", "same-origin"),
-            ("X-Content-Type-Options", "nosniff"),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| header(name, value))
-        .collect();
-        let content_types = [
-            "text/html; charset=utf-8",
-            "application/json",
-            "text/plain; charset=utf-8",
-        ]
-        .into_iter()
-        .filter_map(|ct| Some((ct, header("Content-Type", ct)?)))
-        .collect();
-        FixedHeaders {
-            security,
-            no_store: header("Cache-Control", "no-store"),
-            content_types,
-        }
-    }
-
-    fn content_type(&self, value: &str) -> Option<tiny_http::Header> {
-        match self.content_types.iter().find(|(ct, _)| *ct == value) {
-            Some((_, h)) => Some(h.clone()),
-            None => header("Content-Type", value),
-        }
-    }
-}
-
-/// Turns a `Reply` into a tiny_http response with the security headers.
-fn to_response(reply: Reply, fixed: &FixedHeaders) -> tiny_http::Response<io::Cursor<Vec<u8>>> {
-    let mut response =
-        tiny_http::Response::from_data(reply.body.into_bytes()).with_status_code(reply.status);
-    if let Some(h) = fixed.content_type(reply.content_type) {
-        response.add_header(h);
-    }
-    for h in &fixed.security {
-        response.add_header(h.clone());
-    }
-    if reply.private
-        && let Some(h) = &fixed.no_store
-    {
-        response.add_header(h.clone());
-    }
-    for (name, value) in &reply.headers {
-        // Values never carry CR/LF: they are built from checked data; a header that
-        // tiny_http refuses is dropped rather than sent half-formed.
-        if let Some(h) = header(name, value) {
-            response.add_header(h);
-        }
-    }
-    response
+/// The headers every response carries, serialized once at start.
+pub fn fixed_head(config: &Config) -> FixedHead {
+    let csp = content_security_policy(config);
+    FixedHead::new(&[
+        ("Server", "latchkey"),
+        ("Content-Security-Policy", csp.as_str()),
+        ("X-Frame-Options", "DENY"),
+        ("Referrer-Policy", "same-origin"),
+        ("X-Content-Type-Options", "nosniff"),
+    ])
 }
 
 /// The CSP: no script at all, the one stylesheet by hash, forms only to this site
@@ -742,23 +703,10 @@ fn access_line(
 
 /// RFC 3339 UTC time of a Unix timestamp.
 pub fn timestamp(unix: i64) -> String {
-    let days = unix.div_euclid(86_400);
-    let secs = unix.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let c = Civil::from_unix(unix);
     format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        secs / 3600,
-        secs % 3600 / 60,
-        secs % 60
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
+        c.year, c.month, c.day, c.hour, c.minute, c.second
     )
 }
 

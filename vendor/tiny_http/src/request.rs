@@ -440,6 +440,24 @@ impl Request {
         res
     }
 
+    /// latchkey patch: sends `bytes`, a complete response (status line, headers with a
+    /// correct `Content-Length`, blank line and body; no body for `HEAD`), in one write.
+    ///
+    /// For servers that serialize their own responses into a reused buffer: no `Response`,
+    /// no per-header allocation, no `Date` or `Server` header added. The caller owns the
+    /// framing; tiny_http still decides whether the connection stays open.
+    pub fn respond_raw(mut self, bytes: &[u8]) -> Result<(), IoError> {
+        let res = {
+            let mut writer = self.extract_writer_impl();
+            Self::ignore_client_closing_errors(writer.write_all(bytes))
+                .and_then(|()| Self::ignore_client_closing_errors(writer.flush()))
+        };
+        if let Some(sender) = self.notify_when_responded.take() {
+            sender.send(()).unwrap();
+        }
+        res
+    }
+
     fn respond_impl<R>(&mut self, response: Response<R>) -> Result<(), IoError>
     where
         R: Read,
