@@ -10,6 +10,7 @@
 //! so another site can neither read nor forge it, and a token made before login is
 //! useless after it.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use base64::Engine;
@@ -19,7 +20,7 @@ use sha2::Sha256;
 
 use crate::http::{Login, Reply, Request};
 use crate::keys::KeyRing;
-use crate::store::{StoreError, User, UserStore};
+use crate::store::{SessionCache, StoreError, User, UserStore};
 use crate::token::{Claims, ErrorClass, Signer, TokenError, Verifier};
 
 /// Name of the CSRF cookie.
@@ -102,7 +103,18 @@ pub struct Auth {
     signer: Signer,
     csrf_key: Hmac<Sha256>,
     store: Option<Arc<UserStore>>,
+    sessions: Sessions,
     policy: Arc<Policy>,
+}
+
+/// This worker's [`SessionCache`]; a clone (another worker) starts with an empty one.
+#[derive(Default)]
+struct Sessions(RefCell<SessionCache>);
+
+impl Clone for Sessions {
+    fn clone(&self) -> Sessions {
+        Sessions::default()
+    }
 }
 
 impl Auth {
@@ -124,6 +136,7 @@ impl Auth {
             signer: Signer::new(ring),
             csrf_key,
             store,
+            sessions: Sessions::default(),
             policy: Arc::new(policy),
         }
     }
@@ -177,11 +190,12 @@ impl Auth {
         }
         let mut stale = false;
         if let Some(store) = &self.store {
-            match store.session_state(claims.user_id)? {
+            let mut sessions = self.sessions.0.borrow_mut();
+            match store.session_state_cached(claims.user_id, &mut sessions)? {
                 Some(state) if !state.locked && state.ver == claims.ver => {
                     if state.role != claims.role || state.name != claims.name {
-                        claims.role = state.role;
-                        claims.name = state.name;
+                        claims.role.clone_from(&state.role);
+                        claims.name.clone_from(&state.name);
                         stale = true;
                     }
                 }

@@ -28,7 +28,9 @@
 //! existed) is brought to v1 by rebuilding the name index and the counter from
 //! the `users` table.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use redb::{
@@ -91,6 +93,34 @@ pub struct SessionState {
     pub name: String,
 }
 
+/// One worker's memo of [`UserStore::session_state`] answers, valid until the store's
+/// next write; it spares the per-request read transaction of a logged-in request.
+#[derive(Debug, Default)]
+pub struct SessionCache {
+    writes: u64,
+    entries: HashMap<u64, Option<SessionState>>,
+}
+
+impl SessionCache {
+    /// The most users remembered; the memo starts over beyond it.
+    pub const CAPACITY: usize = 1024;
+
+    /// An empty memo.
+    pub fn new() -> SessionCache {
+        SessionCache::default()
+    }
+
+    /// How many users are remembered.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// Whether no user is remembered.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// Users in one redb file.
 ///
 /// `Send + Sync`: share one `Arc<UserStore>` between threads. The file is
@@ -98,6 +128,9 @@ pub struct SessionState {
 pub struct UserStore {
     db: Database,
     path: PathBuf,
+    /// Bumped after every committed write: a [`SessionCache`] filled at an older
+    /// value may be stale.
+    writes: AtomicU64,
 }
 
 // The web server shares one store between its worker threads.
@@ -128,6 +161,7 @@ impl UserStore {
         let store = UserStore {
             db,
             path: path.to_path_buf(),
+            writes: AtomicU64::new(0),
         };
         store.prepare()?;
         Ok(store)
@@ -192,6 +226,13 @@ impl UserStore {
         Ok(())
     }
 
+    /// Commits `tx` and then tells every [`SessionCache`] that its answers may be stale.
+    fn commit(&self, tx: WriteTransaction) -> Result<(), StoreError> {
+        tx.commit()?;
+        self.writes.fetch_add(1, Ordering::SeqCst);
+        Ok(())
+    }
+
     /// A write transaction that is durable when `commit` returns.
     fn write(&self) -> Result<WriteTransaction, StoreError> {
         let mut tx = self.db.begin_write()?;
@@ -237,7 +278,7 @@ impl UserStore {
             meta.insert(META_NEXT_ID, next)?;
             user
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(user)
     }
 
@@ -283,6 +324,32 @@ impl UserStore {
             .map(|v| decode_session(id, v.value()))
             .transpose()?;
         Ok(state)
+    }
+
+    /// [`session_state`](Self::session_state) through `cache`: a read transaction only
+    /// when this user's state is not cached or the store was written since it was.
+    ///
+    /// Sound because this process is the store's only writer (the file is locked while
+    /// it is open) and every write bumps a counter after its commit: the counter is read
+    /// before the transaction, so a state read while a write commits is never reused.
+    pub fn session_state_cached<'c>(
+        &self,
+        id: u64,
+        cache: &'c mut SessionCache,
+    ) -> Result<Option<&'c SessionState>, StoreError> {
+        let writes = self.writes.load(Ordering::SeqCst);
+        if cache.writes != writes {
+            cache.entries.clear();
+            cache.writes = writes;
+        }
+        if !cache.entries.contains_key(&id) {
+            let state = self.session_state(id)?;
+            if cache.entries.len() >= SessionCache::CAPACITY {
+                cache.entries.clear();
+            }
+            cache.entries.insert(id, state);
+        }
+        Ok(cache.entries.get(&id).and_then(Option::as_ref))
     }
 
     /// Up to `limit` users with id > `after`, by id. Page with the last id seen.
@@ -374,7 +441,7 @@ impl UserStore {
             tx.open_table(NAMES)?
                 .remove(user.name.to_ascii_lowercase().as_str())?;
         }
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(())
     }
 
@@ -391,7 +458,7 @@ impl UserStore {
             users.insert(id, encode(&user).as_slice())?;
             user
         };
-        tx.commit()?;
+        self.commit(tx)?;
         Ok(user)
     }
 
