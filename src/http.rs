@@ -4,6 +4,7 @@
 //! Everything here is pure and independent of tiny_http; `server.rs` converts between
 //! tiny_http and these types, so handlers can be tested without sockets.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::net::IpAddr;
 
@@ -20,31 +21,32 @@ pub enum Method {
     Other,
 }
 
-/// A request as the handlers see it: only what they need, already bounded.
+/// A request as the handlers see it: only what they need, already bounded. It borrows
+/// the path, query and header values from the server's request instead of copying them.
 #[derive(Debug, Clone)]
-pub struct Request {
+pub struct Request<'a> {
     /// The method.
     pub method: Method,
     /// The path, without the query string.
-    pub path: String,
+    pub path: &'a str,
     /// The raw query string (after `?`), possibly empty.
-    pub query: String,
+    pub query: &'a str,
     /// Header fields, names lowercased, in arrival order.
-    pub headers: Vec<(String, String)>,
+    pub headers: Vec<(Cow<'a, str>, Cow<'a, str>)>,
     /// The peer's address (the proxy's, when behind one).
     pub peer: Option<IpAddr>,
     /// The body, at most the configured limit.
     pub body: Vec<u8>,
 }
 
-impl Request {
-    /// A bodiless request for `method` and `target` (`/path?query`), for tests and tools.
-    pub fn new(method: Method, target: &str) -> Request {
+impl<'a> Request<'a> {
+    /// A bodiless request for `method` and `target` (`/path?query`).
+    pub fn new(method: Method, target: &'a str) -> Request<'a> {
         let (path, query) = split_target(target);
         Request {
             method,
-            path: path.to_string(),
-            query: query.to_string(),
+            path,
+            query,
             headers: Vec::new(),
             peer: None,
             body: Vec::new(),
@@ -56,18 +58,20 @@ impl Request {
         self.headers
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v.as_ref())
     }
 
     /// Adds a header (builder style, for tests).
-    pub fn with_header(mut self, name: &str, value: &str) -> Request {
-        self.headers
-            .push((name.to_ascii_lowercase(), value.to_string()));
+    pub fn with_header(mut self, name: &str, value: &str) -> Request<'a> {
+        self.headers.push((
+            Cow::Owned(name.to_ascii_lowercase()),
+            Cow::Owned(value.to_string()),
+        ));
         self
     }
 
     /// Sets the body (builder style, for tests).
-    pub fn with_body(mut self, body: &[u8]) -> Request {
+    pub fn with_body(mut self, body: &[u8]) -> Request<'a> {
         self.body = body.to_vec();
         self
     }
@@ -126,9 +130,12 @@ fn media_type(value: Option<&str>) -> String {
 
 /// Finds cookie `name` in one `Cookie` header value (`a=1; b=2`).
 pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
+    // Only the pair that starts with `name` is looked at further: a browser's header
+    // carries every cookie of the site and this runs for each cookie a request reads.
     header.split(';').find_map(|pair| {
-        let (n, v) = pair.split_once('=')?;
-        (n.trim() == name).then(|| v.trim().trim_matches('"'))
+        let rest = pair.trim_start().strip_prefix(name)?;
+        let value = rest.trim_start().strip_prefix('=')?;
+        Some(value.trim().trim_matches('"'))
     })
 }
 
@@ -432,6 +439,11 @@ mod tests {
         assert_eq!(req.cookie("token"), Some("abc.def.ghi"));
         assert_eq!(req.cookie("flash"), Some("expired"));
         assert_eq!(req.cookie("tok"), None);
+        assert_eq!(req.cookie("token="), None);
+        let spaced = Request::new(Method::Get, "/").with_header("cookie", " a = \"1\" ;b=x=y;c");
+        assert_eq!(spaced.cookie("a"), Some("1"));
+        assert_eq!(spaced.cookie("b"), Some("x=y"));
+        assert_eq!(spaced.cookie("c"), None);
         assert_eq!(req.bearer(), Some("xyz"));
         let basic = Request::new(Method::Get, "/").with_header("authorization", "Basic Zm9v");
         assert_eq!(basic.bearer(), None);

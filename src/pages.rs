@@ -3,7 +3,7 @@
 //! placed in element content or in `value` attributes, never in an attribute that can
 //! hold a URL (the `next` field is a hidden input, checked again on submit).
 
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Escaper, Markup, PreEscaped, Render, html};
 
 use crate::store::User;
 use crate::token::Claims;
@@ -81,8 +81,21 @@ pub struct Chrome<'a> {
     pub login_url: &'a str,
 }
 
-fn csrf_field(chrome: &Chrome) -> Markup {
-    html! { input type="hidden" name="csrf" value=(chrome.csrf); }
+/// The hidden CSRF input of a form, written straight into the page being rendered (an
+/// `html!` block would allocate a string of its own for every form on the page).
+struct CsrfField<'a>(&'a str);
+
+impl Render for CsrfField<'_> {
+    fn render_to(&self, buffer: &mut String) {
+        use std::fmt::Write as _;
+        buffer.push_str(r#"<input type="hidden" name="csrf" value=""#);
+        let _ = Escaper::new(buffer).write_str(self.0);
+        buffer.push_str(r#"">"#);
+    }
+}
+
+fn csrf_field<'a>(chrome: &Chrome<'a>) -> CsrfField<'a> {
+    CsrfField(chrome.csrf)
 }
 
 /// Page width: `Narrow` for the small single-form pages, so notices line up with the form.
@@ -389,8 +402,15 @@ mod tests {
             account(&chrome(Some(&c), None), 100),
             admin(&chrome(Some(&c), None), &[]),
         ] {
-            assert!(page.contains("name=\"csrf\" value=\"tok\""));
+            assert!(page.contains("<input type=\"hidden\" name=\"csrf\" value=\"tok\">"));
         }
+        let mut hostile = chrome(Some(&c), None);
+        hostile.csrf = "\"><script>";
+        let page = account(&hostile, 100);
+        assert!(
+            page.contains("value=\"&quot;&gt;&lt;script&gt;\">"),
+            "{page}"
+        );
         let page = home(&chrome(Some(&c), None));
         assert!(
             !page.contains("href=\"/admin\""),

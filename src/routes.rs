@@ -90,7 +90,7 @@ impl Drop for GatePass<'_> {
 
 struct Ctx<'a> {
     app: &'a App,
-    req: &'a Request,
+    req: &'a Request<'a>,
     visitor: &'a Visitor,
     now: i64,
 }
@@ -127,10 +127,10 @@ impl Ctx<'_> {
     /// The URL of this request, as a `next` target: absolute when the login page
     /// lives elsewhere and this server knows its public origin.
     fn here(&self) -> String {
-        let mut target = self.req.path.clone();
+        let mut target = self.req.path.to_string();
         if !self.req.query.is_empty() {
             target.push('?');
-            target.push_str(&self.req.query);
+            target.push_str(self.req.query);
         }
         match (&self.config().public_url, self.store()) {
             (Some(origin), None) => format!("{origin}{target}"),
@@ -427,7 +427,7 @@ type Answer = Result<Reply, Halt>;
 
 fn route(ctx: &Ctx) -> (&'static str, Answer) {
     use Method::{Get, Post};
-    let path = ctx.req.path.as_str();
+    let path = ctx.req.path;
     let method = ctx.req.method;
     let (name, answer) = match (method, path) {
         (Get, "/") => ("home", Ok(home(ctx))),
@@ -454,7 +454,7 @@ fn route(ctx: &Ctx) -> (&'static str, Answer) {
 
 /// 405 for known paths with another method, 404 for the rest (JSON under `/api/`).
 fn not_routed(ctx: &Ctx) -> Reply {
-    let allow = match ctx.req.path.as_str() {
+    let allow = match ctx.req.path {
         "/" | "/account" | "/admin" | "/auth" | "/api/me" | "/healthz" | "/metrics" => {
             Some("GET, HEAD")
         }

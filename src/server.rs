@@ -2,6 +2,7 @@
 //! on one `tiny_http::Server`, the conversion between tiny_http and `http` types with
 //! every input limit, the access log, systemd notification and graceful shutdown.
 
+use std::borrow::Cow;
 use std::io::{self, Read};
 use std::net::TcpListener;
 use std::os::fd::{AsRawFd, FromRawFd};
@@ -297,15 +298,16 @@ fn serve_one(
 ) {
     let started = Instant::now();
     let now = unix_now();
-    let (reply, outcome) = match convert(&mut request, app.shared.config.body_limit) {
-        Ok(req) => {
+    let (reply, outcome) = match admit(&mut request, app.shared.config.body_limit) {
+        Ok(body) => {
+            let req = view(&request, body);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 routes::handle(app, &req, now)
             }));
             match result {
                 Ok(answer) => answer,
                 Err(_) => (
-                    limit_reply(&req.path, 500, "Something went wrong on our side."),
+                    limit_reply(req.path, 500, "Something went wrong on our side."),
                     other(),
                 ),
             }
@@ -369,71 +371,74 @@ struct Refusal {
     message: String,
 }
 
-/// Builds the handlers' view of a request, enforcing the header and body limits.
-fn convert(request: &mut tiny_http::Request, body_limit: usize) -> Result<Request, Refusal> {
+/// Enforces the header limits and reads the body within its limit.
+fn admit(request: &mut tiny_http::Request, body_limit: usize) -> Result<Vec<u8>, Refusal> {
     let refuse = |status: u16, message: &str| Refusal {
         status,
         message: message.to_string(),
     };
+    let mut cookie_bytes = 0;
+    for header in request.headers() {
+        let value = header.value.as_str();
+        if header.field.equiv("cookie") {
+            cookie_bytes += value.len();
+            if cookie_bytes > MAX_COOKIE_BYTES {
+                return Err(refuse(431, "The Cookie header is too large."));
+            }
+        } else if header.field.equiv("authorization") && value.len() > MAX_AUTHORIZATION_BYTES {
+            return Err(refuse(431, "The Authorization header is too large."));
+        }
+    }
+    let post = *request.method() == tiny_http::Method::Post;
+    let has_body = request.body_length().is_some_and(|n| n > 0);
+    if !post && !has_body {
+        return Ok(Vec::new());
+    }
+    if request.body_length().is_some_and(|n| n > body_limit) {
+        return Err(refuse(
+            413,
+            &format!("The request body is larger than {body_limit} bytes."),
+        ));
+    }
+    let mut body = Vec::new();
+    let read = request
+        .as_reader()
+        .take(body_limit as u64 + 1)
+        .read_to_end(&mut body);
+    match read {
+        Ok(_) if body.len() > body_limit => {
+            // A streamed (chunked) body has no declared length to refuse up front.
+            // Read and drop a bounded rest, so that a slightly oversized upload gets
+            // its 413 instead of a connection reset; a larger one is cut off.
+            let _ = io::copy(&mut request.as_reader().take(DRAIN_LIMIT), &mut io::sink());
+            Err(refuse(
+                413,
+                &format!("The request body is larger than {body_limit} bytes."),
+            ))
+        }
+        Ok(_) => Ok(body),
+        Err(_) => Err(refuse(400, "The request body could not be read.")),
+    }
+}
+
+/// The handlers' view of an admitted request: it borrows the path and the header
+/// values handlers read from tiny_http's request; the other headers are skipped.
+fn view(request: &tiny_http::Request, body: Vec<u8>) -> Request<'_> {
     let method = match request.method() {
         tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
         tiny_http::Method::Post => Method::Post,
         _ => Method::Other,
     };
-    let (path, query) = http::split_target(request.url());
-    let mut req = Request::new(method, "/");
-    req.path = path.to_string();
-    req.query = query.to_string();
+    let mut req = Request::new(method, request.url());
     req.peer = request.remote_addr().map(|a| a.ip());
-    let mut cookie_bytes = 0;
+    req.body = body;
     for header in request.headers() {
-        // Only the headers a handler reads are copied (the hot path allocates less).
-        let Some(name) = HEADERS_READ.iter().find(|n| header.field.equiv(n)).copied() else {
-            continue;
-        };
-        let value = header.value.as_str();
-        match name {
-            "cookie" => {
-                cookie_bytes += value.len();
-                if cookie_bytes > MAX_COOKIE_BYTES {
-                    return Err(refuse(431, "The Cookie header is too large."));
-                }
-            }
-            "authorization" if value.len() > MAX_AUTHORIZATION_BYTES => {
-                return Err(refuse(431, "The Authorization header is too large."));
-            }
-            _ => {}
-        }
-        req.headers.push((name.to_string(), value.to_string()));
-    }
-    if method == Method::Post || request.body_length().is_some_and(|n| n > 0) {
-        if request.body_length().is_some_and(|n| n > body_limit) {
-            return Err(refuse(
-                413,
-                &format!("The request body is larger than {body_limit} bytes."),
-            ));
-        }
-        let mut body = Vec::new();
-        let read = request
-            .as_reader()
-            .take(body_limit as u64 + 1)
-            .read_to_end(&mut body);
-        match read {
-            Ok(_) if body.len() > body_limit => {
-                // A streamed (chunked) body has no declared length to refuse up front.
-                // Read and drop a bounded rest, so that a slightly oversized upload gets
-                // its 413 instead of a connection reset; a larger one is cut off.
-                let _ = io::copy(&mut request.as_reader().take(DRAIN_LIMIT), &mut io::sink());
-                return Err(refuse(
-                    413,
-                    &format!("The request body is larger than {body_limit} bytes."),
-                ));
-            }
-            Ok(_) => req.body = body,
-            Err(_) => return Err(refuse(400, "The request body could not be read.")),
+        if let Some(name) = HEADERS_READ.iter().find(|n| header.field.equiv(n)) {
+            req.headers
+                .push((Cow::Borrowed(name), Cow::Borrowed(header.value.as_str())));
         }
     }
-    Ok(req)
+    req
 }
 
 /// An error answer made before routing: a page, or JSON under `/api/`.

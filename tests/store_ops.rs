@@ -417,7 +417,10 @@ fn cached_session_states_follow_every_write() {
     };
     // The unknown id remembered before the user existed is forgotten after the create.
     assert_eq!(state(&s, &mut cache).ver, 0);
-    assert_eq!(state(&s, &mut cache), s.session_state(alice.id).unwrap().unwrap());
+    assert_eq!(
+        state(&s, &mut cache),
+        s.session_state(alice.id).unwrap().unwrap()
+    );
     s.revoke(alice.id).expect("revoke");
     assert_eq!(state(&s, &mut cache).ver, 1, "a revocation is seen at once");
     s.set_role(alice.id, "admin").expect("role");
@@ -425,10 +428,16 @@ fn cached_session_states_follow_every_write() {
     s.set_locked(alice.id, true).expect("lock");
     assert!(state(&s, &mut cache).locked);
     s.delete(alice.id).expect("delete");
-    assert_eq!(s.session_state_cached(alice.id, &mut cache).expect("read"), None);
+    assert_eq!(
+        s.session_state_cached(alice.id, &mut cache).expect("read"),
+        None
+    );
     // Many users: the memo starts over instead of growing without bound.
     for id in 0..(store::SessionCache::CAPACITY as u64 * 2) {
-        assert_eq!(s.session_state_cached(1000 + id, &mut cache).expect("read"), None);
+        assert_eq!(
+            s.session_state_cached(1000 + id, &mut cache).expect("read"),
+            None
+        );
     }
     assert!(cache.len() <= store::SessionCache::CAPACITY);
 }
