@@ -131,6 +131,8 @@ wait_quiet() {
 run_wrk() { # KEY URL [wrk args]: one measurement appended to RESULTS
     local key=$1 url=$2; shift 2
     local out c0 c1 s0 s1 w0 w1 others
+    # When several servers run side by side, only this case's server is accounted.
+    [ -n "${CASE_PID[$key]:-}" ] && SERVER_PIDS=("${CASE_PID[$key]}")
     wait_quiet
     c0=$(cpu_sample); s0=$(server_ticks); w0=$(child_ticks)
     out=$(wrk -t"$THREADS" -c"$CONNS" -d"$DURATION" --latency "$@" "$url")
@@ -240,9 +242,37 @@ bench_latchkey() { # LOG
     IDLE[lk.$log]=$(kib VmRSS "$LK_PID")
     SERVER_PIDS=("$LK_PID")
     latchkey_cases "lk.$log"
+    local case
+    for case in anon account auth garbage; do CASE_PID[lk.$log.$case]=$LK_PID; done
+    if [ "$log" = off ]; then
+        # The floors run beside latchkey and take turns with it in every round, so the
+        # ratios compare runs made moments apart rather than minutes apart.
+        start_bare "$WORKERS" stock
+        IDLE[bare]=$(kib VmRSS "$BARE_PID")
+        local stock_pid=$BARE_PID stock_url=$BARE_URL
+        start_bare "$WORKERS" raw
+        IDLE[bare.raw]=$(kib VmRSS "$BARE_PID")
+        CASE_PID[bare]=$stock_pid
+        CASE_PID[bare.cookie]=$stock_pid
+        CASE_PID[bare.raw]=$BARE_PID
+        # The floor also gets the authenticated requests' Cookie header, which costs
+        # even a bare server to read.
+        LK_CASES=(
+            "bare $stock_url/"
+            "bare.cookie $stock_url/ -H 'Cookie: $COOKIE'"
+            "bare.raw $BARE_URL/ -H 'Cookie: $COOKIE'"
+            "${LK_CASES[@]}"
+        )
+    fi
     measure_cases LK_CASES
     PEAK[lk.$log]=$(kib VmHWM "$LK_PID")
     stop "$LK_PID"
+    if [ "$log" = off ]; then
+        PEAK[bare]=$(kib VmHWM "${CASE_PID[bare]}")
+        PEAK[bare.raw]=$(kib VmHWM "${CASE_PID[bare.raw]}")
+        stop "${CASE_PID[bare]}"
+        stop "${CASE_PID[bare.raw]}"
+    fi
 }
 
 bench_sweep() {
@@ -259,6 +289,8 @@ bench_sweep() {
             "lk.w$w.auth $LK_URL/auth -H 'Cookie: $COOKIE'"
             "bare.w$w $BARE_URL/"
         )
+        CASE_PID[lk.w$w.auth]=$LK_PID
+        CASE_PID[bare.w$w]=$BARE_PID
         measure_cases SWEEP_CASES
         PEAK[lk.w$w]=$(kib VmHWM "$LK_PID")
         PEAK[bare.w$w]=$(kib VmHWM "$BARE_PID")
@@ -334,31 +366,15 @@ bench_login() {
 
 # --- the floor -----------------------------------------------------------------------
 
-start_bare() { # WORKERS
+start_bare() { # WORKERS [stock|raw]
     local port
     port=$(free_port)
     BARE_URL=http://127.0.0.1:$port
-    "$BARE" "127.0.0.1:$port" "$1" 2>/dev/null &
+    "$BARE" "127.0.0.1:$port" "$1" "${2:-stock}" 2>/dev/null &
     BARE_PID=$!
     PIDS+=("$BARE_PID")
     wait_http "$BARE_URL/"
     sleep 0.5
-}
-
-bench_bare() {
-    say "== bare tiny_http floor, $WORKERS workers"
-    start_bare "$WORKERS"
-    IDLE[bare]=$(kib VmRSS "$BARE_PID")
-    SERVER_PIDS=("$BARE_PID")
-    # The floor also gets the authenticated requests' Cookie header: tiny_http reads
-    # header lines byte by byte, so a 400-byte cookie costs even a bare server.
-    BARE_CASES=(
-        "bare $BARE_URL/"
-        "bare.cookie $BARE_URL/ -H 'Cookie: $COOKIE'"
-    )
-    measure_cases BARE_CASES
-    PEAK[bare]=$(kib VmHWM "$BARE_PID")
-    stop "$BARE_PID"
 }
 
 # --- the Flask original --------------------------------------------------------------
@@ -452,6 +468,7 @@ report() {
         echo "|---|---|---|---|---|---|---|---|"
         row "bare tiny_http floor, GET / (fixed page)" bare bare
         row "bare tiny_http floor, GET / with the authenticated Cookie header" bare.cookie bare
+        row "bare tiny_http floor answering like latchkey (raw mode), same Cookie header" bare.raw bare.raw
         local log
         for log in off info; do
             local what="access log off"
@@ -488,6 +505,8 @@ report() {
         echo "| latchkey /account / floor | $(ratio lk.off.account bare) | $(ratio lk.info.account bare) | >= 0.80 |"
         echo "| latchkey /auth / floor with the same cookie | $(ratio lk.off.auth bare.cookie) | $(ratio lk.info.auth bare.cookie) | |"
         echo "| latchkey /account / floor with the same cookie | $(ratio lk.off.account bare.cookie) | $(ratio lk.info.account bare.cookie) | |"
+        echo "| latchkey /auth / raw floor (same cookie, same response writer) | $(ratio lk.off.auth bare.raw) | $(ratio lk.info.auth bare.raw) | |"
+        echo "| latchkey /account / raw floor (same cookie, same response writer) | $(ratio lk.off.account bare.raw) | $(ratio lk.info.account bare.raw) | |"
         echo "| CPU per request: floor / latchkey /auth | $(ratio bare lk.off.auth 7) | $(ratio bare lk.info.auth 7) | (>= 0.90) |"
         echo "| CPU per request: floor / latchkey /account | $(ratio bare lk.off.account 7) | $(ratio bare lk.info.account 7) | (>= 0.80) |"
         echo "| CPU per request: Flask auth page / latchkey /account | $(ratio flask.account lk.off.account 7) | $(ratio flask.account lk.info.account 7) | (>= 15) |"
@@ -619,6 +638,11 @@ bench_instructions() {
     cg_case bare "$CG_PID" "$TMP/cg.bare" "http://127.0.0.1:$port/"
     cg_case bare.cookie "$CG_PID" "$TMP/cg.bare" "http://127.0.0.1:$port/" -H "Cookie: $COOKIE"
     stop "$CG_PID"
+    port=$(free_port)
+    cg_start "$TMP/cg.bare.raw" "$prof/release/examples/bare" "127.0.0.1:$port" "$WORKERS" raw
+    wait_http "http://127.0.0.1:$port/"
+    cg_case bare.raw "$CG_PID" "$TMP/cg.bare.raw" "http://127.0.0.1:$port/" -H "Cookie: $COOKIE"
+    stop "$CG_PID"
 
     local log
     for log in off info; do
@@ -652,6 +676,7 @@ bench_instructions() {
             label = $1
             sub(/^bare$/, "bare tiny_http floor, GET /", label)
             sub(/^bare\.cookie$/, "bare tiny_http floor, GET / with the authenticated Cookie header", label)
+            sub(/^bare\.raw$/, "bare tiny_http floor in raw mode (latchkey response writer), same Cookie header", label)
             sub(/^lk\.off\./, "latchkey, log off: ", label)
             sub(/^lk\.info\./, "latchkey, access log on: ", label)
             sub(/anon$/, "GET / anonymous", label); sub(/account$/, "GET /account", label)
@@ -666,7 +691,7 @@ bench_instructions() {
 # --- main ----------------------------------------------------------------------------
 
 mkdir -p "$(dirname "$OUT")"
-declare -A IDLE PEAK AFTER
+declare -A IDLE PEAK AFTER CASE_PID
 case $MODE in
     profiles) bench_profiles; exit 0 ;;
     instructions) bench_instructions; exit 0 ;;
@@ -676,7 +701,6 @@ esac
 build
 say "== setting up: user store, API login"
 setup_latchkey
-bench_bare
 bench_latchkey off
 bench_latchkey info
 bench_flask

@@ -3,12 +3,24 @@
 //! answering every request with a fixed small HTML page. No routing, no cookies, no
 //! store: whatever latchkey costs beyond this is the cost of its own request cycle.
 //!
-//! Usage: `bare [ADDR] [WORKERS]` (defaults `127.0.0.1:8090`, 2). Runs until killed.
+//! Two ways to answer, so a ratio against the floor cannot hide in the response writer:
+//! - `stock` (default): tiny_http's own `Response`, as any tiny_http server would;
+//! - `raw`: the way latchkey answers, the page serialized by `latchkey::wire` into a
+//!   reused buffer and written with `Request::respond_raw`.
+//!
+//! Usage: `bare [ADDR] [WORKERS] [stock|raw]` (defaults `127.0.0.1:8090`, 2, stock).
+//! Runs until killed.
 
 use std::sync::Arc;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use latchkey::http::Reply;
+use latchkey::wire::{self, DateCache, FixedHead, Version};
 
 const PAGE: &str = "<!doctype html><html><head><title>bare</title></head>\
 <body><h1>Hello</h1><p>A fixed page from a bare tiny_http server.</p></body></html>\n";
+
+const USAGE: &str = "usage: bare [ADDR] [WORKERS] [stock|raw]  (WORKERS a whole number above 0)";
 
 fn main() {
     let mut args = std::env::args().skip(1);
@@ -17,7 +29,15 @@ fn main() {
         None => 2,
         Some(Ok(n)) if n > 0 => n,
         Some(_) => {
-            eprintln!("usage: bare [ADDR] [WORKERS]  (WORKERS a whole number above 0)");
+            eprintln!("{USAGE}");
+            std::process::exit(2);
+        }
+    };
+    let raw = match args.next().as_deref() {
+        None | Some("stock") => false,
+        Some("raw") => true,
+        Some(_) => {
+            eprintln!("{USAGE}");
             std::process::exit(2);
         }
     };
@@ -28,24 +48,53 @@ fn main() {
             std::process::exit(1);
         }
     };
-    let content_type =
-        tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/html; charset=utf-8"[..])
-            .expect("a valid header");
     let handles: Vec<_> = (0..workers)
         .map(|_| {
             let server = Arc::clone(&server);
-            let content_type = content_type.clone();
             std::thread::spawn(move || {
-                while let Ok(request) = server.recv() {
-                    let response =
-                        tiny_http::Response::from_string(PAGE).with_header(content_type.clone());
-                    let _ = request.respond(response);
+                if raw {
+                    raw_loop(&server)
+                } else {
+                    stock_loop(&server)
                 }
             })
         })
         .collect();
-    eprintln!("bare: listening on http://{addr} with {workers} workers");
+    let how = if raw { "raw" } else { "stock" };
+    eprintln!("bare: listening on http://{addr} with {workers} workers ({how} responses)");
     for handle in handles {
         let _ = handle.join();
+    }
+}
+
+fn stock_loop(server: &tiny_http::Server) {
+    let content_type =
+        tiny_http::Header::from_bytes(&b"Content-Type"[..], &b"text/html; charset=utf-8"[..])
+            .expect("a valid header");
+    while let Ok(request) = server.recv() {
+        let response = tiny_http::Response::from_string(PAGE).with_header(content_type.clone());
+        let _ = request.respond(response);
+    }
+}
+
+fn raw_loop(server: &tiny_http::Server) {
+    let fixed = FixedHead::new(&[("Server", "bare")]);
+    let page = Reply::html(200, PAGE.to_string());
+    let mut out = Vec::with_capacity(1024);
+    let mut date = DateCache::default();
+    while let Ok(request) = server.recv() {
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs() as i64);
+        let head_only = *request.method() == tiny_http::Method::Head;
+        wire::write_reply(
+            &mut out,
+            &page,
+            &fixed,
+            date.get(now),
+            Version::Http11,
+            head_only,
+        );
+        let _ = request.respond_raw(&out);
     }
 }
