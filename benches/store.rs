@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use latchkey::password::{Params, Passwords};
-use latchkey::store::UserStore;
+use latchkey::store::{SessionCache, UserStore};
 
 const USERS: u64 = 1000;
 
@@ -39,6 +39,19 @@ fn store_reads(c: &mut Criterion) {
         b.iter(|| {
             id = id % USERS + 1;
             black_box(store.session_state(black_box(id)).expect("read"))
+        })
+    });
+    // What a worker does per logged-in request: the memo answers while nothing was written.
+    let mut cache = SessionCache::new();
+    c.bench_function("session_state_cached, memo warm (1000 users)", |b| {
+        b.iter(|| {
+            id = id % USERS + 1;
+            black_box(
+                store
+                    .session_state_cached(black_box(id), &mut cache)
+                    .expect("read")
+                    .is_some(),
+            )
         })
     });
     c.bench_function("get by id (1000 users)", |b| {

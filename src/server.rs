@@ -432,6 +432,8 @@ fn view(request: &tiny_http::Request, body: Vec<u8>) -> Request<'_> {
     let mut req = Request::new(method, request.url());
     req.peer = request.remote_addr().map(|a| a.ip());
     req.body = body;
+    // Room for the usual few (cookie, host, origin, content type) without regrowing.
+    req.headers.reserve_exact(4);
     for header in request.headers() {
         if let Some(name) = HEADERS_READ.iter().find(|n| header.field.equiv(n)) {
             req.headers
