@@ -27,7 +27,7 @@ use crate::throttle::{Limits, Throttle};
 use crate::token::{Clock, Validation, Verifier};
 use crate::wire::{self, Civil, DateCache, FixedHead, Version};
 
-/// The request headers the handlers read; the others are not copied.
+/// The request headers the handlers read; the others are left out of the view.
 const HEADERS_READ: &[&str] = &[
     "cookie",
     "authorization",
@@ -288,7 +288,8 @@ fn worker(
     }
 }
 
-/// Answers one tiny_http request: convert with limits, handle, respond, log.
+/// Answers one tiny_http request: admit it within the limits, handle a borrowed view of
+/// it, write the reply into the worker's buffer, respond, count and log.
 fn serve_one(
     mut request: tiny_http::Request,
     app: &App,
