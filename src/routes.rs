@@ -31,6 +31,9 @@ pub struct Shared {
     pub metrics: Metrics,
     /// Bounds how many password hashes run at once.
     pub hashing: Gate,
+    /// Whether access lines are written: only then does `handle` copy the user's name
+    /// into its [`Outcome`].
+    pub access_log: bool,
 }
 
 /// One worker's application: its own `Auth` (keyed verifier and signer) and the shared state.
@@ -47,7 +50,7 @@ pub struct App {
 pub struct Outcome {
     /// The route label.
     pub route: &'static str,
-    /// The user name, when the visitor was logged in.
+    /// The user name, when the visitor was logged in and the access log is on.
     pub user: Option<String>,
 }
 
@@ -398,6 +401,7 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     };
     app.auth.finish(&visitor, &mut reply, now);
     let user = match (&reply.login, visitor.claims()) {
+        _ if !app.shared.access_log => None,
         (Login::Start(c), _) => Some(c.name.clone()),
         (_, Some(c)) => Some(c.name.clone()),
         _ => None,

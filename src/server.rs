@@ -133,6 +133,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         throttle: Throttle::new(limits),
         metrics: Metrics::new(config.workers, config.verify_only),
         hashing: Gate::new(config.login_concurrency),
+        access_log: log_level() >= Level::Info,
         config: config.clone(),
     };
     Ok(Prepared {
