@@ -10,6 +10,7 @@ use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use crate::password::Params;
+use crate::token;
 
 /// Whether and where `/metrics` is served.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -141,10 +142,10 @@ impl Config {
             data_dir,
             key_files,
             workers,
-            issuer: "latchkey".into(),
-            ttl: 3600,
+            issuer: token::DEFAULT_ISSUER.into(),
+            ttl: token::DEFAULT_TTL,
             absolute_limit: 7 * 24 * 3600,
-            leeway: 30,
+            leeway: token::DEFAULT_LEEWAY,
             cookie_name: "token".into(),
             cookie_domain: None,
             cookie_secure: true,

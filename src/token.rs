@@ -119,6 +119,13 @@ fn precise_seconds() -> i64 {
     }
 }
 
+/// The issuer (`iss`) tokens carry and are checked for unless configured otherwise.
+pub const DEFAULT_ISSUER: &str = "latchkey";
+/// Seconds of clock skew tolerated unless configured otherwise.
+pub const DEFAULT_LEEWAY: u64 = 30;
+/// Token lifetime in seconds unless configured otherwise.
+pub const DEFAULT_TTL: u64 = 3600;
+
 /// Everything the verifier checks beyond the signature, stated explicitly.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Validation {
@@ -130,6 +137,18 @@ pub struct Validation {
     pub ttl: u64,
     /// The clock.
     pub clock: Clock,
+}
+
+impl Validation {
+    /// The rules for tokens from `issuer` on `clock`, with the default leeway and lifetime.
+    pub fn new(issuer: impl Into<String>, clock: Clock) -> Validation {
+        Validation {
+            issuer: issuer.into(),
+            leeway: DEFAULT_LEEWAY,
+            ttl: DEFAULT_TTL,
+            clock,
+        }
+    }
 }
 
 /// The four classes a rejected token falls in; kept distinct up to the user.

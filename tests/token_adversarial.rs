@@ -19,15 +19,7 @@ fn kid(key: &[u8]) -> String {
 
 fn verifier() -> Verifier {
     let ring = KeyRing::new(vec![Key::new(KEY.to_vec()).expect("key")]).expect("ring");
-    Verifier::new(
-        &ring,
-        Validation {
-            issuer: "latchkey".into(),
-            leeway: 30,
-            ttl: 3600,
-            clock: Clock::Fixed(NOW),
-        },
-    )
+    Verifier::new(&ring, Validation::new("latchkey", Clock::Fixed(NOW)))
 }
 
 fn b64(bytes: &[u8]) -> String {

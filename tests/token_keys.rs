@@ -43,15 +43,7 @@ fn claims() -> Claims {
 }
 
 fn verifier(ring: &KeyRing) -> Verifier {
-    Verifier::new(
-        ring,
-        Validation {
-            issuer: "latchkey".into(),
-            leeway: 30,
-            ttl: 3600,
-            clock: Clock::Fixed(NOW),
-        },
-    )
+    Verifier::new(ring, Validation::new("latchkey", Clock::Fixed(NOW)))
 }
 
 fn key(secret: &str) -> Key {

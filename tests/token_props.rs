@@ -15,15 +15,7 @@ fn ring() -> KeyRing {
 }
 
 fn verifier(issuer: &str) -> Verifier {
-    Verifier::new(
-        &ring(),
-        Validation {
-            issuer: issuer.to_owned(),
-            leeway: 30,
-            ttl: 3600,
-            clock: Clock::Fixed(NOW),
-        },
-    )
+    Verifier::new(&ring(), Validation::new(issuer, Clock::Fixed(NOW)))
 }
 
 prop_compose! {

@@ -16,15 +16,7 @@ fn verifier(clock: Clock) -> Verifier {
     let bytes = URL_SAFE_NO_PAD.decode(K).expect("JWK k is base64url");
     assert_eq!(bytes.len(), 64);
     let ring = KeyRing::new(vec![Key::new(bytes).expect("64-byte key")]).expect("ring");
-    Verifier::new(
-        &ring,
-        Validation {
-            issuer: "joe".into(),
-            leeway: 30,
-            ttl: 3600,
-            clock,
-        },
-    )
+    Verifier::new(&ring, Validation::new("joe", clock))
 }
 
 #[test]

@@ -22,12 +22,7 @@ static VERIFIER: LazyLock<Verifier> = LazyLock::new(|| {
     let ring = KeyRing::new(vec![Key::new(SECRET.to_vec()).expect("key")]).expect("ring");
     Verifier::new(
         &ring,
-        Validation {
-            issuer: "latchkey".into(),
-            leeway: 30,
-            ttl: 3600,
-            clock: Clock::Fixed(1_800_000_000),
-        },
+        Validation::new("latchkey", Clock::Fixed(1_800_000_000)),
     )
 });
 

@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use latchkey::keys::{self, KeyRing};
-use latchkey::token::{Claims, Clock, ErrorClass, Signer, Validation, Verifier};
+use latchkey::token::{
+    Claims, Clock, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_TTL, ErrorClass, Signer, Validation,
+    Verifier,
+};
 
 /// The key file used when none is given and `LATCHKEY_KEY_FILE` is unset.
 const DEFAULT_KEY_FILE: &str = "latchkey-data/secret.key";
@@ -35,13 +38,13 @@ pub enum TokenCommand {
               default_value = DEFAULT_KEY_FILE)]
         key_files: Vec<PathBuf>,
         /// The required issuer (`iss`).
-        #[arg(long, value_name = "I", default_value = "latchkey")]
+        #[arg(long, value_name = "I", default_value = DEFAULT_ISSUER)]
         issuer: String,
         /// Seconds of clock skew tolerated.
-        #[arg(long, value_name = "S", default_value_t = 30)]
+        #[arg(long, value_name = "S", default_value_t = DEFAULT_LEEWAY)]
         leeway: u64,
         /// Lifetime assumed for tokens of the original design that carry no `iat`.
-        #[arg(long, value_name = "S", default_value_t = 3600)]
+        #[arg(long, value_name = "S", default_value_t = DEFAULT_TTL)]
         ttl: u64,
         /// The token, or `-` to read it from one line of stdin (keeps it out of `ps`).
         token: String,
@@ -62,10 +65,10 @@ pub enum TokenCommand {
         #[arg(long, value_name = "R")]
         role: String,
         /// Lifetime in seconds.
-        #[arg(long, value_name = "S", default_value_t = 3600)]
+        #[arg(long, value_name = "S", default_value_t = DEFAULT_TTL)]
         ttl: u64,
         /// The issuer (`iss`).
-        #[arg(long, value_name = "I", default_value = "latchkey")]
+        #[arg(long, value_name = "I", default_value = DEFAULT_ISSUER)]
         issuer: String,
     },
 }
