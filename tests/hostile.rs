@@ -254,17 +254,7 @@ fn memory_goes_back_after_a_burst_of_logins() {
         ("LATCHKEY_ARGON2_ITERATIONS", "2"),
         ("LATCHKEY_LOGIN_CONCURRENCY", "2"),
     ]);
-    let mut admin = common::Browser::new(&server);
-    let r = admin.submit(
-        "/register",
-        "/register",
-        &[
-            ("username", "root"),
-            ("password", "root-password"),
-            ("confirm", "root-password"),
-        ],
-    );
-    assert_eq!(r.status, 303);
+    common::Browser::registered(&server, "root", "root-password");
     let addr = server.addr;
     let clients: Vec<_> = (0..3)
         .map(|_| {

@@ -21,22 +21,6 @@ fn now() -> i64 {
         .as_secs() as i64
 }
 
-/// Registers the first user (an admin) and returns its logged-in browser.
-fn first_admin<'s>(server: &'s Server, name: &str, password: &str) -> Browser<'s> {
-    let mut b = Browser::new(server);
-    let r = b.submit(
-        "/register",
-        "/register",
-        &[
-            ("username", name),
-            ("password", password),
-            ("confirm", password),
-        ],
-    );
-    assert_eq!(r.status, 303, "{}", r.body);
-    b
-}
-
 /// A verify-only instance with `key`, sending logins to the example portal.
 fn start_verifier(key: &std::path::Path) -> Server {
     let key = key.to_str().unwrap();
@@ -268,7 +252,7 @@ fn forward_auth_answers() {
             ("LATCHKEY_COOKIE_DOMAIN", "example.com"),
         ],
     );
-    let admin = first_admin(&server, "root", "root-password");
+    let admin = Browser::registered(&server, "root", "root-password");
     let cookie = admin.jar.header();
 
     // Logged in: 200 with the identity headers.
@@ -365,7 +349,7 @@ fn forward_auth_answers() {
 #[test]
 fn verify_only_instances_validate_without_a_store() {
     let issuer = Server::start(&[], &[]);
-    let admin = first_admin(&issuer, "root", "root-password");
+    let admin = Browser::registered(&issuer, "root", "root-password");
     let key = issuer.key_file();
     let verifier = start_verifier(&key);
     let cookie = admin.jar.header();
@@ -425,7 +409,7 @@ fn login(server: &Server, name: &str, password: &str, xff: Option<&str>) -> comm
 #[test]
 fn failed_logins_are_throttled_per_name_and_address() {
     let server = Server::start(&[], &[("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1")]);
-    first_admin(&server, "root", "root-password");
+    Browser::registered(&server, "root", "root-password");
     // Per name: four failures, a success resets the count, then five lock it.
     for _ in 0..4 {
         assert_eq!(
@@ -502,7 +486,7 @@ fn failed_logins_are_throttled_per_name_and_address() {
 
     // Without trusted proxies the header is ignored: everything is the loopback peer.
     let plain = Server::start(&[], &[]);
-    first_admin(&plain, "root", "root-password");
+    Browser::registered(&plain, "root", "root-password");
     for i in 0..5 {
         assert_eq!(
             login(
@@ -533,7 +517,7 @@ fn failed_logins_are_throttled_per_name_and_address() {
 #[test]
 fn health_and_metrics() {
     let server = Server::start(&[], &[]);
-    let admin = first_admin(&server, "root", "root-password");
+    let admin = Browser::registered(&server, "root", "root-password");
     assert_eq!(server.get("/healthz", &[]).body, "ok\n");
     server.get("/auth", &[("Cookie", &admin.jar.header())]);
     server.get("/auth", &[]);
@@ -565,7 +549,7 @@ fn health_and_metrics() {
 fn logs_never_contain_secrets() {
     let server = Server::start(&[], &[("LATCHKEY_LOG", "debug")]);
     let password = "Secret-Pass-Word-123";
-    let mut admin = first_admin(&server, "root", password);
+    let mut admin = Browser::registered(&server, "root", password);
     let token = admin.jar.get("token").unwrap().to_string();
     let csrf_cookie = admin.jar.get("csrf").unwrap().to_string();
     let api = login(&server, "root", password, None);
@@ -613,7 +597,7 @@ fn logs_never_contain_secrets() {
 #[test]
 fn verify_only_instances_never_extend_a_token() {
     let issuer = Server::start(&[], &[]);
-    first_admin(&issuer, "root", "root-password");
+    Browser::registered(&issuer, "root", "root-password");
     let key = issuer.key_file();
     let verifier = start_verifier(&key);
     let t = now();

@@ -19,17 +19,7 @@ fn now() -> i64 {
 
 /// A server with a first admin `root` and a plain user `bob`, both logged in.
 fn with_users(server: &Server) -> (Browser<'_>, Browser<'_>) {
-    let mut admin = Browser::new(server);
-    let r = admin.submit(
-        "/register",
-        "/register",
-        &[
-            ("username", "root"),
-            ("password", "root-password"),
-            ("confirm", "root-password"),
-        ],
-    );
-    assert_eq!(r.status, 303, "{}", r.body);
+    let mut admin = Browser::registered(server, "root", "root-password");
     let r = admin.submit(
         "/admin",
         "/admin/users",
@@ -475,17 +465,7 @@ fn registration_is_closed_after_the_first_user_by_default() {
     assert!(r.body.contains("Registration is closed"));
     let open = Server::start(&[], &[("LATCHKEY_SIGNUP", "open")]);
     with_users(&open);
-    let mut b = Browser::new(&open);
-    let r = b.submit(
-        "/register",
-        "/register",
-        &[
-            ("username", "carol"),
-            ("password", "carol-pass"),
-            ("confirm", "carol-pass"),
-        ],
-    );
-    assert_eq!(r.status, 303);
+    let mut b = Browser::registered(&open, "carol", "carol-pass");
     assert_eq!(jwt_claims(b.jar.get("token").unwrap())["role"], "user");
     let r = b.get("/login");
     assert_eq!(r.status, 303, "logged-in visitors are sent on from /login");

@@ -471,6 +471,23 @@ pub struct Browser<'s> {
 }
 
 impl<'s> Browser<'s> {
+    /// A browser that has just registered `name` through the form (the first account of
+    /// a store becomes its admin) and holds the login cookie.
+    pub fn registered(server: &'s Server, name: &str, password: &str) -> Browser<'s> {
+        let mut b = Browser::new(server);
+        let r = b.submit(
+            "/register",
+            "/register",
+            &[
+                ("username", name),
+                ("password", password),
+                ("confirm", password),
+            ],
+        );
+        assert_eq!(r.status, 303, "{}", r.body);
+        b
+    }
+
     pub fn new(server: &'s Server) -> Browser<'s> {
         Browser {
             server,
