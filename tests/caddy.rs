@@ -9,7 +9,7 @@ mod support;
 
 use common::{Server, claims_of, jwt_claims, mint};
 use latchkey::token::Claims;
-use support::{Caddy, Client, Port, http, now};
+use support::{Caddy, Client, Port, get, now};
 
 /// Percent-encodes as latchkey does for `next=` values: all but unreserved and `/`.
 fn pct(s: &str) -> String {
@@ -253,14 +253,7 @@ fn contrib_caddyfile_forward_auth_gate_protects_an_app() {
         ..claims_of(&token)
     };
     let cookie = format!("token={}", mint(&key, &old));
-    let r = http(
-        caddy.addr,
-        "GET",
-        &app_host,
-        "/dashboard",
-        &[("Cookie", &cookie)],
-        b"",
-    );
+    let r = get(caddy.addr, &app_host, "/dashboard", &[("Cookie", &cookie)]);
     assert_eq!(r.status, 200, "{}", r.body);
     assert!(r.body.contains("user=[alice]"), "{}", r.body);
     assert!(r.set_cookies("token").is_empty(), "{:?}", r.headers);
@@ -274,14 +267,7 @@ fn contrib_caddyfile_forward_auth_gate_protects_an_app() {
         ..claims_of(&token)
     };
     let cookie = format!("token={}", mint(&key, &expired));
-    let r = http(
-        caddy.addr,
-        "GET",
-        &app_host,
-        "/dashboard",
-        &[("Cookie", &cookie)],
-        b"",
-    );
+    let r = get(caddy.addr, &app_host, "/dashboard", &[("Cookie", &cookie)]);
     assert_eq!(r.status, 302, "{}", r.body);
     assert_eq!(
         r.location(),
@@ -300,7 +286,7 @@ fn contrib_caddyfile_forward_auth_gate_protects_an_app() {
 
     // The operator endpoint stays off the net at the portal: Caddy answers, not
     // latchkey (which would serve it, every request coming from loopback).
-    let r = http(caddy.addr, "GET", &portal, "/metrics", &[], b"");
+    let r = get(caddy.addr, &portal, "/metrics", &[]);
     assert_eq!(r.status, 404);
     assert!(!r.body.contains("latchkey_"), "{}", r.body);
     assert_eq!(
@@ -309,6 +295,6 @@ fn contrib_caddyfile_forward_auth_gate_protects_an_app() {
         "latchkey itself serves /metrics to loopback"
     );
     // The rest of the portal is proxied as it is.
-    let r = http(caddy.addr, "GET", &portal, "/healthz", &[], b"");
+    let r = get(caddy.addr, &portal, "/healthz", &[]);
     assert_eq!(r.status, 200, "{}", r.body);
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use common::{Server, TempDir, cli, jwt_claims};
 use serde_json::Value;
-use support::{Client, Group, add_users, http, now};
+use support::{Client, Group, add_users, get, now};
 
 /// The issuer shared by every party here (the original design's default).
 const ISSUER: &str = "cgy";
@@ -256,18 +256,22 @@ fn tokens_of_the_original_design_are_accepted_by_latchkey() {
         5,
         "name, role, user_id, exp, iss only"
     );
-    let (code, out, err) = cli(
-        &[
-            "token",
-            "verify",
-            "--key-file",
-            key_arg,
-            "--issuer",
-            ISSUER,
-            &token,
-        ],
-        "",
-    );
+    // `latchkey token verify` against the shared key and the original issuer.
+    let verify = |token: &str| {
+        cli(
+            &[
+                "token",
+                "verify",
+                "--key-file",
+                key_arg,
+                "--issuer",
+                ISSUER,
+                token,
+            ],
+            "",
+        )
+    };
+    let (code, out, err) = verify(&token);
     assert_eq!(code, 0, "verify refused the original design's token: {err}");
     let claims: Value = serde_json::from_str(&out).expect("claims JSON");
     assert_eq!(claims["name"], "carol");
@@ -278,32 +282,10 @@ fn tokens_of_the_original_design_are_accepted_by_latchkey() {
 
     // The classes the original design's errors map to.
     let expired = pyjwt_encode(&key, ISSUER, "carol", "editor", carol, -3600);
-    let (code, _, err) = cli(
-        &[
-            "token",
-            "verify",
-            "--key-file",
-            key_arg,
-            "--issuer",
-            ISSUER,
-            &expired,
-        ],
-        "",
-    );
+    let (code, _, err) = verify(&expired);
     assert_eq!(code, 3, "{err}");
     let foreign = pyjwt_encode(&key, "another-issuer", "carol", "editor", carol, 3600);
-    let (code, _, err) = cli(
-        &[
-            "token",
-            "verify",
-            "--key-file",
-            key_arg,
-            "--issuer",
-            ISSUER,
-            &foreign,
-        ],
-        "",
-    );
+    let (code, _, err) = verify(&foreign);
     assert_eq!(code, 5, "{err}");
 
     // `/api/me` on the issuing instance: the store knows carol at version 0.
@@ -503,13 +485,11 @@ fn flask_seed_and_latchkey_accept_each_others_cookies() {
     );
     assert_eq!(r.status, 303, "{}", r.body);
     let latchkey_token = b.jar.get("token").unwrap().to_string();
-    let info = http(
+    let info = get(
         flask.addr,
-        "GET",
         &flask_host,
         "/token-info",
         &[("Cookie", &format!("token={latchkey_token}"))],
-        b"",
     );
     assert_eq!(
         info.status, 200,
@@ -545,13 +525,11 @@ fn flask_seed_and_latchkey_accept_each_others_cookies() {
     );
     assert_eq!(code, 0, "{err}");
     std::thread::sleep(Duration::from_millis(1100));
-    let info = http(
+    let info = get(
         flask.addr,
-        "GET",
         &flask_host,
         "/token-info",
         &[("Cookie", &format!("token={}", expired.trim()))],
-        b"",
     );
     assert_eq!(info.status, 401, "{}", info.body);
 }

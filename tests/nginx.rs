@@ -14,7 +14,7 @@ use std::sync::Arc;
 use common::{Response, Server, TempDir, claims_of, jwt_claims, pct};
 use latchkey::keys::KeyRing;
 use latchkey::token::{Claims, Signer};
-use support::{Client, Nginx, Port, add_users, http, metric, now};
+use support::{Client, Nginx, Port, add_users, get, http, metric, now};
 
 /// Starts an issuing instance whose store already holds `users` (name, role, password).
 fn issuer_with(users: &[(&str, &str, &str)], env: &[(&str, &str)]) -> Server {
@@ -324,23 +324,9 @@ fn load_balanced_verifiers_share_the_login_and_survive_losing_one() {
         direct.body
     );
     let cookie = format!("token={expired}");
-    let gated = http(
-        nginx.addr,
-        "GET",
-        host,
-        "/app/index.html",
-        &[("Cookie", &cookie)],
-        b"",
-    );
+    let gated = get(nginx.addr, host, "/app/index.html", &[("Cookie", &cookie)]);
     assert_eq!(gated.status, 401, "an expired token passes the gate");
-    let me = http(
-        nginx.addr,
-        "GET",
-        host,
-        "/api/me",
-        &[("Cookie", &cookie)],
-        b"",
-    );
+    let me = get(nginx.addr, host, "/api/me", &[("Cookie", &cookie)]);
     assert_eq!(me.status, 401);
     assert!(me.body.contains("\"error\":\"expired\""), "{}", me.body);
     assert!(
@@ -371,13 +357,11 @@ fn load_balanced_verifiers_share_the_login_and_survive_losing_one() {
         let me = issuer.get("/api/me", &[("Authorization", &format!("Bearer {token}"))]);
         assert_eq!(me.status, 401);
         assert!(me.body.contains("\"error\":\"revoked\""), "{}", me.body);
-        let account = http(
+        let account = get(
             nginx.addr,
-            "GET",
             host,
             "/account",
             &[("Cookie", &format!("token={token}"))],
-            b"",
         );
         assert_eq!(
             account.status, 303,
@@ -424,13 +408,11 @@ fn verify_only_instances_do_not_extend_a_revoked_token() {
 
     // Through the gate and to the pages, each verifier in turn (round-robin).
     for target in ["/app/index.html", "/app/index.html", "/", "/"] {
-        let r = http(
+        let r = get(
             farm.nginx.addr,
-            "GET",
             &farm.host,
             target,
             &[("Cookie", &format!("token={late_token}"))],
-            b"",
         );
         assert_eq!(r.status, 200, "accepted until it expires (the trade-off)");
         if let Some(fresh) = r.cookie("token").filter(|t| !t.is_empty()) {
@@ -652,13 +634,11 @@ fn contrib_auth_request_gate_protects_an_app() {
         auth_time: t - 7200,
         ..claims_of(&token)
     };
-    let r = http(
+    let r = get(
         nginx.addr,
-        "GET",
         APP,
         "/dashboard",
         &[("Cookie", &format!("token={}", mint(&latchkey, &expired)))],
-        b"",
     );
     assert_eq!(r.status, 302);
     assert_eq!(next_of(r.location()), "http://app.example.com/dashboard");
@@ -672,7 +652,7 @@ fn contrib_auth_request_gate_protects_an_app() {
 
     // The operator endpoint stays off the net at the portal.
     assert_eq!(
-        http(nginx.addr, "GET", "auth.example.com", "/metrics", &[], b"").status,
+        get(nginx.addr, "auth.example.com", "/metrics", &[]).status,
         403
     );
 }
@@ -688,13 +668,11 @@ fn metrics_stay_loopback_only_behind_a_trusted_proxy() {
     let (listen, app) = (Port::reserve(), Port::reserve());
     let conf = render_contrib(listen.port, &latchkey, app.port, false);
     let nginx = Nginx::start(&conf, vec![listen, app]);
-    let r = http(
+    let r = get(
         nginx.addr,
-        "GET",
         "auth.example.com",
         "/metrics",
         &[("X-Forwarded-For", "203.0.113.7")],
-        b"",
     );
     assert_eq!(
         r.status, 404,

@@ -322,6 +322,11 @@ pub fn http(
     conn.read_response(method == "HEAD")
 }
 
+/// `GET target` with the given `Host` and headers, on a fresh connection (see [`http`]).
+pub fn get(addr: SocketAddr, host: &str, target: &str, headers: &[(&str, &str)]) -> Response {
+    http(addr, "GET", host, target, headers, b"")
+}
+
 /// The status of `GET path`, or `None` when the connection fails or closes without an
 /// answer (a readiness probe that never panics).
 pub fn probe(addr: SocketAddr, path: &str) -> Option<u16> {
