@@ -1043,3 +1043,21 @@ fn capitalize(s: &str) -> String {
         None => String::new(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::Gate;
+
+    #[test]
+    fn the_gate_lets_max_holders_in_and_frees_a_place_on_drop() {
+        let gate = Gate::new(2);
+        let a = gate.try_enter().expect("first place");
+        let b = gate.try_enter().expect("second place");
+        assert!(gate.try_enter().is_none(), "a third holder is refused");
+        drop(a);
+        let c = gate.try_enter().expect("a freed place is taken again");
+        assert!(gate.try_enter().is_none());
+        drop((b, c));
+        assert!(gate.try_enter().is_some());
+    }
+}

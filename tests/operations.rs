@@ -407,6 +407,47 @@ fn login(server: &Server, name: &str, password: &str, xff: Option<&str>) -> comm
 }
 
 #[test]
+fn logins_beyond_login_concurrency_get_503_while_tokens_keep_answering() {
+    // Two workers, one hash at a time, and hashes slow enough (about a second here) for
+    // two logins to overlap.
+    let server = Server::start(
+        &[],
+        &[
+            ("LATCHKEY_WORKERS", "2"),
+            ("LATCHKEY_LOGIN_CONCURRENCY", "1"),
+            ("LATCHKEY_ARGON2_MEMORY_KIB", "19456"),
+            ("LATCHKEY_ARGON2_ITERATIONS", "6"),
+        ],
+    );
+    let root = Browser::registered(&server, "root", "root-password");
+    let cookie = format!("token={}", root.jar.get("token").unwrap());
+    std::thread::scope(|s| {
+        let first = s.spawn(|| login(&server, "root", "root-password", None));
+        std::thread::sleep(Duration::from_millis(150));
+        // The first login holds the only hashing place: the second is refused at once
+        // instead of taking the other worker.
+        let second = login(&server, "root", "root-password", None);
+        assert_eq!(second.status, 503, "{}", second.body);
+        assert_eq!(second.header("retry-after"), Some("1"));
+        assert!(
+            second.body.contains("\"error\":\"busy\""),
+            "{}",
+            second.body
+        );
+        // A token-only request is answered while the hash still runs.
+        let auth = server.get("/auth", &[("Cookie", &cookie)]);
+        assert_eq!(auth.status, 200);
+        assert!(
+            !first.is_finished(),
+            "the first login should still be hashing: this test needs overlapping logins"
+        );
+        assert_eq!(first.join().unwrap().status, 200);
+    });
+    // The place is free again once the hash is done.
+    assert_eq!(login(&server, "root", "root-password", None).status, 200);
+}
+
+#[test]
 fn failed_logins_are_throttled_per_name_and_address() {
     let server = Server::start(&[], &[("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1")]);
     Browser::registered(&server, "root", "root-password");
