@@ -1197,7 +1197,9 @@ impl JsonWriter<'_> {
     }
 
     fn uint(&mut self, mut value: u64) -> Option<()> {
-        // Two digits per division: the usual way to format integers quickly.
+        // Two digits per division, written in place: the same algorithm as the itoa
+        // crate, without its copy out of a separate buffer (signing with itoa measured
+        // 18 % slower in `cargo bench --bench token`).
         const PAIRS: [u8; 200] = {
             let mut pairs = [0u8; 200];
             let mut n = 0;
