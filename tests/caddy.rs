@@ -9,7 +9,7 @@ mod support;
 
 use common::{Server, claims_of, jwt_claims, mint};
 use latchkey::token::Claims;
-use support::{Caddy, Client, Port, get, now};
+use support::{Caddy, Client, Port, Shipped, get, now};
 
 /// Percent-encodes as latchkey does for `next=` values: all but unreserved and `/`.
 fn pct(s: &str) -> String {
@@ -29,37 +29,28 @@ fn pct(s: &str) -> String {
 /// stand-in app instead of 127.0.0.1:3000. Every directive else stays as shipped; each
 /// replacement must find its target, so the file and this test cannot drift apart.
 fn render_contrib(port: u16, latchkey: &str, app_port: u16, storage: &str) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/Caddyfile");
-    let mut file = std::fs::read_to_string(path).expect("contrib/Caddyfile");
-    let mut replace = |from: &str, to: &str, count: usize| {
-        assert_eq!(
-            file.matches(from).count(),
-            count,
-            "contrib/Caddyfile should contain {from:?} {count} times"
-        );
-        file = file.replace(from, to);
-    };
-    replace(
+    let mut file = Shipped::open("contrib/Caddyfile");
+    file.replace(
         "\nauth.example.com {",
         &format!("\nhttp://auth.example.com:{port} {{"),
         1,
     );
-    replace(
+    file.replace(
         "\napp.example.com {",
         &format!("\nhttp://app.example.com:{port} {{"),
         1,
     );
-    replace(
+    file.replace(
         "reverse_proxy 127.0.0.1:8080",
         &format!("reverse_proxy {latchkey}"),
         1,
     );
-    replace(
+    file.replace(
         "forward_auth 127.0.0.1:8080 {",
         &format!("forward_auth {latchkey} {{"),
         2,
     );
-    replace(
+    file.replace(
         "reverse_proxy 127.0.0.1:3000",
         &format!("reverse_proxy 127.0.0.1:{app_port}"),
         2,
@@ -75,24 +66,21 @@ fn render_contrib(port: u16, latchkey: &str, app_port: u16, storage: &str) -> St
             2,
         ),
     ] {
-        assert_eq!(
-            file.matches(directive).count(),
-            count,
-            "contrib/Caddyfile should contain {directive:?} {count} times"
-        );
+        file.expect(directive, count);
     }
     // Global options first (comments may precede them), the stand-in app last: it
     // echoes the identity headers it receives. No host in its address: reverse_proxy
     // passes the client's Host on.
     format!(
         "{{\n\tauto_https off\n\tadmin off\n\tdefault_bind 127.0.0.1\n\tstorage file_system {storage}\n}}\n\n\
-         {file}\n\
+         {}\n\
          http://:{app_port} {{\n\
          \trespond \"app: user=[{{http.request.header.Remote-User}}] \
          name=[{{http.request.header.Remote-Name}}] \
          role=[{{http.request.header.Remote-Role}}] \
          id=[{{http.request.header.Remote-Id}}] uri=[{{http.request.uri}}]\" 200\n\
-         }}\n"
+         }}\n",
+        file.text
     )
 }
 

@@ -14,7 +14,7 @@ use std::sync::Arc;
 use common::{Response, Server, TempDir, claims_of, jwt_claims, pct};
 use latchkey::keys::KeyRing;
 use latchkey::token::{Claims, Signer};
-use support::{Client, Nginx, Port, add_users, get, http, metric, now};
+use support::{Client, Nginx, Port, Shipped, add_users, get, http, metric, now};
 
 /// Starts an issuing instance whose store already holds `users` (name, role, password).
 fn issuer_with(users: &[(&str, &str, &str)], env: &[(&str, &str)]) -> Server {
@@ -436,32 +436,24 @@ fn verify_only_instances_do_not_extend_a_revoked_token() {
 /// stays as shipped; each replacement must find its target, so the file and this test
 /// cannot drift apart silently.
 fn render_contrib(port: u16, latchkey: &Server, app_port: u16, keep_metrics_deny: bool) -> String {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/contrib/nginx.conf");
-    let mut conf = std::fs::read_to_string(path).expect("contrib/nginx.conf");
-    let mut replace = |from: &str, to: &str, count: usize| {
-        assert_eq!(
-            conf.matches(from).count(),
-            count,
-            "contrib/nginx.conf should contain {from:?} {count} times"
-        );
-        conf = conf.replace(from, to);
-    };
-    replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port};"), 2);
-    replace(
+    let mut conf = Shipped::open("contrib/nginx.conf");
+    conf.replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port};"), 2);
+    conf.replace(
         "server 127.0.0.1:8080;",
         &format!("server {};", latchkey.addr),
         2,
     );
-    replace(
+    conf.replace(
         "http://127.0.0.1:3000",
         &format!("http://127.0.0.1:{app_port}"),
         3,
     );
     if !keep_metrics_deny {
-        replace("location = /metrics {\n        deny all;\n    }", "", 1);
+        conf.replace("location = /metrics {\n        deny all;\n    }", "", 1);
     }
-    let before = conf.lines().count();
+    let before = conf.text.lines().count();
     let conf: String = conf
+        .text
         .lines()
         .filter(|l| !l.trim_start().starts_with("ssl_certificate"))
         .map(|l| format!("{l}\n"))

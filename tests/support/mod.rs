@@ -322,6 +322,40 @@ pub fn http(
     conn.read_response(method == "HEAD")
 }
 
+/// A file shipped in `contrib/`, rendered for a test. Every change and every directive a
+/// test relies on must be found exactly as often as stated, so the shipped file and the
+/// test cannot drift apart silently.
+pub struct Shipped {
+    name: &'static str,
+    /// The text as rendered so far.
+    pub text: String,
+}
+
+impl Shipped {
+    /// Reads `name`, a path relative to the repository root.
+    pub fn open(name: &'static str) -> Shipped {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{name}: {e}"));
+        Shipped { name, text }
+    }
+
+    /// Checks that `text` occurs `count` times.
+    pub fn expect(&self, text: &str, count: usize) {
+        assert_eq!(
+            self.text.matches(text).count(),
+            count,
+            "{} should contain {text:?} {count} times",
+            self.name
+        );
+    }
+
+    /// Replaces `from`, which must occur `count` times, with `to`.
+    pub fn replace(&mut self, from: &str, to: &str, count: usize) {
+        self.expect(from, count);
+        self.text = self.text.replace(from, to);
+    }
+}
+
 /// `GET target` with the given `Host` and headers, on a fresh connection (see [`http`]).
 pub fn get(addr: SocketAddr, host: &str, target: &str, headers: &[(&str, &str)]) -> Response {
     http(addr, "GET", host, target, headers, b"")
