@@ -343,19 +343,20 @@ impl Auth {
         let Ok(tag) = URL_SAFE_NO_PAD.decode(field) else {
             return false;
         };
-        let mut mac = self.csrf_key.clone();
-        mac.update(nonce.as_bytes());
-        mac.update(b"|");
-        mac.update(subject(visitor).as_bytes());
-        mac.verify_slice(&tag).is_ok()
+        self.csrf_mac(nonce, visitor).verify_slice(&tag).is_ok()
     }
 
     fn csrf_token(&self, nonce: &str, visitor: &Visitor) -> String {
+        URL_SAFE_NO_PAD.encode(self.csrf_mac(nonce, visitor).finalize().into_bytes())
+    }
+
+    /// HMAC(csrf_key, nonce || "|" || sub), the value a form must carry.
+    fn csrf_mac(&self, nonce: &str, visitor: &Visitor) -> Hmac<Sha256> {
         let mut mac = self.csrf_key.clone();
         mac.update(nonce.as_bytes());
         mac.update(b"|");
         mac.update(subject(visitor).as_bytes());
-        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+        mac
     }
 }
 
