@@ -141,18 +141,20 @@ impl Ctx<'_> {
         }
     }
 
-    fn safe_next(&self, next: Option<&str>) -> String {
+    /// Whether `target` may be redirected to: a local path, this server's own origin,
+    /// or a host within the cookie domain.
+    fn may_redirect_to(&self, target: &str) -> bool {
         let config = self.config();
+        auth::safe_redirect(
+            target,
+            config.public_url.as_deref(),
+            config.cookie_domain.as_deref(),
+        )
+    }
+
+    fn safe_next(&self, next: Option<&str>) -> String {
         match next {
-            Some(n)
-                if auth::safe_redirect(
-                    n,
-                    config.public_url.as_deref(),
-                    config.cookie_domain.as_deref(),
-                ) =>
-            {
-                n.to_string()
-            }
+            Some(n) if self.may_redirect_to(n) => n.to_string(),
             _ => "/".to_string(),
         }
     }
@@ -884,13 +886,7 @@ fn forward_auth(ctx: &Ctx) -> Reply {
         },
     };
     let config = ctx.config();
-    let next = original.filter(|u| {
-        auth::safe_redirect(
-            u,
-            config.public_url.as_deref(),
-            config.cookie_domain.as_deref(),
-        )
-    });
+    let next = original.filter(|u| ctx.may_redirect_to(u));
     let base = match (&config.public_url, ctx.store()) {
         (_, None) => ctx.login_url().to_string(),
         (Some(origin), Some(_)) => format!("{origin}/login"),
