@@ -3,7 +3,7 @@
 //! validate any request without a shared session store.
 //!
 //! Leaves (pure, no HTTP): `token`, `keys`, `password`, `store`, `throttle`,
-//! `metrics`, `config`. `auth` builds the login cycle on them, `http` and `pages` are
+//! `metrics`, `config`, `log`. `auth` builds the login cycle on them, `http` and `pages` are
 //! the request/response vocabulary and the HTML, `routes` maps paths to handlers,
 //! `wire` writes replies as bytes, and `server` runs it all on tiny_http.
 
@@ -11,6 +11,7 @@ pub mod auth;
 pub mod config;
 pub mod http;
 pub mod keys;
+pub mod log;
 pub mod metrics;
 pub mod pages;
 pub mod password;

@@ -370,7 +370,7 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     let visitor = match app.auth.identify(req, now) {
         Ok(v) => v,
         Err(e) => {
-            eprintln!("latchkey: user store error: {e}");
+            crate::log::error(&format!("user store: {e}"));
             let reply = Reply::text(503, "The user store cannot be read right now.\n".into());
             return (
                 reply,
@@ -394,7 +394,7 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     let mut reply = match result {
         Ok(reply) | Err(Halt::Reply(reply)) => reply,
         Err(Halt::Store(e)) => {
-            eprintln!("latchkey: user store error: {e}");
+            crate::log::error(&format!("user store: {e}"));
             ctx.error_page(
                 503,
                 "The user store cannot be used right now. Please try again shortly.",

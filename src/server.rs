@@ -18,6 +18,7 @@ use crate::auth::{Auth, Policy};
 use crate::config::Config;
 use crate::http::{self, Method, Reply, Request};
 use crate::keys::{self, KeyRing};
+use crate::log::{self, Level};
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::password::Passwords;
@@ -25,7 +26,7 @@ use crate::routes::{self, App, Gate, Shared};
 use crate::store::UserStore;
 use crate::throttle::{Limits, Throttle};
 use crate::token::{Clock, Validation, Verifier};
-use crate::wire::{self, Civil, DateCache, FixedHead, Version};
+use crate::wire::{self, DateCache, FixedHead, Version};
 
 /// The request headers the handlers read; the others are left out of the view.
 const HEADERS_READ: &[&str] = &[
@@ -133,7 +134,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         throttle: Throttle::new(limits),
         metrics: Metrics::new(config.workers, config.verify_only),
         hashing: Gate::new(config.login_concurrency),
-        access_log: log_level() >= Level::Info,
+        access_log: log::level() >= Level::Info,
         config: config.clone(),
     };
     Ok(Prepared {
@@ -190,7 +191,7 @@ fn load_keys(config: &Config) -> Result<KeyRing, ServeError> {
         let path = &files[0];
         if !path.exists() {
             keys::generate(path).map_err(ServeError::Key)?;
-            log_info(&format!(
+            log::info(&format!(
                 "generated a new signing key in {}",
                 path.display()
             ));
@@ -229,7 +230,7 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
             .map_err(|e| ServeError::Listen(addr.to_string(), e))?;
         handles.push(handle);
     }
-    log_info(&format!(
+    log::info(&format!(
         "listening on http://{addr} with {} workers{}",
         prepared.workers,
         if prepared.app.auth.store().is_some() {
@@ -243,7 +244,7 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
     wait_for_stop(signals);
     STOPPING.store(true, Ordering::SeqCst);
     notify("STOPPING=1");
-    log_info("stopping: finishing requests in flight");
+    log::info("stopping: finishing requests in flight");
     for _ in 0..handles.len() {
         server.unblock();
     }
@@ -255,7 +256,7 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
     match fatal {
         Some(e) => Err(ServeError::Accept(e)),
         None => {
-            log_info("stopped");
+            log::info("stopped");
             Ok(())
         }
     }
@@ -275,7 +276,7 @@ fn worker(
             Ok(request) => serve_one(request, app, fixed, &mut out, &mut date),
             Err(e) => {
                 if !STOPPING.load(Ordering::SeqCst) {
-                    log_error(&format!("the server stopped accepting connections: {e}"));
+                    log::error(&format!("the server stopped accepting connections: {e}"));
                     *fatal.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
                     // Wake the main thread, which waits for a stop signal.
                     // SAFETY: kill(2) on our own pid with a valid signal has no memory effects.
@@ -336,7 +337,7 @@ fn serve_one(
     app.shared.metrics.request(outcome.route, status, micros);
     // The access line is made while the request (method, path) is still at hand, and
     // only when it will be written.
-    let line = (log_level() >= Level::Info).then(|| {
+    let line = (log::level() >= Level::Info).then(|| {
         let path = http::split_target(request.url()).0;
         access_line(
             now,
@@ -348,7 +349,7 @@ fn serve_one(
         )
     });
     if let Err(e) = request.respond_raw(out) {
-        log_debug(&format!("could not send the response: {e}"));
+        log::debug(&format!("could not send the response: {e}"));
     }
     if out.capacity() > MAX_KEPT_BUFFER {
         // One very large page (a long user list) does not pin its memory for good.
@@ -534,7 +535,7 @@ fn listener(addr: &str) -> Result<TcpListener, ServeError> {
         let addr = listener
             .local_addr()
             .map_err(|e| ServeError::Listen("the socket passed by systemd".into(), e))?;
-        log_info(&format!("using the socket passed by systemd ({addr})"));
+        log::info(&format!("using the socket passed by systemd ({addr})"));
         return Ok(listener);
     }
     TcpListener::bind(addr).map_err(|e| ServeError::Listen(addr.to_string(), e))
@@ -559,7 +560,7 @@ fn set_socket_timeouts(listener: &TcpListener, seconds: u64) {
             )
         };
         if rc != 0 {
-            log_error(&format!(
+            log::error(&format!(
                 "cannot set a socket timeout: {}",
                 io::Error::last_os_error()
             ));
@@ -620,7 +621,7 @@ pub fn notify(state: &str) {
         socket.send_to(state.as_bytes(), Path::new(&path))
     };
     if let Err(e) = result {
-        log_error(&format!("cannot notify systemd: {e}"));
+        log::error(&format!("cannot notify systemd: {e}"));
     }
 }
 
@@ -650,48 +651,6 @@ fn start_watchdog() {
         });
 }
 
-/// Log verbosity, from `LATCHKEY_LOG` (`off`, `error`, `info`, `debug`; default `info`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub enum Level {
-    /// Nothing.
-    Off,
-    /// Failures only.
-    Error,
-    /// Failures, start/stop and one access line per request.
-    Info,
-    /// Everything, including client disconnects.
-    Debug,
-}
-
-/// The log level in force.
-pub fn log_level() -> Level {
-    static LEVEL: std::sync::OnceLock<Level> = std::sync::OnceLock::new();
-    *LEVEL.get_or_init(|| match std::env::var("LATCHKEY_LOG").as_deref() {
-        Ok("off") => Level::Off,
-        Ok("error") => Level::Error,
-        Ok("debug") => Level::Debug,
-        _ => Level::Info,
-    })
-}
-
-fn log_error(message: &str) {
-    if log_level() >= Level::Error {
-        eprintln!("{} error {message}", timestamp(unix_now()));
-    }
-}
-
-fn log_info(message: &str) {
-    if log_level() >= Level::Info {
-        eprintln!("{} info {message}", timestamp(unix_now()));
-    }
-}
-
-fn log_debug(message: &str) {
-    if log_level() >= Level::Debug {
-        eprintln!("{} debug {message}", timestamp(unix_now()));
-    }
-}
-
 /// One access line: time, method, path (never the query), status, µs, user or `-`.
 /// Paths are printed with control characters escaped so a request cannot forge lines.
 fn access_line(
@@ -704,33 +663,15 @@ fn access_line(
 ) -> String {
     use std::fmt::Write as _;
     let mut line = String::with_capacity(96 + path.len());
-    let _ = write!(line, "{} access {method} ", timestamp(now));
+    let _ = write!(line, "{} access {method} ", log::timestamp(now));
     line.extend(path.chars().flat_map(char::escape_default));
     let _ = writeln!(line, " {status} {micros}us {}", user.unwrap_or("-"));
     line
 }
 
-/// RFC 3339 UTC time of a Unix timestamp.
-pub fn timestamp(unix: i64) -> String {
-    let c = Civil::from_unix(unix);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}Z",
-        c.year, c.month, c.day, c.hour, c.minute, c.second
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn timestamps() {
-        assert_eq!(timestamp(0), "1970-01-01T00:00:00Z");
-        assert_eq!(timestamp(951_782_400), "2000-02-29T00:00:00Z");
-        assert_eq!(timestamp(1_795_694_096), "2026-11-26T11:54:56Z");
-        assert_eq!(timestamp(-1), "1969-12-31T23:59:59Z");
-        assert_eq!(timestamp(4_102_444_800), "2100-01-01T00:00:00Z");
-    }
 
     #[test]
     fn access_lines_cannot_be_forged_through_the_path() {

@@ -244,9 +244,9 @@ fn table(users: &[User]) -> String {
             u.name.clone(),
             u.role.clone(),
             if u.locked { "yes" } else { "no" }.into(),
-            latchkey::server::timestamp(u.created),
+            latchkey::log::timestamp(u.created),
             u.last_login
-                .map_or_else(|| "never".into(), latchkey::server::timestamp),
+                .map_or_else(|| "never".into(), latchkey::log::timestamp),
         ]);
     }
     let mut widths = [0; 6];
