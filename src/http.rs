@@ -188,6 +188,15 @@ impl Reply {
         }
     }
 
+    /// The JSON error body every answer under `/api/` uses: `{"error": <machine word>,
+    /// "message": <a sentence for people>}`.
+    pub fn api_error(status: u16, error: &str, message: &str) -> Reply {
+        Reply::json(
+            status,
+            &serde_json::json!({ "error": error, "message": message }),
+        )
+    }
+
     /// A plain-text body.
     pub fn text(status: u16, body: String) -> Reply {
         Reply {
@@ -270,11 +279,6 @@ impl Form {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
-
-    /// The value of a field that must be present.
-    pub fn require(&self, name: &'static str) -> Result<&str, FormError> {
-        self.get(name).ok_or(FormError::Missing(name))
-    }
 }
 
 /// Why form or query input was refused (answered 400, naming the field).
@@ -286,10 +290,6 @@ pub enum FormError {
     TooManyFields,
     /// A field longer than `MAX_FIELD_BYTES`.
     FieldTooLong(String),
-    /// A required field is absent.
-    Missing(&'static str),
-    /// A field's value is not acceptable.
-    Bad(&'static str, String),
 }
 
 impl fmt::Display for FormError {
@@ -304,8 +304,6 @@ impl fmt::Display for FormError {
                 f,
                 "the form field \"{name}\" is longer than {MAX_FIELD_BYTES} bytes"
             ),
-            FormError::Missing(name) => write!(f, "the form field \"{name}\" is missing"),
-            FormError::Bad(name, why) => write!(f, "the form field \"{name}\" {why}"),
         }
     }
 }
@@ -393,7 +391,6 @@ mod tests {
         assert_eq!(form.get("empty"), Some(""));
         assert_eq!(form.get("flag"), Some(""));
         assert_eq!(form.get("missing"), None);
-        assert_eq!(form.require("missing"), Err(FormError::Missing("missing")));
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use maud::{DOCTYPE, Escaper, Markup, PreEscaped, Render, html};
 
-use crate::store::User;
+use crate::store::{ROLE_ADMIN, User};
 use crate::token::Claims;
 
 /// The stylesheet, inlined in every page and allowed by its hash in the CSP.
@@ -121,7 +121,7 @@ fn layout(title: &str, chrome: &Chrome, width: Width, content: Markup) -> Markup
                         a.brand href="/" { "latchkey" }
                         @if let Some(user) = chrome.user {
                             a href="/account" { "Account" }
-                            @if user.role == "admin" && chrome.has_store {
+                            @if user.role == ROLE_ADMIN && chrome.has_store {
                                 a href="/admin" { "Admin" }
                             }
                             form.inline method="post" action="/logout" {

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use sha2::{Digest, Sha256};
 
+use crate::accounts::{Accounts, Rules};
 use crate::auth::{Auth, Policy};
 use crate::config::Config;
 use crate::http::{self, Method, Reply, Request};
@@ -22,9 +23,9 @@ use crate::log::{self, Level};
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::password::Passwords;
-use crate::routes::{self, App, Gate, Shared};
+use crate::routes::{self, App, Outcome, Shared};
 use crate::store::UserStore;
-use crate::throttle::{Limits, Throttle};
+use crate::throttle::Limits;
 use crate::token::{Clock, Validation, Verifier};
 use crate::wire::{self, DateCache, FixedHead, Version};
 
@@ -123,17 +124,24 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         issuer: config.issuer.clone(),
     };
     let auth = Auth::new(&ring, Verifier::new(&ring, validation), store, policy);
-    let limits = Limits {
-        max_failures: config.throttle_max_failures,
-        window: config.throttle_window,
-        lockout: config.throttle_lockout,
-        capacity: 10_000,
+    let rules = Rules {
+        passwords,
+        throttle: Limits {
+            max_failures: config.throttle_max_failures,
+            window: config.throttle_window,
+            lockout: config.throttle_lockout,
+            capacity: 10_000,
+        },
+        login_concurrency: config.login_concurrency,
+        signup_open: config.signup_open,
     };
     let shared = Shared {
-        passwords,
-        throttle: Throttle::new(limits),
-        metrics: Metrics::new(config.workers, config.verify_only),
-        hashing: Gate::new(config.login_concurrency),
+        accounts: Accounts::new(rules),
+        metrics: Metrics::new(
+            routes::labels().to_vec(),
+            config.workers,
+            config.verify_only,
+        ),
         access_log: log::level() >= Level::Info,
         config: config.clone(),
     };
@@ -311,7 +319,7 @@ fn serve_one(
                 Ok(answer) => answer,
                 Err(_) => (
                     limit_reply(req.path, 500, "Something went wrong on our side."),
-                    other(),
+                    Outcome::unrouted(),
                 ),
             }
         }
@@ -321,7 +329,7 @@ fn serve_one(
                 refusal.status,
                 &refusal.message,
             ),
-            other(),
+            Outcome::unrouted(),
         ),
     };
     let status = reply.status;
@@ -359,13 +367,6 @@ fn serve_one(
         use std::io::Write as _;
         // One write per line: stderr is unbuffered.
         let _ = io::stderr().write_all(line.as_bytes());
-    }
-}
-
-fn other() -> routes::Outcome {
-    routes::Outcome {
-        route: "other",
-        user: None,
     }
 }
 
@@ -455,10 +456,7 @@ fn limit_reply(path: &str, status: u16, message: &str) -> Reply {
             500 => "internal",
             _ => "bad_request",
         };
-        return Reply::json(
-            status,
-            &serde_json::json!({ "error": error, "message": message }),
-        );
+        return Reply::api_error(status, error, message);
     }
     let chrome = pages::Chrome {
         user: None,
