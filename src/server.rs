@@ -96,6 +96,14 @@ pub struct Prepared {
     listen: String,
 }
 
+impl Prepared {
+    /// The application the workers will run: in-process tests call
+    /// `routes::handle(prepared.app(), &request, now)` with it, without sockets.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
+}
+
 /// Loads (or on first start generates) the keys, opens the store and builds the
 /// application, without listening yet.
 pub fn prepare(config: Config) -> Result<Prepared, ServeError> {

@@ -1,0 +1,434 @@
+//! The handlers in-process, without sockets: requests are built with
+//! `http::Request::new(..).with_header(..).with_body(..)` and answered by
+//! `routes::handle` on the app `server::prepare` builds from a real configuration
+//! (a temporary data directory, a real store and key). The journeys that need no real
+//! connection live here; the whole-program suites prove the binary.
+
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use latchkey::config::{Config, Env, Value};
+use latchkey::http::{Method, Reply, Request};
+use latchkey::routes;
+use latchkey::server::{self, Prepared};
+
+/// Now, as the server's verifier sees it (it reads the system clock).
+fn now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64)
+}
+
+/// A prepared server in a temporary data directory, removed on drop.
+struct App {
+    prepared: Prepared,
+    dir: PathBuf,
+}
+
+impl Drop for App {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl App {
+    fn new(settings: &[(&str, &str)]) -> App {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "latchkey-routes-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        let mut flags = vec![
+            ("data_dir", Value::Text(dir.to_string_lossy().into_owned())),
+            ("argon2_memory_kib", Value::Text("64".into())),
+            ("argon2_iterations", Value::Text("1".into())),
+            ("workers", Value::Text("2".into())),
+        ];
+        for (k, v) in settings {
+            flags.push((k, Value::Text(v.to_string())));
+        }
+        let config = Config::load(None, &Env::default(), &flags).expect("config");
+        let prepared = server::prepare(config).expect("prepare");
+        App { prepared, dir }
+    }
+
+    fn handle(&self, req: &Request) -> Reply {
+        routes::handle(self.prepared.app(), req, now()).0
+    }
+
+    /// The `route` label a request was counted under.
+    fn label(&self, req: &Request) -> &'static str {
+        routes::labels()[routes::handle(self.prepared.app(), req, now()).1.route]
+    }
+}
+
+/// A browser in-process: a cookie jar and the CSRF field of the last page.
+struct Visitor<'a> {
+    app: &'a App,
+    cookies: Vec<(String, String)>,
+    peer: IpAddr,
+}
+
+impl<'a> Visitor<'a> {
+    fn new(app: &'a App) -> Visitor<'a> {
+        Visitor {
+            app,
+            cookies: Vec::new(),
+            peer: "192.0.2.10".parse().expect("ip"),
+        }
+    }
+
+    fn cookie_header(&self) -> String {
+        self.cookies
+            .iter()
+            .map(|(n, v)| format!("{n}={v}"))
+            .collect::<Vec<_>>()
+            .join("; ")
+    }
+
+    fn send(&mut self, mut req: Request) -> Reply {
+        req.peer = Some(self.peer);
+        let cookie = self.cookie_header();
+        if !cookie.is_empty() {
+            req = req.with_header("Cookie", &cookie);
+        }
+        let reply = self.app.handle(&req);
+        for (name, value) in &reply.headers {
+            if *name != "Set-Cookie" {
+                continue;
+            }
+            let pair = value.split(';').next().unwrap_or("");
+            let (n, v) = pair.split_once('=').expect("cookie pair");
+            self.cookies.retain(|(k, _)| k != n);
+            if !v.is_empty() && !value.contains("Max-Age=0") {
+                self.cookies.push((n.to_string(), v.to_string()));
+            }
+        }
+        reply
+    }
+
+    fn get(&mut self, target: &str) -> Reply {
+        self.send(Request::new(Method::Get, target))
+    }
+
+    /// GETs `page`, takes its CSRF field, POSTs `fields` to `action`.
+    fn submit(&mut self, page: &str, action: &str, fields: &[(&str, &str)]) -> Reply {
+        let form = self.get(page);
+        let csrf = csrf_of(&form.body).unwrap_or_else(|| panic!("no form on {page}"));
+        self.post(action, fields, &csrf)
+    }
+
+    fn post(&mut self, action: &str, fields: &[(&str, &str)], csrf: &str) -> Reply {
+        let mut body: Vec<String> = fields
+            .iter()
+            .map(|(k, v)| format!("{k}={}", latchkey::http::percent_encode(v)))
+            .collect();
+        body.push(format!("csrf={csrf}"));
+        let req = Request::new(Method::Post, action)
+            .with_header("Content-Type", "application/x-www-form-urlencoded")
+            .with_body(body.join("&").as_bytes());
+        self.send(req)
+    }
+
+    fn register(&mut self, name: &str, password: &str) -> Reply {
+        self.submit(
+            "/register",
+            "/register",
+            &[
+                ("username", name),
+                ("password", password),
+                ("confirm", password),
+            ],
+        )
+    }
+
+    fn login(&mut self, name: &str, password: &str) -> Reply {
+        self.submit(
+            "/login",
+            "/login",
+            &[("username", name), ("password", password), ("next", "/")],
+        )
+    }
+}
+
+fn csrf_of(page: &str) -> Option<String> {
+    let at = page.find("name=\"csrf\" value=\"")?;
+    let rest = &page[at + 19..];
+    Some(rest[..rest.find('"')?].to_string())
+}
+
+fn location(reply: &Reply) -> &str {
+    reply.header("Location").unwrap_or("")
+}
+
+#[test]
+fn the_first_registration_makes_the_administrator_and_logs_in() {
+    let app = App::new(&[]);
+    let mut alice = Visitor::new(&app);
+    let page = alice.get("/register");
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("first account"), "{}", page.body);
+    let r = alice.register("Alice", "correct horse");
+    assert_eq!((r.status, location(&r)), (303, "/"));
+    let home = alice.get("/");
+    assert!(home.body.contains("Hello, Alice!"), "{}", home.body);
+    assert!(
+        home.body.contains("href=\"/admin\""),
+        "the first user is admin"
+    );
+    assert!(home.private, "a logged-in page is not cached");
+
+    // Registration is now closed to everyone else.
+    let mut bob = Visitor::new(&app);
+    let r = bob.get("/register");
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("Registration is closed"));
+}
+
+#[test]
+fn login_failures_say_the_same_for_unknown_names_and_wrong_passwords() {
+    let app = App::new(&[]);
+    Visitor::new(&app).register("carol", "right password");
+    let mut v = Visitor::new(&app);
+    for (name, password) in [("carol", "wrong password"), ("nobody", "right password")] {
+        let r = v.login(name, password);
+        assert_eq!(r.status, 401);
+        assert!(r.body.contains("Wrong username or password."));
+        assert!(!v.cookies.iter().any(|(n, _)| n == "token"));
+    }
+    let r = v.login("CAROL", "right password");
+    assert_eq!((r.status, location(&r)), (303, "/"));
+    assert!(v.cookies.iter().any(|(n, _)| n == "token"));
+}
+
+#[test]
+fn the_route_table_answers_405_with_allow_and_404_elsewhere() {
+    let app = App::new(&[]);
+    let r = app.handle(&Request::new(Method::Post, "/account"));
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("GET, HEAD"));
+    let r = app.handle(&Request::new(Method::Get, "/api/login"));
+    assert_eq!(r.status, 405);
+    assert_eq!(r.header("Allow"), Some("POST"));
+    assert!(
+        r.body.contains("\"error\":\"method_not_allowed\""),
+        "{}",
+        r.body
+    );
+    let r = app.handle(&Request::new(Method::Other, "/login"));
+    assert_eq!(r.header("Allow"), Some("GET, HEAD, POST"));
+    let r = app.handle(&Request::new(Method::Get, "/nowhere"));
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("There is no page at this address."));
+    let r = app.handle(&Request::new(Method::Get, "/api/nowhere"));
+    assert_eq!(r.status, 404);
+    assert_eq!(r.content_type, "application/json");
+
+    assert_eq!(app.label(&Request::new(Method::Get, "/auth")), "auth");
+    assert_eq!(
+        app.label(&Request::new(Method::Post, "/account/revoke")),
+        "account"
+    );
+    assert_eq!(
+        app.label(&Request::new(Method::Post, "/admin/users/3/lock")),
+        "admin"
+    );
+    assert_eq!(app.label(&Request::new(Method::Get, "/nowhere")), "other");
+}
+
+#[test]
+fn a_post_without_the_csrf_field_of_its_cookie_changes_nothing() {
+    let app = App::new(&[]);
+    let mut v = Visitor::new(&app);
+    v.get("/register");
+    let r = v.post(
+        "/register",
+        &[
+            ("username", "mallory"),
+            ("password", "12345678"),
+            ("confirm", "12345678"),
+        ],
+        "forged",
+    );
+    assert_eq!(r.status, 403);
+    assert!(r.body.contains("The form had expired"), "{}", r.body);
+    let r = v.get("/register");
+    assert!(r.body.contains("first account"), "no user was created");
+}
+
+#[test]
+fn administrators_manage_others_but_not_themselves() {
+    let app = App::new(&[]);
+    let mut admin = Visitor::new(&app);
+    admin.register("root", "root password");
+    let r = admin.submit(
+        "/admin",
+        "/admin/users",
+        &[
+            ("username", "dave"),
+            ("password", "dave password"),
+            ("role", "user"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    assert!(r.body.contains("Created dave."), "{}", r.body);
+    let mut dave = Visitor::new(&app);
+    assert_eq!(dave.login("dave", "dave password").status, 303);
+
+    // Own account: refused with the reason; ending one's own sessions is allowed.
+    let r = admin.submit("/admin", "/admin/users/1/lock", &[]);
+    assert_eq!(r.status, 400);
+    assert!(
+        r.body.contains("You cannot change your own role"),
+        "{}",
+        r.body
+    );
+
+    // Lock dave: his cookie is revoked on his next request.
+    let r = admin.submit("/admin", "/admin/users/2/lock", &[]);
+    assert!(r.body.contains("dave is locked."), "{}", r.body);
+    let r = dave.get("/account");
+    assert_eq!(r.status, 303);
+    assert!(location(&r).starts_with("/login?next="), "{}", location(&r));
+    assert_eq!(dave.login("dave", "dave password").status, 401);
+
+    let r = admin.submit("/admin", "/admin/users/2/delete", &[]);
+    assert!(r.body.contains("dave (id 2) was deleted."), "{}", r.body);
+    let r = admin.submit("/admin", "/admin/users/2/unlock", &[]);
+    assert_eq!(r.status, 404);
+    assert!(r.body.contains("There is no such user."));
+
+    // A plain user gets 403 on the admin page.
+    let mut user = Visitor::new(&app);
+    admin.submit(
+        "/admin",
+        "/admin/users",
+        &[
+            ("username", "erin"),
+            ("password", "erin password"),
+            ("role", "user"),
+        ],
+    );
+    user.login("erin", "erin password");
+    assert_eq!(user.get("/admin").status, 403);
+}
+
+#[test]
+fn a_password_change_revokes_other_sessions_and_keeps_this_one() {
+    let app = App::new(&[]);
+    let mut here = Visitor::new(&app);
+    here.register("frank", "old password");
+    let mut there = Visitor::new(&app);
+    there.login("frank", "old password");
+    let r = here.submit(
+        "/account",
+        "/account/password",
+        &[
+            ("current", "old password"),
+            ("password", "new password"),
+            ("confirm", "new password"),
+        ],
+    );
+    assert_eq!((r.status, location(&r)), (303, "/account"));
+    assert_eq!(here.get("/account").status, 200, "this browser stays in");
+    let r = there.get("/account");
+    assert_eq!(r.status, 303, "the other session is revoked");
+    let r = here.submit(
+        "/account",
+        "/account/password",
+        &[
+            ("current", "wrong"),
+            ("password", "x1234567"),
+            ("confirm", "x1234567"),
+        ],
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("The current password is wrong."));
+}
+
+#[test]
+fn forward_auth_answers_with_identity_headers_or_the_login_redirect() {
+    let app = App::new(&[]);
+    let mut v = Visitor::new(&app);
+    v.register("gina", "gina password");
+    let r = v.get("/auth");
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("Remote-User"), Some("gina"));
+    assert_eq!(r.header("Remote-Role"), Some("admin"));
+    assert_eq!(r.header("Remote-Id"), Some("1"));
+    assert_eq!(v.get("/auth?role=ops").status, 403);
+
+    let anonymous = app
+        .handle(&Request::new(Method::Get, "/auth").with_header("X-Original-URL", "/private?x=1"));
+    assert_eq!(anonymous.status, 401);
+    assert_eq!(location(&anonymous), "/login?next=/private%3Fx%3D1");
+    let direct = app.handle(
+        &Request::new(Method::Get, "/auth")
+            .with_header("X-Forwarded-Host", "evil.example")
+            .with_header("X-Forwarded-Uri", "/"),
+    );
+    assert_eq!(direct.status, 302);
+    assert_eq!(
+        location(&direct),
+        "/login",
+        "a foreign host is never a next target"
+    );
+}
+
+#[test]
+fn the_api_logs_in_with_json_and_answers_json_errors() {
+    let app = App::new(&[]);
+    Visitor::new(&app).register("hank", "hank password");
+    let login = |body: &str, content_type: &str| {
+        app.handle(
+            &Request::new(Method::Post, "/api/login")
+                .with_header("Content-Type", content_type)
+                .with_body(body.as_bytes()),
+        )
+    };
+    let r = login(
+        r#"{"username":"hank","password":"hank password"}"#,
+        "application/json",
+    );
+    assert_eq!(r.status, 200);
+    let json: serde_json::Value = serde_json::from_str(&r.body).expect("json");
+    let token = json["token"].as_str().expect("token");
+    let me = app.handle(
+        &Request::new(Method::Get, "/api/me")
+            .with_header("Authorization", &format!("Bearer {token}")),
+    );
+    assert_eq!(me.status, 200);
+    assert!(me.body.contains("\"name\":\"hank\""), "{}", me.body);
+
+    let r = login(
+        r#"{"username":"hank","password":"nope"}"#,
+        "application/json",
+    );
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("\"error\":\"wrong_credentials\""));
+    let r = login("username=hank", "application/x-www-form-urlencoded");
+    assert_eq!(r.status, 415);
+    let r = login(r#"{"username":"hank"}"#, "application/json");
+    assert_eq!(r.status, 400);
+    assert!(r.body.contains("\"error\":\"bad_request\""));
+    let r = app.handle(&Request::new(Method::Get, "/api/me"));
+    assert_eq!(r.status, 401);
+    assert!(r.body.contains("\"error\":\"none\""));
+}
+
+#[test]
+fn logins_beyond_the_throttle_get_429_with_retry_after() {
+    let app = App::new(&[("throttle_max_failures", "2")]);
+    Visitor::new(&app).register("ivan", "ivan password");
+    let mut v = Visitor::new(&app);
+    for _ in 0..2 {
+        assert_eq!(v.login("ivan", "wrong").status, 401);
+    }
+    let r = v.login("ivan", "ivan password");
+    assert_eq!(r.status, 429);
+    assert!(r.header("Retry-After").is_some());
+    assert!(r.body.contains("Too many failed logins"), "{}", r.body);
+}
