@@ -141,11 +141,6 @@ impl Auth {
         }
     }
 
-    /// The settings in force.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     /// The user store, when this instance holds one.
     pub fn store(&self) -> Option<&UserStore> {
         self.store.as_deref()
