@@ -15,13 +15,15 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use hmac::{Hmac, KeyInit, Mac};
+use hmac::Mac;
 use sha2::Sha256;
 
 use crate::http::{Login, Reply, Request};
 use crate::keys::KeyRing;
 use crate::store::{SessionCache, StoreError, User, UserStore};
-use crate::token::{Claims, ErrorClass, Signer, TokenError, Verifier};
+use crate::token::{
+    Amr, Claims, ErrorClass, HmacSha256, Signer, TokenBuf, TokenError, Verifier, hmac_sha256,
+};
 
 /// Name of the CSRF cookie.
 pub const CSRF_COOKIE: &str = "csrf";
@@ -58,11 +60,11 @@ pub enum Source {
 
 /// Who is asking, as decided by the before step.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Visitor {
+pub enum Visitor<'b> {
     /// A verified user.
     User {
         /// The token's claims, with the store's current name and role.
-        claims: Claims,
+        claims: Claims<'b>,
         /// Where the token came from.
         source: Source,
         /// The store's name or role differs from the token's: re-issue it.
@@ -77,9 +79,9 @@ pub enum Visitor {
     },
 }
 
-impl Visitor {
+impl<'b> Visitor<'b> {
     /// The claims of a logged-in visitor.
-    pub fn claims(&self) -> Option<&Claims> {
+    pub fn claims(&self) -> Option<&Claims<'b>> {
         match self {
             Visitor::User { claims, .. } => Some(claims),
             Visitor::Anonymous { .. } => None,
@@ -101,7 +103,7 @@ impl Visitor {
 pub struct Auth {
     verifier: Verifier,
     signer: Signer,
-    csrf_key: Hmac<Sha256>,
+    csrf_key: HmacSha256,
     store: Option<Arc<UserStore>>,
     sessions: Sessions,
     policy: Arc<Policy>,
@@ -125,12 +127,9 @@ impl Auth {
         store: Option<Arc<UserStore>>,
         policy: Policy,
     ) -> Auth {
-        let mut derive = <Hmac<Sha256> as KeyInit>::new_from_slice(ring.primary().bytes())
-            .expect("HMAC accepts keys of any length");
+        let mut derive = hmac_sha256(ring.primary().bytes());
         derive.update(b"latchkey csrf key v1");
-        let csrf_secret = derive.finalize().into_bytes();
-        let csrf_key = <Hmac<Sha256> as KeyInit>::new_from_slice(&csrf_secret)
-            .expect("HMAC accepts keys of any length");
+        let csrf_key = hmac_sha256(&derive.finalize().into_bytes());
         Auth {
             verifier,
             signer: Signer::new(ring),
@@ -159,7 +158,13 @@ impl Auth {
 
     /// The before step: verify the request's token and check it against the store.
     /// A store failure is returned as an error (answered 503), never as a login.
-    pub fn identify(&self, req: &Request, now: i64) -> Result<Visitor, StoreError> {
+    /// The token is decoded into `buf`, which the visitor's claims borrow from.
+    pub fn identify<'b>(
+        &self,
+        req: &Request,
+        now: i64,
+        buf: &'b mut TokenBuf,
+    ) -> Result<Visitor<'b>, StoreError> {
         let Some((token, source)) = self.token(req) else {
             return Ok(Visitor::Anonymous {
                 rejected: None,
@@ -172,7 +177,7 @@ impl Auth {
                 source: Some(source),
             })
         };
-        let mut claims = match self.verifier.verify(token) {
+        let mut claims = match self.verifier.verify(token, buf) {
             Ok(claims) => claims,
             Err(e) => return refused(e.class()),
         };
@@ -189,8 +194,8 @@ impl Auth {
             match store.session_state_cached(claims.user_id, &mut sessions)? {
                 Some(state) if !state.locked && state.ver == claims.ver => {
                     if state.role != claims.role || state.name != claims.name {
-                        claims.role.clone_from(&state.role);
-                        claims.name.clone_from(&state.name);
+                        claims.role = state.role.clone().into();
+                        claims.name = state.name.clone().into();
                         stale = true;
                     }
                 }
@@ -205,17 +210,18 @@ impl Auth {
     }
 
     /// Fresh claims for `user`, who has just entered their password.
-    pub fn claims_for(&self, user: &User, now: i64) -> Claims {
+    pub fn claims_for(&self, user: &User, now: i64) -> Claims<'static> {
         Claims {
-            sub: user.id.to_string(),
+            sub: user.id.to_string().into(),
             user_id: user.id,
-            name: user.name.clone(),
-            role: user.role.clone(),
+            name: user.name.clone().into(),
+            role: user.role.clone().into(),
             iat: now,
             exp: now + self.policy.ttl as i64,
-            iss: self.policy.issuer.clone(),
+            iss: self.policy.issuer.clone().into(),
             auth_time: now,
             ver: user.ver,
+            amr: Amr::PWD,
         }
     }
 
@@ -261,7 +267,7 @@ impl Auth {
 
     /// The re-issued claims when the token is due: less than half its lifetime is
     /// left, or the store changed the name or role. Never past the absolute limit.
-    pub fn slide(&self, claims: &Claims, stale: bool, now: i64) -> Option<Claims> {
+    pub fn slide<'b>(&self, claims: &Claims<'b>, stale: bool, now: i64) -> Option<Claims<'b>> {
         let due = claims.exp - now < (self.policy.ttl / 2) as i64;
         if !due && !stale {
             return None;
@@ -346,7 +352,7 @@ impl Auth {
     }
 
     /// HMAC(csrf_key, nonce || "|" || sub), the value a form must carry.
-    fn csrf_mac(&self, nonce: &str, visitor: &Visitor) -> Hmac<Sha256> {
+    fn csrf_mac(&self, nonce: &str, visitor: &Visitor) -> HmacSha256 {
         let mut mac = self.csrf_key.clone();
         mac.update(nonce.as_bytes());
         mac.update(b"|");
@@ -355,8 +361,8 @@ impl Auth {
     }
 }
 
-fn subject(visitor: &Visitor) -> &str {
-    visitor.claims().map_or("-", |c| c.sub.as_str())
+fn subject<'v>(visitor: &'v Visitor<'_>) -> &'v str {
+    visitor.claims().map_or("-", |c| &c.sub)
 }
 
 fn valid_nonce(nonce: &str) -> bool {

@@ -145,7 +145,7 @@ pub enum Login {
     /// Leave the cookie alone (it may still slide forward).
     Keep,
     /// Log this user in: issue a token with these claims.
-    Start(Box<Claims>),
+    Start(Box<Claims<'static>>),
     /// Log out: clear the cookie; never followed by a refresh.
     End,
 }

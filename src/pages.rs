@@ -70,7 +70,7 @@ impl Notice {
 #[derive(Debug, Clone, Copy)]
 pub struct Chrome<'a> {
     /// The logged-in user, if any.
-    pub user: Option<&'a Claims>,
+    pub user: Option<&'a Claims<'a>>,
     /// The CSRF field value for this visitor's forms.
     pub csrf: &'a str,
     /// A notice to show.
@@ -356,7 +356,7 @@ fn human_duration(seconds: i64) -> String {
 mod tests {
     use super::*;
 
-    fn claims(name: &str, role: &str) -> Claims {
+    fn claims<'a>(name: &'a str, role: &'a str) -> Claims<'a> {
         Claims {
             sub: "1".into(),
             user_id: 1,
@@ -367,10 +367,11 @@ mod tests {
             iss: "latchkey".into(),
             auth_time: 0,
             ver: 0,
+            amr: crate::token::Amr::PWD,
         }
     }
 
-    fn chrome<'a>(user: Option<&'a Claims>, notice: Option<&'a Notice>) -> Chrome<'a> {
+    fn chrome<'a>(user: Option<&'a Claims<'a>>, notice: Option<&'a Notice>) -> Chrome<'a> {
         Chrome {
             user,
             csrf: "tok",

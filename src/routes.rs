@@ -24,7 +24,7 @@ use crate::http::{Form, Login, Method, Reply, Request, percent_encode};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::pages::{self, Chrome, Notice};
 use crate::store::{ROLE_ADMIN, ROLE_USER, StoreError, User, UserStore};
-use crate::token::{Claims, ErrorClass};
+use crate::token::{Claims, ErrorClass, TokenBuf};
 
 /// State shared by every worker.
 pub struct Shared {
@@ -191,7 +191,9 @@ fn allowed(path: &str) -> Option<String> {
 
 /// Answers one request: before, route, after.
 pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
-    let visitor = match app.auth.identify(req, now) {
+    // The token is decoded here; the visitor's claims borrow from it.
+    let mut token_buf = TokenBuf::new();
+    let visitor = match app.auth.identify(req, now, &mut token_buf) {
         Ok(v) => v,
         Err(e) => {
             crate::log::error(&format!("user store: {e}"));
@@ -225,8 +227,8 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     app.auth.finish(&visitor, &mut reply, now);
     let user = match (&reply.login, visitor.claims()) {
         _ if !app.shared.access_log => None,
-        (Login::Start(c), _) => Some(c.name.clone()),
-        (_, Some(c)) => Some(c.name.clone()),
+        (Login::Start(c), _) => Some(c.name.to_string()),
+        (_, Some(c)) => Some(c.name.to_string()),
         _ => None,
     };
     (reply, Outcome { route, user })
@@ -264,7 +266,7 @@ impl From<StoreError> for Halt {
 struct Ctx<'a> {
     app: &'a App,
     req: &'a Request<'a>,
-    visitor: &'a Visitor,
+    visitor: &'a Visitor<'a>,
     now: i64,
 }
 
@@ -281,7 +283,7 @@ impl Ctx<'_> {
         self.app.auth.store()
     }
 
-    fn user(&self) -> Option<&Claims> {
+    fn user(&self) -> Option<&Claims<'_>> {
         self.visitor.claims()
     }
 
@@ -517,7 +519,7 @@ impl Ctx<'_> {
 
     /// Logged-in visitors only: otherwise the redirect to the login page (with a
     /// notice when their cookie was just refused).
-    fn require_user(&self) -> Result<&Claims, Reply> {
+    fn require_user(&self) -> Result<&Claims<'_>, Reply> {
         if let Some(reply) = self.bounce_rejected() {
             return Err(reply);
         }
@@ -534,7 +536,7 @@ impl Ctx<'_> {
     }
 
     /// Administrators only: the claims and the store, or the reply for everyone else.
-    fn require_admin(&self) -> Result<(&Claims, &UserStore), Reply> {
+    fn require_admin(&self) -> Result<(&Claims<'_>, &UserStore), Reply> {
         let claims = self.require_user()?;
         let store = self.require_store()?;
         if claims.role != ROLE_ADMIN {
@@ -855,10 +857,10 @@ fn forward_auth(ctx: &Ctx) -> Answer {
             return Ok(Reply::text(403, "Your role does not allow this.\n".into()).private());
         }
         return Ok(Reply::text(200, String::new())
-            .with_header("Remote-User", claims.name.clone())
-            .with_header("Remote-Name", claims.name.clone())
-            .with_header("Remote-Role", claims.role.clone())
-            .with_header("Remote-Id", claims.sub.clone())
+            .with_header("Remote-User", claims.name.to_string())
+            .with_header("Remote-Name", claims.name.to_string())
+            .with_header("Remote-Role", claims.role.to_string())
+            .with_header("Remote-Id", claims.sub.to_string())
             .private());
     }
     // nginx passes the original URL in X-Original-URL and wants 401 + Location;

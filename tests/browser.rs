@@ -13,11 +13,10 @@ mod common;
 mod webdriver;
 
 use std::path::PathBuf;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use common::{Server, jwt_claims};
-use latchkey::keys::KeyRing;
-use latchkey::token::{Claims, Signer};
+use common::token::{now, timed};
+use common::{Server, claims_of, jwt_claims, mint};
 use serde_json::json;
 use webdriver::Driver;
 
@@ -218,21 +217,13 @@ fn set_token(d: &Driver, value: &str) {
 
 /// The same claims as `token`, expired a minute ago, signed with the server's key.
 fn expired_copy(server: &Server, token: &str) -> String {
-    let v = jwt_claims(token);
-    let field = |k: &str| v[k].as_i64().unwrap_or_else(|| panic!("claim {k}"));
-    let claims = Claims {
-        sub: v["sub"].as_str().unwrap().into(),
-        user_id: v["user_id"].as_u64().unwrap(),
-        name: v["name"].as_str().unwrap().into(),
-        role: v["role"].as_str().unwrap().into(),
-        iat: now() - 7200,
-        exp: now() - 60,
-        iss: v["iss"].as_str().unwrap().into(),
-        auth_time: field("auth_time").min(now() - 7200),
-        ver: v["ver"].as_u64().unwrap(),
-    };
-    let ring = KeyRing::load(&[server.key_file()]).unwrap();
-    Signer::new(&ring).sign(&claims)
+    let claims = claims_of(token);
+    let t = now();
+    let auth_time = claims.auth_time.min(t - 7200);
+    mint(
+        &server.key_file(),
+        &timed(&claims, t - 7200, t - 60, auth_time),
+    )
 }
 
 /// Saves a screenshot under `test-artifacts/` and checks it is a real PNG of the
@@ -261,11 +252,4 @@ fn shoot(d: &Driver, name: &str) -> PathBuf {
     let path = dir.join(name);
     std::fs::write(&path, &png).unwrap();
     path
-}
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }

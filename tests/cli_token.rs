@@ -1,13 +1,16 @@
 //! `latchkey key generate` and `latchkey token issue|verify` through the real binary.
 
+mod common;
+
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 
+use common::token::{now, timed, user};
 use latchkey::keys::{self, KeyRing};
-use latchkey::token::{Claims, Clock, Signer};
+use latchkey::token::Signer;
 
 fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -112,7 +115,7 @@ fn issue_then_verify_prints_the_claims() {
         claims["exp"].as_i64().expect("exp"),
     );
     assert_eq!(exp - iat, 600);
-    assert!((iat - Clock::System.now()).abs() < 60);
+    assert!((iat - now()).abs() < 60);
 }
 
 #[test]
@@ -138,18 +141,13 @@ fn verify_reads_the_key_file_from_the_environment_and_the_token_from_stdin() {
 fn verify_exit_codes_name_the_class() {
     let dir = with_key("classes");
     let ring = KeyRing::load(&[dir.join("k.key")]).expect("ring");
-    let now = Clock::System.now();
-    let expired = Signer::new(&ring).sign(&Claims {
-        sub: "42".into(),
-        user_id: 42,
-        name: "ann".into(),
-        role: "admin".into(),
-        iat: now - 7200,
-        exp: now - 3600,
-        iss: "latchkey".into(),
-        auth_time: now - 7200,
-        ver: 0,
-    });
+    let t = now();
+    let expired = Signer::new(&ring).sign(&timed(
+        &user(42, "ann", "admin", t),
+        t - 7200,
+        t - 3600,
+        t - 7200,
+    ));
     let good = issue(&dir, &[]);
     let cases = [
         ("expired", expired.as_str(), &[][..], 3),

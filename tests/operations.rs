@@ -9,17 +9,11 @@ use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixDatagram;
 use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::token::{now, timed, user};
 use common::{Browser, Conn, Server, TempDir, bin};
 use latchkey::token::Claims;
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
 
 /// A verify-only instance with `key`, sending logins to the example portal.
 fn start_verifier(key: &std::path::Path) -> Server {
@@ -37,15 +31,8 @@ fn start_verifier(key: &std::path::Path) -> Server {
 /// A token for the first user, `root` (id 1, admin), with the given times and version.
 fn root_token(key: &std::path::Path, iat: i64, exp: i64, auth_time: i64, ver: u64) -> String {
     let claims = Claims {
-        sub: "1".into(),
-        user_id: 1,
-        name: "root".into(),
-        role: "admin".into(),
-        iat,
-        exp,
-        iss: "latchkey".into(),
-        auth_time,
         ver,
+        ..timed(&user(1, "root", "admin", iat), iat, exp, auth_time)
     };
     common::mint(key, &claims)
 }

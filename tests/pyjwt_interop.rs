@@ -1,10 +1,13 @@
 //! Our tokens read by PyJWT (`jwt.decode(token, key, algorithms=["HS256"], issuer=...)`),
 //! as the apps of the original design read them. Needs python3 with PyJWT.
 
+mod common;
+
 use std::process::Command;
 
-use latchkey::keys::{Key, KeyRing};
-use latchkey::token::{Claims, Clock, Signer};
+use common::token::{key, now, user};
+use latchkey::keys::KeyRing;
+use latchkey::token::{Amr, Claims, Signer};
 
 const DECODE: &str = r#"
 import json, sys, jwt
@@ -27,18 +30,13 @@ fn pyjwt_decode(key: &str, issuer: &str, token: &str) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).expect("JSON from python")
 }
 
-fn claims(issuer: &str, name: &str) -> Claims {
-    let now = Clock::System.now();
+fn claims(issuer: &str, name: &str) -> Claims<'static> {
     Claims {
-        sub: "1234".into(),
-        user_id: 1234,
-        name: name.into(),
-        role: "admin".into(),
-        iat: now,
-        exp: now + 3600,
-        iss: issuer.into(),
-        auth_time: now - 60,
+        iss: issuer.to_owned().into(),
+        auth_time: now() - 60,
         ver: 2,
+        amr: Amr::PWD_OTP,
+        ..user(1234, name, "admin", now())
     }
 }
 
@@ -53,8 +51,7 @@ fn pyjwt_reads_our_tokens() {
             "Zo\u{eb} \"q\" \u{1f511}",
         ),
     ] {
-        let ring =
-            KeyRing::new(vec![Key::new(key.as_bytes().to_vec()).expect("key")]).expect("ring");
+        let ring = KeyRing::new(vec![self::key(key.as_bytes())]).expect("ring");
         let claims = claims(issuer, name);
         let token = Signer::new(&ring).sign(&claims);
         let decoded = pyjwt_decode(key, issuer, &token);
@@ -66,6 +63,7 @@ fn pyjwt_reads_our_tokens() {
         assert_eq!(c["iss"], issuer);
         assert_eq!(c["exp"], claims.exp);
         assert_eq!(c["ver"], 2);
+        assert_eq!(c["amr"], serde_json::json!(["pwd", "otp"]));
         assert_eq!(decoded["header"]["alg"], "HS256");
         assert_eq!(decoded["header"]["typ"], "JWT");
         assert_eq!(decoded["header"]["kid"], ring.primary().kid());
@@ -76,7 +74,7 @@ fn pyjwt_reads_our_tokens() {
 #[ignore = "heavy: needs python3 with PyJWT; run by .ci/run"]
 fn pyjwt_refuses_our_token_for_another_issuer() {
     let key = "cgy-flask-token-demo-secret-key!";
-    let ring = KeyRing::new(vec![Key::new(key.as_bytes().to_vec()).expect("key")]).expect("ring");
+    let ring = KeyRing::new(vec![self::key(key.as_bytes())]).expect("ring");
     let token = Signer::new(&ring).sign(&claims("latchkey", "bob"));
     let out = Command::new("python3")
         .args(["-c", DECODE, key, "cgy", &token])

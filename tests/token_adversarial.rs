@@ -1,25 +1,18 @@
 //! The adversarial suite: hostile or broken tokens, each with the exact class it must get.
 
+mod common;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::token::{KEY, NOW, claims, key, sign, verifier, verify};
 use hmac::{Hmac, KeyInit, Mac};
-use latchkey::keys::{Key, KeyRing};
-use latchkey::token::{
-    Claims, Clock, ErrorClass, MAX_TOKEN_LEN, Part, Signer, TokenError, Validation, Verifier,
-};
+use latchkey::token::{Amr, Claims, ErrorClass, MAX_TOKEN_LEN, Part, TokenError};
 use sha2::Sha256;
 
-const KEY: &[u8] = b"adversarial-suite-key-0123456789abcdef";
 const OTHER_KEY: &[u8] = b"a-key-this-verifier-does-not-hold-0123456";
-const NOW: i64 = 1_800_000_000;
 
-fn kid(key: &[u8]) -> String {
-    Key::new(key.to_vec()).expect("key").kid().to_owned()
-}
-
-fn verifier() -> Verifier {
-    let ring = KeyRing::new(vec![Key::new(KEY.to_vec()).expect("key")]).expect("ring");
-    Verifier::new(&ring, Validation::new("latchkey", Clock::Fixed(NOW)))
+fn kid(secret: &[u8]) -> String {
+    key(secret).kid().to_owned()
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -127,24 +120,10 @@ fn replace_char(token: &str, at: usize, with: char) -> String {
 #[test]
 fn the_baseline_and_tolerated_variants_verify() {
     let v = verifier();
-    let claims = v.verify(&good()).expect("baseline");
-    assert_eq!(
-        claims,
-        Claims {
-            sub: "42".into(),
-            user_id: 42,
-            name: "ann".into(),
-            role: "admin".into(),
-            iat: NOW - 60,
-            exp: NOW + 3600,
-            iss: "latchkey".into(),
-            auth_time: NOW - 600,
-            ver: 0,
-        }
-    );
+    let baseline = verify(&v, &good()).expect("baseline");
+    assert_eq!(baseline, claims(), "no amr reads as pwd");
     // The signer's own output, and tokens that differ in harmless ways.
-    let ring = KeyRing::new(vec![Key::new(KEY.to_vec()).expect("key")]).expect("ring");
-    assert_eq!(v.verify(&Signer::new(&ring).sign(&claims)), Ok(claims));
+    assert_eq!(verify(&v, &sign(&baseline)), Ok(claims()));
     let ok = [
         ("no typ", with_header(r#"{"alg":"HS256"}"#)),
         (
@@ -175,12 +154,41 @@ fn the_baseline_and_tolerated_variants_verify() {
             "exp within leeway",
             signed(&[("exp", Some(&(NOW - 29).to_string()))]),
         ),
+        (
+            "auth_time within leeway",
+            signed(&[("auth_time", Some(&(NOW + 30).to_string()))]),
+        ),
         ("only user_id", signed(&[("sub", None)])),
         ("only sub", signed(&[("user_id", None)])),
         ("exactly 4096 bytes", token_of_len(MAX_TOKEN_LEN)),
     ];
     for (name, token) in ok {
-        assert!(v.verify(&token).is_ok(), "{name}: {:?}", v.verify(&token));
+        assert!(
+            verify(&v, &token).is_ok(),
+            "{name}: {:?}",
+            verify(&v, &token)
+        );
+    }
+}
+
+#[test]
+fn amr_reads_as_a_set_of_registered_methods() {
+    let v = verifier();
+    let amr = |value: &str| verify(&v, &signed(&[("amr", Some(value))])).map(|c| c.amr);
+    let hwk = Amr::from_value("hwk").expect("registered");
+    assert_eq!(amr(r#"["pwd"]"#), Ok(Amr::PWD));
+    assert_eq!(amr(r#"["pwd","otp"]"#), Ok(Amr::PWD_OTP));
+    assert_eq!(amr(r#"["otp","pwd"]"#), Ok(Amr::PWD_OTP), "any order");
+    assert_eq!(amr(r#"[ "pwd" ]"#), Ok(Amr::PWD), "escapes decoded");
+    assert_eq!(amr(r#"["hwk","pwd"]"#), Ok(hwk.union(Amr::PWD)));
+    assert!(amr(r#"["pwd","otp"]"#).is_ok_and(Amr::has_otp));
+    // Our own signer's layout, with and without the second factor.
+    for set in [Amr::PWD, Amr::PWD_OTP] {
+        let signed = Claims {
+            amr: set,
+            ..claims()
+        };
+        assert_eq!(verify(&v, &sign(&signed)), Ok(signed));
     }
 }
 
@@ -283,6 +291,21 @@ fn hostile_tokens_get_their_exact_class() {
         ("expired at the leeway edge", signed(&[("exp", Some(&(NOW - 30).to_string()))]), Expired, E::Expired { exp: NOW - 30, now: NOW }),
         ("expired long ago", signed(&[("exp", Some("0"))]), Expired, E::Expired { exp: 0, now: NOW }),
         ("exp at i64::MIN", signed(&[("exp", Some(&i64::MIN.to_string()))]), Expired, E::Expired { exp: i64::MIN, now: NOW }),
+        ("auth_time in the future", signed(&[("auth_time", Some(&(NOW + 31).to_string()))]), Invalid, E::AuthenticatedInFuture { auth_time: NOW + 31, now: NOW }),
+        ("auth_time far in the future", signed(&[("auth_time", Some(&i64::MAX.to_string()))]), Invalid, E::AuthenticatedInFuture { auth_time: i64::MAX, now: NOW }),
+        ("auth_time in the future, expired", signed(&[("auth_time", Some(&(NOW + 31).to_string())), ("exp", Some("0"))]), Invalid, E::AuthenticatedInFuture { auth_time: NOW + 31, now: NOW }),
+        // Authentication methods (RFC 8176).
+        ("amr empty", signed(&[("amr", Some("[]"))]), Invalid, E::AuthMethods),
+        ("amr unregistered", signed(&[("amr", Some(r#"["pwd","password"]"#))]), Invalid, E::AuthMethods),
+        ("amr upper case", signed(&[("amr", Some(r#"["PWD"]"#))]), Invalid, E::AuthMethods),
+        ("amr twice", signed(&[("amr", Some(r#"["pwd","otp","pwd"]"#))]), Invalid, E::AuthMethods),
+        ("amr a string", signed(&[("amr", Some(r#""pwd""#))]), Invalid, E::WrongType { part: Part::Payload, name: "amr" }),
+        ("amr null", signed(&[("amr", Some("null"))]), Invalid, E::WrongType { part: Part::Payload, name: "amr" }),
+        ("amr with a number", signed(&[("amr", Some(r#"["unknown",1]"#))]), Invalid, E::WrongType { part: Part::Payload, name: "amr" }),
+        ("amr nested", signed(&[("amr", Some(r#"[["pwd"]]"#))]), Invalid, E::WrongType { part: Part::Payload, name: "amr" }),
+        ("amr twice as a member", signed(&[("amr", Some(r#"["pwd"],"amr":["pwd"]"#))]), Invalid, E::Duplicate { part: Part::Payload }),
+        ("amr unregistered, expired", signed(&[("amr", Some(r#"["x"]"#)), ("exp", Some("0"))]), Expired, E::Expired { exp: 0, now: NOW }),
+        ("amr unclosed", signed(&[("amr", Some(r#"["pwd""#))]), Malformed, E::Json { part: Part::Payload }),
     ];
     assert!(cases.len() >= 30);
     let v = verifier();
@@ -293,7 +316,7 @@ fn hostile_tokens_get_their_exact_class() {
             *class,
             "{name}: the table disagrees with itself"
         );
-        match v.verify(token) {
+        match verify(&v, token) {
             Ok(_) => failures.push(format!("{name}: accepted, expected {class:?}")),
             Err(err) if err.class() != *class || err != *expected => {
                 failures.push(format!("{name}: {err:?} ({err}), expected {expected:?}"))

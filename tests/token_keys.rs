@@ -1,17 +1,19 @@
 //! Key files and the key ring: permissions, length, line ends, kid, generation, rotation.
 
+mod common;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use common::token::{claims, key, verifier_of, verify};
 use latchkey::keys::{self, Key, KeyError, KeyRing};
-use latchkey::token::{Claims, Clock, Signer, TokenError, Validation, Verifier};
+use latchkey::token::{Signer, TokenError};
 use sha2::{Digest, Sha256};
 
 const SECRET: &str = "0123456789abcdef0123456789abcdef-key";
-const NOW: i64 = 1_800_000_000;
 
 /// A fresh directory for one test under cargo's per-target temporary directory.
 fn scratch(name: &str) -> PathBuf {
@@ -26,28 +28,6 @@ fn scratch(name: &str) -> PathBuf {
 fn write_key(path: &Path, contents: &[u8], mode: u32) {
     fs::write(path, contents).expect("write key");
     fs::set_permissions(path, fs::Permissions::from_mode(mode)).expect("chmod");
-}
-
-fn claims() -> Claims {
-    Claims {
-        sub: "5".into(),
-        user_id: 5,
-        name: "eve".into(),
-        role: "user".into(),
-        iat: NOW,
-        exp: NOW + 3600,
-        iss: "latchkey".into(),
-        auth_time: NOW,
-        ver: 0,
-    }
-}
-
-fn verifier(ring: &KeyRing) -> Verifier {
-    Verifier::new(ring, Validation::new("latchkey", Clock::Fixed(NOW)))
-}
-
-fn key(secret: &str) -> Key {
-    Key::new(secret.as_bytes().to_vec()).expect("key")
 }
 
 #[test]
@@ -111,7 +91,7 @@ fn one_line_end_is_stripped() {
         write_key(&path, contents.as_bytes(), 0o600);
         let loaded = keys::load_file(&path).expect("loads");
         assert_eq!(loaded.bytes(), SECRET.as_bytes(), "{contents:?}");
-        assert_eq!(loaded.kid(), key(SECRET).kid());
+        assert_eq!(loaded.kid(), key(SECRET.as_bytes()).kid());
     }
     // Only one: a second line end, or a second line, is not part of a one-line file.
     for contents in [format!("{SECRET}\n\n"), format!("{SECRET}\nmore")] {
@@ -137,11 +117,11 @@ fn a_missing_file_names_the_path() {
 
 #[test]
 fn kid_is_the_first_8_chars_of_base64url_sha256() {
-    let k = key(SECRET);
+    let k = key(SECRET.as_bytes());
     let full = URL_SAFE_NO_PAD.encode(Sha256::digest(SECRET.as_bytes()));
     assert_eq!(k.kid(), &full[..8]);
     assert_eq!(k.kid().len(), 8);
-    assert_ne!(k.kid(), key("another-secret-of-at-least-32-bytes!").kid());
+    assert_ne!(k.kid(), key(b"another-secret-of-at-least-32-bytes!").kid());
 }
 
 #[test]
@@ -179,12 +159,12 @@ fn generate_writes_a_private_random_key_and_never_overwrites() {
 
 #[test]
 fn rotation_old_tokens_verify_with_new_then_old() {
-    let old = key("the-old-key-retired-soon-0123456789");
-    let new = key("the-new-key-signing-from-now-0123456");
+    let old = key(b"the-old-key-retired-soon-0123456789");
+    let new = key(b"the-new-key-signing-from-now-0123456");
     let old_token = Signer::new(&KeyRing::new(vec![old.clone()]).expect("ring")).sign(&claims());
     let rotated = KeyRing::new(vec![new.clone(), old.clone()]).expect("ring");
     assert_eq!(rotated.primary().kid(), new.kid());
-    assert_eq!(verifier(&rotated).verify(&old_token), Ok(claims()));
+    assert_eq!(verify(&verifier_of(&rotated), &old_token), Ok(claims()));
     let new_token = Signer::new(&rotated).sign(&claims());
     let header = new_token.split('.').next().expect("header");
     let header = String::from_utf8(URL_SAFE_NO_PAD.decode(header).expect("b64")).expect("utf8");
@@ -192,11 +172,11 @@ fn rotation_old_tokens_verify_with_new_then_old() {
         header.contains(&format!(r#""kid":"{}""#, new.kid())),
         "{header}"
     );
-    assert_eq!(verifier(&rotated).verify(&new_token), Ok(claims()));
+    assert_eq!(verify(&verifier_of(&rotated), &new_token), Ok(claims()));
     // Once the old key is dropped, its tokens name an unknown key.
     let only_old = KeyRing::new(vec![old]).expect("ring");
     assert_eq!(
-        verifier(&only_old).verify(&new_token),
+        verify(&verifier_of(&only_old), &new_token),
         Err(TokenError::UnknownKey)
     );
 }
@@ -217,10 +197,10 @@ fn tokens_without_kid_use_the_primary_key_only() {
             URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
         )
     };
-    let ring = KeyRing::new(vec![key(new), key(old)]).expect("ring");
-    assert_eq!(verifier(&ring).verify(&legacy(new)), Ok(claims()));
+    let ring = KeyRing::new(vec![key(new.as_bytes()), key(old.as_bytes())]).expect("ring");
+    assert_eq!(verify(&verifier_of(&ring), &legacy(new)), Ok(claims()));
     assert_eq!(
-        verifier(&ring).verify(&legacy(old)),
+        verify(&verifier_of(&ring), &legacy(old)),
         Err(TokenError::Signature)
     );
 }

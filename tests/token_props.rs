@@ -1,21 +1,14 @@
 //! Property tests: any claims round-trip through sign and verify; no single-byte change,
 //! deletion or insertion of a valid token is ever accepted.
 
-use latchkey::keys::{Key, KeyRing};
-use latchkey::token::{Claims, Clock, Signer, Validation, Verifier};
+mod common;
+
+use common::token::{NOW, claims, ring, sign, verifier_with, verify};
+use latchkey::token::{Amr, Claims, Clock, Verifier};
 use proptest::prelude::*;
 
-const NOW: i64 = 1_800_000_000;
-
-fn ring() -> KeyRing {
-    KeyRing::new(vec![
-        Key::new(b"property-test-key-0123456789abcdefgh".to_vec()).expect("key"),
-    ])
-    .expect("ring")
-}
-
 fn verifier(issuer: &str) -> Verifier {
-    Verifier::new(&ring(), Validation::new(issuer, Clock::Fixed(NOW)))
+    verifier_with(&ring(), issuer, Clock::Fixed(NOW))
 }
 
 prop_compose! {
@@ -26,35 +19,27 @@ prop_compose! {
         iss in ".{0,32}",
         iat in -NOW..NOW + 30,
         lifetime in 31i64..100_000_000,
-        auth_time in any::<i64>(),
+        auth_time in i64::MIN..NOW + 30,
         ver in any::<u64>(),
-    ) -> Claims {
+        otp in any::<bool>(),
+    ) -> Claims<'static> {
         Claims {
-            sub: user_id.to_string(),
+            sub: user_id.to_string().into(),
             user_id,
-            name,
-            role,
+            name: name.into(),
+            role: role.into(),
             iat,
             exp: NOW + lifetime,
-            iss,
+            iss: iss.into(),
             auth_time,
             ver,
+            amr: if otp { Amr::PWD_OTP } else { Amr::PWD },
         }
     }
 }
 
 fn standard_token() -> String {
-    Signer::new(&ring()).sign(&Claims {
-        sub: "42".into(),
-        user_id: 42,
-        name: "ann".into(),
-        role: "admin".into(),
-        iat: NOW - 60,
-        exp: NOW + 3600,
-        iss: "latchkey".into(),
-        auth_time: NOW - 600,
-        ver: 1,
-    })
+    sign(&Claims { ver: 1, ..claims() })
 }
 
 proptest! {
@@ -62,8 +47,8 @@ proptest! {
 
     #[test]
     fn sign_then_verify_round_trips(claims in any_claims()) {
-        let token = Signer::new(&ring()).sign(&claims);
-        prop_assert_eq!(verifier(&claims.iss).verify(&token), Ok(claims));
+        let token = sign(&claims);
+        prop_assert_eq!(verify(&verifier(&claims.iss), &token), Ok(claims));
     }
 
     #[test]
@@ -75,7 +60,7 @@ proptest! {
         bytes[at] = byte;
         // A change that breaks UTF-8 cannot even be offered as a token.
         if let Ok(changed) = String::from_utf8(bytes) {
-            prop_assert!(verifier("latchkey").verify(&changed).is_err());
+            prop_assert!(verify(&verifier("latchkey"), &changed).is_err());
         }
     }
 
@@ -85,10 +70,10 @@ proptest! {
         let at = at % token.len();
         let mut removed = token.clone();
         removed.remove(at);
-        prop_assert!(verifier("latchkey").verify(&removed).is_err());
+        prop_assert!(verify(&verifier("latchkey"), &removed).is_err());
         let mut inserted = token;
         inserted.insert(at, char::from(byte));
-        prop_assert!(verifier("latchkey").verify(&inserted).is_err());
+        prop_assert!(verify(&verifier("latchkey"), &inserted).is_err());
     }
 }
 
@@ -97,7 +82,7 @@ fn every_single_byte_change_is_refused() {
     // Exhaustive over positions and printable ASCII, on top of the random cases above.
     let token = standard_token();
     let v = verifier("latchkey");
-    assert!(v.verify(&token).is_ok());
+    assert!(verify(&v, &token).is_ok());
     for at in 0..token.len() {
         for byte in 0x20u8..0x7f {
             if token.as_bytes()[at] == byte {
@@ -107,7 +92,7 @@ fn every_single_byte_change_is_refused() {
             bytes[at] = byte;
             let changed = String::from_utf8(bytes).expect("ASCII");
             assert!(
-                v.verify(&changed).is_err(),
+                verify(&v, &changed).is_err(),
                 "accepted a change at {at} to {byte:#x}"
             );
         }

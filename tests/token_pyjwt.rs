@@ -1,14 +1,17 @@
 //! Tokens minted by PyJWT (tests/fixtures/pyjwt/, made by the script beside them) are
 //! judged here as PyJWT would, at the instant each case names.
 
-use latchkey::keys::{Key, KeyRing};
-use latchkey::token::{Claims, Clock, Validation, Verifier};
+mod common;
+
+use common::token::{key, verifier_with, verify};
+use latchkey::keys::KeyRing;
+use latchkey::token::{Amr, Claims, Clock};
 use serde_json::Value;
 
 const FIXTURES: &str = include_str!("fixtures/pyjwt/tokens.json");
 
-fn claims_from(value: &Value) -> Claims {
-    let text = |k: &str| value[k].as_str().expect("string claim").to_owned();
+fn claims_from(value: &Value) -> Claims<'static> {
+    let text = |k: &str| value[k].as_str().expect("string claim").to_owned().into();
     let int = |k: &str| value[k].as_i64().expect("integer claim");
     Claims {
         sub: text("sub"),
@@ -20,6 +23,10 @@ fn claims_from(value: &Value) -> Claims {
         iss: text("iss"),
         auth_time: int("auth_time"),
         ver: value["ver"].as_u64().expect("ver"),
+        amr: match value.get("amr") {
+            Some(amr) => serde_json::from_value(amr.clone()).expect("amr"),
+            None => Amr::PWD,
+        },
     }
 }
 
@@ -30,16 +37,14 @@ fn pyjwt_tokens_are_judged_as_expected() {
     assert!(cases.len() >= 8, "fixture cases missing");
     for case in cases {
         let name = case["name"].as_str().expect("name");
-        let key = Key::new(case["key"].as_str().expect("key").as_bytes().to_vec()).expect("key");
-        let ring = KeyRing::new(vec![key]).expect("ring");
-        let verifier = Verifier::new(
+        let ring =
+            KeyRing::new(vec![key(case["key"].as_str().expect("key").as_bytes())]).expect("ring");
+        let verifier = verifier_with(
             &ring,
-            Validation::new(
-                case["issuer"].as_str().expect("issuer"),
-                Clock::Fixed(case["now"].as_i64().expect("now")),
-            ),
+            case["issuer"].as_str().expect("issuer"),
+            Clock::Fixed(case["now"].as_i64().expect("now")),
         );
-        let result = verifier.verify(case["token"].as_str().expect("token"));
+        let result = verify(&verifier, case["token"].as_str().expect("token"));
         match case["expect"].as_str().expect("expect") {
             "valid" => {
                 let claims = result.unwrap_or_else(|err| panic!("{name}: refused: {err}"));
@@ -66,19 +71,14 @@ fn legacy_original_design_token_reads_with_defaults() {
         .expect("legacy case");
     let token = case["token"].as_str().expect("token");
     assert!(token.starts_with("eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9."));
-    let key = Key::new(b"cgy-flask-token-demo-secret-key!".to_vec()).expect("key");
-    let verifier = Verifier::new(
-        &KeyRing::new(vec![key]).expect("ring"),
-        Validation::new("cgy", Clock::Fixed(1_800_000_000)),
-    );
-    let claims = verifier.verify(token).expect("legacy token accepted");
+    let ring = KeyRing::new(vec![key(b"cgy-flask-token-demo-secret-key!")]).expect("ring");
+    let verifier = verifier_with(&ring, "cgy", Clock::Fixed(1_800_000_000));
+    let claims = verify(&verifier, token).expect("legacy token accepted");
     assert_eq!(claims.sub, "7");
     assert_eq!(claims.user_id, 7);
-    assert_eq!(
-        (claims.name.as_str(), claims.role.as_str()),
-        ("alice", "admin")
-    );
+    assert_eq!((&*claims.name, &*claims.role), ("alice", "admin"));
     assert_eq!(claims.iat, claims.exp - 3600, "iat derives from exp - ttl");
     assert_eq!(claims.auth_time, claims.iat, "auth_time derives from iat");
     assert_eq!(claims.ver, 0);
+    assert_eq!(claims.amr, Amr::PWD, "no amr reads as a password login");
 }

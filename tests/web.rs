@@ -4,18 +4,12 @@
 mod common;
 
 use std::io::{Read, Write};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use common::token::now;
 use common::{Browser, Conn, Server, csrf_of, jwt_claims};
 use latchkey::keys::KeyRing;
-use latchkey::token::{Claims, Signer};
-
-fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
+use latchkey::token::{Amr, Claims, Signer};
 
 /// A server with a first admin `root` and a plain user `bob`, both logged in.
 fn with_users(server: &Server) -> (Browser<'_>, Browser<'_>) {
@@ -41,11 +35,11 @@ fn with_users(server: &Server) -> (Browser<'_>, Browser<'_>) {
     (admin, bob)
 }
 
-fn sign_with(server: &Server, claims: &Claims) -> String {
+fn sign_with(server: &Server, claims: &Claims<'_>) -> String {
     common::mint(&server.key_file(), claims)
 }
 
-fn claims_of(browser: &Browser) -> Claims {
+fn claims_of(browser: &Browser) -> Claims<'static> {
     common::claims_of(browser.jar.get("token").unwrap())
 }
 
@@ -162,12 +156,13 @@ fn sliding_refresh_keeps_auth_time_and_stops_at_the_absolute_limit() {
         "no refresh in the first half"
     );
 
-    // Second half: a new cookie, later exp, same auth_time.
+    // Second half: a new cookie, later exp, same auth_time and authentication methods.
     let old_auth = t - 5000;
     let due = Claims {
         iat: t - 3500,
         exp: t + 100,
         auth_time: old_auth,
+        amr: Amr::PWD_OTP,
         ..base.clone()
     };
     let r = server.get(
@@ -179,6 +174,7 @@ fn sliding_refresh_keeps_auth_time_and_stops_at_the_absolute_limit() {
     let c = jwt_claims(&token);
     assert!(c["exp"].as_i64().unwrap() >= t + 3600 - 5);
     assert_eq!(c["auth_time"].as_i64().unwrap(), old_auth);
+    assert_eq!(c["amr"], serde_json::json!(["pwd", "otp"]));
 
     // Near the absolute limit the new exp is capped at auth_time + 7 days.
     let week = 7 * 24 * 3600;

@@ -11,7 +11,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use hmac::{Hmac, KeyInit, Mac};
 use latchkey::keys::{Key, KeyRing};
-use latchkey::token::{Clock, MAX_TOKEN_LEN, Validation, Verifier};
+use latchkey::token::{Clock, MAX_TOKEN_LEN, TokenBuf, Validation, Verifier};
 use libfuzzer_sys::fuzz_target;
 use sha2::Sha256;
 
@@ -30,7 +30,8 @@ fuzz_target!(|data: &[u8]| {
     let Ok(token) = std::str::from_utf8(data) else {
         return;
     };
-    match VERIFIER.verify(token) {
+    let mut buf = TokenBuf::new();
+    match VERIFIER.verify(token, &mut buf) {
         Ok(claims) => {
             assert!(token.len() <= MAX_TOKEN_LEN);
             let (input, signature) = token.rsplit_once('.').expect("a dot");

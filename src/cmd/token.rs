@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use latchkey::keys::{self, KeyRing};
 use latchkey::token::{
-    Claims, Clock, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_TTL, ErrorClass, Signer, Validation,
-    Verifier,
+    Amr, Claims, Clock, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_TTL, ErrorClass, Signer, TokenBuf,
+    Validation, Verifier,
 };
 
 /// The key file used when none is given and `LATCHKEY_KEY_FILE` is unset.
@@ -115,15 +115,16 @@ pub fn run_token(command: TokenCommand) -> ExitCode {
             };
             let now = Clock::System.now();
             let claims = Claims {
-                sub: sub.to_string(),
+                sub: sub.to_string().into(),
                 user_id: sub,
-                name,
-                role,
+                name: name.into(),
+                role: role.into(),
                 iat: now,
                 exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
-                iss: issuer,
+                iss: issuer.into(),
                 auth_time: now,
                 ver: 0,
+                amr: Amr::PWD,
             };
             println!("{}", Signer::new(&ring).sign(&claims));
             ExitCode::SUCCESS
@@ -151,7 +152,8 @@ fn verify(key_files: &[PathBuf], issuer: String, leeway: u64, ttl: u64, token: S
         ttl,
         clock: Clock::System,
     };
-    match Verifier::new(&ring, validation).verify(&token) {
+    let mut buf = TokenBuf::new();
+    match Verifier::new(&ring, validation).verify(&token, &mut buf) {
         Ok(claims) => match serde_json::to_string(&claims) {
             Ok(json) => {
                 println!("{json}");

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod token;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -546,12 +548,12 @@ pub fn jwt_claims(token: &str) -> serde_json::Value {
 }
 
 /// The claims of a token latchkey issued (unverified), for minting variants of it.
-pub fn claims_of(token: &str) -> latchkey::token::Claims {
+pub fn claims_of(token: &str) -> latchkey::token::Claims<'static> {
     serde_json::from_value(jwt_claims(token)).expect("latchkey's claims")
 }
 
 /// Signs `claims` with the key in `key_file`, as the server holding it would.
-pub fn mint(key_file: &Path, claims: &latchkey::token::Claims) -> String {
+pub fn mint(key_file: &Path, claims: &latchkey::token::Claims<'_>) -> String {
     let ring = latchkey::keys::KeyRing::load(&[key_file.to_path_buf()]).expect("key file");
     latchkey::token::Signer::new(&ring).sign(claims)
 }

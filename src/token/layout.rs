@@ -1,0 +1,487 @@
+//! Our own payload layout: the fixed-order claim writer and the reader fast path.
+//!
+//! [`write_claims`] writes the claims in one fixed order, byte for byte as serde_json
+//! writes [`Claims`]. [`read`] reads exactly that layout with plain byte comparisons,
+//! strings free of escapes and control characters, integers as JSON writes them, and
+//! `amr` absent (tokens from before the claim existed), `["pwd"]` or `["pwd","otp"]`;
+//! anything else is left to the strict reader in `json.rs`. Whatever this reader
+//! accepts, the strict reader reads to the same values (property-tested below).
+
+use std::ops::Range;
+
+use super::Claims;
+use super::amr::Amr;
+
+/// Writes `claims` as JSON into `buf`, byte for byte as serde_json would; `None` when
+/// the buffer is too small.
+pub(super) fn write_claims(claims: &Claims<'_>, buf: &mut [u8]) -> Option<usize> {
+    let mut w = JsonWriter { buf, len: 0 };
+    w.raw(br#"{"sub":"#)?;
+    w.string(&claims.sub)?;
+    w.raw(br#","user_id":"#)?;
+    w.uint(claims.user_id)?;
+    w.raw(br#","name":"#)?;
+    w.string(&claims.name)?;
+    w.raw(br#","role":"#)?;
+    w.string(&claims.role)?;
+    w.raw(br#","iat":"#)?;
+    w.int(claims.iat)?;
+    w.raw(br#","exp":"#)?;
+    w.int(claims.exp)?;
+    w.raw(br#","iss":"#)?;
+    w.string(&claims.iss)?;
+    w.raw(br#","auth_time":"#)?;
+    w.int(claims.auth_time)?;
+    w.raw(br#","ver":"#)?;
+    w.uint(claims.ver)?;
+    w.raw(br#","amr":["#)?;
+    for (i, value) in claims.amr.values().enumerate() {
+        if i > 0 {
+            w.raw(b",")?;
+        }
+        w.raw(b"\"")?;
+        w.raw(value.as_bytes())?;
+        w.raw(b"\"")?;
+    }
+    w.raw(b"]}")?;
+    Some(w.len)
+}
+
+/// The most bytes [`write_claims`] can need for `claims`: every string byte escaped as
+/// `\u00XX`, every integer at its longest.
+pub(super) fn max_json_len(claims: &Claims<'_>) -> usize {
+    let strings = claims.sub.len() + claims.name.len() + claims.role.len() + claims.iss.len();
+    let amr: usize = claims.amr.values().map(|v| v.len() + 3).sum();
+    // The fixed text (names, quotes, colons, commas, brackets, braces) is 93 bytes; six
+    // integers take at most 20 characters each.
+    93 + 6 * strings + 6 * 20 + amr
+}
+
+/// Appends JSON pieces to a fixed buffer.
+struct JsonWriter<'b> {
+    buf: &'b mut [u8],
+    len: usize,
+}
+
+impl JsonWriter<'_> {
+    #[inline]
+    fn raw(&mut self, bytes: &[u8]) -> Option<()> {
+        let end = self.len.checked_add(bytes.len())?;
+        self.buf.get_mut(self.len..end)?.copy_from_slice(bytes);
+        self.len = end;
+        Some(())
+    }
+
+    /// A JSON string, escaped as serde_json escapes (`\"`, `\\`, short forms, `\u00xx`).
+    fn string(&mut self, text: &str) -> Option<()> {
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        self.raw(b"\"")?;
+        let mut rest = text.as_bytes();
+        // Copy runs of plain characters whole; escape the rest one by one.
+        while let Some(at) = rest
+            .iter()
+            .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
+        {
+            self.raw(&rest[..at])?;
+            let byte = rest[at];
+            match byte {
+                b'"' => self.raw(b"\\\"")?,
+                b'\\' => self.raw(b"\\\\")?,
+                b'\n' => self.raw(b"\\n")?,
+                b'\r' => self.raw(b"\\r")?,
+                b'\t' => self.raw(b"\\t")?,
+                0x08 => self.raw(b"\\b")?,
+                0x0c => self.raw(b"\\f")?,
+                _ => self.raw(&[
+                    b'\\',
+                    b'u',
+                    b'0',
+                    b'0',
+                    HEX[usize::from(byte >> 4)],
+                    HEX[usize::from(byte & 0xf)],
+                ])?,
+            }
+            rest = &rest[at + 1..];
+        }
+        self.raw(rest)?;
+        self.raw(b"\"")
+    }
+
+    /// Decimal digits, written in place right to left, two per division (the itoa
+    /// crate's method without its copy out of a separate buffer).
+    fn uint(&mut self, mut value: u64) -> Option<()> {
+        const PAIRS: [u8; 200] = {
+            let mut pairs = [0u8; 200];
+            let mut n = 0;
+            while n < 100 {
+                pairs[2 * n] = b'0' + (n / 10) as u8;
+                pairs[2 * n + 1] = b'0' + (n % 10) as u8;
+                n += 1;
+            }
+            pairs
+        };
+        let len = value.checked_ilog10().map_or(1, |log| log as usize + 1);
+        let end = self.len.checked_add(len)?;
+        let digits = self.buf.get_mut(self.len..end)?;
+        let mut at = len;
+        while at >= 2 {
+            let pair = (value % 100) as usize * 2;
+            value /= 100;
+            digits[at - 2..at].copy_from_slice(&PAIRS[pair..pair + 2]);
+            at -= 2;
+        }
+        if at == 1 {
+            digits[0] = b'0' + value as u8;
+        }
+        self.len = end;
+        Some(())
+    }
+
+    fn int(&mut self, value: i64) -> Option<()> {
+        if value < 0 {
+            self.raw(b"-")?;
+        }
+        self.uint(value.unsigned_abs())
+    }
+}
+
+/// A payload in our layout: the integers read, the strings as ranges of the payload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) struct Layout {
+    pub sub: Range<usize>,
+    pub user_id: u64,
+    pub name: Range<usize>,
+    pub role: Range<usize>,
+    pub iat: i64,
+    pub exp: i64,
+    pub iss: Range<usize>,
+    pub auth_time: i64,
+    pub ver: u64,
+    pub amr: Option<Amr>,
+}
+
+/// Reads a payload laid out exactly as [`write_claims`] writes it (or as it did before
+/// `amr`), with strings free of escapes and control characters; `None` for anything
+/// else. `sub` must be the canonical decimal `user_id` repeated, digit for digit.
+pub(super) fn read(json: &[u8]) -> Option<Layout> {
+    let mut r = Reader { json, at: 0 };
+    r.lit(br#"{"sub":""#)?;
+    let sub = r.at;
+    let user_id = r.uint()?;
+    let sub = sub..r.at;
+    r.lit(br#"","user_id":"#)?;
+    // The same digits again, and nothing more.
+    r.lit(&json[sub.clone()])?;
+    r.lit(br#","name":""#)?;
+    let name = r.string()?;
+    r.lit(br#","role":""#)?;
+    let role = r.string()?;
+    r.lit(br#","iat":"#)?;
+    let iat = r.int()?;
+    r.lit(br#","exp":"#)?;
+    let exp = r.int()?;
+    r.lit(br#","iss":""#)?;
+    let iss = r.string()?;
+    r.lit(br#","auth_time":"#)?;
+    let auth_time = r.int()?;
+    r.lit(br#","ver":"#)?;
+    let ver = r.uint()?;
+    let amr = match &json[r.at..] {
+        b"}" => None,
+        br#","amr":["pwd"]}"# => Some(Amr::PWD),
+        br#","amr":["pwd","otp"]}"# => Some(Amr::PWD_OTP),
+        _ => return None,
+    };
+    Some(Layout {
+        sub,
+        user_id,
+        name,
+        role,
+        iat,
+        exp,
+        iss,
+        auth_time,
+        ver,
+        amr,
+    })
+}
+
+/// The value of up to 19 ASCII digits (no overflow possible).
+fn small_decimal(digits: &[u8]) -> u64 {
+    digits
+        .iter()
+        .fold(0u64, |value, &d| value * 10 + u64::from(d - b'0'))
+}
+
+/// The value of exactly 8 ASCII digits, combined pairwise inside one u64 (three
+/// multiplies instead of eight dependent ones).
+fn eight_digits(digits: [u8; 8]) -> u64 {
+    let v = u64::from_le_bytes(digits) - 0x3030_3030_3030_3030;
+    let v = (v * 10 + (v >> 8)) & 0x00ff_00ff_00ff_00ff;
+    let v = (v * 100 + (v >> 16)) & 0x0000_ffff_0000_ffff;
+    (v * 10_000 + (v >> 32)) & 0xffff_ffff
+}
+
+/// Consumes the expected pieces of [`read`].
+struct Reader<'a> {
+    json: &'a [u8],
+    at: usize,
+}
+
+impl Reader<'_> {
+    #[inline]
+    fn lit(&mut self, piece: &[u8]) -> Option<()> {
+        let end = self.at + piece.len();
+        (self.json.get(self.at..end)? == piece).then(|| self.at = end)
+    }
+
+    /// The body of a string without escapes or control characters, up to and past its
+    /// closing quote.
+    fn string(&mut self) -> Option<Range<usize>> {
+        let start = self.at;
+        let len = self.json[start..]
+            .iter()
+            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
+        let end = start + len;
+        (self.json[end] == b'"').then(|| {
+            self.at = end + 1;
+            start..end
+        })
+    }
+
+    /// Digits as JSON writes them (no leading zero) that fit a u64.
+    fn uint(&mut self) -> Option<u64> {
+        let bytes = &self.json[self.at..];
+        let len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
+        if len == 0 || (len > 1 && bytes[0] == b'0') {
+            return None;
+        }
+        let digits = &bytes[..len];
+        let value = match len {
+            // Timestamps have 10 digits: the last 8 are combined at once.
+            9..20 => {
+                let (high, low) = digits.split_at(len - 8);
+                small_decimal(high) * 100_000_000 + eight_digits(low.try_into().ok()?)
+            }
+            ..9 => small_decimal(digits),
+            _ => digits.iter().try_fold(0u64, |value, &d| {
+                value.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+            })?,
+        };
+        self.at += len;
+        Some(value)
+    }
+
+    /// An i64; `-0` is left to the strict reader, which refuses it as serde_json does.
+    fn int(&mut self) -> Option<i64> {
+        if self.json.get(self.at) != Some(&b'-') {
+            return i64::try_from(self.uint()?).ok();
+        }
+        self.at += 1;
+        match self.uint()? {
+            0 => None,
+            magnitude => 0i64.checked_sub_unsigned(magnitude),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::json::{self, PayloadMembers};
+    use super::super::{Claims, Part, TokenError};
+    use super::*;
+
+    fn sample() -> Claims<'static> {
+        Claims {
+            sub: "7".into(),
+            user_id: 7,
+            name: "ann".into(),
+            role: "admin".into(),
+            iat: -5,
+            exp: 1_800_000_000,
+            iss: "latchkey".into(),
+            auth_time: i64::MIN,
+            ver: u64::MAX,
+            amr: Amr::PWD_OTP,
+        }
+    }
+
+    fn layout_json(c: &Claims<'_>) -> String {
+        let mut buf = vec![0u8; max_json_len(c)];
+        let len = write_claims(c, &mut buf).expect("the bound holds");
+        String::from_utf8(buf[..len].to_vec()).expect("UTF-8")
+    }
+
+    /// The strict reader's view of `json`, in the fast path's terms.
+    fn strict(json: &str) -> Result<Option<Layout>, TokenError> {
+        let mut m = PayloadMembers::default();
+        json::read_object(json, Part::Payload, &mut m)?;
+        let mut buf = json.as_bytes().to_vec();
+        let [sub, name, role, iss] = json::unescape_strs(&mut buf, [m.sub, m.name, m.role, m.iss]);
+        // Where the fast path would find each string: the strings have no escapes, so
+        // each is found by its text (the fast path's order makes the first match right).
+        let range = |s: Option<&str>, key: &str| {
+            let s = s?;
+            let at = json.find(&format!("\"{key}\":\"{s}\""))? + key.len() + 4;
+            Some(at..at + s.len())
+        };
+        Ok(Some(Layout {
+            sub: match range(sub, "sub") {
+                Some(r) => r,
+                None => return Ok(None),
+            },
+            user_id: m.user_id.unwrap_or(u64::MAX),
+            name: range(name, "name").unwrap_or(0..0),
+            role: range(role, "role").unwrap_or(0..0),
+            iat: m.iat.unwrap_or(0),
+            exp: m.exp.unwrap_or(0),
+            iss: range(iss, "iss").unwrap_or(0..0),
+            auth_time: m.auth_time.unwrap_or(0),
+            ver: m.ver.unwrap_or(0),
+            amr: m.amr.transpose()?,
+        }))
+    }
+
+    #[test]
+    fn layout_edge_cases_agree_with_the_strict_reader() {
+        let base = layout_json(&sample());
+        assert_eq!(base, serde_json::to_string(&sample()).expect("json"));
+        assert!(read(base.as_bytes()).is_some());
+        let variants = [
+            base.replace(r#""iat":-5"#, r#""iat":-0"#),
+            base.replace(r#""iat":-5"#, r#""iat":05"#),
+            base.replace(r#""iat":-5"#, r#""iat":-9223372036854775809"#),
+            base.replace(r#""iat":-5"#, r#""iat":9223372036854775808"#),
+            base.replace(
+                r#""ver":18446744073709551615"#,
+                r#""ver":18446744073709551616"#,
+            ),
+            base.replace(r#""ver":18446744073709551615"#, r#""ver":-1"#),
+            base.replace(r#""name":"ann""#, r#""name":"a\nn""#),
+            base.replace(r#""name":"ann""#, "\"name\":\"a\u{1}n\""),
+            base.replace(r#""name":"ann""#, r#""name":"a\"""#),
+            base.replace(r#""iat":-5"#, r#""iat":-5.0"#),
+            base.replace(r#""iat":-5"#, r#""iat":"-5""#),
+            base.replace(r#""sub":"7""#, r#""sub":"07""#),
+            base.replace(r#""user_id":7"#, r#""user_id":70"#),
+            base.replace(r#","amr":["pwd","otp"]"#, ""),
+            base.replace(r#","amr":["pwd","otp"]"#, r#","amr":["pwd"]"#),
+            base.replace(r#","amr":["pwd","otp"]"#, r#","amr":["otp","pwd"]"#),
+            base.replace(r#","amr":["pwd","otp"]"#, r#","amr":[]"#),
+            format!("{base} "),
+            format!(" {base}"),
+            base.replace(r#"]}"#, r#"],"ver":1}"#),
+        ];
+        for json in &variants {
+            if let Some(fast) = read(json.as_bytes()) {
+                assert_eq!(Ok(Some(fast)), strict(json), "{json}");
+            }
+        }
+        // The fast path leaves these to the strict reader, which refuses or reads them.
+        assert!(read(variants[0].as_bytes()).is_none(), "-0");
+        assert!(strict(&variants[0]).is_err());
+        assert!(read(variants[6].as_bytes()).is_none(), "an escape");
+        assert!(strict(&variants[6]).is_ok());
+        assert!(read(variants[11].as_bytes()).is_none(), "sub not canonical");
+        assert!(
+            read(variants[12].as_bytes()).is_none(),
+            "sub and user_id differ"
+        );
+        assert_eq!(read(variants[13].as_bytes()).map(|l| l.amr), Some(None));
+        assert_eq!(
+            read(variants[14].as_bytes()).map(|l| l.amr),
+            Some(Some(Amr::PWD))
+        );
+        assert!(read(variants[15].as_bytes()).is_none(), "another order");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn layout_writer_matches_serde_json(
+            user_id: u64, name in "\\PC*|[\\x00-\\x7f]*", role: String, iss: String,
+            iat: i64, exp: i64, auth_time: i64, ver: u64, otp: bool,
+        ) {
+            let c = Claims {
+                sub: user_id.to_string().into(), user_id, name: name.into(), role: role.into(),
+                iat, exp, iss: iss.into(), auth_time, ver,
+                amr: if otp { Amr::PWD_OTP } else { Amr::PWD },
+            };
+            let json = layout_json(&c);
+            proptest::prop_assert_eq!(&json, &serde_json::to_string(&c).expect("json"));
+            proptest::prop_assert!(json.len() <= max_json_len(&c));
+            let general = strict(&json);
+            proptest::prop_assert!(general.is_ok());
+            if let Some(fast) = read(json.as_bytes()) {
+                proptest::prop_assert_eq!(Ok(Some(fast)), general);
+            }
+        }
+
+        #[test]
+        fn layout_reader_agrees_with_the_strict_reader_on_edits(
+            at in 0usize..200, len in 0usize..4, insert in "[-0-9\"\\\\a-z:,{} .eE+\\[\\]]{0,3}",
+        ) {
+            let base = layout_json(&sample());
+            let at = at % base.len();
+            let end = (at + len).min(base.len());
+            let mut json = base.clone();
+            json.replace_range(at..end, &insert);
+            if let Some(fast) = read(json.as_bytes()) {
+                proptest::prop_assert_eq!(Ok(Some(fast)), strict(&json));
+            }
+        }
+
+        #[test]
+        fn layout_integers_read_like_str_parse(value: u64, digits in 1usize..21) {
+            let text = value.to_string();
+            let text = &text[text.len().saturating_sub(digits)..];
+            let text = text.trim_start_matches('0');
+            let text = if text.is_empty() { "0" } else { text };
+            let mut reader = Reader { json: text.as_bytes(), at: 0 };
+            proptest::prop_assert_eq!(reader.uint(), text.parse::<u64>().ok());
+            proptest::prop_assert_eq!(reader.at, text.len());
+        }
+    }
+
+    #[test]
+    fn layout_integers_at_the_edges() {
+        for text in [
+            "0",
+            "9",
+            "10",
+            "99999999",
+            "100000000",
+            "1795706622",
+            "9999999999999999999",
+            "18446744073709551615",
+            "18446744073709551616",
+            "99999999999999999999",
+            "123456789012345678901",
+        ] {
+            let mut reader = Reader {
+                json: text.as_bytes(),
+                at: 0,
+            };
+            assert_eq!(reader.uint(), text.parse::<u64>().ok(), "{text}");
+        }
+    }
+
+    #[test]
+    fn the_length_bound_holds_for_the_worst_strings() {
+        let worst = "\u{1}".repeat(40);
+        let c = Claims {
+            sub: worst.clone().into(),
+            name: worst.clone().into(),
+            role: worst.clone().into(),
+            iss: worst.into(),
+            iat: i64::MIN,
+            exp: i64::MIN,
+            auth_time: i64::MIN,
+            user_id: u64::MAX,
+            ver: u64::MAX,
+            amr: Amr::PWD_OTP,
+        };
+        let json = layout_json(&c);
+        assert!(json.len() <= max_json_len(&c));
+        assert_eq!(json, serde_json::to_string(&c).expect("json"));
+    }
+}
