@@ -158,20 +158,31 @@ pub(super) struct Layout {
     pub auth_time: i64,
     pub ver: u64,
     pub amr: Option<Amr>,
+    /// Every byte is ASCII (so the payload is UTF-8 without checking it again).
+    pub ascii: bool,
 }
 
 /// Reads a payload laid out exactly as [`write_claims`] writes it (or as it did before
 /// `amr`), with strings free of escapes and control characters; `None` for anything
 /// else. `sub` must be the canonical decimal `user_id` repeated, digit for digit.
+#[inline(always)]
 pub(super) fn read(json: &[u8]) -> Option<Layout> {
-    let mut r = Reader { json, at: 0 };
+    let mut r = Reader {
+        json,
+        at: 0,
+        high: 0,
+    };
     r.lit(br#"{"sub":""#)?;
     let sub = r.at;
-    let user_id = r.uint()?;
+    let id = r.uint()?;
     let sub = sub..r.at;
     r.lit(br#"","user_id":"#)?;
-    // The same digits again, and nothing more.
+    // The same digits again, and no more.
     r.lit(&json[sub.clone()])?;
+    if json.get(r.at).is_none_or(u8::is_ascii_digit) {
+        return None;
+    }
+    let user_id = id;
     r.lit(br#","name":""#)?;
     let name = r.string()?;
     r.lit(br#","role":""#)?;
@@ -203,20 +214,68 @@ pub(super) fn read(json: &[u8]) -> Option<Layout> {
         auth_time,
         ver,
         amr,
+        // The fixed text and the digits are ASCII; the strings were looked at whole.
+        ascii: r.high & HIGH == 0,
     })
 }
 
-/// The value of up to 19 ASCII digits (no overflow possible).
-fn small_decimal(digits: &[u8]) -> u64 {
-    digits
-        .iter()
-        .fold(0u64, |value, &d| value * 10 + u64::from(d - b'0'))
+// Eight bytes at a time ("SWAR"): a payload is read as little-endian u64 words, and the
+// bit tricks below find the first byte of a kind in a word with a handful of operations.
+
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The 8 bytes of `json` from `at` as a little-endian word; past the end, zero bytes
+/// (neither digits nor string characters).
+#[inline(always)]
+fn word(json: &[u8], at: usize) -> u64 {
+    let mut bytes = [0u8; 8];
+    match json.get(at..at + 8) {
+        Some(whole) => bytes.copy_from_slice(whole),
+        None => {
+            let rest = json.get(at..).unwrap_or_default();
+            bytes[..rest.len()].copy_from_slice(rest);
+        }
+    }
+    u64::from_le_bytes(bytes)
 }
 
-/// The value of exactly 8 ASCII digits, combined pairwise inside one u64 (three
-/// multiplies instead of eight dependent ones).
-fn eight_digits(digits: [u8; 8]) -> u64 {
-    let v = u64::from_le_bytes(digits) - 0x3030_3030_3030_3030;
+/// Bit 7 set in each byte of `w` that is not an ASCII digit.
+#[inline]
+fn non_digits(w: u64) -> u64 {
+    let low = w & !HIGH;
+    // 0x30 + 0x50 and 0x3a + 0x46 reach 0x80; no byte carries into the next.
+    let below_zero = !(low + 0x50 * ONES);
+    let above_nine = low + 0x46 * ONES;
+    (below_zero | above_nine | w) & HIGH
+}
+
+/// Bit 7 set in the first byte of `w` that is `"`, `\\` or a control character (bytes
+/// after it may be marked falsely; only the lowest mark counts).
+#[inline]
+fn string_ends(w: u64) -> u64 {
+    let zero_at = |v: u64| v.wrapping_sub(ONES) & !v & HIGH;
+    let below_space = w.wrapping_sub(0x20 * ONES) & !w & HIGH;
+    zero_at(w ^ (u64::from(b'"') * ONES)) | zero_at(w ^ (u64::from(b'\\') * ONES)) | below_space
+}
+
+/// The value of the first `n` (0 to 7) bytes of `w`, ASCII digits: they are moved to
+/// the top of the word and the bytes before them made '0'.
+#[inline(always)]
+fn leading_digits(w: u64, n: usize) -> u64 {
+    let shift = 8 * (8 - n as u32);
+    let moved = w.checked_shl(shift).unwrap_or(0);
+    eight_digits(moved | (0x30 * ONES).checked_shr(8 * n as u32).unwrap_or(0))
+}
+
+/// 10 to the power of 0 to 7.
+const POW10: [u64; 8] = [1, 10, 100, 1000, 10_000, 100_000, 1_000_000, 10_000_000];
+
+/// The value of 8 ASCII digits in a little-endian word, combined pairwise inside the
+/// word (three multiplies instead of eight dependent ones).
+#[inline(always)]
+fn eight_digits(w: u64) -> u64 {
+    let v = w - 0x30 * ONES;
     let v = (v * 10 + (v >> 8)) & 0x00ff_00ff_00ff_00ff;
     let v = (v * 100 + (v >> 16)) & 0x0000_ffff_0000_ffff;
     (v * 10_000 + (v >> 32)) & 0xffff_ffff
@@ -226,10 +285,13 @@ fn eight_digits(digits: [u8; 8]) -> u64 {
 struct Reader<'a> {
     json: &'a [u8],
     at: usize,
+    /// The words strings were read in, or-ed together: bit 7 of a byte set when some
+    /// string byte was not ASCII.
+    high: u64,
 }
 
 impl Reader<'_> {
-    #[inline]
+    #[inline(always)]
     fn lit(&mut self, piece: &[u8]) -> Option<()> {
         let end = self.at + piece.len();
         (self.json.get(self.at..end)? == piece).then(|| self.at = end)
@@ -237,42 +299,72 @@ impl Reader<'_> {
 
     /// The body of a string without escapes or control characters, up to and past its
     /// closing quote.
+    #[inline(always)]
     fn string(&mut self) -> Option<Range<usize>> {
         let start = self.at;
-        let len = self.json[start..]
-            .iter()
-            .position(|&b| b == b'"' || b == b'\\' || b < 0x20)?;
-        let end = start + len;
-        (self.json[end] == b'"').then(|| {
+        let mut at = start;
+        let end = loop {
+            let w = word(self.json, at);
+            self.high |= w;
+            match string_ends(w) {
+                0 => at += 8,
+                marks => break at + (marks.trailing_zeros() / 8) as usize,
+            }
+        };
+        (self.json.get(end) == Some(&b'"')).then(|| {
             self.at = end + 1;
             start..end
         })
     }
 
-    /// Digits as JSON writes them (no leading zero) that fit a u64.
+    /// Digits as JSON writes them (no leading zero) that fit a u64. The first 16 are
+    /// read as two words; longer numbers (over 10^16: ids and versions only, if ever)
+    /// digit by digit.
+    #[inline(always)]
     fn uint(&mut self) -> Option<u64> {
-        let bytes = &self.json[self.at..];
-        let len = bytes.iter().take_while(|b| b.is_ascii_digit()).count();
-        if len == 0 || (len > 1 && bytes[0] == b'0') {
+        let first = word(self.json, self.at);
+        let (value, n) = match non_digits(first) {
+            0 => {
+                let second = word(self.json, self.at + 8);
+                match non_digits(second) {
+                    0 => return self.long_uint(),
+                    marks => {
+                        let n = (marks.trailing_zeros() / 8) as usize;
+                        let low = leading_digits(second, n);
+                        (eight_digits(first) * POW10[n] + low, 8 + n)
+                    }
+                }
+            }
+            marks => {
+                let n = (marks.trailing_zeros() / 8) as usize;
+                (leading_digits(first, n), n)
+            }
+        };
+        // No digits, or a leading zero.
+        if n == 0 || (n > 1 && self.json[self.at] == b'0') {
             return None;
         }
-        let digits = &bytes[..len];
-        let value = match len {
-            // Timestamps have 10 digits: the last 8 are combined at once.
-            9..20 => {
-                let (high, low) = digits.split_at(len - 8);
-                small_decimal(high) * 100_000_000 + eight_digits(low.try_into().ok()?)
-            }
-            ..9 => small_decimal(digits),
-            _ => digits.iter().try_fold(0u64, |value, &d| {
-                value.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-            })?,
-        };
-        self.at += len;
+        self.at += n;
+        Some(value)
+    }
+
+    /// [`Self::uint`] for 16 digits or more, with overflow checks.
+    #[cold]
+    fn long_uint(&mut self) -> Option<u64> {
+        let digits = self.json.get(self.at..)?;
+        let n = digits.iter().take_while(|b| b.is_ascii_digit()).count();
+        if digits[0] == b'0' {
+            return None;
+        }
+        let value = digits[..n].iter().try_fold(0u64, |value, &d| {
+            value.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+        })?;
+        self.at += n;
         Some(value)
     }
 
     /// An i64; `-0` is left to the strict reader, which refuses it as serde_json does.
+    #[inline(always)]
     fn int(&mut self) -> Option<i64> {
         if self.json.get(self.at) != Some(&b'-') {
             return i64::try_from(self.uint()?).ok();
@@ -339,6 +431,7 @@ mod tests {
             auth_time: m.auth_time.unwrap_or(0),
             ver: m.ver.unwrap_or(0),
             amr: m.amr.transpose()?,
+            ascii: json.is_ascii(),
         }))
     }
 
@@ -436,9 +529,10 @@ mod tests {
             let text = &text[text.len().saturating_sub(digits)..];
             let text = text.trim_start_matches('0');
             let text = if text.is_empty() { "0" } else { text };
-            let mut reader = Reader { json: text.as_bytes(), at: 0 };
+            let json = format!("{PAD}{text},");
+            let mut reader = Reader { json: json.as_bytes(), at: PAD.len(), high: 0 };
             proptest::prop_assert_eq!(reader.uint(), text.parse::<u64>().ok());
-            proptest::prop_assert_eq!(reader.at, text.len());
+            proptest::prop_assert_eq!(reader.at, json.len() - 1);
         }
     }
 
@@ -457,11 +551,64 @@ mod tests {
             "99999999999999999999",
             "123456789012345678901",
         ] {
+            for tail in ["", ",", "}", "\"xxxxxxxx"] {
+                let json = format!("{PAD}{text}{tail}");
+                let mut reader = Reader {
+                    json: json.as_bytes(),
+                    at: PAD.len(),
+                    high: 0,
+                };
+                assert_eq!(reader.uint(), text.parse::<u64>().ok(), "{text}{tail}");
+            }
+        }
+    }
+
+    /// What precedes a number in our layout, at least: 8 bytes (`{"sub":"`).
+    const PAD: &str = r#"{"sub":""#;
+
+    #[test]
+    fn word_marks_find_the_first_byte_of_their_kind() {
+        let first = |marks: u64| (marks != 0).then(|| marks.trailing_zeros() as usize / 8);
+        for byte in 0..=255u8 {
+            for at in 0..8 {
+                let mut digits = *b"01234567";
+                digits[at] = byte;
+                let not_digit = !byte.is_ascii_digit();
+                let w = u64::from_le_bytes(digits);
+                assert_eq!(first(non_digits(w)), not_digit.then_some(at), "{byte:#x}");
+                let mut text = *b"abcdefgh";
+                text[at] = byte;
+                let ends = byte == b'"' || byte == b'\\' || byte < 0x20;
+                let w = u64::from_le_bytes(text);
+                assert_eq!(first(string_ends(w)), ends.then_some(at), "{byte:#x}");
+            }
+        }
+        // Several marks: the first counts, whatever follows it.
+        let w = u64::from_le_bytes(*b"ab\x01\"\\\x00\xffz");
+        assert_eq!(first(string_ends(w)), Some(2));
+        assert_eq!(first(non_digits(u64::from_le_bytes(*b"0123456a"))), Some(7));
+        assert_eq!(first(non_digits(u64::from_le_bytes(*b"98765432"))), None);
+    }
+
+    #[test]
+    fn strings_end_at_the_first_quote() {
+        for (json, expected) in [
+            (r#""#, None),
+            (r#"abc"x"#, Some(0..3)),
+            (r#"abcdefghijklmnop"x"#, Some(0..16)),
+            (r#"abcdefghijklmno""#, Some(0..15)),
+            (r#"abcdefgh\""#, None),
+            ("abcdefghi\u{1}\"", None),
+            ("é张三\"", Some(0..8)),
+            (r#"abc"#, None),
+        ] {
             let mut reader = Reader {
-                json: text.as_bytes(),
+                json: json.as_bytes(),
                 at: 0,
+                high: 0,
             };
-            assert_eq!(reader.uint(), text.parse::<u64>().ok(), "{text}");
+            assert_eq!(reader.string(), expected, "{json}");
+            assert_eq!(reader.high & HIGH != 0, !json.is_ascii(), "{json}");
         }
     }
 

@@ -356,6 +356,8 @@ pub struct Verifier {
 #[derive(Debug, Default, PartialEq, Eq)]
 struct RawClaims<'b> {
     sub: Option<&'b str>,
+    /// The reader found `sub` to be the canonical decimal `user_id` already.
+    sub_is_user_id: bool,
     user_id: Option<u64>,
     name: Option<&'b str>,
     role: Option<&'b str>,
@@ -416,9 +418,17 @@ impl Verifier {
         if token.len() > MAX_TOKEN_LEN {
             return Err(TokenError::TooLong { len: token.len() });
         }
-        let (header, payload, signature) = split(token)?;
         let TokenBuf { segment, digits } = buf;
-        let key = self.key_for(token, header, segment)?;
+        let (key, payload, signature) = match self.known_header(token) {
+            Some((key, rest)) => {
+                let (payload, signature) = split_rest(token, rest)?;
+                (key, payload, signature)
+            }
+            None => {
+                let (header, payload, signature) = split(token)?;
+                (self.key_for(token, header, segment)?, payload, signature)
+            }
+        };
         let len = base64url::decode(payload.as_bytes(), segment).ok_or_else(|| {
             or_segments(
                 token,
@@ -438,27 +448,33 @@ impl Verifier {
         self.check(raw, digits)
     }
 
-    /// The key a header selects, refusing any header we do not accept. `buf` is room to
-    /// decode a header that is not one of ours.
-    fn key_for(&self, token: &str, header: &str, buf: &mut [u8]) -> Result<&VerifyKey, TokenError> {
-        if let Some(key) = self
-            .keys
+    /// The key of a token that starts with a header we (or PyJWT) write under it, or the
+    /// original design's header (the primary key), then a dot; and what follows the dot.
+    /// Such a header is recognised without being searched for, decoded or parsed.
+    fn known_header<'t>(&self, token: &'t str) -> Option<(&VerifyKey, &'t str)> {
+        let after = |header: &str| token.strip_prefix(header)?.strip_prefix('.');
+        self.keys
             .iter()
-            .find(|key| key.headers.iter().any(|h| h == header))
-        {
-            return Ok(key);
-        }
-        if header == LEGACY_HEADER_B64 {
-            return Ok(&self.keys[0]);
-        }
+            .find_map(|key| {
+                key.headers
+                    .iter()
+                    .find_map(|h| after(h))
+                    .map(|rest| (key, rest))
+            })
+            .or_else(|| after(LEGACY_HEADER_B64).map(|rest| (&self.keys[0], rest)))
+    }
+
+    /// The key a header that is not one of [`Self::known_header`]'s selects, refusing
+    /// any header we do not accept. `buf` is room to decode it.
+    #[cold]
+    fn key_for(&self, token: &str, header: &str, buf: &mut [u8]) -> Result<&VerifyKey, TokenError> {
         match token.split('.').count() {
             3 => self.key_for_parsed(header, buf),
             count => Err(TokenError::Segments { count }),
         }
     }
 
-    /// The slow path of [`Self::key_for`]: decode and parse the header.
-    #[cold]
+    /// The rest of [`Self::key_for`]: decode and parse the header.
     fn key_for_parsed(&self, header: &str, buf: &mut [u8]) -> Result<&VerifyKey, TokenError> {
         let part = Part::Header;
         let len = base64url::decode(header.as_bytes(), buf).ok_or(TokenError::Base64 { part })?;
@@ -486,6 +502,7 @@ impl Verifier {
 
     /// Checks the claims of a signed payload against the validation settings; `digits`
     /// holds the decimal `sub` of a token that carries only `user_id`.
+    #[inline(always)]
     fn check<'b>(
         &self,
         raw: RawClaims<'b>,
@@ -515,7 +532,7 @@ impl Verifier {
             return Err(TokenError::Expired { exp, now });
         }
         let (sub, user_id) = match (raw.sub, raw.user_id) {
-            (Some(sub), Some(id)) if parse_id(sub) == Some(id) => (sub, id),
+            (Some(sub), Some(id)) if raw.sub_is_user_id || parse_id(sub) == Some(id) => (sub, id),
             (Some(sub), None) => match parse_id(sub) {
                 Some(id) => (sub, id),
                 None => return Err(TokenError::Subject),
@@ -546,14 +563,23 @@ impl Verifier {
 
 /// Reads a signed payload (decoded into `json`): our layout by the fast path, anything
 /// else by the strict reader, unescaping strings in place.
+#[inline(always)]
 fn read_payload(json: &mut [u8]) -> Result<RawClaims<'_>, TokenError> {
     let utf8 = TokenError::Utf8 {
         part: Part::Payload,
     };
     if let Some(found) = layout::read(json) {
-        let text = std::str::from_utf8(json).map_err(|_| utf8)?;
+        let text = if found.ascii {
+            debug_assert!(json.is_ascii());
+            // SAFETY: the layout reader matched every byte of `json` (fixed text, digits,
+            // strings) and saw only ASCII, which is UTF-8.
+            unsafe { std::str::from_utf8_unchecked(json) }
+        } else {
+            std::str::from_utf8(json).map_err(|_| utf8)?
+        };
         return Ok(RawClaims {
             sub: text.get(found.sub),
+            sub_is_user_id: true,
             user_id: Some(found.user_id),
             name: text.get(found.name),
             role: text.get(found.role),
@@ -566,12 +592,22 @@ fn read_payload(json: &mut [u8]) -> Result<RawClaims<'_>, TokenError> {
             amr: found.amr.map(Ok),
         });
     }
+    read_payload_strictly(json)
+}
+
+/// [`read_payload`] for a payload not in our layout: the strict reader.
+#[inline(never)]
+fn read_payload_strictly(json: &mut [u8]) -> Result<RawClaims<'_>, TokenError> {
+    let utf8 = TokenError::Utf8 {
+        part: Part::Payload,
+    };
     let text = std::str::from_utf8(json).map_err(|_| utf8)?;
     let mut m = PayloadMembers::default();
     json::read_object(text, Part::Payload, &mut m)?;
     let [sub, name, role, iss] = json::unescape_strs(json, [m.sub, m.name, m.role, m.iss]);
     Ok(RawClaims {
         sub,
+        sub_is_user_id: false,
         user_id: m.user_id,
         name,
         role,
@@ -602,28 +638,38 @@ fn parse_id(text: &str) -> Option<u64> {
 /// scanned twice.
 fn split(token: &str) -> Result<(&str, &str, &str), TokenError> {
     let (header, rest) = token.split_once('.').ok_or_else(|| segments(token))?;
+    if header.is_empty() {
+        return Err(empty_segment(token, Part::Header));
+    }
+    let (payload, signature) = split_rest(token, rest)?;
+    Ok((header, payload, signature))
+}
+
+/// Splits what follows a token's first dot (`rest`) into payload and signature, at the
+/// dot before a 43-character signature (or at its last dot).
+fn split_rest<'t>(token: &str, rest: &'t str) -> Result<(&'t str, &'t str), TokenError> {
     // The signature is almost always 43 characters: look there before searching.
     let at = match rest.len().checked_sub(SIG_B64_LEN + 1) {
         Some(at) if rest.as_bytes()[at] == b'.' => at,
         _ => rest.rfind('.').ok_or_else(|| segments(token))?,
     };
     let (payload, signature) = (&rest[..at], &rest[at + 1..]);
-    if header.is_empty() || payload.is_empty() || signature.is_empty() {
-        let count = token.split('.').count();
-        if count != 3 {
-            return Err(TokenError::Segments { count });
-        }
-        for (segment, part) in [
-            (header, Part::Header),
-            (payload, Part::Payload),
-            (signature, Part::Signature),
-        ] {
-            if segment.is_empty() {
-                return Err(TokenError::EmptySegment { part });
-            }
-        }
+    if payload.is_empty() {
+        return Err(empty_segment(token, Part::Payload));
     }
-    Ok((header, payload, signature))
+    if signature.is_empty() {
+        return Err(empty_segment(token, Part::Signature));
+    }
+    Ok((payload, signature))
+}
+
+/// The error for an empty segment: [`TokenError::Segments`] when there are not three.
+#[cold]
+fn empty_segment(token: &str, part: Part) -> TokenError {
+    match token.split('.').count() {
+        3 => TokenError::EmptySegment { part },
+        count => TokenError::Segments { count },
+    }
 }
 
 /// The error for a token that does not have exactly three segments.
