@@ -436,6 +436,87 @@ pub fn host_of(origin: &str) -> &str {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::http::Method;
+    use crate::keys::Key;
+    use crate::token::{Clock, Validation};
+
+    const NOW: i64 = 1_800_000_000;
+
+    /// An instance without a store, judging at `NOW`, and its signer.
+    fn auth() -> (Auth, Signer) {
+        let key = Key::new(b"auth-unit-test-key-0123456789abcdef".to_vec()).expect("key");
+        let ring = KeyRing::new(vec![key]).expect("ring");
+        let verifier = Verifier::new(&ring, Validation::new("latchkey", Clock::Fixed(NOW)));
+        let policy = Policy {
+            cookie_name: "token".into(),
+            cookie_domain: None,
+            cookie_secure: true,
+            ttl: 3600,
+            absolute_limit: 7 * 24 * 3600,
+            issuer: "latchkey".into(),
+        };
+        (Auth::new(&ring, verifier, None, policy), Signer::new(&ring))
+    }
+
+    fn claims(auth_time: i64, amr: Amr) -> Claims<'static> {
+        Claims {
+            sub: "7".into(),
+            user_id: 7,
+            name: "ann".into(),
+            role: "user".into(),
+            iat: NOW - 3000,
+            exp: NOW + 600,
+            iss: "latchkey".into(),
+            auth_time,
+            ver: 0,
+            amr,
+        }
+    }
+
+    #[test]
+    fn sliding_keeps_auth_time_and_amr() {
+        let (auth, _) = auth();
+        let due = claims(NOW - 5000, Amr::PWD_OTP);
+        let fresh = auth
+            .slide(&due, false, NOW)
+            .expect("less than half the lifetime left");
+        assert_eq!((fresh.iat, fresh.exp), (NOW, NOW + 3600));
+        assert_eq!(fresh.auth_time, NOW - 5000);
+        assert_eq!(fresh.amr, Amr::PWD_OTP);
+        assert_eq!(auth.claims_for(&test_user(), NOW).amr, Amr::PWD);
+    }
+
+    #[test]
+    fn a_login_from_the_future_is_refused_as_invalid() {
+        let (auth, signer) = auth();
+        let mut buf = TokenBuf::new();
+        for (auth_time, expected) in [
+            (NOW - 60, None),
+            (NOW + 30, None),
+            (NOW + 31, Some(ErrorClass::Invalid)),
+            (NOW + 7 * 24 * 3600, Some(ErrorClass::Invalid)),
+        ] {
+            let token = signer.sign(&claims(auth_time, Amr::PWD));
+            let bearer = format!("Bearer {token}");
+            let req = Request::new(Method::Get, "/api/me").with_header("authorization", &bearer);
+            let visitor = auth.identify(&req, NOW, &mut buf).expect("no store");
+            assert_eq!(visitor.rejected(), expected, "auth_time {auth_time}");
+        }
+    }
+
+    fn test_user() -> User {
+        User {
+            id: 7,
+            name: "ann".into(),
+            role: "user".into(),
+            password_hash: String::new(),
+            ver: 0,
+            locked: false,
+            created: NOW,
+            updated: NOW,
+            last_login: None,
+        }
+    }
 
     #[test]
     fn redirect_targets() {

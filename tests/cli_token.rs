@@ -207,3 +207,116 @@ fn key_errors_exit_1_with_an_actionable_message() {
         stderr(&out)
     );
 }
+
+#[test]
+fn issue_refuses_what_the_server_would_never_issue() {
+    let dir = with_key("issue-refusals");
+    let run = |name: &str, role: &str, extra: &[&str]| {
+        let (name, role) = (format!("--name={name}"), format!("--role={role}"));
+        let mut args = vec!["token", "issue", "--key-file", "k.key", "--sub", "42"];
+        args.extend_from_slice(&[&name, &role]);
+        args.extend_from_slice(extra);
+        latchkey(&dir, &args)
+    };
+    // Names and roles the store refuses: exit 1 with the store's reason.
+    let long_name = "n".repeat(65);
+    for (name, role, reason) in [
+        ("", "user", "bad user name"),
+        ("ann smith", "user", "bad user name"),
+        ("Zoë", "user", "bad user name"),
+        ("-ann", "user", "bad user name"),
+        (long_name.as_str(), "user", "bad user name"),
+        ("ann", "Admin", "bad role"),
+        ("ann", "", "bad role"),
+        ("ann", "site admin", "bad role"),
+    ] {
+        let out = run(name, role, &[]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{name:?} {role:?}: {}",
+            stdout(&out)
+        );
+        assert!(
+            stderr(&out).contains(reason),
+            "{name:?} {role:?}: {}",
+            stderr(&out)
+        );
+        assert!(stdout(&out).is_empty(), "no token printed");
+    }
+    // Lifetimes outside the ttl setting's bounds: a usage error (exit 2).
+    for ttl in ["0", "59", "2592001", "-5"] {
+        let out = run("ann", "user", &[&format!("--ttl={ttl}")]);
+        assert_eq!(out.status.code(), Some(2), "--ttl {ttl}: {}", stderr(&out));
+        assert!(stderr(&out).contains("--ttl"), "{}", stderr(&out));
+    }
+    // The bounds themselves, and a name the store trims, are fine.
+    for ttl in ["60", "2592000"] {
+        assert_eq!(run("ann", "user", &["--ttl", ttl]).status.code(), Some(0));
+    }
+    let out = run(" ann ", "user", &["--ver", "7"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let token = stdout(&out).trim_end().to_owned();
+    let out = latchkey(&dir, &["token", "verify", "--key-file", "k.key", &token]);
+    let claims: serde_json::Value = serde_json::from_str(&stdout(&out)).expect("claims JSON");
+    assert_eq!(claims["name"], "ann", "trimmed as the store trims");
+    assert_eq!(claims["ver"], 7);
+    assert_eq!(claims["amr"], serde_json::json!(["pwd"]));
+}
+
+#[test]
+fn bench_prints_one_json_object_of_positive_numbers() {
+    // An empty directory and no key file: the bench needs neither.
+    let dir = scratch("bench-json");
+    let out = latchkey(&dir, &["token", "bench", "--json", "--rounds", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert_eq!(text.lines().count(), 1, "one line: {text}");
+    let value: serde_json::Value = serde_json::from_str(&text).expect("JSON");
+    let object = value.as_object().expect("an object");
+    let mut keys: Vec<&str> = object.keys().map(String::as_str).collect();
+    keys.sort_unstable();
+    assert_eq!(
+        keys,
+        ["floor_ns", "reject_forged_ns", "sign_ns", "verify_ns"]
+    );
+    for (key, ns) in object {
+        let ns = ns.as_f64().unwrap_or_else(|| panic!("{key} is a number"));
+        assert!(ns > 0.0 && ns.is_finite(), "{key}: {ns}");
+    }
+    assert_eq!(
+        fs::read_dir(&dir).expect("dir").count(),
+        0,
+        "nothing written"
+    );
+}
+
+#[test]
+fn bench_table_names_each_operation_against_the_floor() {
+    let dir = scratch("bench-table");
+    let out = latchkey(&dir, &["token", "bench", "--rounds", "2"]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    let text = stdout(&out);
+    assert!(
+        text.starts_with("latchkey token bench: 2 interleaved rounds"),
+        "{text}"
+    );
+    for row in [
+        "verify",
+        "reject a forged signature",
+        "sign",
+        "floor: HMAC-SHA256",
+    ] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(row))
+            .unwrap_or_else(|| panic!("no {row} row: {text}"));
+        let ratio = line.split_whitespace().last().expect("ratio");
+        assert!(ratio.ends_with('x'), "{line}");
+        let per_second = line.split_whitespace().rev().nth(1).expect("ops/s");
+        assert!(per_second.parse::<u64>().is_ok_and(|n| n > 0), "{line}");
+    }
+    assert!(text.contains("1.00x"), "the floor against itself: {text}");
+    let out = latchkey(&dir, &["token", "bench", "--rounds", "0"]);
+    assert_eq!(out.status.code(), Some(2), "at least one round");
+}

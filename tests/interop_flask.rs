@@ -438,6 +438,11 @@ fn flask_seed_and_latchkey_accept_each_others_cookies() {
     assert_eq!(claims["role"], "admin");
     assert_eq!(claims["user_id"], flask_claims["user_id"]);
     assert_eq!(claims["ver"], 0);
+    assert_eq!(
+        claims["amr"],
+        serde_json::json!(["pwd"]),
+        "no amr reads as pwd"
+    );
     let auth = v.get("/auth", &[("Cookie", &cookie)]);
     assert_eq!(auth.status, 200, "{}", auth.body);
     assert_eq!(auth.header("remote-user"), Some("alice"));

@@ -588,6 +588,11 @@ fn api_login_and_me() {
     let claims: serde_json::Value = serde_json::from_str(&me.body).unwrap();
     assert_eq!(claims["name"], "bob");
     assert_eq!(claims["role"], "user");
+    assert_eq!(
+        claims["amr"],
+        serde_json::json!(["pwd"]),
+        "a password login"
+    );
 
     let r = json(r#"{"username":"bob","password":"nope-nope"}"#);
     assert_eq!(r.status, 401);

@@ -1,17 +1,21 @@
-//! `latchkey key generate` and `latchkey token issue|verify`: key files and tokens by hand,
-//! for operators and tests.
+//! `latchkey key generate` and `latchkey token issue|verify|bench`: key files and tokens
+//! by hand, for operators and tests, and the token speed of this host.
 //!
 //! `token verify` exits 0 when the token is valid, 3 when expired, 4 when malformed and
 //! 5 when invalid, printing `<class>: <reason>` on stderr; 1 for I/O and key errors.
+//! `token issue` refuses what the server would never issue: names and roles the store
+//! refuses, lifetimes outside the `ttl` setting's bounds.
 
 use std::io::BufRead;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use latchkey::keys::{self, KeyRing};
+use latchkey::store;
+use latchkey::token::bench::{Timing, Workload, interleaved};
 use latchkey::token::{
-    Amr, Claims, Clock, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_TTL, ErrorClass, Signer, TokenBuf,
-    Validation, Verifier,
+    Amr, Claims, Clock, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_TTL, ErrorClass, MAX_TTL, MIN_TTL,
+    Signer, TokenBuf, Validation, Verifier,
 };
 
 /// The key file used when none is given and `LATCHKEY_KEY_FILE` is unset.
@@ -49,7 +53,8 @@ pub enum TokenCommand {
         /// The token, or `-` to read it from one line of stdin (keeps it out of `ps`).
         token: String,
     },
-    /// Issue a token signed with the key file's key and print it.
+    /// Issue a token signed with the key file's key and print it (as a login would:
+    /// `iat` = `auth_time` = now, `amr` ["pwd"]).
     Issue {
         /// The signing key file.
         #[arg(long = "key-file", value_name = "F", env = "LATCHKEY_KEY_FILE",
@@ -58,18 +63,34 @@ pub enum TokenCommand {
         /// The user id.
         #[arg(long, value_name = "ID")]
         sub: u64,
-        /// The user name.
+        /// The user name (the store's rules: ASCII letters, digits, '.', '_', '-', '@').
         #[arg(long, value_name = "N")]
         name: String,
-        /// The role.
+        /// The role (the store's rules, lowercase).
         #[arg(long, value_name = "R")]
         role: String,
-        /// Lifetime in seconds.
-        #[arg(long, value_name = "S", default_value_t = DEFAULT_TTL)]
+        /// The user's token version (`latchkey user list --json` shows it); a token
+        /// with an older version is refused as revoked by the server holding the store.
+        #[arg(long, value_name = "V", default_value_t = 0)]
+        ver: u64,
+        /// Lifetime in seconds, within the `ttl` setting's bounds (60 s to 30 days).
+        #[arg(long, value_name = "S", default_value_t = DEFAULT_TTL,
+              value_parser = clap::value_parser!(u64).range(MIN_TTL..=MAX_TTL))]
         ttl: u64,
         /// The issuer (`iss`).
         #[arg(long, value_name = "I", default_value = DEFAULT_ISSUER)]
         issuer: String,
+    },
+    /// Time verification, forged-signature rejection and signing on this host against
+    /// the floor (a keyed HMAC-SHA256 and a compare); a throwaway key, no data dir.
+    Bench {
+        /// Print one JSON object: {"verify_ns","reject_forged_ns","sign_ns","floor_ns"}.
+        #[arg(long)]
+        json: bool,
+        /// Interleaved rounds of 2000 calls of each operation; medians are over rounds.
+        #[arg(long, value_name = "N", default_value_t = 501,
+              value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+        rounds: u32,
     },
 }
 
@@ -106,9 +127,17 @@ pub fn run_token(command: TokenCommand) -> ExitCode {
             sub,
             name,
             role,
+            ver,
             ttl,
             issuer,
         } => {
+            let name = match store::validate_name(&name) {
+                Ok(name) => name,
+                Err(err) => return super::fail(err),
+            };
+            if let Err(err) = store::validate_role(&role) {
+                return super::fail(err);
+            }
             let ring = match KeyRing::load(&[key_file]) {
                 Ok(ring) => ring,
                 Err(err) => return super::fail(err),
@@ -123,13 +152,74 @@ pub fn run_token(command: TokenCommand) -> ExitCode {
                 exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
                 iss: issuer.into(),
                 auth_time: now,
-                ver: 0,
+                ver,
                 amr: Amr::PWD,
             };
             println!("{}", Signer::new(&ring).sign(&claims));
             ExitCode::SUCCESS
         }
+        TokenCommand::Bench { json, rounds } => bench(json, rounds),
     }
+}
+
+/// Calls of each operation per round of `token bench`.
+const BENCH_BATCH: u32 = 2000;
+
+/// `token bench`: the four operations in interleaved rounds, medians printed.
+fn bench(json: bool, rounds: u32) -> ExitCode {
+    let mut workload = match Workload::new() {
+        Ok(workload) => workload,
+        Err(err) => return super::fail(err),
+    };
+    if !(workload.verify() && workload.reject_forged() && workload.floor()) {
+        return super::fail("the benchmark's own token did not verify; this is a bug");
+    }
+    let w = std::cell::RefCell::new(workload);
+    let mut verify = || {
+        std::hint::black_box(w.borrow_mut().verify());
+    };
+    let mut reject = || {
+        std::hint::black_box(w.borrow_mut().reject_forged());
+    };
+    let mut sign = || {
+        std::hint::black_box(w.borrow().sign());
+    };
+    let mut floor = || {
+        std::hint::black_box(w.borrow().floor());
+    };
+    let mut ops: [&mut dyn FnMut(); 4] = [&mut verify, &mut reject, &mut sign, &mut floor];
+    // A few rounds first, unrecorded, for the caches and the clock speed to settle.
+    interleaved(&mut ops, rounds.min(20) as usize, BENCH_BATCH);
+    let t = interleaved(&mut ops, rounds as usize, BENCH_BATCH);
+    let [verify, reject, sign, floor] = [t[0], t[1], t[2], t[3]].map(|t: Timing| t.median_ns);
+    if json {
+        println!(
+            r#"{{"verify_ns":{verify:.1},"reject_forged_ns":{reject:.1},"sign_ns":{sign:.1},"floor_ns":{floor:.1}}}"#
+        );
+        return ExitCode::SUCCESS;
+    }
+    println!(
+        "latchkey token bench: {rounds} interleaved rounds of {BENCH_BATCH} calls each \
+         (medians, one core)\n"
+    );
+    println!(
+        "{:<30} {:>8} {:>15} {:>9}",
+        "operation", "ns/op", "ops/s per core", "vs floor"
+    );
+    for (name, ns) in [
+        ("verify", verify),
+        ("reject a forged signature", reject),
+        ("sign", sign),
+        ("floor: HMAC-SHA256 + compare", floor),
+    ] {
+        let per_second = (1e9 / ns).round() as u64;
+        println!("{name:<30} {ns:>8.0} {per_second:>15} {:>8.2}x", ns / floor);
+    }
+    println!(
+        "\nThe floor is the least any HS256 verifier must do: the keyed HMAC-SHA256 of the \
+         same\ntoken's signing input and a constant-time compare of the 32-byte tag."
+    );
+    ExitCode::SUCCESS
 }
 
 fn verify(key_files: &[PathBuf], issuer: String, leeway: u64, ttl: u64, token: String) -> ExitCode {
