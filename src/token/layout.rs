@@ -78,10 +78,7 @@ impl JsonWriter<'_> {
         self.raw(b"\"")?;
         let mut rest = text.as_bytes();
         // Copy runs of plain characters whole; escape the rest one by one.
-        while let Some(at) = rest
-            .iter()
-            .position(|&b| b < 0x20 || b == b'"' || b == b'\\')
-        {
+        while let Some(at) = first_to_escape(rest) {
             self.raw(&rest[..at])?;
             let byte = rest[at];
             match byte {
@@ -248,6 +245,25 @@ fn non_digits(w: u64) -> u64 {
     let below_zero = !(low + 0x50 * ONES);
     let above_nine = low + 0x46 * ONES;
     (below_zero | above_nine | w) & HIGH
+}
+
+/// The index of the first byte of `text` that JSON must escape (`"`, `\\` or a control
+/// character), looked for a word at a time.
+#[inline]
+fn first_to_escape(text: &[u8]) -> Option<usize> {
+    let mut words = text.chunks_exact(8);
+    for (i, chunk) in (&mut words).enumerate() {
+        let bytes: [u8; 8] = chunk.try_into().ok()?;
+        match string_ends(u64::from_le_bytes(bytes)) {
+            0 => {}
+            marks => return Some(8 * i + (marks.trailing_zeros() / 8) as usize),
+        }
+    }
+    let rest = words.remainder();
+    let at = rest
+        .iter()
+        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')?;
+    Some(text.len() - rest.len() + at)
 }
 
 /// Bit 7 set in the first byte of `w` that is `"`, `\\` or a control character (bytes
@@ -588,6 +604,14 @@ mod tests {
         assert_eq!(first(string_ends(w)), Some(2));
         assert_eq!(first(non_digits(u64::from_le_bytes(*b"0123456a"))), Some(7));
         assert_eq!(first(non_digits(u64::from_le_bytes(*b"98765432"))), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_first_byte_to_escape_is_found(text in "[a-z\"\\\\\\x00-\\x1f\\x7f-\\u{3000}]{0,40}") {
+            let want = text.bytes().position(|b| b < 0x20 || b == b'"' || b == b'\\');
+            proptest::prop_assert_eq!(first_to_escape(text.as_bytes()), want);
+        }
     }
 
     #[test]

@@ -14,17 +14,11 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use crate::common::{Conn, Jar, Response, TempDir, cli, csrf_of, encode_form};
 
-/// Unix time now, seconds.
-pub fn now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
-}
+pub use crate::common::token::now;
 
 /// A loopback port held open until the program that needs it is about to bind it, so
 /// nothing else (another test's server binding port 0) can take it meanwhile.
