@@ -24,7 +24,7 @@ use crate::http::{Form, Login, Method, Reply, Request, percent_encode};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::pages::{self, Chrome, Notice};
 use crate::store::{ROLE_ADMIN, ROLE_USER, StoreError, User, UserStore};
-use crate::token::{Claims, ErrorClass, TokenBuf};
+use crate::token::{Claims, ErrorClass};
 
 /// State shared by every worker.
 pub struct Shared {
@@ -191,8 +191,8 @@ fn allowed(path: &str) -> Option<String> {
 
 /// Answers one request: before, route, after.
 pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
-    // The token is decoded here; the visitor's claims borrow from it.
-    let mut token_buf = TokenBuf::new();
+    // The token is decoded into this worker's buffer; the visitor's claims borrow from it.
+    let mut token_buf = app.auth.token_buf();
     let visitor = match app.auth.identify(req, now, &mut token_buf) {
         Ok(v) => v,
         Err(e) => {

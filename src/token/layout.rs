@@ -34,16 +34,22 @@ pub(super) fn write_claims(claims: &Claims<'_>, buf: &mut [u8]) -> Option<usize>
     w.int(claims.auth_time)?;
     w.raw(br#","ver":"#)?;
     w.uint(claims.ver)?;
-    w.raw(br#","amr":["#)?;
-    for (i, value) in claims.amr.values().enumerate() {
-        if i > 0 {
-            w.raw(b",")?;
+    match claims.amr {
+        Amr::PWD => w.raw(br#","amr":["pwd"]}"#)?,
+        Amr::PWD_OTP => w.raw(br#","amr":["pwd","otp"]}"#)?,
+        other => {
+            w.raw(br#","amr":["#)?;
+            for (i, value) in other.values().enumerate() {
+                if i > 0 {
+                    w.raw(b",")?;
+                }
+                w.raw(b"\"")?;
+                w.raw(value.as_bytes())?;
+                w.raw(b"\"")?;
+            }
+            w.raw(b"]}")?;
         }
-        w.raw(b"\"")?;
-        w.raw(value.as_bytes())?;
-        w.raw(b"\"")?;
     }
-    w.raw(b"]}")?;
     Some(w.len)
 }
 
@@ -104,9 +110,22 @@ impl JsonWriter<'_> {
         self.raw(b"\"")
     }
 
-    /// Decimal digits, written in place right to left, two per division (the itoa
-    /// crate's method without its copy out of a separate buffer).
-    fn uint(&mut self, mut value: u64) -> Option<()> {
+    /// Decimal digits: numbers of 9 digits or more (timestamps have 10) end in a block of
+    /// 8 digits made at once ([`eight_ascii`]); what is left before it, and smaller
+    /// numbers, are written right to left, two digits per division (the itoa crate's
+    /// method, in place).
+    fn uint(&mut self, value: u64) -> Option<()> {
+        const BLOCK: u64 = 100_000_000;
+        if value < BLOCK {
+            return self.small_uint(value as u32);
+        }
+        let (high, low) = (value / BLOCK, (value % BLOCK) as u32);
+        self.uint(high)?;
+        self.raw(&eight_ascii(low).to_le_bytes())
+    }
+
+    /// [`Self::uint`] below 10^8.
+    fn small_uint(&mut self, mut value: u32) -> Option<()> {
         const PAIRS: [u8; 200] = {
             let mut pairs = [0u8; 200];
             let mut n = 0;
@@ -235,6 +254,23 @@ fn word(json: &[u8], at: usize) -> u64 {
         }
     }
     u64::from_le_bytes(bytes)
+}
+
+/// The 8 ASCII digits of `value` (below 10^8, leading zeros included) as a little-endian
+/// word, the first digit in the lowest byte: split into halves of 4 digits, of 2, of 1,
+/// each step on all parts at once inside the word (multiply and shift dividing by 100
+/// and by 10 exactly in these ranges).
+#[inline]
+fn eight_ascii(value: u32) -> u64 {
+    let (high, low) = (value / 10_000, value % 10_000);
+    let x = u64::from(high) | u64::from(low) << 32;
+    // x / 100 for x < 10^4 is (x * 5243) >> 19; the lanes do not reach each other.
+    let hundreds = ((x * 5243) >> 19) & 0x0000_007f_0000_007f;
+    let x = hundreds | (x - hundreds * 100) << 16;
+    // x / 10 for x < 100 is (x * 103) >> 10.
+    let tens = ((x * 103) >> 10) & 0x000f_000f_000f_000f;
+    let x = tens | (x - tens * 10) << 8;
+    x | 0x30 * ONES
 }
 
 /// Bit 7 set in each byte of `w` that is not an ASCII digit.
@@ -611,6 +647,17 @@ mod tests {
         fn the_first_byte_to_escape_is_found(text in "[a-z\"\\\\\\x00-\\x1f\\x7f-\\u{3000}]{0,40}") {
             let want = text.bytes().position(|b| b < 0x20 || b == b'"' || b == b'\\');
             proptest::prop_assert_eq!(first_to_escape(text.as_bytes()), want);
+        }
+    }
+
+    #[test]
+    fn eight_ascii_digits() {
+        for value in (0..100_000_000u32)
+            .step_by(9_973)
+            .chain([0, 1, 99_999_999, 10_000_000])
+        {
+            let text = format!("{value:08}");
+            assert_eq!(&eight_ascii(value).to_le_bytes(), text.as_bytes());
         }
     }
 
