@@ -270,7 +270,7 @@ fn eight_ascii(value: u32) -> u64 {
     // x / 10 for x < 100 is (x * 103) >> 10.
     let tens = ((x * 103) >> 10) & 0x000f_000f_000f_000f;
     let x = tens | (x - tens * 10) << 8;
-    x | 0x30 * ONES
+    x | (0x30 * ONES)
 }
 
 /// Bit 7 set in each byte of `w` that is not an ASCII digit.
