@@ -5,7 +5,7 @@
 
 use maud::{DOCTYPE, Escaper, Markup, PreEscaped, Render, html};
 
-use crate::store::User;
+use crate::store::{DamagedRecord, User};
 use crate::token::Claims;
 
 /// The stylesheet, inlined in every page and allowed by its hash in the CSP.
@@ -253,8 +253,9 @@ pub fn account(chrome: &Chrome, expires_in: i64) -> String {
     layout("Account", chrome, Width::Wide, content).into_string()
 }
 
-/// `GET /admin`: every user with the actions on them, and a form to create one.
-pub fn admin(chrome: &Chrome, users: &[User]) -> String {
+/// `GET /admin`: every user with the actions on them, a marked row for each damaged
+/// record (it can only be deleted), and a form to create one.
+pub fn admin(chrome: &Chrome, users: &[User], damaged: &[DamagedRecord]) -> String {
     let me = chrome.user.map_or(0, |u| u.user_id);
     let content = html! {
         div.card {
@@ -289,6 +290,18 @@ pub fn admin(chrome: &Chrome, users: &[User]) -> String {
                                     (csrf_field(chrome))
                                     button.danger type="submit" { "Delete" }
                                 }
+                            }
+                        }
+                    }
+                }
+                @for record in damaged {
+                    tr.damaged {
+                        td { (record.id) }
+                        td colspan="3" { "damaged record: " (record.why) "; restore a backup, or delete it" }
+                        td {
+                            form.inline method="post" action={ "/admin/users/" (record.id) "/delete" } {
+                                (csrf_field(chrome))
+                                button.danger type="submit" { "Delete" }
                             }
                         }
                     }
@@ -400,7 +413,7 @@ mod tests {
             login(&chrome(None, None), "/next", "bob", false),
             register(&chrome(None, None), "", true),
             account(&chrome(Some(&c), None), 100),
-            admin(&chrome(Some(&c), None), &[]),
+            admin(&chrome(Some(&c), None), &[], &[]),
         ] {
             assert!(page.contains("<input type=\"hidden\" name=\"csrf\" value=\"tok\">"));
         }

@@ -16,7 +16,7 @@ use crate::http::{Form, FormError, Login, Method, Reply, Request, percent_encode
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::pages::{self, Chrome, Notice};
 use crate::password::{Passwords, Verdict};
-use crate::store::{StoreError, User, UserStore};
+use crate::store::{CreateError, Entry, ReadError, StoreError, UpdateError, User, UserStore};
 use crate::throttle::{Key, Throttle};
 
 /// State shared by every worker.
@@ -355,7 +355,8 @@ fn check_password(
         (Some(user), Verdict::Match { rehash }) if !user.locked => {
             shared.throttle.reset(&keys[0]);
             shared.metrics.login(LoginOutcome::Ok);
-            Ok(Check::Ok(store.record_login(user.id, rehash.as_deref())?))
+            // Recorded without waiting for the disk: a login needs no write.
+            Ok(Check::Ok(store.note_login(&user, rehash.as_deref())))
         }
         _ => {
             shared.throttle.failure(&keys, ctx.now);
@@ -370,8 +371,16 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     let visitor = match app.auth.identify(req, now) {
         Ok(v) => v,
         Err(e) => {
-            crate::log::error(&format!("user store: {e}"));
-            let reply = Reply::text(503, "The user store cannot be read right now.\n".into());
+            let reply = store_failure_reply(req.path, &e, |status, message| {
+                let chrome = pages::Chrome {
+                    user: None,
+                    csrf: "",
+                    notice: None,
+                    has_store: true,
+                    login_url: "/login",
+                };
+                Reply::html(status, pages::error(&chrome, status, message))
+            });
             return (
                 reply,
                 Outcome {
@@ -393,13 +402,9 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     let (route, result) = route(&ctx);
     let mut reply = match result {
         Ok(reply) | Err(Halt::Reply(reply)) => reply,
-        Err(Halt::Store(e)) => {
-            crate::log::error(&format!("user store: {e}"));
-            ctx.error_page(
-                503,
-                "The user store cannot be used right now. Please try again shortly.",
-            )
-        }
+        Err(Halt::Store(e)) => store_failure_reply(req.path, &e, |status, message| {
+            ctx.error_page(status, message)
+        }),
     };
     app.auth.finish(&visitor, &mut reply, now);
     let user = match (&reply.login, visitor.claims()) {
@@ -426,6 +431,65 @@ impl From<Reply> for Halt {
 impl From<StoreError> for Halt {
     fn from(e: StoreError) -> Halt {
         Halt::Store(e)
+    }
+}
+
+impl From<ReadError> for Halt {
+    fn from(e: ReadError) -> Halt {
+        Halt::Store(e.into())
+    }
+}
+
+impl From<CreateError> for Halt {
+    fn from(e: CreateError) -> Halt {
+        Halt::Store(e.into())
+    }
+}
+
+impl From<UpdateError> for Halt {
+    fn from(e: UpdateError) -> Halt {
+        Halt::Store(e.into())
+    }
+}
+
+/// How to answer a store failure: a damaged record is that user's problem (500, said
+/// plainly); anything else is the store's condition (503, try again), which the store
+/// itself reports in the log once per change, not per request. Returns the status, the
+/// JSON error code (under `/api/`) and the message.
+fn store_failure(e: &StoreError) -> (u16, &'static str, &'static str) {
+    if let StoreError::DamagedRecord(_) = e {
+        crate::log::debug(&format!("user store: {e}"));
+        return (
+            500,
+            "account_damaged",
+            "This account's record in the user store is damaged and cannot be read. An \
+             administrator must restore it from a backup or remove the account.",
+        );
+    }
+    if e.is_unavailable() {
+        crate::log::debug(&format!("user store: {e}"));
+    } else {
+        crate::log::error(&format!("user store: {e}"));
+    }
+    (
+        503,
+        "store_unavailable",
+        "The user store cannot be used right now. Please try again shortly.",
+    )
+}
+
+/// A store failure's answer: JSON `{"error","message"}` under `/api/`, else `page`.
+fn store_failure_reply(path: &str, e: &StoreError, page: impl FnOnce(u16, &str) -> Reply) -> Reply {
+    let (status, error, message) = store_failure(e);
+    let reply = if path.starts_with("/api/") {
+        api_error(status, error, message)
+    } else {
+        page(status, message)
+    };
+    if status == 503 {
+        reply.with_header("Retry-After", "5".into())
+    } else {
+        reply
     }
 }
 
@@ -654,8 +718,8 @@ fn create_user(
     };
     match store.create(&name, role, &hash) {
         Ok(user) => Ok(Ok(user)),
-        Err(StoreError::NameTaken(_)) => Ok(Err("That user name is taken.".into())),
-        Err(e @ (StoreError::BadName(_) | StoreError::BadRole(_))) => refuse(&e),
+        Err(CreateError::NameTaken(_)) => Ok(Err("That user name is taken.".into())),
+        Err(CreateError::Invalid(e)) => refuse(&e),
         Err(e) => Err(e.into()),
     }
 }
@@ -760,18 +824,24 @@ fn admin_page(ctx: &Ctx) -> Answer {
 
 fn admin_listing(ctx: &Ctx, store: &UserStore, status: u16, notice: Option<Notice>) -> Answer {
     let mut users = Vec::new();
+    let mut damaged = Vec::new();
     let mut after = 0;
     loop {
         let page = store.list(after, 500)?;
         let Some(last) = page.last() else { break };
-        after = last.id;
-        users.extend(page);
-        if users.len() >= 10_000 {
+        after = last.id();
+        for entry in page {
+            match entry {
+                Entry::User(u) => users.push(u),
+                Entry::Damaged(d) => damaged.push(d),
+            }
+        }
+        if users.len() + damaged.len() >= 10_000 {
             break;
         }
     }
     Ok(ctx
-        .page(status, notice, |c| pages::admin(c, &users))
+        .page(status, notice, |c| pages::admin(c, &users, &damaged))
         .private())
 }
 
@@ -835,13 +905,13 @@ fn admin_action(ctx: &Ctx) -> Answer {
     };
     match result {
         Ok(message) => admin_listing(ctx, store, 200, Some(Notice::Info(message))),
-        Err(StoreError::NotFound) => admin_listing(
+        Err(UpdateError::NotFound) => admin_listing(
             ctx,
             store,
             404,
             Some(Notice::Error("There is no such user.".into())),
         ),
-        Err(e @ StoreError::BadRole(_)) => admin_listing(
+        Err(UpdateError::Invalid(e)) => admin_listing(
             ctx,
             store,
             400,
@@ -1003,12 +1073,15 @@ fn rejection_message(class: &str) -> &'static str {
     }
 }
 
+/// 200 while the store can be read and written (damaged records are named, but every
+/// other user is served); 503 naming the cause otherwise. See `store::Health`.
 fn healthz(ctx: &Ctx) -> Reply {
     match ctx.store() {
-        Some(store) => match store.count() {
-            Ok(_) => Reply::text(200, "ok\n".into()),
-            Err(e) => Reply::text(503, format!("user store unreadable: {e}\n")),
-        },
+        Some(store) => {
+            let health = store.health();
+            let status = if health.serving() { 200 } else { 503 };
+            Reply::text(status, format!("{}\n", health.describe()))
+        }
         None => Reply::text(200, "ok (verify-only)\n".into()),
     }
 }
@@ -1024,7 +1097,11 @@ fn metrics(ctx: &Ctx) -> Reply {
     if !allowed {
         return ctx.error_page(404, "There is no page at this address.");
     }
-    let mut reply = Reply::text(200, ctx.app.shared.metrics.render());
+    let mut text = ctx.app.shared.metrics.render();
+    if let Some(store) = ctx.store() {
+        crate::metrics::render_store(&mut text, &store.health());
+    }
+    let mut reply = Reply::text(200, text);
     reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
     reply
 }

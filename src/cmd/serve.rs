@@ -24,9 +24,14 @@ pub struct ServeArgs {
     /// Worker threads [default: the number of cores].
     #[arg(long, value_name = "N")]
     workers: Option<u64>,
-    /// Validate the configuration, keys and store, then exit.
+    /// Validate the configuration, keys and store (every record), then exit; writes nothing.
     #[arg(long)]
     check: bool,
+    /// Switch the user store to the configured primary key although it was last served
+    /// with another one (generating secret.key when the default key file is missing):
+    /// every session ends. Needed only once; see docs/store.md, "Keys".
+    #[arg(long)]
+    replace_key: bool,
     /// Run without a user store: verify tokens only, send logins to --login-url.
     #[arg(long)]
     verify_only: bool,
@@ -73,7 +78,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Err(e) => return super::fail(e),
     };
     if args.check {
-        return match server::check(&config) {
+        return match server::check(&config, args.replace_key) {
             Ok(notes) => {
                 for note in notes {
                     println!("note: {note}");
@@ -84,7 +89,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Err(e) => super::fail(e),
         };
     }
-    let prepared = match server::prepare(config) {
+    let prepared = match server::prepare(config, args.replace_key) {
         Ok(p) => p,
         Err(e) => return super::fail(e),
     };

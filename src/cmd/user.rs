@@ -2,7 +2,10 @@
 //!
 //! Every subcommand opens `users.redb` in the data directory itself. redb
 //! locks the file while it is open, so these commands cannot run while a
-//! server holds the store; they then say so plainly (`StoreError::Busy`).
+//! server holds the store; they then say so plainly (`OpenError::Busy`). A
+//! file that is not a sound store is refused untouched (exit 1, "the user store
+//! is damaged: …"); `list` only inspects the store and never writes to it, and
+//! names every damaged record (exit 1).
 //! Passwords come from a terminal prompt without echo (asked twice), or as one
 //! line of stdin when stdin is not a terminal. Passwords and hashes are never
 //! printed.
@@ -14,7 +17,9 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use latchkey::password::{self, MAX_LEN, Params, PasswordError, Passwords};
-use latchkey::store::{self, StoreError, User, UserStore};
+use latchkey::store::{
+    self, CreateError, DamagedRecord, Entry, OpenError, ReadError, User, UserStore,
+};
 
 /// The data directory when neither `--data-dir` nor `LATCHKEY_DATA_DIR` nor
 /// `$STATE_DIRECTORY` is set.
@@ -22,13 +27,25 @@ const DEFAULT_DATA_DIR: &str = "./latchkey-data";
 /// The store file inside the data directory.
 const STORE_FILE: &str = "users.redb";
 
-/// Where the store is: shared by every user subcommand.
+/// Where the store is: shared by every user subcommand, `backup` and `restore`.
 #[derive(clap::Args)]
 pub struct StoreArgs {
     /// The data directory holding users.redb [default: $STATE_DIRECTORY if set, else
     /// ./latchkey-data]
     #[arg(long, env = "LATCHKEY_DATA_DIR", value_name = "D")]
     data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The store file: `users.redb` in the data directory.
+    pub fn store_file(&self) -> PathBuf {
+        data_dir(self).join(STORE_FILE)
+    }
+
+    /// The data directory (see [`data_dir`]).
+    pub fn dir(&self) -> PathBuf {
+        data_dir(self)
+    }
 }
 
 /// The user subcommands.
@@ -150,9 +167,23 @@ fn execute(command: UserCommand) -> Result<()> {
         }
         UserCommand::Remove { name, store } => {
             let db = open_existing(&store)?;
-            let user = find(&db, &name)?;
-            db.delete(user.id)?;
-            println!("removed {} (id {})", user.name, user.id);
+            match db.get_by_name(&name) {
+                Ok(Some(user)) => {
+                    db.delete(user.id)?;
+                    println!("removed {} (id {})", user.name, user.id);
+                }
+                Ok(None) => return Err(format!("there is no user named {}", name.trim()).into()),
+                // A damaged record cannot be read, but it can go.
+                Err(ReadError::DamagedRecord(d)) => {
+                    db.delete(d.id)?;
+                    println!(
+                        "removed {} (id {}; its record was damaged)",
+                        name.trim(),
+                        d.id
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
             Ok(())
         }
     }
@@ -169,8 +200,8 @@ fn add(args: &StoreArgs, name: &str, role: &str) -> Result<()> {
         .create(&dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
     let db = UserStore::open(&dir.join(STORE_FILE))?;
-    if db.get_by_name(&name)?.is_some() {
-        return Err(StoreError::NameTaken(name).into());
+    if db.id_by_name(&name)?.is_some() {
+        return Err(CreateError::NameTaken(name).into());
     }
     let hash = passwords()?.hash(&read_new_password(&name)?)?;
     let user = db.create(&name, role, &hash)?;
@@ -181,23 +212,49 @@ fn add(args: &StoreArgs, name: &str, role: &str) -> Result<()> {
     Ok(())
 }
 
+/// Lists every user, marking damaged records; exits 1 naming them when the full scan
+/// finds damage (the same verdict as `serve --check` and `/healthz`).
 fn list(args: &StoreArgs, json: bool) -> Result<()> {
-    let db = open_existing(args)?;
-    let mut users: Vec<User> = Vec::new();
+    let file = args.store_file();
+    let db = UserStore::inspect(&file).map_err(|e| missing_store(&file, e))?;
+    let mut rows: Vec<Entry> = Vec::new();
     loop {
-        let page = db.list(users.last().map_or(0, |u| u.id), 500)?;
+        let page = db.list(rows.last().map_or(0, Entry::id), 500)?;
         if page.is_empty() {
             break;
         }
-        users.extend(page);
+        rows.extend(page);
     }
     if json {
-        let rows: Vec<JsonRow<'_>> = users.iter().map(JsonRow::from).collect();
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| match row {
+                Entry::User(u) => serde_json::to_value(JsonRow::from(u)),
+                Entry::Damaged(d) => serde_json::to_value(JsonDamaged::from(d)),
+            })
+            .collect::<std::result::Result<_, _>>()?;
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print!("{}", table(&users));
+        print!("{}", table(&rows));
     }
+    db.scan()?.verdict()?;
     Ok(())
+}
+
+/// A damaged record in `list --json`: its id and what is wrong.
+#[derive(serde::Serialize)]
+struct JsonDamaged<'a> {
+    id: u64,
+    damaged: &'a str,
+}
+
+impl<'a> From<&'a DamagedRecord> for JsonDamaged<'a> {
+    fn from(d: &'a DamagedRecord) -> JsonDamaged<'a> {
+        JsonDamaged {
+            id: d.id,
+            damaged: &d.why,
+        }
+    }
 }
 
 /// One user in `list --json`: everything but the password hash.
@@ -228,8 +285,9 @@ impl<'a> From<&'a User> for JsonRow<'a> {
     }
 }
 
-/// The readable listing: one row per user, times in UTC.
-fn table(users: &[User]) -> String {
+/// The readable listing: one row per user, times in UTC; a damaged record gets a row
+/// saying so.
+fn table(entries: &[Entry]) -> String {
     let mut rows = vec![[
         "ID".to_string(),
         "NAME".into(),
@@ -238,7 +296,23 @@ fn table(users: &[User]) -> String {
         "CREATED".into(),
         "LAST LOGIN".into(),
     ]];
-    for u in users {
+    for entry in entries {
+        let u = match entry {
+            Entry::User(u) => u,
+            Entry::Damaged(d) => {
+                // What is wrong goes to stderr with the exit status.
+                let unknown = || "?".to_string();
+                rows.push([
+                    d.id.to_string(),
+                    "(damaged)".into(),
+                    unknown(),
+                    unknown(),
+                    unknown(),
+                    unknown(),
+                ]);
+                continue;
+            }
+        };
         rows.push([
             u.id.to_string(),
             u.name.clone(),
@@ -291,11 +365,16 @@ fn data_dir(args: &StoreArgs) -> PathBuf {
 
 /// Opens the store, refusing to create one: only `add` does that.
 fn open_existing(args: &StoreArgs) -> Result<UserStore> {
-    let file = data_dir(args).join(STORE_FILE);
-    if !file.exists() {
-        return Err(no_store(&file).into());
+    let file = args.store_file();
+    UserStore::open_existing(&file).map_err(|e| missing_store(&file, e))
+}
+
+/// An open error, with the hint for a missing store.
+pub fn missing_store(file: &Path, e: OpenError) -> Box<dyn Error> {
+    match e {
+        OpenError::Missing(_) => no_store(file).into(),
+        other => other.into(),
     }
-    Ok(UserStore::open(&file)?)
 }
 
 fn no_store(file: &Path) -> String {
