@@ -100,15 +100,30 @@ pub struct Prepared {
 /// that the primary key is the one the store was last served with, scans the store, and
 /// builds the application, without listening yet.
 pub fn prepare(config: Config, replace_key: bool) -> Result<Prepared, ServeError> {
+    // The key the store remembers, read through an inspection first: a start refused for
+    // its key (or for a damaged store) leaves the store file exactly as it was.
+    let path = config.store_path();
+    let remembered = if config.verify_only || !path.exists() {
+        None
+    } else {
+        UserStore::inspect(&path)
+            .map_err(|e| ServeError::Store(e.into()))?
+            .served_kid()
+            .map_err(|e| ServeError::Store(e.into()))?
+    };
+    let (ring, continuity) = load_keys(&config, remembered.as_deref(), replace_key)?;
     let store = if config.verify_only {
         None
     } else {
         make_dir(&config.data_dir)?;
-        let store =
-            UserStore::open(&config.store_path()).map_err(|e| ServeError::Store(e.into()))?;
+        let store = UserStore::open(&path).map_err(|e| ServeError::Store(e.into()))?;
+        if continuity.changes() {
+            store
+                .remember_kid(ring.primary().kid())
+                .map_err(|e| ServeError::Store(e.into()))?;
+        }
         Some(Arc::new(store))
     };
-    let ring = load_keys(&config, store.as_deref(), replace_key)?;
     if let Some(store) = &store {
         let scan = store.scan().map_err(|e| ServeError::Store(e.into()))?;
         let users = scan.users;
@@ -266,32 +281,27 @@ fn make_dir(dir: &Path) -> Result<(), ServeError> {
         .map_err(|e| ServeError::DataDir(dir.to_path_buf(), e))
 }
 
-/// The key ring. On the embedded defaults, `secret.key` is generated only for a store
-/// that was never served (a first start, also right after `latchkey user add` made the
-/// store), or with `replace_key`; a missing key for a store that was served refuses the
-/// start, naming the file. The primary key must be the one the store was last served with
-/// (or a rotation keeping it among the verifying keys, or `replace_key`); the store then
-/// remembers the primary key's kid. The kid (never the key) is logged.
+/// The key ring and how its primary key relates to the one the store remembers
+/// (`remembered`, `None` for a store never served, or no store). On the embedded
+/// defaults, `secret.key` is generated only for a store that was never served (a first
+/// start, also right after `latchkey user add` made the store), or with `replace_key`; a
+/// missing key for a store that was served refuses the start, naming the file. The
+/// primary key must be the one the store was last served with, a rotation keeping it
+/// among the verifying keys, or `replace_key`. The kid (never the key) is logged.
 fn load_keys(
     config: &Config,
-    store: Option<&UserStore>,
+    remembered: Option<&str>,
     replace_key: bool,
-) -> Result<KeyRing, ServeError> {
+) -> Result<(KeyRing, keys::Continuity), ServeError> {
     let files = config.effective_key_files();
-    let remembered = match store {
-        Some(store) => store
-            .served_kid()
-            .map_err(|e| ServeError::Store(e.into()))?,
-        None => None,
-    };
     if config.key_files.is_empty() {
         make_dir(&config.data_dir)?;
         let path = &files[0];
         if !path.exists() {
-            if let (Some(kid), false) = (&remembered, replace_key) {
+            if let (Some(kid), false) = (remembered, replace_key) {
                 return Err(ServeError::Key(keys::KeyError::Missing {
                     path: path.clone(),
-                    kid: kid.clone(),
+                    kid: kid.to_string(),
                 }));
             }
             keys::generate(path).map_err(ServeError::Key)?;
@@ -301,20 +311,12 @@ fn load_keys(
             ));
         }
     }
-    let ring = load_ring(&files, remembered.as_deref())?;
-    let primary = ring.primary().kid().to_string();
-    let continuity = match store {
-        Some(_) => keys::continuity(remembered.as_deref(), &ring, replace_key, &files[0])
-            .map_err(ServeError::Key)?,
-        None => keys::Continuity::Same,
+    let ring = load_ring(&files, remembered)?;
+    let continuity = if config.verify_only {
+        keys::Continuity::Same
+    } else {
+        keys::continuity(remembered, &ring, replace_key, &files[0]).map_err(ServeError::Key)?
     };
-    if let Some(store) = store
-        && continuity.changes()
-    {
-        store
-            .remember_kid(&primary)
-            .map_err(|e| ServeError::Store(e.into()))?;
-    }
     let how = match &continuity {
         keys::Continuity::FirstServe => " (the user store's first key)".to_string(),
         keys::Continuity::Same => String::new(),
@@ -327,7 +329,8 @@ fn load_keys(
     };
     let verifying: Vec<&str> = ring.keys().iter().skip(1).map(|k| k.kid()).collect();
     log::info(&format!(
-        "signing with key {primary} from {}{how}{}",
+        "signing with key {} from {}{how}{}",
+        ring.primary().kid(),
         files[0].display(),
         if verifying.is_empty() {
             String::new()
@@ -335,7 +338,7 @@ fn load_keys(
             format!("; also verifying {}", verifying.join(", "))
         }
     ));
-    Ok(ring)
+    Ok((ring, continuity))
 }
 
 /// Loads the key files; a missing first one for a store that was served is reported as

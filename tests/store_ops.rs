@@ -326,7 +326,7 @@ fn busy_when_another_handle_holds_the_file() {
 fn open_failures_name_the_file() {
     let dir = TempDir::new("ops");
     let missing = dir.path().join("no-such-dir").join("users.redb");
-    let err = UserStore::open(&missing).err().expect("missing directory");
+    let err = UserStore::open(&missing).expect_err("missing directory");
     assert!(matches!(err, OpenError::File { .. }), "{err:?}");
     assert!(
         err.to_string()
@@ -339,7 +339,7 @@ fn open_failures_name_the_file() {
         b"this is not a redb file, just some text that is long enough",
     )
     .expect("write");
-    let err = UserStore::open(&junk).err().expect("not a redb file");
+    let err = UserStore::open(&junk).expect_err("not a redb file");
     assert!(matches!(err, OpenError::Damaged { .. }), "{err:?}");
     assert!(
         err.to_string().starts_with(&format!(

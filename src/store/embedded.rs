@@ -74,6 +74,10 @@ const TEXT_SERVED_KID: &str = "served_kid";
 const FIRST_RETRY: Duration = Duration::from_secs(1);
 /// The longest wait between retries.
 const MAX_RETRY: Duration = Duration::from_secs(30);
+/// How long writes must go without a failure, after one succeeded, before they count as
+/// working again: on a nearly full disk small writes (a login) may succeed between
+/// failing larger ones, and the health must not flap with them.
+const HOLD_DOWN: Duration = Duration::from_secs(5);
 /// How long the login flusher gathers logins into one commit.
 const LOGIN_BATCH: Duration = Duration::from_millis(100);
 
@@ -129,8 +133,14 @@ struct State {
     index_damage: Vec<String>,
     reopen_at: Instant,
     reopen_backoff: Duration,
+    /// Whether the last re-open failed (reported once per episode).
+    reopen_failing: bool,
     probe_at: Instant,
     probe_backoff: Duration,
+    /// When the last write failed, during a write failure episode.
+    last_write_failure: Option<Instant>,
+    /// A write succeeded since the last failure; the episode ends after [`HOLD_DOWN`].
+    recovering: bool,
 }
 
 #[derive(Default)]
@@ -227,8 +237,12 @@ impl UserStore {
     /// Opens an existing store; fails with [`OpenError::Missing`] when there is no file,
     /// so that a mistyped directory is an error, not a new empty store.
     pub fn open_existing(path: &Path) -> Result<UserStore, OpenError> {
-        // Checked through the overlay, then dropped: its handle holds the file's lock.
-        drop(checked_overlay(path)?);
+        // Checked through the overlay, migration included (a newer schema, or a store
+        // that cannot be migrated, is refused before anything touches the file), then
+        // dropped: its handle holds the file's lock.
+        let checked = checked_overlay(path)?;
+        prepare(&checked, path)?;
+        drop(checked);
         let db = match guard::quietly(|| Builder::new().open(path)) {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(open_failure(path, e)),
@@ -270,8 +284,11 @@ impl UserStore {
                     index_damage: Vec::new(),
                     reopen_at: at,
                     reopen_backoff: FIRST_RETRY,
+                    reopen_failing: false,
                     probe_at: at,
                     probe_backoff: FIRST_RETRY,
+                    last_write_failure: None,
+                    recovering: false,
                 }),
                 logins: Mutex::new(Logins::default()),
                 wake: Condvar::new(),
@@ -1084,14 +1101,33 @@ impl Shared {
         }
     }
 
+    /// A write succeeded: writes work again once none failed for [`HOLD_DOWN`].
     fn writes_work(&self) {
+        if !self.writes_failing.load(Ordering::Acquire) {
+            return;
+        }
+        lock(&self.state).recovering = true;
+        self.end_write_failure_if_held();
+    }
+
+    /// Ends a write failure episode when a write succeeded since the last failure and
+    /// that failure is [`HOLD_DOWN`] old.
+    fn end_write_failure_if_held(&self) {
         if !self.writes_failing.load(Ordering::Acquire) {
             return;
         }
         let changed = {
             let mut state = lock(&self.state);
+            let held = state
+                .last_write_failure
+                .is_none_or(|at| at.elapsed() >= HOLD_DOWN);
+            if !(state.recovering && held) {
+                return;
+            }
             self.writes_failing.store(false, Ordering::Release);
             state.probe_backoff = FIRST_RETRY;
+            state.recovering = false;
+            state.last_write_failure = None;
             state.write_failure.take().is_some()
         };
         if changed {
@@ -1113,6 +1149,8 @@ impl Shared {
             } else if let Some(w) = &mut state.write_failure {
                 w.reason = why.to_string();
             }
+            state.recovering = false;
+            state.last_write_failure = Some(Instant::now());
             state.probe_at = Instant::now() + state.probe_backoff;
             first
         };
@@ -1125,6 +1163,10 @@ impl Shared {
     /// turns good again by itself once writing works.
     fn probe_writes(&self) {
         if self.inspect || !self.writes_failing.load(Ordering::Acquire) {
+            return;
+        }
+        self.end_write_failure_if_held();
+        if !self.writes_failing.load(Ordering::Acquire) {
             return;
         }
         {
@@ -1178,20 +1220,25 @@ impl Shared {
                     *slot = Slot::Open(db);
                     self.closed.store(false, Ordering::Release);
                     state.reopen_backoff = FIRST_RETRY;
-                    HealthEvent::Reopened
+                    state.reopen_failing = false;
+                    Some(HealthEvent::Reopened)
                 }
                 Err(why) => {
                     *slot = Slot::Closed(why.clone());
                     self.closed.store(true, Ordering::Release);
                     state.reopen_at = Instant::now() + state.reopen_backoff;
                     state.reopen_backoff = (state.reopen_backoff * 2).min(MAX_RETRY);
-                    HealthEvent::ReopenFailed(why)
+                    let first = !state.reopen_failing;
+                    state.reopen_failing = true;
+                    first.then_some(HealthEvent::ReopenFailed(why))
                 }
             }
         };
         // After the new handle is in place: a state read before this never counts as newer.
         self.generation.fetch_add(1, Ordering::SeqCst);
-        self.emit(event);
+        if let Some(event) = event {
+            self.emit(event);
+        }
     }
 
     /// Passes `result` through, remembering a damaged record it reports.
@@ -1761,4 +1808,225 @@ pub fn restore(copy: &Path, target: &Path, force: bool) -> Result<Restored, Rest
         kept,
         damaged_target,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use redb::{BackendError, StorageBackend};
+    use std::ops::Bound;
+
+    /// redb's own file backend whose writes and syncs fail while `failing` is set: a disk
+    /// that fills up under a running store, at the moment the test chooses.
+    #[derive(Debug)]
+    struct Failing {
+        file: FileBackend,
+        failing: Arc<AtomicBool>,
+    }
+
+    impl Failing {
+        fn check(&self) -> std::io::Result<()> {
+            if self.failing.load(Ordering::SeqCst) {
+                Err(std::io::Error::from_raw_os_error(28)) // ENOSPC
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl StorageBackend for Failing {
+        fn len(&self) -> std::io::Result<u64> {
+            self.file.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.file.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.file.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.file.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.file.write(offset, data)
+        }
+        fn close(&self) -> std::io::Result<()> {
+            self.file.close()
+        }
+        fn try_lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<bool, BackendError> {
+            self.file.try_lock_range(a, b)
+        }
+        fn try_lock_shared_range(
+            &self,
+            a: Bound<u64>,
+            b: Bound<u64>,
+        ) -> Result<bool, BackendError> {
+            self.file.try_lock_shared_range(a, b)
+        }
+        fn lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), BackendError> {
+            self.file.lock_range(a, b)
+        }
+        fn lock_shared_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), BackendError> {
+            self.file.lock_shared_range(a, b)
+        }
+        fn unlock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<(), BackendError> {
+            self.file.unlock_range(a, b)
+        }
+        fn query_lock_range(&self, a: Bound<u64>, b: Bound<u64>) -> Result<bool, BackendError> {
+            self.file.query_lock_range(a, b)
+        }
+    }
+
+    /// A store whose handle writes through [`Failing`]; a re-open opens the real file.
+    fn failing_store(tag: &str) -> (UserStore, Arc<AtomicBool>, PathBuf) {
+        let dir =
+            std::env::temp_dir().join(format!("latchkey-embedded-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("users.redb");
+        drop(UserStore::open(&path).expect("create"));
+        let failing = Arc::new(AtomicBool::new(false));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .expect("open");
+        let backend = Failing {
+            file: FileBackend::new(file).expect("backend"),
+            failing: Arc::clone(&failing),
+        };
+        let db = Builder::new()
+            .create_with_backend(backend)
+            .expect("redb on the failing backend");
+        (UserStore::new(&path, db, false), failing, dir)
+    }
+
+    #[test]
+    fn a_failed_commit_reopens_the_file_and_the_next_write_succeeds() {
+        let (store, failing, dir) = failing_store("reopen");
+        let events = Arc::new(Mutex::new(Vec::new()));
+        {
+            let events = Arc::clone(&events);
+            store.set_observer(move |e| lock(&events).push(e.clone()));
+        }
+        let alice = store.create("alice", "user", "$fake$hash").expect("create");
+        let mut memo = SessionCache::new();
+        assert_eq!(
+            store
+                .session_state_cached(alice.id, &mut memo)
+                .expect("read")
+                .map(|s| s.ver),
+            Some(0)
+        );
+        let before = store.shared.generation.load(Ordering::SeqCst);
+        failing.store(true, Ordering::SeqCst);
+        match store.revoke(alice.id) {
+            Err(UpdateError::Unavailable(Unavailable::Write(e))) => {
+                assert!(e.to_string().contains("No space left on device"), "{e}");
+            }
+            other => panic!("expected a write failure, got {other:?}"),
+        }
+        // The memo filled before the failed write is not trusted after it: the failed
+        // commit and the re-open both moved the generation.
+        assert!(store.shared.generation.load(Ordering::SeqCst) >= before + 2);
+        assert!(store.health().write_failure.is_some());
+        assert_eq!(
+            lock(&events).as_slice(),
+            [
+                HealthEvent::WritesFailing(
+                    "I/O error: No space left on device (os error 28)".into()
+                ),
+                HealthEvent::Reopened
+            ]
+        );
+        // The re-opened handle is the real file's: reads work, and so does the next write,
+        // without anyone restarting anything.
+        assert_eq!(store.get(alice.id).expect("read").expect("alice").ver, 0);
+        assert_eq!(store.revoke(alice.id).expect("write works again").ver, 1);
+        assert_eq!(
+            store
+                .session_state_cached(alice.id, &mut memo)
+                .expect("read")
+                .map(|s| s.ver),
+            Some(1),
+            "the memo sees the new version"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn logins_are_recorded_without_a_write_and_never_clobber_a_newer_password() {
+        let (store, failing, dir) = failing_store("logins");
+        let alice = store.create("alice", "user", "$old$hash").expect("create");
+        failing.store(true, Ordering::SeqCst);
+        // Writing fails, the login is still recorded (in memory) and shown.
+        let seen = store.note_login(&alice, Some("$rehashed$hash"));
+        assert!(seen.last_login.is_some());
+        assert_eq!(
+            store
+                .get(alice.id)
+                .expect("read")
+                .expect("alice")
+                .last_login,
+            seen.last_login
+        );
+        assert!(store.flush_logins().is_err(), "the disk is full");
+        // The store re-opened on the real file; the password changes meanwhile.
+        store
+            .set_password(alice.id, "$new$hash")
+            .expect("password change");
+        store
+            .flush_logins()
+            .expect("the pending login is written now");
+        let now = store.get(alice.id).expect("read").expect("alice");
+        assert_eq!(
+            now.password_hash, "$new$hash",
+            "the re-hash of the old password is dropped"
+        );
+        assert_eq!(now.last_login, seen.last_login);
+        assert_eq!(now.ver, 1);
+        // Without a change in between, the re-hash is applied.
+        let bob = store.create("bob", "user", "$weak$hash").expect("create");
+        store.note_login(&bob, Some("$strong$hash"));
+        store.flush_logins().expect("flush");
+        assert_eq!(
+            store.get(bob.id).expect("read").expect("bob").password_hash,
+            "$strong$hash"
+        );
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn a_reopen_that_fails_is_retried_and_reads_come_back() {
+        let (store, failing, dir) = failing_store("closed");
+        let alice = store.create("alice", "user", "$fake$hash").expect("create");
+        let path = store.path().to_path_buf();
+        let aside = dir.join("aside.redb");
+        std::fs::rename(&path, &aside).expect("move the file away");
+        failing.store(true, Ordering::SeqCst);
+        assert!(store.revoke(alice.id).is_err());
+        // The re-open found no file: closed, reads fail and say why.
+        match store.get(alice.id) {
+            Err(ReadError::Unavailable(Unavailable::Closed(why))) => {
+                assert!(why.contains("No such file"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(store.health().read_failure.is_some());
+        std::fs::rename(&aside, &path).expect("back");
+        // Retried after the back-off (1 s), by the next operation.
+        std::thread::sleep(FIRST_RETRY + Duration::from_millis(100));
+        assert_eq!(
+            store.get(alice.id).expect("open again").expect("alice").id,
+            1
+        );
+        assert!(store.health().read_failure.is_none());
+        drop(store);
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

@@ -129,7 +129,7 @@ impl StorageBackend for Overlay {
             // so that growing again reads zeros there.
             let first_gone = len.div_ceil(BLOCK);
             state.blocks.split_off(&first_gone);
-            if len % BLOCK != 0
+            if !len.is_multiple_of(BLOCK)
                 && let Some(last) = state.blocks.get_mut(&(len / BLOCK))
             {
                 last[(len % BLOCK) as usize..].fill(0);
@@ -155,14 +155,15 @@ impl StorageBackend for Overlay {
             let index = at / BLOCK;
             let within = (at % BLOCK) as usize;
             let n = ((BLOCK - at % BLOCK).min(end - at)) as usize;
-            if !state.blocks.contains_key(&index) {
-                let mut block = vec![0u8; BLOCK as usize].into_boxed_slice();
-                self.read_base(visible, index, &mut block)?;
-                state.blocks.insert(index, block);
-            }
-            if let Some(block) = state.blocks.get_mut(&index) {
-                block[within..within + n].copy_from_slice(&data[(at - offset) as usize..][..n]);
-            }
+            let block = match state.blocks.entry(index) {
+                std::collections::btree_map::Entry::Occupied(e) => e.into_mut(),
+                std::collections::btree_map::Entry::Vacant(e) => {
+                    let mut block = vec![0u8; BLOCK as usize].into_boxed_slice();
+                    self.read_base(visible, index, &mut block)?;
+                    e.insert(block)
+                }
+            };
+            block[within..within + n].copy_from_slice(&data[(at - offset) as usize..][..n]);
             at += n as u64;
         }
         state.len = state.len.max(end);
