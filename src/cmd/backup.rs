@@ -97,6 +97,9 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
                 args.file.display(),
                 target.display()
             );
+            if let Some(what) = done.damaged_target {
+                println!("the replaced store was damaged: {what}");
+            }
             if let Some(kept) = done.kept {
                 println!("the replaced store was kept as {}", kept.display());
             }
