@@ -263,7 +263,8 @@ fn log_store_event(event: &HealthEvent) {
         )),
         HealthEvent::WritesWork => log::info("user store: writes work again"),
         HealthEvent::Reopened => log::debug("user store: re-opened the file after an error"),
-        HealthEvent::ReopenFailed(why) => log::error(&format!(
+        // The failing reads that follow say the same as an error line.
+        HealthEvent::ReopenFailed(why) => log::info(&format!(
             "user store: cannot open the file again: {why}; retrying with back-off"
         )),
         HealthEvent::Damaged(damage) => log::error(&format!(

@@ -242,7 +242,7 @@ impl UserStore {
         // dropped: its handle holds the file's lock.
         let checked = checked_overlay(path)?;
         prepare(&checked, path)?;
-        drop(checked);
+        close_quietly(checked);
         let db = match guard::quietly(|| Builder::new().open(path)) {
             Ok(Ok(db)) => db,
             Ok(Err(e)) => return Err(open_failure(path, e)),
@@ -833,6 +833,8 @@ impl UserStore {
             let _ = self.flush_logins();
         }
         let temp = files::temp_beside(dest, "partial");
+        // Named with this process's id: one that exists was left by a crashed process.
+        let _ = std::fs::remove_file(&temp);
         let file = files::create_private(&temp).map_err(|source| BackupError::File {
             path: temp.clone(),
             source,
@@ -940,7 +942,7 @@ impl UserStore {
             out.commit().map_err(|e| target_err(e.into()))?;
             Ok(info)
         })?;
-        drop(target);
+        close_quietly(target);
         Ok(info)
     }
 }
@@ -1208,7 +1210,13 @@ impl Shared {
         let event = {
             let mut slot = self.db.write().unwrap_or_else(PoisonError::into_inner);
             // The old handle goes first: it holds the file's lock.
-            *slot = Slot::Closed("re-opening the file after an error".into());
+            let old = std::mem::replace(
+                &mut *slot,
+                Slot::Closed("re-opening the file after an error".into()),
+            );
+            if let Slot::Open(db) = old {
+                close_quietly(db);
+            }
             let opened = match guard::quietly(|| Builder::new().open(&self.path)) {
                 Ok(Ok(db)) => Ok(db),
                 Ok(Err(e)) => Err(open_failure(&self.path, e).to_string()),
@@ -1399,6 +1407,9 @@ fn create(path: &Path) -> Result<(), OpenError> {
         source,
     };
     let temp = files::temp_beside(path, "new");
+    // Named with this process's id: one that exists was left by a crashed process that
+    // had the same id.
+    let _ = std::fs::remove_file(&temp);
     let file = files::create_private(&temp).map_err(|e| file_err(path, e))?;
     let made = (|| {
         let db = match guard::quietly(|| {
@@ -1409,7 +1420,7 @@ fn create(path: &Path) -> Result<(), OpenError> {
             Err(panic) => return Err(OpenError::damaged(path, stopped(&panic))),
         };
         prepare(&db, path)?;
-        drop(db);
+        close_quietly(db);
         files::place_new(&temp, path).map_err(|e| file_err(path, e))
     })();
     if made.is_err() {
@@ -1464,7 +1475,7 @@ fn checked_overlay(path: &Path) -> Result<Database, OpenError> {
         overlay(path).map(|backend| Builder::new().open_read_only_with_backend(backend))
     }) {
         Ok(Ok(Ok(db))) => {
-            drop(db);
+            let _ = guard::quietly(|| drop(db));
             true
         }
         Ok(Ok(Err(DatabaseError::RepairAborted))) => false,
@@ -1502,6 +1513,25 @@ fn checked_overlay(path: &Path) -> Result<Database, OpenError> {
         }
         Ok(Err(e)) => Err(open_failure(path, e)),
         Err(panic) => Err(OpenError::damaged(path, stopped(&panic))),
+    }
+}
+
+/// Closes a database handle; a panic while closing (a damaged file) is swallowed: the
+/// handle is gone either way.
+fn close_quietly(db: Database) {
+    let _ = guard::quietly(|| drop(db));
+}
+
+impl Drop for Shared {
+    /// Closes the handle under the panic guard (the store's last reference is going).
+    fn drop(&mut self) {
+        let slot = std::mem::replace(
+            self.db.get_mut().unwrap_or_else(PoisonError::into_inner),
+            Slot::Closed("closed".into()),
+        );
+        if let Slot::Open(db) = slot {
+            close_quietly(db);
+        }
     }
 }
 
@@ -1772,6 +1802,7 @@ pub fn restore(copy: &Path, target: &Path, force: bool) -> Result<Restored, Rest
         source,
     };
     let temp = files::temp_beside(target, "restore");
+    let _ = std::fs::remove_file(&temp);
     let info = source.backup_to(&temp).map_err(RestoreError::Write)?;
     drop(source);
     let dir = files::parent(target);
