@@ -211,7 +211,7 @@ pub fn home(chrome: &Chrome, welcome: Welcome) -> String {
                 }
             } @else if welcome == Welcome::FirstRun {
                 h1 { "Welcome to latchkey" }
-                p { "No account exists yet. The first account you register becomes the administrator." }
+                p { "No account exists yet. The first account you register becomes the administrator; it needs the one-time setup code the server wrote to the file " code { "setup-code" } " in its data directory and to its log. Or create the administrator on the server with " code { "latchkey user add NAME --role admin" } "." }
                 p { a.button href="/register" { "Register the administrator" } }
             } @else {
                 h1 { "Welcome" }
@@ -253,10 +253,14 @@ pub fn register(chrome: &Chrome, username: &str, first: bool) -> String {
         div.card.narrow {
             h1 { "Register" }
             @if first {
-                p.muted { "This is the first account: it becomes the administrator." }
+                p.muted { "This is the first account: it becomes the administrator. It needs the one-time setup code the server wrote to the file " code { "setup-code" } " in its data directory (and to its log at start)." }
             }
             form method="post" action="/register" {
                 (csrf_field(chrome))
+                @if first {
+                    label for="setup_code" { "Setup code" }
+                    input #setup_code type="text" name="setup_code" autocomplete="off" spellcheck="false" required;
+                }
                 label for="username" { "User name" }
                 input #username type="text" name="username" value=(username) autocomplete="username" required autofocus;
                 label for="password" { "Password (at least 8 characters)" }

@@ -16,7 +16,7 @@ use serde_json::json;
 
 use crate::accounts::{
     self, Accounts, AdminAction, AdminError, Attempt, CreateError, LoginError, NewUser,
-    PasswordChangeError,
+    PasswordChangeError, Registration,
 };
 use crate::auth::{self, Auth, CSRF_COOKIE, CSRF_FIELD, Flash, Source, Visitor};
 use crate::config::{Config, MetricsAccess, origin_of};
@@ -785,8 +785,13 @@ fn register_submit(ctx: &Ctx) -> Answer {
     let form = ctx.form()?;
     let name = form.get("username").unwrap_or("");
     let password = form.get("password").unwrap_or("");
-    let confirm = form.get("confirm").unwrap_or("");
-    match ctx.accounts().register(store, name, password, confirm) {
+    let registration = Registration {
+        name,
+        password,
+        confirm: form.get("confirm").unwrap_or(""),
+        setup_code: form.get("setup_code").unwrap_or(""),
+    };
+    match ctx.accounts().register(store, &registration) {
         Ok(user) => Ok(ctx
             .redirect_with_flash("/", Flash::info("Your account was created. Welcome!"))
             .with_login(Login::Start(Box::new(

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::accounts::{Accounts, Rules};
+use crate::accounts::{Accounts, Rules, SetupCode, SetupError};
 use crate::auth::{Auth, Policy};
 use crate::config::Config;
 use crate::http::{self, Method, Reply, Request};
@@ -67,6 +67,8 @@ pub enum ServeError {
     Listen(String, io::Error),
     /// tiny_http stopped accepting connections.
     Accept(io::Error),
+    /// The setup code for the first registration could not be made.
+    Setup(SetupError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -80,6 +82,7 @@ impl std::fmt::Display for ServeError {
             }
             ServeError::Listen(a, e) => write!(f, "cannot listen on {a}: {e}"),
             ServeError::Accept(e) => write!(f, "the server stopped accepting connections: {e}"),
+            ServeError::Setup(e) => write!(f, "{e}"),
         }
     }
 }
@@ -129,6 +132,18 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         absolute_limit: config.absolute_limit,
         issuer: config.issuer.clone(),
     };
+    let setup = match &store {
+        Some(store) => SetupCode::arm(&config.data_dir, store).map_err(ServeError::Setup)?,
+        None => SetupCode::none(),
+    };
+    if let (Some(code), Some(path)) = (setup.code(), setup.path()) {
+        log::info(&format!(
+            "no account exists yet: register the administrator at /register with the \
+             one-time setup code {code} (also in {}), or create one with \
+             `latchkey user add NAME --role admin`",
+            path.display()
+        ));
+    }
     let auth = Auth::new(&ring, Verifier::new(&ring, validation), store, policy);
     let rules = Rules {
         passwords,
@@ -140,6 +155,7 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         },
         login_concurrency: config.login_concurrency,
         signup_open: config.signup_open,
+        setup,
     };
     let shared = Shared {
         accounts: Accounts::new(rules),

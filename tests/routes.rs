@@ -59,6 +59,13 @@ impl App {
         routes::handle(self.prepared.app(), req, now()).0
     }
 
+    /// The setup code the server wrote for the first registration, if any.
+    fn setup_code(&self) -> Option<String> {
+        std::fs::read_to_string(self.dir.join("setup-code"))
+            .ok()
+            .map(|c| c.trim().to_string())
+    }
+
     /// The `route` label a request was counted under.
     fn label(&self, req: &Request) -> &'static str {
         routes::labels()[routes::handle(self.prepared.app(), req, now()).1.route]
@@ -156,7 +163,9 @@ impl<'a> Visitor<'a> {
         notice_of(&self.follow(&r).body).unwrap_or_default()
     }
 
+    /// Registers through the form, with the setup code while the server has one.
     fn register(&mut self, name: &str, password: &str) -> Reply {
+        let code = self.app.setup_code().unwrap_or_default();
         self.submit(
             "/register",
             "/register",
@@ -164,6 +173,7 @@ impl<'a> Visitor<'a> {
                 ("username", name),
                 ("password", password),
                 ("confirm", password),
+                ("setup_code", &code),
             ],
         )
     }

@@ -75,12 +75,14 @@ fn the_whole_journey() {
     assert_eq!(reg.status, 200);
     assert!(reg.body.contains("first account"));
     let csrf = csrf_of(&reg.body).unwrap();
+    let code = server.setup_code().expect("a setup code on an empty store");
     let r = b.post(
         "/register",
         &[
             ("username", "Alice"),
             ("password", "correct horse"),
             ("confirm", "correct horse"),
+            ("setup_code", &code),
         ],
         &csrf,
     );

@@ -152,6 +152,13 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// The one-time setup code the server wrote for the first registration, if any.
+    pub fn setup_code(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir().join("setup-code"))
+            .ok()
+            .map(|c| c.trim().to_string())
+    }
+
     pub fn key_file(&self) -> PathBuf {
         self.data_dir().join("secret.key")
     }
@@ -475,6 +482,7 @@ impl<'s> Browser<'s> {
     /// a store becomes its admin) and holds the login cookie.
     pub fn registered(server: &'s Server, name: &str, password: &str) -> Browser<'s> {
         let mut b = Browser::new(server);
+        let code = server.setup_code().unwrap_or_default();
         let r = b.submit(
             "/register",
             "/register",
@@ -482,6 +490,7 @@ impl<'s> Browser<'s> {
                 ("username", name),
                 ("password", password),
                 ("confirm", password),
+                ("setup_code", &code),
             ],
         );
         assert_eq!(r.status, 303, "{}", r.body);
