@@ -10,9 +10,9 @@
 //! `Display` is a sentence to show the person who asked.
 
 use std::fmt;
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::http::Client;
 use crate::password::{self, PasswordError, Passwords, Verdict};
 use crate::store::{self, ROLE_ADMIN, ROLE_USER, StoreError, User, UserStore};
 use crate::throttle::{Key, Limits, Throttle};
@@ -47,8 +47,8 @@ pub struct Attempt<'a> {
     pub name: &'a str,
     /// The password as typed.
     pub password: &'a str,
-    /// The client's address, when known: failures are also counted against it.
-    pub client: Option<IpAddr>,
+    /// The client, when known: failures are also counted against it.
+    pub client: Option<&'a Client>,
     /// Unix seconds.
     pub now: i64,
 }
@@ -378,11 +378,13 @@ fn is_empty(store: &UserStore) -> Result<bool, StoreError> {
 }
 
 /// What a login attempt is throttled by: the name (trimmed, lowercased), and the
-/// client address when known.
-fn throttle_keys(name: &str, client: Option<IpAddr>) -> Vec<Key> {
+/// client when known.
+fn throttle_keys(name: &str, client: Option<&Client>) -> Vec<Key> {
     let mut keys = vec![Key::Name(name.trim().to_lowercase())];
-    if let Some(addr) = client {
-        keys.push(Key::Addr(addr));
+    match client {
+        Some(Client::Addr(addr)) => keys.push(Key::Addr(*addr)),
+        Some(Client::Named(name)) => keys.push(Key::Client(name.clone())),
+        None => {}
     }
     keys
 }
@@ -572,11 +574,14 @@ mod tests {
         }
     }
 
+    static CLIENT: std::sync::LazyLock<Client> =
+        std::sync::LazyLock::new(|| Client::Addr("192.0.2.7".parse().expect("ip")));
+
     fn attempt<'a>(name: &'a str, password: &'a str, now: i64) -> Attempt<'a> {
         Attempt {
             name,
             password,
-            client: Some("192.0.2.7".parse().expect("ip")),
+            client: Some(&CLIENT),
             now,
         }
     }

@@ -20,7 +20,7 @@ use crate::accounts::{
 };
 use crate::auth::{self, Auth, CSRF_FIELD, FLASH_COOKIE, Source, Visitor};
 use crate::config::{Config, MetricsAccess, origin_of};
-use crate::http::{Form, Login, Method, Reply, Request, percent_encode};
+use crate::http::{self, Client, Form, Login, Method, Reply, Request, percent_encode};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::pages::{self, Chrome, Notice};
 use crate::store::{ROLE_ADMIN, ROLE_USER, StoreError, User, UserStore};
@@ -335,45 +335,38 @@ impl Ctx<'_> {
         }
     }
 
-    /// The client address: the peer, or the forwarded address when the peer is a
-    /// trusted proxy (the right-most untrusted entry of `X-Forwarded-For`).
-    fn client_addr(&self) -> Option<IpAddr> {
+    /// The client: the peer, or what a trusted proxy forwarded for (see `http::client`).
+    fn client(&self) -> Option<Client> {
         let peer = self.req.peer?;
         let trusted = |ip: IpAddr| self.config().trusted_proxies.iter().any(|n| n.contains(ip));
-        if !trusted(peer) {
-            return Some(peer);
-        }
-        let Some(forwarded) = self.req.header("x-forwarded-for") else {
-            return Some(peer);
-        };
-        let mut client = peer;
-        for hop in forwarded.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = ip;
-                    if !trusted(ip) {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        Some(client)
+        Some(http::client(
+            peer,
+            self.req.headers_named("x-forwarded-for"),
+            trusted,
+        ))
     }
 
-    /// A login attempt by this client, now.
-    fn attempt<'p>(&self, name: &'p str, password: &'p str) -> Attempt<'p> {
+    /// A login attempt by `client`, now.
+    fn attempt<'p>(
+        &self,
+        name: &'p str,
+        password: &'p str,
+        client: &'p Option<Client>,
+    ) -> Attempt<'p> {
         Attempt {
             name,
             password,
-            client: self.client_addr(),
+            client: client.as_ref(),
             now: self.now,
         }
     }
 
     /// Checks a name and password through the account rules and counts the outcome.
     fn login(&self, store: &UserStore, name: &str, password: &str) -> Result<User, LoginError> {
-        let result = self.accounts().login(store, &self.attempt(name, password));
+        let client = self.client();
+        let result = self
+            .accounts()
+            .login(store, &self.attempt(name, password, &client));
         self.count_login(result.as_ref().map(|_| ()));
         result
     }
@@ -713,7 +706,8 @@ fn change_password(ctx: &Ctx) -> Answer {
     let claims = ctx.require_user()?;
     let store = ctx.require_store()?;
     let form = ctx.form()?;
-    let current = ctx.attempt(&claims.name, form.get("current").unwrap_or(""));
+    let client = ctx.client();
+    let current = ctx.attempt(&claims.name, form.get("current").unwrap_or(""), &client);
     let result = ctx.accounts().change_password(
         store,
         &current,
@@ -854,11 +848,15 @@ fn forward_auth(ctx: &Ctx) -> Answer {
         {
             return Ok(Reply::text(403, "Your role does not allow this.\n".into()).private());
         }
+        // Every identity header, always, each percent-encoded where it must be: a
+        // proxy that copies only the headers present would otherwise pass a client's
+        // own forged `Remote-User` on to the app.
+        let name = http::identity_header(&claims.name);
         return Ok(Reply::text(200, String::new())
-            .with_header("Remote-User", claims.name.clone())
-            .with_header("Remote-Name", claims.name.clone())
-            .with_header("Remote-Role", claims.role.clone())
-            .with_header("Remote-Id", claims.sub.clone())
+            .with_header("Remote-User", name.clone())
+            .with_header("Remote-Name", name)
+            .with_header("Remote-Role", http::identity_header(&claims.role))
+            .with_header("Remote-Id", http::identity_header(&claims.sub))
             .private());
     }
     // nginx passes the original URL in X-Original-URL and wants 401 + Location;
@@ -1005,7 +1003,7 @@ fn metrics(ctx: &Ctx) -> Answer {
         MetricsAccess::Off => false,
         // Behind a trusted proxy on the same host every peer is loopback: judge the
         // client the proxy forwarded for.
-        MetricsAccess::Loopback => ctx.client_addr().is_some_and(crate::http::is_loopback),
+        MetricsAccess::Loopback => ctx.client().is_some_and(|c| c.is_loopback()),
     };
     if !allowed {
         return Ok(ctx.error(404, "not_found", "There is no page at this address."));

@@ -12,8 +12,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
 use crate::accounts::{Accounts, Rules};
 use crate::auth::{Auth, Policy};
 use crate::config::Config;
@@ -478,7 +476,7 @@ fn limit_reply(path: &str, status: u16, message: &str) -> Reply {
 
 /// The headers every response carries, serialized once at start.
 pub fn fixed_head(config: &Config) -> FixedHead {
-    let csp = content_security_policy(config);
+    let csp = pages::content_security_policy(&crate::auth::form_action_sources(config));
     FixedHead::new(&[
         ("Server", "latchkey"),
         ("Content-Security-Policy", csp.as_str()),
@@ -486,31 +484,6 @@ pub fn fixed_head(config: &Config) -> FixedHead {
         ("Referrer-Policy", "same-origin"),
         ("X-Content-Type-Options", "nosniff"),
     ])
-}
-
-/// The CSP: no script at all, the one stylesheet by hash, forms only to this site
-/// (and to the SSO domain, where login redirects may lead).
-pub fn content_security_policy(config: &Config) -> String {
-    use base64::Engine;
-    let hash =
-        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(pages::STYLE.as_bytes()));
-    let mut form_action = String::from("'self'");
-    if let Some(domain) = &config.cookie_domain {
-        form_action.push_str(&format!(
-            " https://{domain} https://*.{domain} http://{domain} http://*.{domain}"
-        ));
-    }
-    if let Some(origin) = config
-        .login_url
-        .as_deref()
-        .and_then(crate::config::origin_of)
-    {
-        form_action.push(' ');
-        form_action.push_str(&origin);
-    }
-    format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
-    )
 }
 
 fn unix_now() -> i64 {
@@ -699,7 +672,7 @@ mod tests {
     #[test]
     fn csp_has_no_script_and_the_style_hash() {
         let config = Config::defaults(&crate::config::Env::default());
-        let csp = content_security_policy(&config);
+        let csp = pages::content_security_policy(&crate::auth::form_action_sources(&config));
         assert!(csp.starts_with("default-src 'none'; style-src 'sha256-"));
         assert!(!csp.contains("script-src") && !csp.contains("unsafe-inline"));
         assert!(csp.contains("frame-ancestors 'none'"));

@@ -432,3 +432,210 @@ fn logins_beyond_the_throttle_get_429_with_retry_after() {
     assert!(r.header("Retry-After").is_some());
     assert!(r.body.contains("Too many failed logins"), "{}", r.body);
 }
+
+/// The token of a logged-in visitor.
+fn token_of(v: &Visitor) -> String {
+    v.cookies
+        .iter()
+        .find(|(n, _)| n == "token")
+        .map(|(_, t)| t.clone())
+        .expect("logged in")
+}
+
+/// `GET /auth` with this `Cookie` header, from the visitor's peer.
+fn auth_with_cookie(app: &App, cookie: &str) -> Reply {
+    let mut req = Request::new(Method::Get, "/auth").with_header("Cookie", cookie);
+    req.peer = Some("192.0.2.10".parse().expect("ip"));
+    app.handle(&req)
+}
+
+#[test]
+fn the_first_token_cookie_that_verifies_identifies_the_visitor() {
+    let app = App::new(&[]);
+    let mut v = Visitor::new(&app);
+    v.register("jane", "jane password");
+    let good = token_of(&v);
+    // A token the store no longer honours: log "revoked" in on its own.
+    let mut old = Visitor::new(&app);
+    old.login("jane", "jane password");
+    let revoked = token_of(&old);
+    let mut revoker = Visitor::new(&app);
+    revoker.login("jane", "jane password");
+    let csrf = csrf_of(&revoker.get("/account").body).expect("form");
+    revoker.post("/account/revoke", &[], &csrf);
+    let r = auth_with_cookie(&app, &format!("token={revoked}"));
+    assert_eq!(r.status, 401, "revoked on its own");
+    // Every fresh login after the revocation:
+    let mut v = Visitor::new(&app);
+    v.login("jane", "jane password");
+    let good_now = token_of(&v);
+    assert_ne!(good, good_now);
+    for cookie in [
+        format!("token=junk; token={good_now}"),
+        format!("token=; token={good_now}"),
+        format!("token=\"\"; token={good_now}"),
+        format!("token={good_now}; token=junk"),
+        format!("token={revoked}; token={good_now}"),
+        format!("token=\"{good_now}\""),
+        format!("a=1; token=x.y.z; b=2; token={good_now}"),
+    ] {
+        let r = auth_with_cookie(&app, &cookie);
+        assert_eq!(r.status, 200, "{cookie}");
+        assert_eq!(r.header("Remote-User"), Some("jane"), "{cookie}");
+        assert!(
+            !r.headers
+                .iter()
+                .any(|(n, v)| *n == "Set-Cookie" && v.contains("Max-Age=0")),
+            "a verified cookie is never cleared: {cookie}"
+        );
+    }
+    // Two Cookie headers count like one.
+    let mut req = Request::new(Method::Get, "/auth")
+        .with_header("Cookie", "token=junk")
+        .with_header("Cookie", &format!("token={good_now}"));
+    req.peer = Some("192.0.2.10".parse().expect("ip"));
+    assert_eq!(app.handle(&req).status, 200);
+    // None verifies: anonymous, and the first refusal says why.
+    let r = app.handle(
+        &Request::new(Method::Get, "/api/me").with_header("Cookie", "token=junk; token=a.b.c"),
+    );
+    assert!(r.body.contains("\"error\":\"malformed\""), "{}", r.body);
+    let r = app.handle(
+        &Request::new(Method::Get, "/api/me")
+            .with_header("Cookie", &format!("token={revoked}; token=junk")),
+    );
+    assert!(r.body.contains("\"error\":\"revoked\""), "{}", r.body);
+}
+
+#[test]
+fn a_form_passes_when_any_csrf_cookie_matches_its_field() {
+    let app = App::new(&[]);
+    let mut v = Visitor::new(&app);
+    let page = v.get("/register");
+    let csrf = csrf_of(&page.body).expect("form");
+    // A stale csrf cookie of a parent domain comes first.
+    let fresh = v
+        .cookies
+        .iter()
+        .find(|(n, _)| n == "csrf")
+        .map(|(_, c)| c.clone())
+        .expect("csrf cookie");
+    v.cookies.retain(|(n, _)| n != "csrf");
+    v.cookies
+        .push(("csrf".into(), "AAAAAAAAAAAAAAAAAAAAAA".into()));
+    v.cookies.push(("csrf".into(), fresh));
+    let r = v.post(
+        "/register",
+        &[
+            ("username", "kate"),
+            ("password", "kate password"),
+            ("confirm", "kate password"),
+        ],
+        &csrf,
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+}
+
+#[test]
+fn forwarded_clients_that_are_not_bare_addresses_get_their_own_throttle() {
+    let app = App::new(&[
+        ("trusted_proxies", "127.0.0.1"),
+        ("throttle_max_failures", "2"),
+    ]);
+    let mut admin = Visitor::new(&app);
+    admin.register("leo", "leo password");
+    for name in ["mia", "ned", "ola"] {
+        admin.submit(
+            "/admin",
+            "/admin/users",
+            &[
+                ("username", name),
+                ("password", "a password"),
+                ("role", "user"),
+            ],
+        );
+    }
+    let login = |forwarded: &str, name: &str, password: &str| {
+        let mut v = Visitor::new(&app);
+        v.peer = "127.0.0.1".parse().expect("ip");
+        let page = v.send(Request::new(Method::Get, "/login"));
+        let csrf = csrf_of(&page.body).expect("form");
+        let body = format!(
+            "username={name}&password={}&csrf={csrf}",
+            password.replace(' ', "+")
+        );
+        let req = Request::new(Method::Post, "/login")
+            .with_header("Content-Type", "application/x-www-form-urlencoded")
+            .with_header("X-Forwarded-For", forwarded)
+            .with_body(body.as_bytes());
+        v.send(req).status
+    };
+    // Two failures from 203.0.113.7 behind the proxy, written with ports...
+    assert_eq!(login("203.0.113.7:4711", "leo", "wrong"), 401);
+    assert_eq!(
+        login("198.51.100.9, 203.0.113.7:50000", "leo", "wrong"),
+        401
+    );
+    // ...lock out that address, however it is written...
+    assert_eq!(login("203.0.113.7", "mia", "a password"), 429);
+    assert_eq!(login("[::ffff:203.0.113.7]:1", "mia", "a password"), 429);
+    // ...and not everyone else behind the proxy.
+    assert_eq!(login("198.51.100.50", "mia", "a password"), 303);
+    // `unknown` is a client of its own: its failures lock out neither the proxy nor others.
+    assert_eq!(login("unknown", "ned", "wrong"), 401);
+    assert_eq!(login("192.0.2.1, unknown", "ola", "wrong"), 401);
+    assert_eq!(login("unknown", "ola", "a password"), 429);
+    assert_eq!(login("192.0.2.77", "ned", "a password"), 303);
+    // /metrics is not loopback for a forwarded client that is not a loopback address.
+    let metrics = |forwarded: &str| {
+        let mut req =
+            Request::new(Method::Get, "/metrics").with_header("X-Forwarded-For", forwarded);
+        req.peer = Some("127.0.0.1".parse().expect("ip"));
+        app.handle(&req).status
+    };
+    assert_eq!(metrics("203.0.113.7, unknown"), 404);
+    assert_eq!(metrics("[2001:db8::1]:443"), 404);
+    assert_eq!(metrics("127.0.0.1"), 200);
+}
+
+#[test]
+fn identities_that_are_not_header_safe_are_percent_encoded_never_dropped() {
+    use latchkey::keys::KeyRing;
+    use latchkey::token::{Claims, Signer};
+    let dir = std::env::temp_dir().join(format!("latchkey-routes-key-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("dir");
+    let key = dir.join("issuer.key");
+    latchkey::keys::generate(&key).expect("key");
+    let app = App::new(&[
+        ("verify_only", "true"),
+        ("login_url", "https://auth.example.com/login"),
+        ("key_files", key.to_str().expect("utf-8")),
+    ]);
+    let ring = KeyRing::load(std::slice::from_ref(&key)).expect("ring");
+    let t = now();
+    for (name, role, encoded_name, encoded_role) in [
+        ("张三", "user", "%E5%BC%A0%E4%B8%89", "user"),
+        ("Jörg", "éditeur", "J%C3%B6rg", "%C3%A9diteur"),
+        ("a b%", "user", "a%20b%25", "user"),
+    ] {
+        let token = Signer::new(&ring).sign(&Claims {
+            sub: "7".into(),
+            user_id: 7,
+            name: name.into(),
+            role: role.into(),
+            iat: t,
+            exp: t + 600,
+            iss: "latchkey".into(),
+            auth_time: t,
+            ver: 0,
+        });
+        let r = auth_with_cookie(&app, &format!("token={token}"));
+        assert_eq!(r.status, 200, "{name}");
+        assert_eq!(r.header("Remote-User"), Some(encoded_name));
+        assert_eq!(r.header("Remote-Name"), Some(encoded_name));
+        assert_eq!(r.header("Remote-Role"), Some(encoded_role));
+        assert_eq!(r.header("Remote-Id"), Some("7"));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
