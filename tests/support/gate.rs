@@ -448,6 +448,11 @@ impl Gate<'_> {
         assert_eq!(seen.one("Remote-Role"), "admin");
         assert_eq!(seen.one("Remote-Id"), id);
         self.assert_identity(&seen, &cookie);
+        // An identity header the config does not copy is the client's own at the app
+        // (docs/proxies.md says which configs leave which out).
+        for name in IDENTITY.iter().filter(|h| !self.copied.contains(h)) {
+            assert_eq!(seen.values(name), ["mallory"], "{name}: {seen:?}");
+        }
         let aliases = [seen.values("remote_user"), seen.values("remote.user")].concat();
         if self.passes_alias_headers {
             assert_eq!(aliases, ["mallory", "mallory"], "{seen:?}");
