@@ -30,6 +30,49 @@ pub const CSRF_FIELD: &str = "csrf";
 /// Name of the one-shot notice cookie.
 pub const FLASH_COOKIE: &str = "flash";
 
+/// Between the prefill and the text of a flash payload.
+const FLASH_SEPARATOR: u8 = 0x1f;
+/// Bytes of the flash cookie's MAC kept (128 bits).
+const FLASH_TAG_LEN: usize = 16;
+
+/// A one-shot notice carried across a redirect by the signed `flash` cookie, so a form
+/// answers with a redirect (Post/Redirect/Get) and a reload never submits it again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flash {
+    /// Whether it reports a failure.
+    pub error: bool,
+    /// The sentence to show.
+    pub text: String,
+    /// A value to put back into the form (the user name typed), or empty.
+    pub prefill: String,
+}
+
+impl Flash {
+    /// Good news.
+    pub fn info(text: impl Into<String>) -> Flash {
+        Flash {
+            error: false,
+            text: text.into(),
+            prefill: String::new(),
+        }
+    }
+
+    /// A failure.
+    pub fn error(text: impl Into<String>) -> Flash {
+        Flash {
+            error: true,
+            text: text.into(),
+            prefill: String::new(),
+        }
+    }
+
+    /// With `value` to put back into the form.
+    pub fn prefill(mut self, value: &str) -> Flash {
+        self.prefill = value.to_string();
+        self
+    }
+}
+
 /// Cookie and lifetime settings shared by all workers.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -316,10 +359,66 @@ impl Auth {
         self.cookie(&self.policy.cookie_name, "", Some(0), "Lax")
     }
 
-    /// `Set-Cookie` value for the one-shot notice `code` (a fixed word, never user text).
-    pub fn flash_cookie(&self, code: &str) -> String {
-        let max_age = if code.is_empty() { 0 } else { 120 };
-        self.cookie(FLASH_COOKIE, code, Some(max_age), "Lax")
+    /// `Set-Cookie` value carrying `flash` to the page a redirect leads to: the notice
+    /// and the value to put back in the form, signed with the CSRF key (so a cookie set
+    /// by another site on a shared domain cannot put its text on our pages), for 2 min.
+    pub fn flash_cookie(&self, flash: &Flash) -> String {
+        let mut payload = Vec::with_capacity(2 + flash.prefill.len() + flash.text.len());
+        payload.push(if flash.error { b'e' } else { b'i' });
+        payload.extend(
+            flash
+                .prefill
+                .bytes()
+                .filter(|&b| b != FLASH_SEPARATOR)
+                .take(64),
+        );
+        payload.push(FLASH_SEPARATOR);
+        payload.extend(
+            flash
+                .text
+                .bytes()
+                .filter(|&b| b != FLASH_SEPARATOR)
+                .take(512),
+        );
+        let tag = self.flash_mac(&payload).finalize().into_bytes();
+        let value = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(&tag[..FLASH_TAG_LEN])
+        );
+        self.cookie(FLASH_COOKIE, &value, Some(120), "Lax")
+    }
+
+    /// `Set-Cookie` value deleting the flash cookie once its page was shown.
+    pub fn clear_flash_cookie(&self) -> String {
+        self.cookie(FLASH_COOKIE, "", Some(0), "Lax")
+    }
+
+    /// The flash a request carries, when one of its `flash` cookies is ours and intact.
+    pub fn read_flash(&self, req: &Request) -> Option<Flash> {
+        req.cookies(FLASH_COOKIE).find_map(|value| {
+            let (payload, tag) = value.split_once('.')?;
+            let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+            let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+            if tag.len() != FLASH_TAG_LEN {
+                return None;
+            }
+            self.flash_mac(&payload).verify_truncated_left(&tag).ok()?;
+            let (&kind, rest) = payload.split_first()?;
+            let at = rest.iter().position(|&b| b == FLASH_SEPARATOR)?;
+            Some(Flash {
+                error: kind == b'e',
+                prefill: String::from_utf8_lossy(&rest[..at]).into_owned(),
+                text: String::from_utf8_lossy(&rest[at + 1..]).into_owned(),
+            })
+        })
+    }
+
+    fn flash_mac(&self, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.csrf_key.clone();
+        mac.update(b"flash|");
+        mac.update(payload);
+        mac
     }
 
     /// A cookie with our attributes; `max_age: None` makes a browser-session cookie.

@@ -515,6 +515,20 @@ impl<'s> Browser<'s> {
         self.post(action, form, &csrf)
     }
 
+    /// Follows a redirect: GETs its `Location`.
+    pub fn follow(&mut self, resp: &Response) -> Response {
+        assert_eq!(resp.status, 303, "{}", resp.body);
+        let location = resp.location().to_string();
+        self.get(&location)
+    }
+
+    /// Submits a form through [`submit`](Self::submit) and follows the redirect that
+    /// answers it (forms answer with one: Post/Redirect/Get); the page it leads to.
+    pub fn done(&mut self, form_page: &str, action: &str, form: &[(&str, &str)]) -> Response {
+        let r = self.submit(form_page, action, form);
+        self.follow(&r)
+    }
+
     /// POSTs a form with the given CSRF value.
     pub fn post(&mut self, action: &str, form: &[(&str, &str)], csrf: &str) -> Response {
         let mut fields = form.to_vec();
@@ -526,6 +540,15 @@ impl<'s> Browser<'s> {
         self.jar.absorb(&resp);
         resp
     }
+}
+
+/// The text of the notice a page shows, if any.
+pub fn notice_of(page: &str) -> Option<String> {
+    let at = page.find("class=\"notice ")?;
+    let rest = &page[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest.find("</div>")?;
+    Some(rest[start..end].to_string())
 }
 
 /// The CSRF field of the first form in a page.
