@@ -59,6 +59,7 @@ fn browser_journey() {
     assert_eq!(d.text_of("h1"), "Register");
     assert!(d.body_text().contains("it becomes the administrator"));
     shoot(d, "register.png");
+    d.type_into("#setup_code", &server.setup_code().expect("a setup code"));
     d.type_into("#username", NAME);
     d.type_into("#password", PASSWORD);
     d.type_into("#confirm", PASSWORD);

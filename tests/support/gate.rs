@@ -411,7 +411,9 @@ impl Gate<'_> {
         }
         assert_eq!(self.app.count(), before, "the app saw an anonymous request");
 
-        // Register the first user (an admin) at the portal, through the proxy.
+        // Register the first user (an admin) at the portal, through the proxy, with the
+        // one-time setup code the server wrote.
+        let code = self.latchkey.setup_code().expect("a setup code");
         let r = alice.submit(
             &portal,
             &origin,
@@ -421,6 +423,7 @@ impl Gate<'_> {
                 ("username", "alice"),
                 ("password", "alice-password"),
                 ("confirm", "alice-password"),
+                ("setup_code", &code),
             ],
         );
         assert_eq!(r.status, 303, "{}\n{}", r.body, self.logs());
