@@ -42,7 +42,10 @@ pub struct RestoreArgs {
 
 /// `latchkey backup FILE`: 0 when the copy is written, 1 (with the reason) otherwise.
 pub fn backup(args: BackupArgs) -> ExitCode {
-    let file = args.store.store_file();
+    let file = match args.store.store_file() {
+        Ok(file) => file,
+        Err(e) => return super::fail(e),
+    };
     let db = match UserStore::inspect(&file) {
         Ok(db) => db,
         Err(OpenError::Busy(path)) => {
@@ -77,7 +80,10 @@ pub fn backup(args: BackupArgs) -> ExitCode {
 
 /// `latchkey restore FILE`: 0 when the copy is in place, 1 (with the reason) otherwise.
 pub fn restore(args: RestoreArgs) -> ExitCode {
-    let dir = args.store.dir();
+    let (dir, target) = match (args.store.dir(), args.store.store_file()) {
+        (Ok(dir), Ok(target)) => (dir, target),
+        (Err(e), _) | (_, Err(e)) => return super::fail(e),
+    };
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -88,7 +94,6 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
             dir.display()
         ));
     }
-    let target = args.store.store_file();
     match store::restore(&args.file, &target, args.force) {
         Ok(done) => {
             println!(
