@@ -4,6 +4,11 @@
 //! the line end. It must be at least 32 bytes long and must not be readable or writable
 //! by group or others. Each key is named by its `kid`: the first 8 characters of the
 //! base64url SHA-256 of its bytes, so a token says which key signed it without revealing it.
+//!
+//! The user store remembers the kid of the primary key it was last served with;
+//! [`continuity`] decides whether a configured ring may take over (the same key, a first
+//! serve, a rotation keeping the old key verifying, or a deliberate `--replace-key`), so
+//! a lost key file never turns silently into a new key.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};

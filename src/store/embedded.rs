@@ -1823,7 +1823,7 @@ pub fn restore(copy: &Path, target: &Path, force: bool) -> Result<Restored, Rest
                 .unwrap_or_default(),
             now()
         ));
-        if let Err(e) = std::fs::hard_link(target, &aside) {
+        if let Err(e) = files::keep_aside(target, &aside) {
             let _ = std::fs::remove_file(&temp);
             return Err(file_err(&aside, e));
         }

@@ -91,13 +91,6 @@ pub enum Unavailable {
     ReadOnly,
 }
 
-impl Unavailable {
-    /// Whether this is a failure to write (the reads still work).
-    pub fn is_write(&self) -> bool {
-        matches!(self, Unavailable::Write(_) | Unavailable::ReadOnly)
-    }
-}
-
 impl fmt::Display for Unavailable {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -44,12 +44,32 @@ pub(crate) fn sync_dir(dir: &Path) -> io::Result<()> {
 
 /// Puts the complete file `temp` at `dest` without ever replacing something there:
 /// a hard link (which fails when `dest` exists), then the temporary name goes away.
+/// On a file system without hard links, a rename when nothing is at `dest` (which leaves
+/// a moment in which another process could put a file there that the rename replaces).
 /// The directory is synced, so the new name survives a crash.
 pub(crate) fn place_new(temp: &Path, dest: &Path) -> io::Result<()> {
     File::open(temp)?.sync_all()?;
-    std::fs::hard_link(temp, dest)?;
-    std::fs::remove_file(temp)?;
+    match std::fs::hard_link(temp, dest) {
+        Ok(()) => std::fs::remove_file(temp)?,
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => return Err(e),
+        Err(_) if std::fs::symlink_metadata(dest).is_err() => std::fs::rename(temp, dest)?,
+        Err(e) => return Err(e),
+    }
     sync_dir(parent(dest))
+}
+
+/// Keeps `file` under the new name `aside` too: a hard link, or a copy (mode 0600) on a
+/// file system without hard links.
+pub(crate) fn keep_aside(file: &Path, aside: &Path) -> io::Result<()> {
+    match std::fs::hard_link(file, aside) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(e),
+        Err(_) => {
+            let mut out = create_private(aside)?;
+            io::copy(&mut File::open(file)?, &mut out)?;
+            out.sync_all()
+        }
+    }
 }
 
 /// Puts the complete file `temp` at `dest`, replacing what is there in one atomic step

@@ -309,6 +309,9 @@ pub struct WriteFailure {
 /// | writes fail (disk full, I/O), reads work | false | 503, the reason and since when |
 /// | damaged records, otherwise fine | true | 200, naming every damaged record |
 /// | sound | true | 200 `ok` |
+///
+/// A write failure ends once a write succeeded and none failed for 5 s (on a nearly full
+/// disk small writes succeed between failing larger ones; the health does not flap).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Health {
     /// Why the last read failed, while reads fail.
@@ -372,7 +375,8 @@ pub enum HealthEvent {
     WritesWork,
     /// The file was re-opened after an error.
     Reopened,
-    /// Re-opening failed; holds why (retried with back-off).
+    /// Re-opening failed for the first time in a row; holds why (retried with back-off;
+    /// reported again only after a re-open succeeded).
     ReopenFailed(String),
     /// Damage seen for the first time.
     Damaged(Damage),
