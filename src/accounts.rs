@@ -10,11 +10,13 @@
 //! `Display` is a sentence to show the person who asked.
 
 use std::fmt;
-use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::http::Client;
 use crate::password::{self, PasswordError, Passwords, Verdict};
-use crate::store::{self, ROLE_ADMIN, ROLE_USER, StoreError, User, UserStore};
+use crate::store::{self, Invalid, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, User, UserStore};
 use crate::throttle::{Key, Limits, Throttle};
 
 /// The account machinery one server shares between its workers: password hashing at
@@ -25,10 +27,11 @@ pub struct Accounts {
     throttle: Throttle,
     hashing: Gate,
     signup_open: bool,
+    setup: SetupCode,
 }
 
 /// The settings the account rules depend on.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Rules {
     /// Password hashing at the configured cost.
     pub passwords: Passwords,
@@ -38,6 +41,8 @@ pub struct Rules {
     pub login_concurrency: usize,
     /// Whether anyone may register once the first user exists.
     pub signup_open: bool,
+    /// The code the first registration needs (see [`SetupCode`]).
+    pub setup: SetupCode,
 }
 
 /// A password login attempt.
@@ -47,10 +52,23 @@ pub struct Attempt<'a> {
     pub name: &'a str,
     /// The password as typed.
     pub password: &'a str,
-    /// The client's address, when known: failures are also counted against it.
-    pub client: Option<IpAddr>,
+    /// The client, when known: failures are also counted against it.
+    pub client: Option<&'a Client>,
     /// Unix seconds.
     pub now: i64,
+}
+
+/// A self-service registration as typed on the form.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    /// The name as typed.
+    pub name: &'a str,
+    /// The password.
+    pub password: &'a str,
+    /// The password typed a second time.
+    pub confirm: &'a str,
+    /// The setup code, which only the first registration needs.
+    pub setup_code: &'a str,
 }
 
 /// A new account as asked for on the registration or admin form.
@@ -84,6 +102,8 @@ pub enum LoginError {
 pub enum CreateError {
     /// Registration is closed and this would not be the first user.
     Closed,
+    /// The first registration needs the setup code, and it was missing or wrong.
+    SetupCode,
     /// The two passwords typed differ.
     PasswordsDiffer,
     /// The name breaks a rule (the store's message).
@@ -194,7 +214,13 @@ impl Accounts {
             throttle: Throttle::new(rules.throttle),
             hashing: Gate::new(rules.login_concurrency),
             signup_open: rules.signup_open,
+            setup: rules.setup,
         }
+    }
+
+    /// The setup code, while the first registration still needs one.
+    pub fn setup_code(&self) -> &SetupCode {
+        &self.setup
     }
 
     /// Password hashing at the configured cost.
@@ -219,7 +245,9 @@ impl Accounts {
         let Some(_place) = self.hashing.try_enter() else {
             return Err(LoginError::Busy);
         };
-        let user = store.get_by_name(attempt.name).map_err(LoginError::Store)?;
+        let user = store
+            .get_by_name(attempt.name)
+            .map_err(|e| LoginError::Store(e.into()))?;
         let verdict = match &user {
             Some(user) => self.passwords.verify(attempt.password, &user.password_hash),
             None => self.passwords.verify_unknown(attempt.password),
@@ -227,9 +255,8 @@ impl Accounts {
         match (user, verdict) {
             (Some(user), Verdict::Match { rehash }) if !user.locked => {
                 self.throttle.reset(&keys[0]);
-                store
-                    .record_login(user.id, rehash.as_deref())
-                    .map_err(LoginError::Store)
+                // Recorded without waiting for the disk: a login needs no write.
+                Ok(store.note_login(&user, rehash.as_deref()))
             }
             _ => {
                 self.throttle.failure(&keys, attempt.now);
@@ -245,39 +272,35 @@ impl Accounts {
     }
 
     /// Self-service registration: allowed while [`signup_open`](Self::signup_open); the
-    /// first account of an empty store is an administrator, every later one a user.
-    pub fn register(
-        &self,
-        store: &UserStore,
-        name: &str,
-        password: &str,
-        confirm: &str,
-    ) -> Result<User, CreateError> {
+    /// first account of an empty store is an administrator and needs the setup code
+    /// (single use: it is spent by the registration that succeeds), every later one is
+    /// a user.
+    pub fn register(&self, store: &UserStore, new: &Registration<'_>) -> Result<User, CreateError> {
         let first = is_empty(store).map_err(CreateError::Store)?;
         if !first && !self.signup_open {
             return Err(CreateError::Closed);
         }
-        let role = if first { ROLE_ADMIN } else { ROLE_USER };
-        self.create(
-            store,
-            &NewUser {
-                name,
-                password,
-                confirm: Some(confirm),
-                role,
-            },
-        )
+        let account = NewUser {
+            name: new.name,
+            password: new.password,
+            confirm: Some(new.confirm),
+            role: if first { ROLE_ADMIN } else { ROLE_USER },
+        };
+        if !first {
+            return self.create(store, &account);
+        }
+        check_new(&account)?;
+        let claim = self.setup.claim(new.setup_code)?;
+        let user = self.create(store, &account)?;
+        claim.spend();
+        Ok(user)
     }
 
     /// Creates an account after checking the name, role and password rules; hashing
-    /// takes a place under the hashing limit.
+    /// takes a place under the hashing limit. Once a user exists the setup code is
+    /// retired, however the user came to be.
     pub fn create(&self, store: &UserStore, new: &NewUser<'_>) -> Result<User, CreateError> {
-        if new.confirm.is_some_and(|c| c != new.password) {
-            return Err(CreateError::PasswordsDiffer);
-        }
-        let name = store::validate_name(new.name).map_err(CreateError::Name)?;
-        store::validate_role(new.role).map_err(CreateError::Role)?;
-        password::check_rules(new.password).map_err(CreateError::Password)?;
+        let name = check_new(new)?;
         let Some(_place) = self.hashing.try_enter() else {
             return Err(CreateError::Busy);
         };
@@ -286,11 +309,18 @@ impl Accounts {
             .hash(new.password)
             .map_err(CreateError::Password)?;
         match store.create(&name, new.role, &hash) {
-            Ok(user) => Ok(user),
-            Err(StoreError::NameTaken(_)) => Err(CreateError::Taken),
-            Err(e @ StoreError::BadName(_)) => Err(CreateError::Name(e)),
-            Err(e @ StoreError::BadRole(_)) => Err(CreateError::Role(e)),
-            Err(e) => Err(CreateError::Store(e)),
+            Ok(user) => {
+                self.setup.retire();
+                Ok(user)
+            }
+            Err(store::CreateError::NameTaken(_)) => Err(CreateError::Taken),
+            Err(store::CreateError::Invalid(e @ Invalid::Name(_))) => {
+                Err(CreateError::Name(e.into()))
+            }
+            Err(store::CreateError::Invalid(e @ Invalid::Role(_))) => {
+                Err(CreateError::Role(e.into()))
+            }
+            Err(e) => Err(CreateError::Store(e.into())),
         }
     }
 
@@ -319,12 +349,12 @@ impl Accounts {
             .map_err(PasswordChangeError::Password)?;
         store
             .set_password(user.id, &hash)
-            .map_err(PasswordChangeError::Store)
+            .map_err(|e| PasswordChangeError::Store(e.into()))
     }
 
     /// Ends every session of user `id` ("log out everywhere").
     pub fn revoke_all(&self, store: &UserStore, id: u64) -> Result<User, StoreError> {
-        store.revoke(id)
+        Ok(store.revoke(id)?)
     }
 
     /// An administrator (`actor`, a user id) acts on the account `target`. Acting on
@@ -342,34 +372,65 @@ impl Accounts {
         let done = |user: User, action| AdminDone { user, action };
         let result = match action {
             AdminAction::SetRole(role) => {
-                store::validate_role(role).map_err(AdminError::Role)?;
+                store::validate_role(role).map_err(|e| AdminError::Role(e.into()))?;
                 store
                     .set_role(target, role)
                     .map(|u| done(u, AdminActionKind::SetRole))
+                    .map_err(StoreError::from)
             }
             AdminAction::Lock => store
                 .set_locked(target, true)
-                .map(|u| done(u, AdminActionKind::Lock)),
+                .map(|u| done(u, AdminActionKind::Lock))
+                .map_err(StoreError::from),
             AdminAction::Unlock => store
                 .set_locked(target, false)
-                .map(|u| done(u, AdminActionKind::Unlock)),
+                .map(|u| done(u, AdminActionKind::Unlock))
+                .map_err(StoreError::from),
             AdminAction::Revoke => store
                 .revoke(target)
-                .map(|u| done(u, AdminActionKind::Revoke)),
+                .map(|u| done(u, AdminActionKind::Revoke))
+                .map_err(StoreError::from),
             AdminAction::Delete => match store.get(target) {
                 Ok(Some(user)) => store
                     .delete(target)
-                    .map(|()| done(user, AdminActionKind::Delete)),
+                    .map(|()| done(user, AdminActionKind::Delete))
+                    .map_err(StoreError::from),
                 Ok(None) => Err(StoreError::NotFound),
-                Err(e) => Err(e),
+                // A damaged record cannot be read, but it can be deleted.
+                Err(ReadError::DamagedRecord(d)) => {
+                    let gone = User::new(
+                        d.id,
+                        "The damaged user".into(),
+                        String::new(),
+                        String::new(),
+                        0,
+                    );
+                    store
+                        .delete(target)
+                        .map(|()| done(gone, AdminActionKind::Delete))
+                        .map_err(StoreError::from)
+                }
+                Err(e) => Err(e.into()),
             },
         };
         result.map_err(|e| match e {
             StoreError::NotFound => AdminError::NotFound,
-            e @ StoreError::BadRole(_) => AdminError::Role(e),
+            e @ StoreError::Invalid(Invalid::Role(_)) => AdminError::Role(e),
             e => AdminError::Store(e),
         })
     }
+}
+
+/// Checks a new account's rules (the confirmation, name, role and password) before any
+/// work is done; the canonical name.
+fn check_new(new: &NewUser<'_>) -> Result<String, CreateError> {
+    if new.confirm.is_some_and(|c| c != new.password) {
+        return Err(CreateError::PasswordsDiffer);
+    }
+    let name = store::validate_name(new.name).map_err(|e| CreateError::Name(e.into()))?;
+    store::validate_role(new.role).map_err(|e| CreateError::Role(e.into()))?;
+    password::check_rules(new.password).map_err(CreateError::Password)?;
+    Ok(name)
 }
 
 /// Whether the store holds no user yet.
@@ -378,11 +439,13 @@ fn is_empty(store: &UserStore) -> Result<bool, StoreError> {
 }
 
 /// What a login attempt is throttled by: the name (trimmed, lowercased), and the
-/// client address when known.
-fn throttle_keys(name: &str, client: Option<IpAddr>) -> Vec<Key> {
+/// client when known.
+fn throttle_keys(name: &str, client: Option<&Client>) -> Vec<Key> {
     let mut keys = vec![Key::Name(name.trim().to_lowercase())];
-    if let Some(addr) = client {
-        keys.push(Key::Addr(addr));
+    match client {
+        Some(Client::Addr(addr)) => keys.push(Key::Addr(*addr)),
+        Some(Client::Named(name)) => keys.push(Key::Client(name.clone())),
+        None => {}
     }
     keys
 }
@@ -422,6 +485,12 @@ impl fmt::Display for CreateError {
             CreateError::Closed => write!(
                 f,
                 "Registration is closed. Ask an administrator for an account."
+            ),
+            CreateError::SetupCode => write!(
+                f,
+                "The setup code is missing or wrong. The first account needs the one-time \
+                 code the server wrote to the file setup-code in its data directory (and to \
+                 its log at start)."
             ),
             CreateError::PasswordsDiffer => write!(f, "The two passwords differ."),
             CreateError::Name(e) | CreateError::Role(e) => write!(f, "{}", sentence(e)),
@@ -482,6 +551,196 @@ pub fn sentence(message: &impl fmt::Display) -> String {
             out
         }
         None => String::new(),
+    }
+}
+
+/// The file in the data directory that holds the setup code.
+pub const SETUP_CODE_FILE: &str = "setup-code";
+
+/// The one-time code the first registration on an empty store needs, so that a freshly
+/// installed server does not hand its administrator account to whoever comes first.
+/// It is written to `setup-code` in the data directory (mode 0600) and logged at start;
+/// an earlier start's code is kept, so a restart does not invalidate a copied code. It
+/// is spent by the registration that succeeds and retired as soon as any user exists
+/// (for example one made with `latchkey user add NAME --role admin`); the file goes
+/// with it.
+#[derive(Debug, Default)]
+pub struct SetupCode {
+    path: Option<PathBuf>,
+    code: Mutex<Option<String>>,
+}
+
+/// Why the setup code could not be armed.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The store could not be counted.
+    Store(StoreError),
+    /// The file could not be read, written or removed.
+    File(PathBuf, std::io::Error),
+    /// The system random source failed.
+    Random(String),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Store(e) => write!(f, "{e}"),
+            SetupError::File(path, e) => {
+                write!(f, "cannot write the setup code to {}: {e}", path.display())
+            }
+            SetupError::Random(e) => write!(f, "cannot make a setup code: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// A claimed setup code: put back when dropped, unless [`spend`](Self::spend) is called.
+#[derive(Debug)]
+pub struct SetupClaim<'a> {
+    setup: &'a SetupCode,
+    code: Option<String>,
+}
+
+impl SetupClaim<'_> {
+    /// The registration succeeded: the code is gone for good.
+    pub fn spend(mut self) {
+        self.code = None;
+        self.setup.retire();
+    }
+}
+
+impl Drop for SetupClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(code) = self.code.take() {
+            *self.setup.lock() = Some(code);
+        }
+    }
+}
+
+impl SetupCode {
+    /// No code: the store has users (or this instance has no store).
+    pub fn none() -> SetupCode {
+        SetupCode::default()
+    }
+
+    /// The code for a store in `data_dir`: armed (kept from `setup-code`, or made and
+    /// written there with mode 0600) while the store is empty; otherwise none, and a
+    /// leftover file is removed.
+    pub fn arm(data_dir: &Path, store: &UserStore) -> Result<SetupCode, SetupError> {
+        let path = data_dir.join(SETUP_CODE_FILE);
+        if !is_empty(store).map_err(SetupError::Store)? {
+            remove_file(&path)?;
+            return Ok(SetupCode::none());
+        }
+        let kept = std::fs::read_to_string(&path)
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| well_formed_code(t));
+        let code = match kept {
+            Some(code) => code,
+            None => {
+                let code = new_setup_code()?;
+                write_private(&path, &format!("{code}\n"))
+                    .map_err(|e| SetupError::File(path.clone(), e))?;
+                code
+            }
+        };
+        Ok(SetupCode {
+            path: Some(path),
+            code: Mutex::new(Some(code)),
+        })
+    }
+
+    /// The code while the first registration still needs it (for the start-up log).
+    pub fn code(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    /// The file the code is in.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Takes the code when `offered` is it (compared in constant time); only one
+    /// registration can hold it at a time.
+    fn claim(&self, offered: &str) -> Result<SetupClaim<'_>, CreateError> {
+        let mut held = self.lock();
+        let matches = held
+            .as_deref()
+            .is_some_and(|code| constant_time_eq(code.as_bytes(), offered.trim().as_bytes()));
+        if !matches {
+            return Err(CreateError::SetupCode);
+        }
+        Ok(SetupClaim {
+            setup: self,
+            code: held.take(),
+        })
+    }
+
+    /// Forgets the code and removes its file (best effort; a failure is logged).
+    fn retire(&self) {
+        let had = self.lock().take().is_some();
+        if let Some(path) = &self.path
+            && (had || path.exists())
+            && let Err(e) = remove_file(path)
+        {
+            crate::log::error(&e.to_string());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.code.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// 20 characters of Crockford's base32 in four groups (100 bits), e.g. `7KQ2M-XT4PA-9WZRE-HD3FN`.
+fn new_setup_code() -> Result<String, SetupError> {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).map_err(|e| SetupError::Random(e.to_string()))?;
+    let mut code = String::with_capacity(23);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 && i % 5 == 0 {
+            code.push('-');
+        }
+        code.push(ALPHABET[usize::from(b & 31)] as char);
+    }
+    Ok(code)
+}
+
+fn well_formed_code(code: &str) -> bool {
+    code.len() == 23
+        && code.split('-').count() == 4
+        && code
+            .bytes()
+            .all(|b| b == b'-' || b.is_ascii_digit() || b.is_ascii_uppercase())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Writes `text` to a new file at `path` with mode 0600 (replacing an old one).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+fn remove_file(path: &Path) -> Result<(), SetupError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(SetupError::File(path.to_path_buf(), e))
+        }
+        _ => Ok(()),
     }
 }
 
@@ -555,6 +814,7 @@ mod tests {
 
     fn rules(signup_open: bool, login_concurrency: usize) -> Rules {
         Rules {
+            setup: SetupCode::none(),
             passwords: Passwords::new(Params {
                 m_kib: 64,
                 t: 1,
@@ -572,41 +832,134 @@ mod tests {
         }
     }
 
+    static CLIENT: std::sync::LazyLock<Client> =
+        std::sync::LazyLock::new(|| Client::Addr("192.0.2.7".parse().expect("ip")));
+
+    /// The account rules over the fixture's store, with its setup code armed.
+    fn armed(f: &Fixture, signup_open: bool, login_concurrency: usize) -> Accounts {
+        Accounts::new(Rules {
+            setup: SetupCode::arm(&f.dir, &f.store).expect("armed"),
+            ..rules(signup_open, login_concurrency)
+        })
+    }
+
+    /// Registers through the account rules, with the setup code when it is needed.
+    fn register(
+        accounts: &Accounts,
+        store: &UserStore,
+        name: &str,
+        password: &str,
+    ) -> Result<User, CreateError> {
+        let code = accounts.setup_code().code().unwrap_or_default();
+        accounts.register(
+            store,
+            &Registration {
+                name,
+                password,
+                confirm: password,
+                setup_code: &code,
+            },
+        )
+    }
+
     fn attempt<'a>(name: &'a str, password: &'a str, now: i64) -> Attempt<'a> {
         Attempt {
             name,
             password,
-            client: Some("192.0.2.7".parse().expect("ip")),
+            client: Some(&CLIENT),
             now,
         }
     }
 
     #[test]
+    fn the_first_registration_needs_the_setup_code_once() {
+        let f = fixture("setup");
+        let accounts = Accounts::new(Rules {
+            setup: SetupCode::arm(&f.dir, &f.store).expect("armed"),
+            ..rules(false, 1)
+        });
+        let file = f.dir.join(SETUP_CODE_FILE);
+        let code = accounts.setup_code().code().expect("a code");
+        assert_eq!(std::fs::read_to_string(&file).expect("file").trim(), code);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A restart keeps the code the operator may have copied.
+        let again = SetupCode::arm(&f.dir, &f.store).expect("armed");
+        assert_eq!(again.code().as_deref(), Some(code.as_str()));
+        let first = |setup_code: &str, name: &str| {
+            accounts.register(
+                &f.store,
+                &Registration {
+                    name,
+                    password: "long enough",
+                    confirm: "long enough",
+                    setup_code,
+                },
+            )
+        };
+        for wrong in ["", "7KQ2M-XT4PA-9WZRE-HD3FN", &code[..22]] {
+            let err = first(wrong, "mallory").expect_err("refused");
+            assert!(matches!(err, CreateError::SetupCode), "{wrong:?}: {err:?}");
+        }
+        // A refusal for another reason leaves the code in place.
+        assert!(matches!(first(&code, "-bad"), Err(CreateError::Name(_))));
+        let admin = first(&format!(" {} ", code.to_lowercase().to_uppercase()), "root")
+            .expect("the right code");
+        assert_eq!(admin.role, ROLE_ADMIN);
+        assert!(!file.exists(), "the file goes once the code is spent");
+        assert_eq!(accounts.setup_code().code(), None);
+        assert!(matches!(first(&code, "other"), Err(CreateError::Closed)));
+        // With a user in the store no code is armed, and a stale file is removed.
+        std::fs::write(&file, "stale").expect("write");
+        let none = SetupCode::arm(&f.dir, &f.store).expect("none");
+        assert_eq!(none.code(), None);
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn any_new_user_retires_the_setup_code() {
+        let f = fixture("retire");
+        let accounts = Accounts::new(Rules {
+            setup: SetupCode::arm(&f.dir, &f.store).expect("armed"),
+            ..rules(false, 1)
+        });
+        assert!(accounts.setup_code().code().is_some());
+        accounts
+            .create(
+                &f.store,
+                &NewUser {
+                    name: "ops",
+                    password: "long enough",
+                    confirm: None,
+                    role: ROLE_ADMIN,
+                },
+            )
+            .expect("created as by `user add --role admin`");
+        assert_eq!(accounts.setup_code().code(), None);
+        assert!(!f.dir.join(SETUP_CODE_FILE).exists());
+    }
+
+    #[test]
     fn the_first_user_is_the_administrator_and_registration_then_closes() {
         let f = fixture("first");
-        let accounts = Accounts::new(rules(false, 1));
+        let accounts = armed(&f, false, 1);
         assert!(accounts.signup_open(&f.store).expect("open"));
-        let first = accounts
-            .register(&f.store, "Alice", "correct horse", "correct horse")
-            .expect("first");
+        let first = register(&accounts, &f.store, "Alice", "correct horse").expect("first");
         assert_eq!(first.role, ROLE_ADMIN);
         assert!(!accounts.signup_open(&f.store).expect("closed"));
-        let err = accounts
-            .register(&f.store, "bob", "correct horse", "correct horse")
-            .expect_err("closed");
+        let err = register(&accounts, &f.store, "bob", "correct horse").expect_err("closed");
         assert!(matches!(err, CreateError::Closed), "{err:?}");
 
-        let open = Accounts::new(rules(true, 1));
-        let second = open
-            .register(&f.store, "bob", "correct horse", "correct horse")
-            .expect("open sign-up");
+        let open = armed(&f, true, 1);
+        let second = register(&open, &f.store, "bob", "correct horse").expect("open sign-up");
         assert_eq!(second.role, ROLE_USER);
     }
 
     #[test]
     fn creation_checks_every_rule_before_hashing() {
         let f = fixture("create");
-        let accounts = Accounts::new(rules(true, 1));
+        let accounts = armed(&f, true, 1);
         let new = |name, password, confirm, role| NewUser {
             name,
             password,
@@ -643,10 +996,8 @@ mod tests {
     #[test]
     fn logins_are_throttled_by_name_and_a_success_resets_the_name() {
         let f = fixture("login");
-        let accounts = Accounts::new(rules(true, 1));
-        accounts
-            .register(&f.store, "dave", "right password", "right password")
-            .expect("user");
+        let accounts = armed(&f, true, 1);
+        register(&accounts, &f.store, "dave", "right password").expect("user");
         let user = accounts
             .login(&f.store, &attempt("DAVE ", "right password", 100))
             .expect("login ignores case and spaces");
@@ -680,7 +1031,7 @@ mod tests {
     #[test]
     fn a_full_hashing_gate_answers_busy() {
         let f = fixture("busy");
-        let accounts = Accounts::new(rules(true, 1));
+        let accounts = armed(&f, true, 1);
         let _held = accounts.hashing.try_enter().expect("the only place");
         let err = accounts
             .login(&f.store, &attempt("x", "y", 1))
@@ -692,10 +1043,8 @@ mod tests {
     #[test]
     fn a_password_change_needs_the_current_password_and_revokes() {
         let f = fixture("change");
-        let accounts = Accounts::new(rules(true, 1));
-        let user = accounts
-            .register(&f.store, "erin", "old password", "old password")
-            .expect("user");
+        let accounts = armed(&f, true, 1);
+        let user = register(&accounts, &f.store, "erin", "old password").expect("user");
         let err = accounts
             .change_password(
                 &f.store,
@@ -726,13 +1075,9 @@ mod tests {
     #[test]
     fn administrators_cannot_act_on_themselves_except_to_end_their_sessions() {
         let f = fixture("admin");
-        let accounts = Accounts::new(rules(true, 1));
-        let admin = accounts
-            .register(&f.store, "root", "password!", "password!")
-            .expect("admin");
-        let user = accounts
-            .register(&f.store, "frank", "password!", "password!")
-            .expect("user");
+        let accounts = armed(&f, true, 1);
+        let admin = register(&accounts, &f.store, "root", "password!").expect("admin");
+        let user = register(&accounts, &f.store, "frank", "password!").expect("user");
         for action in [
             AdminAction::SetRole("user"),
             AdminAction::Lock,

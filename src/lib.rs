@@ -23,6 +23,7 @@ pub mod server;
 pub mod store;
 pub mod throttle;
 pub mod token;
+pub mod totp;
 pub mod wire;
 
 pub use auth::{Auth, Visitor};

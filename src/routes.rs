@@ -16,14 +16,14 @@ use serde_json::json;
 
 use crate::accounts::{
     self, Accounts, AdminAction, AdminError, Attempt, CreateError, LoginError, NewUser,
-    PasswordChangeError,
+    PasswordChangeError, Registration,
 };
-use crate::auth::{self, Auth, CSRF_FIELD, FLASH_COOKIE, Source, Visitor};
+use crate::auth::{self, Auth, CSRF_COOKIE, CSRF_FIELD, Flash, Source, Visitor};
 use crate::config::{Config, MetricsAccess, origin_of};
-use crate::http::{Form, Login, Method, Reply, Request, percent_encode};
+use crate::http::{self, Client, Form, Login, Method, Reply, Request, percent_encode};
 use crate::metrics::{LoginOutcome, Metrics};
-use crate::pages::{self, Chrome, Notice};
-use crate::store::{ROLE_ADMIN, ROLE_USER, StoreError, User, UserStore};
+use crate::pages::{self, Chrome, Notice, Welcome};
+use crate::store::{Entry, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, User, UserStore};
 use crate::token::{Claims, ErrorClass};
 
 /// State shared by every worker.
@@ -80,6 +80,9 @@ enum Paths {
     Exact(&'static str),
     /// Every path that starts with this prefix (the handler reads the rest).
     Under(&'static str),
+    /// Every path that starts with the first part and ends with the second, with
+    /// something between them (`/admin/users/` … `/delete`).
+    Around(&'static str, &'static str),
 }
 
 impl Paths {
@@ -87,6 +90,11 @@ impl Paths {
         match self {
             Paths::Exact(p) => path == p,
             Paths::Under(prefix) => path.starts_with(prefix),
+            Paths::Around(prefix, suffix) => {
+                path.len() > prefix.len() + suffix.len()
+                    && path.starts_with(prefix)
+                    && path.ends_with(suffix)
+            }
         }
     }
 }
@@ -113,25 +121,35 @@ const fn route(method: Method, paths: Paths, label: &'static str, handler: Handl
 /// also answer `HEAD` (without a body). The first matching row wins.
 const ROUTES: &[Route] = {
     use Method::{Get, Post};
-    use Paths::{Exact, Under};
+    use Paths::{Around, Exact, Under};
     &[
         route(Get, Exact("/"), "home", home),
         route(Get, Exact("/login"), "login", login_page),
         route(Post, Exact("/login"), "login", login_submit),
+        route(Get, Exact("/logout"), "logout", logout_page),
         route(Post, Exact("/logout"), "logout", logout),
         route(Get, Exact("/register"), "register", register_page),
         route(Post, Exact("/register"), "register", register_submit),
         route(Get, Exact("/account"), "account", account),
         route(Post, Exact("/account/password"), "account", change_password),
+        route(Get, Exact("/account/revoke"), "account", revoke_own_confirm),
         route(Post, Exact("/account/revoke"), "account", revoke_own),
         route(Get, Exact("/admin"), "admin", admin_page),
         route(Post, Exact("/admin/users"), "admin", admin_create),
+        route(
+            Get,
+            Around("/admin/users/", "/delete"),
+            "admin",
+            admin_delete_confirm,
+        ),
         route(Post, Under("/admin/users/"), "admin", admin_action),
         route(Get, Exact("/auth"), "auth", forward_auth),
         route(Post, Exact("/api/login"), "api_login", api_login),
         route(Get, Exact("/api/me"), "api_me", api_me),
         route(Get, Exact("/healthz"), "healthz", healthz),
         route(Get, Exact("/metrics"), "metrics", metrics),
+        route(Get, Exact("/favicon.svg"), "static", favicon),
+        route(Get, Exact("/favicon.ico"), "static", favicon),
     ]
 };
 
@@ -196,7 +214,7 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     let visitor = match app.auth.identify(req, now, &mut token_buf) {
         Ok(v) => v,
         Err(e) => {
-            crate::log::error(&format!("user store: {e}"));
+            log_store_failure(&e);
             let reply = unavailable(req.path);
             return (reply, Outcome::unrouted());
         }
@@ -219,10 +237,7 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     };
     let mut reply = match result {
         Ok(reply) | Err(Halt::Reply(reply)) => reply,
-        Err(Halt::Store(e)) => {
-            crate::log::error(&format!("user store: {e}"));
-            ctx.store_unavailable()
-        }
+        Err(Halt::Store(e)) => ctx.store_failed(&e),
     };
     app.auth.finish(&visitor, &mut reply, now);
     let user = match (&reply.login, visitor.claims()) {
@@ -232,6 +247,17 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
         _ => None,
     };
     (reply, Outcome { route, user })
+}
+
+/// Logs a store failure answered to a request: the store's own condition (unavailable:
+/// a full disk, an I/O error) is logged by the store once per change, so only at debug
+/// level here; anything else as an error.
+fn log_store_failure(e: &StoreError) {
+    if e.is_unavailable() || matches!(e, StoreError::DamagedRecord(_)) {
+        crate::log::debug(&format!("user store: {e}"));
+    } else {
+        crate::log::error(&format!("user store: {e}"));
+    }
 }
 
 /// The 503 for a store that cannot be used, before a visitor could be identified.
@@ -259,6 +285,12 @@ impl From<Reply> for Halt {
 impl From<StoreError> for Halt {
     fn from(e: StoreError) -> Halt {
         Halt::Store(e)
+    }
+}
+
+impl From<ReadError> for Halt {
+    fn from(e: ReadError) -> Halt {
+        Halt::Store(e.into())
     }
 }
 
@@ -337,45 +369,38 @@ impl Ctx<'_> {
         }
     }
 
-    /// The client address: the peer, or the forwarded address when the peer is a
-    /// trusted proxy (the right-most untrusted entry of `X-Forwarded-For`).
-    fn client_addr(&self) -> Option<IpAddr> {
+    /// The client: the peer, or what a trusted proxy forwarded for (see `http::client`).
+    fn client(&self) -> Option<Client> {
         let peer = self.req.peer?;
         let trusted = |ip: IpAddr| self.config().trusted_proxies.iter().any(|n| n.contains(ip));
-        if !trusted(peer) {
-            return Some(peer);
-        }
-        let Some(forwarded) = self.req.header("x-forwarded-for") else {
-            return Some(peer);
-        };
-        let mut client = peer;
-        for hop in forwarded.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = ip;
-                    if !trusted(ip) {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        Some(client)
+        Some(http::client(
+            peer,
+            self.req.headers_named("x-forwarded-for"),
+            trusted,
+        ))
     }
 
-    /// A login attempt by this client, now.
-    fn attempt<'p>(&self, name: &'p str, password: &'p str) -> Attempt<'p> {
+    /// A login attempt by `client`, now.
+    fn attempt<'p>(
+        &self,
+        name: &'p str,
+        password: &'p str,
+        client: &'p Option<Client>,
+    ) -> Attempt<'p> {
         Attempt {
             name,
             password,
-            client: self.client_addr(),
+            client: client.as_ref(),
             now: self.now,
         }
     }
 
     /// Checks a name and password through the account rules and counts the outcome.
     fn login(&self, store: &UserStore, name: &str, password: &str) -> Result<User, LoginError> {
-        let result = self.accounts().login(store, &self.attempt(name, password));
+        let client = self.client();
+        let result = self
+            .accounts()
+            .login(store, &self.attempt(name, password, &client));
         self.count_login(result.as_ref().map(|_| ()));
         result
     }
@@ -425,8 +450,16 @@ impl Ctx<'_> {
         } else {
             (String::new(), None)
         };
-        let flash = self.req.cookie(FLASH_COOKIE).filter(|c| !c.is_empty());
-        let notice = notice.or_else(|| flash.and_then(Notice::from_flash));
+        let flash = self.app.auth.read_flash(self.req);
+        let notice = notice.or_else(|| {
+            flash.as_ref().map(|f| {
+                if f.error {
+                    Notice::Error(f.text.clone())
+                } else {
+                    Notice::Info(f.text.clone())
+                }
+            })
+        });
         let chrome = Chrome {
             user: self.user(),
             csrf: &csrf,
@@ -438,10 +471,10 @@ impl Ctx<'_> {
         if let Some(cookie) = csrf_cookie {
             reply.headers.push(("Set-Cookie", cookie));
         }
-        if flash.is_some() {
+        if self.req.cookie(auth::FLASH_COOKIE).is_some() {
             reply
                 .headers
-                .push(("Set-Cookie", self.app.auth.flash_cookie("")));
+                .push(("Set-Cookie", self.app.auth.clear_flash_cookie()));
         }
         if self.user().is_some() {
             reply.private = true;
@@ -465,11 +498,37 @@ impl Ctx<'_> {
             "unavailable",
             "The user store cannot be used right now. Please try again shortly.",
         )
+        .with_header("Retry-After", "5".into())
     }
 
-    /// A redirect carrying a one-shot notice.
-    fn redirect_with_flash(&self, location: &str, flash: &str) -> Reply {
-        Reply::see_other(location).with_header("Set-Cookie", self.app.auth.flash_cookie(flash))
+    /// The answer to a store failure: a damaged record is that user's problem (500, said
+    /// plainly; everyone else is served), anything else the 503 above.
+    fn store_failed(&self, e: &StoreError) -> Reply {
+        log_store_failure(e);
+        match e {
+            StoreError::DamagedRecord(_) => self.error(
+                500,
+                "account_damaged",
+                "This account's record in the user store is damaged and cannot be read. \
+                 An administrator must restore it from a backup or remove the account.",
+            ),
+            _ => self.store_unavailable(),
+        }
+    }
+
+    /// A redirect carrying a one-shot notice (Post/Redirect/Get: a reload of the page
+    /// it leads to never submits the form again).
+    fn redirect_with_flash(&self, location: &str, flash: Flash) -> Reply {
+        Reply::see_other(location).with_header("Set-Cookie", self.app.auth.flash_cookie(&flash))
+    }
+
+    /// What the last redirect's flash asks to put back into the form, or "".
+    fn prefill(&self) -> String {
+        self.app
+            .auth
+            .read_flash(self.req)
+            .map(|f| f.prefill)
+            .unwrap_or_default()
     }
 
     /// The form of a POST, after the media type, encoding, origin and CSRF checks.
@@ -491,6 +550,20 @@ impl Ctx<'_> {
             .auth
             .csrf_ok(self.req, self.visitor, form.get(CSRF_FIELD))
         {
+            if let Some(host) = self.secure_cookie_lost() {
+                log_once_plain_http(host);
+                return Err(self.error(
+                    403,
+                    "forbidden",
+                    &format!(
+                        "Your browser did not send back this site's security cookie. The server marks \
+                         its cookies Secure, and browsers keep Secure cookies only over HTTPS, but \
+                         this page was reached over plain HTTP at {host}. Reloading will not help: \
+                         the operator must serve it over HTTPS, or set cookie_secure = false for a \
+                         plain-HTTP deployment."
+                    ),
+                ));
+            }
             return Err(self.error(
                 403,
                 "forbidden",
@@ -498,6 +571,40 @@ impl Ctx<'_> {
             ));
         }
         Ok(form)
+    }
+
+    /// The host, when a form came without any CSRF cookie over plain HTTP while cookies
+    /// are `Secure`: the browser dropped the cookie (except on `localhost` and loopback
+    /// addresses, which browsers treat as secure). Unknown behind a trusted proxy that
+    /// does not say the scheme.
+    fn secure_cookie_lost(&self) -> Option<&str> {
+        if !self.config().cookie_secure || self.req.cookie(CSRF_COOKIE).is_some() {
+            return None;
+        }
+        let behind_proxy = self
+            .req
+            .peer
+            .is_some_and(|ip| self.config().trusted_proxies.iter().any(|n| n.contains(ip)));
+        let scheme = match self.req.header("x-forwarded-proto") {
+            Some(proto) if behind_proxy => proto,
+            None if behind_proxy => return None,
+            _ => "http",
+        };
+        if !scheme.eq_ignore_ascii_case("http") {
+            return None;
+        }
+        let host = self.req.header("host")?;
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name);
+        let secure_context = name.eq_ignore_ascii_case("localhost")
+            || name.to_ascii_lowercase().ends_with(".localhost")
+            || name == "[::1]"
+            || name
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        (!secure_context).then_some(host)
     }
 
     /// `Origin`, when sent, must be this site.
@@ -558,7 +665,25 @@ impl Ctx<'_> {
         ) {
             return None;
         }
-        Some(self.redirect_with_flash(&self.login_redirect(&self.here()), class.as_str()))
+        let notice = Notice::for_rejection(class);
+        Some(self.redirect_with_flash(
+            &self.login_redirect(&self.here()),
+            Flash::error(notice.text()),
+        ))
+    }
+}
+
+/// Logs, once per run, that a browser dropped the Secure CSRF cookie over plain HTTP:
+/// the operator must act, and one line says so without filling the log.
+fn log_once_plain_http(host: &str) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        crate::log::info(&format!(
+            "a form reached this server over plain HTTP at {} without its CSRF cookie: \
+             browsers drop Secure cookies on plain HTTP; serve latchkey over HTTPS or set \
+             cookie_secure = false",
+            host.escape_default()
+        ));
     }
 }
 
@@ -606,7 +731,18 @@ fn home(ctx: &Ctx) -> Answer {
     if let Some(reply) = ctx.bounce_rejected() {
         return Ok(reply);
     }
-    Ok(ctx.page(200, None, pages::home))
+    let welcome = match ctx.store() {
+        Some(store) if ctx.user().is_none() && store.count()? == 0 => Welcome::FirstRun,
+        _ => Welcome::LogIn,
+    };
+    Ok(ctx.page(200, None, |c| pages::home(c, welcome)))
+}
+
+/// `GET /favicon.svg` (and `/favicon.ico`): the site's icon, cacheable for a day.
+fn favicon(_: &Ctx) -> Answer {
+    let mut reply = Reply::html(200, pages::FAVICON.to_string());
+    reply.content_type = "image/svg+xml";
+    Ok(reply.with_header("Cache-Control", "public, max-age=86400".into()))
 }
 
 fn login_page(ctx: &Ctx) -> Answer {
@@ -618,12 +754,10 @@ fn login_page(ctx: &Ctx) -> Answer {
     if ctx.user().is_some() {
         return Ok(Reply::see_other(&next));
     }
-    let notice = ctx
-        .visitor
-        .rejected()
-        .and_then(|c| Notice::from_flash(c.as_str()));
+    let notice = ctx.visitor.rejected().map(Notice::for_rejection);
     let signup = ctx.accounts().signup_open(store).unwrap_or(false);
-    Ok(ctx.form_page(200, notice, |c| pages::login(c, &next, "", signup)))
+    let name = ctx.prefill();
+    Ok(ctx.form_page(200, notice, |c| pages::login(c, &next, &name, signup)))
 }
 
 fn login_submit(ctx: &Ctx) -> Answer {
@@ -632,22 +766,27 @@ fn login_submit(ctx: &Ctx) -> Answer {
     let next = ctx.safe_next(form.get("next"));
     let name = form.get("username").unwrap_or("").trim();
     let password = form.get("password").unwrap_or("");
-    let signup = ctx.config().signup_open;
-    let again = |status: u16, message: &str| {
-        ctx.form_page(status, Some(Notice::Error(message.into())), |c| {
-            pages::login(c, &next, name, signup)
-        })
+    let again = |message: &str| {
+        ctx.redirect_with_flash(
+            &with_next("/login", &next),
+            Flash::error(message).prefill(name),
+        )
     };
     if name.is_empty() || password.is_empty() {
-        return Ok(again(400, "Please enter your user name and password."));
+        return Ok(again("Please enter your user name and password."));
     }
     match ctx.login(store, name, password) {
         Ok(user) => Ok(Reply::see_other(&next).with_login(Login::Start(Box::new(
             ctx.app.auth.claims_for(&user, ctx.now),
         )))),
         Err(LoginError::Store(e)) => Err(e.into()),
-        Err(e) => Ok(with_retry(again(login_status(&e), &e.to_string()), &e)),
+        Err(e) => Ok(again(&e.to_string())),
     }
+}
+
+/// `GET /logout`: a page with the log-out button (logging out is a POST).
+fn logout_page(ctx: &Ctx) -> Answer {
+    Ok(ctx.form_page(200, None, pages::logout))
 }
 
 fn logout(ctx: &Ctx) -> Answer {
@@ -657,7 +796,7 @@ fn logout(ctx: &Ctx) -> Answer {
     }
     ctx.form()?;
     Ok(ctx
-        .redirect_with_flash("/", "logged_out")
+        .redirect_with_flash("/", Flash::info("You have been logged out."))
         .with_login(Login::End))
 }
 
@@ -669,7 +808,8 @@ fn register_page(ctx: &Ctx) -> Answer {
         return Ok(ctx.error(403, "forbidden", &CreateError::Closed.to_string()));
     }
     let first = store.count()? == 0;
-    Ok(ctx.form_page(200, None, |c| pages::register(c, "", first)))
+    let name = ctx.prefill();
+    Ok(ctx.form_page(200, None, |c| pages::register(c, &name, first)))
 }
 
 fn register_submit(ctx: &Ctx) -> Answer {
@@ -677,37 +817,40 @@ fn register_submit(ctx: &Ctx) -> Answer {
     let form = ctx.form()?;
     let name = form.get("username").unwrap_or("");
     let password = form.get("password").unwrap_or("");
-    let confirm = form.get("confirm").unwrap_or("");
-    match ctx.accounts().register(store, name, password, confirm) {
+    let registration = Registration {
+        name,
+        password,
+        confirm: form.get("confirm").unwrap_or(""),
+        setup_code: form.get("setup_code").unwrap_or(""),
+    };
+    match ctx.accounts().register(store, &registration) {
         Ok(user) => Ok(ctx
-            .redirect_with_flash("/", "welcome")
+            .redirect_with_flash("/", Flash::info("Your account was created. Welcome!"))
             .with_login(Login::Start(Box::new(
                 ctx.app.auth.claims_for(&user, ctx.now),
             )))),
         Err(CreateError::Store(e)) => Err(e.into()),
         Err(e @ CreateError::Closed) => Ok(ctx.error(403, "forbidden", &e.to_string())),
-        Err(e) => {
-            let first = store.count()? == 0;
-            let busy = matches!(e, CreateError::Busy);
-            let reply = ctx.form_page(
-                if busy { 503 } else { 400 },
-                Some(Notice::Error(e.to_string())),
-                |c| pages::register(c, name, first),
-            );
-            Ok(if busy {
-                reply.with_header("Retry-After", "1".into())
-            } else {
-                reply
-            })
-        }
+        Err(e) => Ok(ctx.redirect_with_flash(
+            "/register",
+            Flash::error(e.to_string()).prefill(name.trim()),
+        )),
     }
 }
 
 fn account(ctx: &Ctx) -> Answer {
     let claims = ctx.require_user()?;
-    let expires_in = claims.exp - ctx.now;
+    // The cookie this answer slides forward, if it does, is the one that counts.
+    let exp = match ctx.visitor {
+        Visitor::User { stale, .. } => ctx
+            .app
+            .auth
+            .slide(claims, *stale, ctx.now)
+            .map_or(claims.exp, |fresh| fresh.exp),
+        Visitor::Anonymous { .. } => claims.exp,
+    };
     Ok(ctx
-        .page(200, None, |c| pages::account(c, expires_in))
+        .page(200, None, |c| pages::account(c, exp - ctx.now))
         .private())
 }
 
@@ -715,7 +858,8 @@ fn change_password(ctx: &Ctx) -> Answer {
     let claims = ctx.require_user()?;
     let store = ctx.require_store()?;
     let form = ctx.form()?;
-    let current = ctx.attempt(&claims.name, form.get("current").unwrap_or(""));
+    let client = ctx.client();
+    let current = ctx.attempt(&claims.name, form.get("current").unwrap_or(""), &client);
     let result = ctx.accounts().change_password(
         store,
         &current,
@@ -729,30 +873,33 @@ fn change_password(ctx: &Ctx) -> Answer {
     }
     match result {
         Ok(user) => Ok(ctx
-            .redirect_with_flash("/account", "password_changed")
+            .redirect_with_flash("/account", Flash::info("Your password was changed."))
             .with_login(Login::Start(Box::new(
                 ctx.app.auth.claims_for(&user, ctx.now),
             )))),
         Err(PasswordChangeError::Store(e) | PasswordChangeError::Current(LoginError::Store(e))) => {
             Err(e.into())
         }
-        Err(e) => {
-            let status = match &e {
-                PasswordChangeError::Current(login) => login_status(login),
-                _ => 400,
-            };
-            let expires_in = claims.exp - ctx.now;
-            let reply = ctx
-                .page(status, Some(Notice::Error(e.to_string())), |c| {
-                    pages::account(c, expires_in)
-                })
-                .private();
-            Ok(match &e {
-                PasswordChangeError::Current(login) => with_retry(reply, login),
-                _ => reply,
-            })
-        }
+        Err(e) => Ok(ctx.redirect_with_flash("/account", Flash::error(e.to_string()))),
     }
+}
+
+/// `GET /account/revoke`: asks before ending every session.
+fn revoke_own_confirm(ctx: &Ctx) -> Answer {
+    ctx.require_user()?;
+    ctx.require_store()?;
+    Ok(ctx
+        .page(200, None, |c| {
+            pages::confirm(
+                c,
+                "Log out everywhere?",
+                "This ends every session of your account, on every device, including this one. You will need your password to log in again.",
+                "/account/revoke",
+                "Log out everywhere",
+                "/account",
+            )
+        })
+        .private())
 }
 
 fn revoke_own(ctx: &Ctx) -> Answer {
@@ -761,29 +908,34 @@ fn revoke_own(ctx: &Ctx) -> Answer {
     ctx.form()?;
     ctx.accounts().revoke_all(store, claims.user_id)?;
     Ok(ctx
-        .redirect_with_flash("/", "logged_out_everywhere")
+        .redirect_with_flash(
+            "/",
+            Flash::info("You have been logged out on every device."),
+        )
         .with_login(Login::End))
 }
 
 fn admin_page(ctx: &Ctx) -> Answer {
     let (_, store) = ctx.require_admin()?;
-    admin_listing(ctx, store, 200, None)
-}
-
-fn admin_listing(ctx: &Ctx, store: &UserStore, status: u16, notice: Option<Notice>) -> Answer {
     let mut users = Vec::new();
+    let mut damaged = Vec::new();
     let mut after = 0;
     loop {
         let page = store.list(after, 500)?;
         let Some(last) = page.last() else { break };
-        after = last.id;
-        users.extend(page);
-        if users.len() >= 10_000 {
+        after = last.id();
+        for entry in page {
+            match entry {
+                Entry::User(u) => users.push(u),
+                Entry::Damaged(d) => damaged.push(d),
+            }
+        }
+        if users.len() + damaged.len() >= 10_000 {
             break;
         }
     }
     Ok(ctx
-        .page(status, notice, |c| pages::admin(c, &users))
+        .page(200, None, |c| pages::admin(c, &users, &damaged))
         .private())
 }
 
@@ -796,31 +948,81 @@ fn admin_create(ctx: &Ctx) -> Answer {
         confirm: None,
         role: form.get("role").unwrap_or(ROLE_USER).trim(),
     };
-    match ctx.accounts().create(store, &new) {
-        Ok(user) => admin_listing(
-            ctx,
-            store,
-            200,
-            Some(Notice::Info(format!("Created {}.", user.name))),
-        ),
-        Err(CreateError::Store(e)) => Err(e.into()),
-        Err(e) => admin_listing(ctx, store, 400, Some(Notice::Error(e.to_string()))),
+    let flash = match ctx.accounts().create(store, &new) {
+        Ok(user) => Flash::info(format!("Created {}.", user.name)),
+        Err(CreateError::Store(e)) => return Err(e.into()),
+        Err(e) => Flash::error(e.to_string()),
+    };
+    Ok(ctx.redirect_with_flash("/admin", flash))
+}
+
+/// The user id and action of `/admin/users/ID/ACTION`, or the 404 for anything else.
+fn admin_target<'p>(ctx: &Ctx, path: &'p str) -> Result<(u64, &'p str), Reply> {
+    let not_found = |what: &str| ctx.error(404, "not_found", what);
+    let rest = path.trim_start_matches("/admin/users/");
+    let (id, action) = rest
+        .split_once('/')
+        .ok_or_else(|| not_found("There is no page at this address."))?;
+    let id = id
+        .parse::<u64>()
+        .map_err(|_| not_found("There is no such user."))?;
+    if !matches!(action, "role" | "lock" | "unlock" | "revoke" | "delete") {
+        return Err(not_found("There is no page at this address."));
     }
+    Ok((id, action))
+}
+
+/// `GET /admin/users/ID/delete`: asks before deleting.
+fn admin_delete_confirm(ctx: &Ctx) -> Answer {
+    let (me, store) = ctx.require_admin()?;
+    let (id, _) = admin_target(ctx, ctx.req.path)?;
+    let user = match store.get(id) {
+        Ok(Some(user)) => user,
+        Ok(None) => return Ok(ctx.error(404, "not_found", "There is no such user.")),
+        // A damaged record cannot be read, but it can be deleted.
+        Err(ReadError::DamagedRecord(d)) => {
+            let action = format!("/admin/users/{}/delete", d.id);
+            let detail = format!(
+                "The record of user {} is damaged ({}). Deleting it frees its name; restoring \
+                 a backup would bring the account back instead. This cannot be undone.",
+                d.id, d.why
+            );
+            return Ok(ctx
+                .page(200, None, |c| {
+                    pages::confirm(
+                        c,
+                        &format!("Delete the damaged user {}?", d.id),
+                        &detail,
+                        &action,
+                        "Delete",
+                        "/admin",
+                    )
+                })
+                .private());
+        }
+        Err(e) => return Err(e.into()),
+    };
+    if user.id == me.user_id {
+        return Ok(
+            ctx.redirect_with_flash("/admin", Flash::error(AdminError::OwnAccount.to_string()))
+        );
+    }
+    let question = format!("Delete {}?", user.name);
+    let detail = format!(
+        "The account {} (id {}) and every session of it end for good; the name becomes free again. This cannot be undone.",
+        user.name, user.id
+    );
+    let action = format!("/admin/users/{}/delete", user.id);
+    Ok(ctx
+        .page(200, None, |c| {
+            pages::confirm(c, &question, &detail, &action, "Delete", "/admin")
+        })
+        .private())
 }
 
 fn admin_action(ctx: &Ctx) -> Answer {
     let (me, store) = ctx.require_admin()?;
-    let rest = ctx.req.path.trim_start_matches("/admin/users/");
-    let not_found = |what: &str| Ok(ctx.error(404, "not_found", what));
-    let Some((id, action)) = rest.split_once('/') else {
-        return not_found("There is no page at this address.");
-    };
-    let Ok(id) = id.parse::<u64>() else {
-        return not_found("There is no such user.");
-    };
-    if !matches!(action, "role" | "lock" | "unlock" | "revoke" | "delete") {
-        return not_found("There is no page at this address.");
-    }
+    let (id, action) = admin_target(ctx, ctx.req.path)?;
     let form = ctx.form()?;
     let action = match action {
         "role" => match form.get("role").map(str::trim) {
@@ -834,17 +1036,12 @@ fn admin_action(ctx: &Ctx) -> Answer {
         "revoke" => AdminAction::Revoke,
         _ => AdminAction::Delete,
     };
-    match ctx.accounts().administer(store, me.user_id, id, action) {
-        Ok(done) => admin_listing(ctx, store, 200, Some(Notice::Info(done.to_string()))),
-        Err(AdminError::Store(e)) => Err(e.into()),
-        Err(e) => {
-            let status = match e {
-                AdminError::NotFound => 404,
-                _ => 400,
-            };
-            admin_listing(ctx, store, status, Some(Notice::Error(e.to_string())))
-        }
-    }
+    let flash = match ctx.accounts().administer(store, me.user_id, id, action) {
+        Ok(done) => Flash::info(done.to_string()),
+        Err(AdminError::Store(e)) => return Err(e.into()),
+        Err(e) => Flash::error(e.to_string()),
+    };
+    Ok(ctx.redirect_with_flash("/admin", flash))
 }
 
 /// `GET /auth`, the forward-auth check for nginx `auth_request`, Caddy and Traefik.
@@ -856,11 +1053,15 @@ fn forward_auth(ctx: &Ctx) -> Answer {
         {
             return Ok(Reply::text(403, "Your role does not allow this.\n".into()).private());
         }
+        // Every identity header, always, each percent-encoded where it must be: a
+        // proxy that copies only the headers present would otherwise pass a client's
+        // own forged `Remote-User` on to the app.
+        let name = http::identity_header(&claims.name);
         return Ok(Reply::text(200, String::new())
-            .with_header("Remote-User", claims.name.to_string())
-            .with_header("Remote-Name", claims.name.to_string())
-            .with_header("Remote-Role", claims.role.to_string())
-            .with_header("Remote-Id", claims.sub.to_string())
+            .with_header("Remote-User", name.clone())
+            .with_header("Remote-Name", name)
+            .with_header("Remote-Role", http::identity_header(&claims.role))
+            .with_header("Remote-Id", http::identity_header(&claims.sub))
             .private());
     }
     // nginx passes the original URL in X-Original-URL and wants 401 + Location;
@@ -991,12 +1192,15 @@ fn rejection_message(class: ErrorClass) -> &'static str {
     }
 }
 
+/// 200 while the store can be read and written (damaged records are named, but every
+/// other user is served); 503 naming the cause otherwise. See `store::Health`.
 fn healthz(ctx: &Ctx) -> Answer {
     Ok(match ctx.store() {
-        Some(store) => match store.count() {
-            Ok(_) => Reply::text(200, "ok\n".into()),
-            Err(e) => Reply::text(503, format!("user store unreadable: {e}\n")),
-        },
+        Some(store) => {
+            let health = store.health();
+            let status = if health.serving() { 200 } else { 503 };
+            Reply::text(status, format!("{}\n", health.describe()))
+        }
         None => Reply::text(200, "ok (verify-only)\n".into()),
     })
 }
@@ -1007,12 +1211,16 @@ fn metrics(ctx: &Ctx) -> Answer {
         MetricsAccess::Off => false,
         // Behind a trusted proxy on the same host every peer is loopback: judge the
         // client the proxy forwarded for.
-        MetricsAccess::Loopback => ctx.client_addr().is_some_and(crate::http::is_loopback),
+        MetricsAccess::Loopback => ctx.client().is_some_and(|c| c.is_loopback()),
     };
     if !allowed {
         return Ok(ctx.error(404, "not_found", "There is no page at this address."));
     }
-    let mut reply = Reply::text(200, ctx.app.shared.metrics.render());
+    let mut text = ctx.app.shared.metrics.render();
+    if let Some(store) = ctx.store() {
+        crate::metrics::render_store(&mut text, &store.health());
+    }
+    let mut reply = Reply::text(200, text);
     reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
     Ok(reply)
 }
@@ -1037,8 +1245,14 @@ mod tests {
     fn allow_lists_the_methods_of_every_row_for_a_path() {
         assert_eq!(allowed("/login").as_deref(), Some("GET, HEAD, POST"));
         assert_eq!(allowed("/").as_deref(), Some("GET, HEAD"));
-        assert_eq!(allowed("/logout").as_deref(), Some("POST"));
+        assert_eq!(allowed("/logout").as_deref(), Some("GET, HEAD, POST"));
+        assert_eq!(allowed("/account/password").as_deref(), Some("POST"));
         assert_eq!(allowed("/admin/users/7/lock").as_deref(), Some("POST"));
+        assert_eq!(
+            allowed("/admin/users/7/delete").as_deref(),
+            Some("GET, HEAD, POST")
+        );
+        assert_eq!(allowed("/admin/users//delete").as_deref(), Some("POST"));
         assert_eq!(allowed("/nowhere"), None);
     }
 }

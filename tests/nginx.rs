@@ -11,6 +11,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use common::token::timed;
 use common::{Response, Server, TempDir, claims_of, jwt_claims, pct};
 use latchkey::keys::KeyRing;
 use latchkey::token::{Claims, Signer};
@@ -308,12 +309,7 @@ fn load_balanced_verifiers_share_the_login_and_survive_losing_one() {
     let t = now();
     let expired = mint(
         issuer,
-        &Claims {
-            iat: t - 7200,
-            exp: t - 3600,
-            auth_time: t - 7200,
-            ..claims_of(&first_token)
-        },
+        &timed(&claims_of(&first_token), t - 7200, t - 3600, t - 7200),
     );
     let bearer = format!("Bearer {expired}");
     let direct = v2.get("/api/me", &[("Authorization", &bearer)]);
@@ -395,12 +391,7 @@ fn verify_only_instances_do_not_extend_a_revoked_token() {
 
     // The same revoked token later in its life: less than half its lifetime left.
     let t = now();
-    let late = Claims {
-        iat: t - 2400,
-        exp: t + 1200,
-        auth_time: t - 2400,
-        ..claims_of(&token)
-    };
+    let late = timed(&claims_of(&token), t - 2400, t + 1200, t - 2400);
     let late_token = mint(&farm.issuer, &late);
     let bearer = format!("Bearer {late_token}");
     let me = farm.issuer.get("/api/me", &[("Authorization", &bearer)]);
@@ -593,12 +584,7 @@ fn contrib_auth_request_gate_protects_an_app() {
     // Sliding refresh: a token with less than half its lifetime left gets a fresh one,
     // and the Set-Cookie from /auth reaches the browser through auth_request_set.
     let t = now();
-    let old = Claims {
-        iat: t - 3000,
-        exp: t + 600,
-        auth_time: t - 3000,
-        ..claims_of(&token)
-    };
+    let old = timed(&claims_of(&token), t - 3000, t + 600, t - 3000);
     let mut late = Client::new(nginx.addr);
     late.jar.set("token", &mint(&latchkey, &old));
     let r = late.get(APP, "/dashboard", &[]);
@@ -620,12 +606,7 @@ fn contrib_auth_request_gate_protects_an_app() {
     assert!(r.set_cookies("token").is_empty());
 
     // An expired cookie: back to the login page, and the cookie is cleared.
-    let expired = Claims {
-        iat: t - 7200,
-        exp: t - 3600,
-        auth_time: t - 7200,
-        ..claims_of(&token)
-    };
+    let expired = timed(&claims_of(&token), t - 7200, t - 3600, t - 7200);
     let r = get(
         nginx.addr,
         APP,

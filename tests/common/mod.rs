@@ -154,6 +154,13 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// The one-time setup code the server wrote for the first registration, if any.
+    pub fn setup_code(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir().join("setup-code"))
+            .ok()
+            .map(|c| c.trim().to_string())
+    }
+
     pub fn key_file(&self) -> PathBuf {
         self.data_dir().join("secret.key")
     }
@@ -477,6 +484,7 @@ impl<'s> Browser<'s> {
     /// a store becomes its admin) and holds the login cookie.
     pub fn registered(server: &'s Server, name: &str, password: &str) -> Browser<'s> {
         let mut b = Browser::new(server);
+        let code = server.setup_code().unwrap_or_default();
         let r = b.submit(
             "/register",
             "/register",
@@ -484,6 +492,7 @@ impl<'s> Browser<'s> {
                 ("username", name),
                 ("password", password),
                 ("confirm", password),
+                ("setup_code", &code),
             ],
         );
         assert_eq!(r.status, 303, "{}", r.body);
@@ -517,6 +526,20 @@ impl<'s> Browser<'s> {
         self.post(action, form, &csrf)
     }
 
+    /// Follows a redirect: GETs its `Location`.
+    pub fn follow(&mut self, resp: &Response) -> Response {
+        assert_eq!(resp.status, 303, "{}", resp.body);
+        let location = resp.location().to_string();
+        self.get(&location)
+    }
+
+    /// Submits a form through [`submit`](Self::submit) and follows the redirect that
+    /// answers it (forms answer with one: Post/Redirect/Get); the page it leads to.
+    pub fn done(&mut self, form_page: &str, action: &str, form: &[(&str, &str)]) -> Response {
+        let r = self.submit(form_page, action, form);
+        self.follow(&r)
+    }
+
     /// POSTs a form with the given CSRF value.
     pub fn post(&mut self, action: &str, form: &[(&str, &str)], csrf: &str) -> Response {
         let mut fields = form.to_vec();
@@ -528,6 +551,15 @@ impl<'s> Browser<'s> {
         self.jar.absorb(&resp);
         resp
     }
+}
+
+/// The text of the notice a page shows, if any.
+pub fn notice_of(page: &str) -> Option<String> {
+    let at = page.find("class=\"notice ")?;
+    let rest = &page[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest.find("</div>")?;
+    Some(rest[start..end].to_string())
 }
 
 /// The CSRF field of the first form in a page.
@@ -578,4 +610,63 @@ pub fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+impl Server {
+    /// Starts `latchkey serve` in `dir` like [`Server::start_in`], for a server expected to
+    /// log errors while it starts (a damaged user record is logged, then served around):
+    /// it waits for the listening line only, and fails if the process exits first.
+    pub fn start_in_logging_errors(
+        dir: Arc<TempDir>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LATCHKEY_") || k.starts_with("LISTEN_") || k == "NOTIFY_SOCKET" {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in FAST_ENV.iter().chain(env) {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn latchkey");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(rest) = line.split("listening on http://").nth(1)
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => panic!("server did not start; log: {:?}", log.lock().unwrap()),
+        };
+        Server {
+            child: Some(child),
+            addr,
+            dir,
+            log,
+        }
+    }
 }
