@@ -112,6 +112,9 @@ pub enum Visitor<'b> {
         source: Source,
         /// The store's name or role differs from the token's: re-issue it.
         stale: bool,
+        /// An administrator reset the password and the user must choose a new one
+        /// before anything else (known only where the store is).
+        must_change: bool,
     },
     /// No usable token; `rejected` says why one was refused, if one was sent.
     Anonymous {
@@ -129,6 +132,17 @@ impl<'b> Visitor<'b> {
             Visitor::User { claims, .. } => Some(claims),
             Visitor::Anonymous { .. } => None,
         }
+    }
+
+    /// Whether this user must change their password before using anything else.
+    pub fn must_change_password(&self) -> bool {
+        matches!(
+            self,
+            Visitor::User {
+                must_change: true,
+                ..
+            }
+        )
     }
 
     /// The class of the token this visitor sent and was refused, if any.
@@ -253,10 +267,11 @@ impl Auth {
                 continue;
             }
             return Ok(match self.check(token, now, buf)? {
-                Ok((claims, stale)) => Visitor::User {
+                Ok((claims, stale, must_change)) => Visitor::User {
                     claims,
                     source,
                     stale,
+                    must_change,
                 },
                 Err(class) => {
                     let (class, source) = *refused.get_or_insert((class, source));
@@ -274,14 +289,15 @@ impl Auth {
     }
 
     /// Verifies one token (decoding it into `buf`) and checks it against the store: the
-    /// claims (with the store's current name and role) and whether they differ from the
-    /// token's, or the class of the refusal.
+    /// claims (with the store's current name and role), whether they differ from the
+    /// token's, and whether the user must change the password; or the class of the
+    /// refusal.
     fn check<'b>(
         &self,
         token: &str,
         now: i64,
         buf: &'b mut TokenBuf,
-    ) -> Result<Result<(Claims<'b>, bool), ErrorClass>, StoreError> {
+    ) -> Result<Result<(Claims<'b>, bool, bool), ErrorClass>, StoreError> {
         let mut claims = match self.verifier.verify(token, buf) {
             Ok(claims) => claims,
             Err(e) => return Ok(Err(e.class())),
@@ -294,6 +310,7 @@ impl Auth {
             return Ok(Err(ErrorClass::Expired));
         }
         let mut stale = false;
+        let mut must_change = false;
         if let Some(store) = &self.store {
             let mut sessions = self.sessions.0.borrow_mut();
             let state = match store.session_state_cached(claims.user_id, &mut sessions) {
@@ -304,6 +321,7 @@ impl Auth {
             };
             match state {
                 Some(state) if !state.locked && state.ver == claims.ver => {
+                    must_change = state.must_change_password;
                     if state.role != claims.role || state.name != claims.name {
                         claims.role = state.role.clone().into();
                         claims.name = state.name.clone().into();
@@ -313,7 +331,7 @@ impl Auth {
                 _ => return Ok(Err(TokenError::Revoked.class())),
             }
         }
-        Ok(Ok((claims, stale)))
+        Ok(Ok((claims, stale, must_change)))
     }
 
     /// Fresh claims for `user`, who has just entered their password.
@@ -353,6 +371,7 @@ impl Auth {
                     claims,
                     source: Source::Cookie,
                     stale,
+                    ..
                 },
             ) if self.store.is_some() => self.slide(claims, *stale, now).map(|fresh| {
                 let max_age = fresh.exp - now;
