@@ -16,21 +16,21 @@ use super::amr::Amr;
 /// the buffer is too small.
 pub(super) fn write_claims(claims: &Claims<'_>, buf: &mut [u8]) -> Option<usize> {
     let mut w = JsonWriter { buf, len: 0 };
-    w.raw(br#"{"sub":"#)?;
-    w.string(&claims.sub)?;
-    w.raw(br#","user_id":"#)?;
+    w.raw(br#"{"sub":""#)?;
+    w.string_body(&claims.sub)?;
+    w.raw(br#"","user_id":"#)?;
     w.uint(claims.user_id)?;
-    w.raw(br#","name":"#)?;
-    w.string(&claims.name)?;
-    w.raw(br#","role":"#)?;
-    w.string(&claims.role)?;
-    w.raw(br#","iat":"#)?;
+    w.raw(br#","name":""#)?;
+    w.string_body(&claims.name)?;
+    w.raw(br#"","role":""#)?;
+    w.string_body(&claims.role)?;
+    w.raw(br#"","iat":"#)?;
     w.int(claims.iat)?;
     w.raw(br#","exp":"#)?;
     w.int(claims.exp)?;
-    w.raw(br#","iss":"#)?;
-    w.string(&claims.iss)?;
-    w.raw(br#","auth_time":"#)?;
+    w.raw(br#","iss":""#)?;
+    w.string_body(&claims.iss)?;
+    w.raw(br#"","auth_time":"#)?;
     w.int(claims.auth_time)?;
     w.raw(br#","ver":"#)?;
     w.uint(claims.ver)?;
@@ -78,10 +78,10 @@ impl JsonWriter<'_> {
         Some(())
     }
 
-    /// A JSON string, escaped as serde_json escapes (`\"`, `\\`, short forms, `\u00xx`).
-    fn string(&mut self, text: &str) -> Option<()> {
+    /// The inside of a JSON string (the quotes are the caller's), escaped as serde_json
+    /// escapes (`\"`, `\\`, short forms, `\u00xx`).
+    fn string_body(&mut self, text: &str) -> Option<()> {
         const HEX: &[u8; 16] = b"0123456789abcdef";
-        self.raw(b"\"")?;
         let mut rest = text.as_bytes();
         // Copy runs of plain characters whole; escape the rest one by one.
         while let Some(at) = first_to_escape(rest) {
@@ -106,8 +106,7 @@ impl JsonWriter<'_> {
             }
             rest = &rest[at + 1..];
         }
-        self.raw(rest)?;
-        self.raw(b"\"")
+        self.raw(rest)
     }
 
     /// Decimal digits: numbers of 9 digits or more (timestamps have 10) end in a block of
@@ -295,11 +294,19 @@ fn first_to_escape(text: &[u8]) -> Option<usize> {
             marks => return Some(8 * i + (marks.trailing_zeros() / 8) as usize),
         }
     }
-    let rest = words.remainder();
-    let at = rest
-        .iter()
-        .position(|&b| b < 0x20 || b == b'"' || b == b'\\')?;
-    Some(text.len() - rest.len() + at)
+    let rest = words.remainder().len();
+    if rest == 0 {
+        return None;
+    }
+    if text.len() < 8 {
+        return text
+            .iter()
+            .position(|&b| b < 0x20 || b == b'"' || b == b'\\');
+    }
+    // The last 8 bytes, overlapping bytes already looked at: their marks are dropped.
+    let bytes: [u8; 8] = text[text.len() - 8..].try_into().ok()?;
+    let marks = string_ends(u64::from_le_bytes(bytes)) >> (8 * (8 - rest));
+    (marks != 0).then(|| text.len() - rest + (marks.trailing_zeros() / 8) as usize)
 }
 
 /// Bit 7 set in the first byte of `w` that is `"`, `\\` or a control character (bytes
@@ -647,6 +654,9 @@ mod tests {
         fn the_first_byte_to_escape_is_found(text in "[a-z\"\\\\\\x00-\\x1f\\x7f-\\u{3000}]{0,40}") {
             let want = text.bytes().position(|b| b < 0x20 || b == b'"' || b == b'\\');
             proptest::prop_assert_eq!(first_to_escape(text.as_bytes()), want);
+            let padded = format!("{text}{}", "a".repeat(text.len() % 9));
+            let want = padded.bytes().position(|b| b < 0x20 || b == b'"' || b == b'\\');
+            proptest::prop_assert_eq!(first_to_escape(padded.as_bytes()), want);
         }
     }
 
