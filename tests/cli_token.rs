@@ -314,6 +314,7 @@ fn bench_table_names_each_operation_against_the_floor() {
         let ratio = line.split_whitespace().last().expect("ratio");
         assert!(ratio.ends_with('x'), "{line}");
         let per_second = line.split_whitespace().rev().nth(1).expect("ops/s");
+        let per_second = per_second.replace(',', "");
         assert!(per_second.parse::<u64>().is_ok_and(|n| n > 0), "{line}");
     }
     assert!(text.contains("1.00x"), "the floor against itself: {text}");

@@ -212,7 +212,7 @@ fn bench(json: bool, rounds: u32) -> ExitCode {
         ("sign", sign),
         ("floor: HMAC-SHA256 + compare", floor),
     ] {
-        let per_second = (1e9 / ns).round() as u64;
+        let per_second = thousands((1e9 / ns).round() as u64);
         println!("{name:<30} {ns:>8.0} {per_second:>15} {:>8.2}x", ns / floor);
     }
     println!(
@@ -260,5 +260,32 @@ fn verify(key_files: &[PathBuf], issuer: String, leeway: u64, ttl: u64, token: S
                 ErrorClass::Invalid | ErrorClass::Revoked => 5,
             })
         }
+    }
+}
+
+/// `n` with a comma between thousands: 3,299,051.
+fn thousands(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() + digits.len() / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(c);
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::thousands;
+
+    #[test]
+    fn thousands_are_separated() {
+        assert_eq!(thousands(0), "0");
+        assert_eq!(thousands(999), "999");
+        assert_eq!(thousands(1000), "1,000");
+        assert_eq!(thousands(3_299_051), "3,299,051");
+        assert_eq!(thousands(u64::MAX), "18,446,744,073,709,551,615");
     }
 }
