@@ -342,7 +342,7 @@ pub const SETTINGS: &[Setting] = &[
         Number,
         Is("3600"),
         "token lifetime, seconds (60 – 30 days)",
-        |c, v, s| c.ttl = s.number(v, 60, 30 * 24 * 3600)?
+        |c, v, s| c.ttl = s.number(v, token::MIN_TTL, token::MAX_TTL)?
     ),
     setting!(
         "absolute_limit",
