@@ -1,9 +1,11 @@
 #!/usr/bin/env python3
-"""Writes the seed corpus of the `verify` fuzz target into fuzz/corpus/verify/.
+"""Writes the seed corpora of the fuzz targets: tokens for `verify` into
+fuzz/corpus/verify/, payloads for `payload` into fuzz/corpus/payload/.
 
 Run from the repository root: python3 fuzz/make_seeds.py
 The tokens are signed with the key in fuzz_targets/verify.rs and judged at its fixed
-instant, so the valid ones stay valid.
+instant, so the valid ones stay valid. A payload seed is one byte choosing the header
+(0 ours, 1 PyJWT's order, 2 the original design's) and the payload's JSON.
 """
 
 import base64
@@ -39,6 +41,7 @@ seeds = {
                           {"name": "ann", "role": "admin", "user_id": 42, "exp": NOW + 3600,
                            "iss": "latchkey"}),
     "valid_pyjwt_order": token({"alg": "HS256", "kid": KID, "typ": "JWT"}, claims),
+    "valid_ours_otp": token(ours, dict(claims, amr=["pwd", "otp"])),
     "valid_escapes_extra": token({"alg": "HS256"},
                                  dict(claims, name="Zo\u00eb \"q\"", nbf=NOW, scope=["a", 1])),
     "expired": token(ours, dict(claims, exp=NOW - 100)),
@@ -51,3 +54,20 @@ seeds = {
 OUT.mkdir(parents=True, exist_ok=True)
 for name, text in seeds.items():
     (OUT / name).write_text(text)
+
+PAYLOADS = pathlib.Path(__file__).parent / "corpus" / "payload"
+compact = {"separators": (",", ":"), "ensure_ascii": False}
+payloads = {
+    "ours": b"\x00" + json.dumps(dict(claims, amr=["pwd"]), **compact).encode(),
+    "ours_otp": b"\x00" + json.dumps(dict(claims, amr=["pwd", "otp"]), **compact).encode(),
+    "ours_before_amr": b"\x00" + json.dumps(claims, **compact).encode(),
+    "ours_non_ascii": b"\x00" + json.dumps(dict(claims, name="张三"), **compact).encode(),
+    # PyJWT writes with json.dumps defaults: spaces, and non-ASCII as \u escapes.
+    "pyjwt_escaped": b"\x02" + json.dumps({"name": "张三", "role": "user", "user_id": 7,
+                                           "exp": NOW + 3600, "iss": "latchkey"}).encode(),
+    "extra_members": b"\x01" + json.dumps(dict(claims, nbf=NOW, scope=["a", {"b": None}],
+                                               amr=["otp", "pwd"], name="a\"b\\c\n")).encode(),
+}
+PAYLOADS.mkdir(parents=True, exist_ok=True)
+for name, data in payloads.items():
+    (PAYLOADS / name).write_bytes(data)

@@ -27,4 +27,4 @@ pub mod totp;
 pub mod wire;
 
 pub use auth::{Auth, Visitor};
-pub use token::{Claims, ErrorClass, Signer, TokenError, Validation, Verifier};
+pub use token::{Claims, ErrorClass, Signer, TokenBuf, TokenError, Validation, Verifier};
