@@ -99,8 +99,21 @@ pub struct Config {
     pub argon2: Params,
     /// Largest accepted request body, bytes.
     pub body_limit: usize,
-    /// Seconds a connection may stay silent before it is closed.
+    /// Seconds a keep-alive connection may wait for its next request.
     pub read_timeout: u64,
+    /// Seconds the whole request head may take, from its first byte (from the accept,
+    /// for a new connection).
+    pub header_timeout: u64,
+    /// Seconds the whole request body may take, from the end of the head.
+    pub body_timeout: u64,
+    /// Seconds the whole response may take to be written.
+    pub send_timeout: u64,
+    /// Connections open at once; `None`: derived at start from the descriptor limit
+    /// (`server::default_max_connections`).
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address (an IPv6 /64 counts as one);
+    /// `trusted_proxies` are exempt.
+    pub max_connections_per_address: usize,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
     /// Failed logins within `throttle_window` that trigger a lockout.
@@ -153,6 +166,11 @@ impl Config {
             argon2: Params::default(),
             body_limit: 16 * 1024,
             read_timeout: 30,
+            header_timeout: 10,
+            body_timeout: 10,
+            send_timeout: 10,
+            max_connections: None,
+            max_connections_per_address: 64,
             trusted_proxies: Vec::new(),
             throttle_max_failures: 5,
             throttle_window: 120,
@@ -291,6 +309,15 @@ impl Config {
                 self.body_limit = value.number(key, source, 1024, 16 * 1024 * 1024)? as usize
             }
             "read_timeout" => self.read_timeout = value.number(key, source, 1, 3600)?,
+            "header_timeout" => self.header_timeout = value.number(key, source, 1, 3600)?,
+            "body_timeout" => self.body_timeout = value.number(key, source, 1, 3600)?,
+            "send_timeout" => self.send_timeout = value.number(key, source, 1, 3600)?,
+            "max_connections" => {
+                self.max_connections = Some(value.number(key, source, 1, 1_000_000)? as usize)
+            }
+            "max_connections_per_address" => {
+                self.max_connections_per_address = value.number(key, source, 1, 1_000_000)? as usize
+            }
             "trusted_proxies" => {
                 let mut nets = Vec::new();
                 for item in value.list(key, source)? {
@@ -419,6 +446,11 @@ pub const KEYS: &[&str] = &[
     "argon2_parallelism",
     "body_limit",
     "read_timeout",
+    "header_timeout",
+    "body_timeout",
+    "send_timeout",
+    "max_connections",
+    "max_connections_per_address",
     "trusted_proxies",
     "throttle_max_failures",
     "throttle_window",
@@ -715,6 +747,10 @@ mod tests {
         assert!(c.cookie_secure && !c.signup_open && !c.verify_only);
         assert_eq!(c.body_limit, 16 * 1024);
         assert_eq!(c.metrics, MetricsAccess::Loopback);
+        assert_eq!((c.read_timeout, c.header_timeout), (30, 10));
+        assert_eq!((c.body_timeout, c.send_timeout), (10, 10));
+        assert_eq!(c.max_connections, None);
+        assert_eq!(c.max_connections_per_address, 64);
     }
 
     #[test]

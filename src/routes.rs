@@ -34,7 +34,14 @@ pub struct Shared {
     /// Whether access lines are written: only then does `handle` copy the user's name
     /// into its [`Outcome`].
     pub access_log: bool,
+    /// Says why the connection layer is not serving as it should (not accepting, or its
+    /// loop stuck), when it is not; set by the server once it listens. `/healthz`
+    /// answers 503 with the reason meanwhile.
+    pub connection_fault: std::sync::OnceLock<ConnectionFault>,
 }
+
+/// A check of the connection layer: `Some(reason)` while it is at fault.
+pub type ConnectionFault = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// One worker's application: its own `Auth` (keyed verifier and signer) and the shared state.
 #[derive(Clone)]
@@ -1004,6 +1011,15 @@ fn rejection_message(class: &str) -> &'static str {
 }
 
 fn healthz(ctx: &Ctx) -> Reply {
+    if let Some(fault) = ctx
+        .app
+        .shared
+        .connection_fault
+        .get()
+        .and_then(|check| check())
+    {
+        return Reply::text(503, format!("{fault}\n"));
+    }
     match ctx.store() {
         Some(store) => match store.count() {
             Ok(_) => Reply::text(200, "ok\n".into()),

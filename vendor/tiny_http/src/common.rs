@@ -150,7 +150,9 @@ impl PartialOrd<StatusCode> for u16 {
 /// Represents a HTTP header.
 #[derive(Debug, Clone)]
 pub struct Header {
+    /// The field name.
     pub field: HeaderField,
+    /// The value, without surrounding whitespace.
     pub value: AsciiString,
 }
 
@@ -207,6 +209,7 @@ impl Display for Header {
 pub struct HeaderField(AsciiString);
 
 impl HeaderField {
+    /// A field name from bytes; fails when they are not ASCII.
     pub fn from_bytes<B>(bytes: B) -> Result<HeaderField, FromAsciiError<B>>
     where
         B: Into<Vec<u8>> + AsRef<[u8]>,
@@ -214,10 +217,12 @@ impl HeaderField {
         AsciiString::from_ascii(bytes).map(HeaderField)
     }
 
+    /// The name as written.
     pub fn as_str(&self) -> &AsciiStr {
         &self.0
     }
 
+    /// Whether the name is `other`, ignoring ASCII case.
     pub fn equiv(&self, other: &'static str) -> bool {
         other.eq_ignore_ascii_case(self.as_str().as_str())
     }
@@ -287,6 +292,7 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name.
     pub fn as_str(&self) -> &str {
         match *self {
             Method::Get => "GET",
