@@ -509,7 +509,10 @@ fn bad_input_gets_the_right_status() {
     assert_eq!(r.header("connection"), Some("close"));
     let mut rest = Vec::new();
     let _ = conn.raw().read_to_end(&mut rest);
-    assert!(!String::from_utf8_lossy(&rest).contains("HTTP/1.1"), "{rest:?}");
+    assert!(
+        !String::from_utf8_lossy(&rest).contains("HTTP/1.1"),
+        "{rest:?}"
+    );
 
     // Malformed form encoding, naming the field.
     let page = server.get("/login", &[]);
