@@ -374,7 +374,7 @@ fn raise_descriptor_limit() -> u64 {
             }
         }
     }
-    limit.rlim_cur as u64
+    limit.rlim_cur
 }
 
 fn worker(

@@ -99,7 +99,10 @@ fn idle_connections_are_closed_after_the_read_timeout() {
     idle.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
     let started = Instant::now();
     let mut answer = Vec::new();
-    assert!(idle.read_to_end(&mut answer).is_ok(), "closed by the server");
+    assert!(
+        idle.read_to_end(&mut answer).is_ok(),
+        "closed by the server"
+    );
     assert!(answer.starts_with(b"HTTP/1.1 200 "));
     assert!(started.elapsed() < Duration::from_secs(4));
     let mut s = TcpStream::connect(server.addr).unwrap();
@@ -507,7 +510,7 @@ fn http2_request_lines_under_1024_descriptors() {
         &[],
         &[
             ("LATCHKEY_WORKERS", "2"),
-                ("LATCHKEY_MAX_CONNECTIONS_PER_ADDRESS", "100000"),
+            ("LATCHKEY_MAX_CONNECTIONS_PER_ADDRESS", "100000"),
         ],
     );
     let baseline = descriptors(&server);
@@ -552,7 +555,7 @@ fn a_connection_flood_past_max_connections_under_1024_descriptors() {
         &[],
         &[
             ("LATCHKEY_WORKERS", "2"),
-                ("LATCHKEY_MAX_CONNECTIONS_PER_ADDRESS", "100000"),
+            ("LATCHKEY_MAX_CONNECTIONS_PER_ADDRESS", "100000"),
         ],
     );
     // The default max_connections under 1024 descriptors is 896: open 1,200 that send
@@ -598,7 +601,7 @@ fn failing_thread_creation_costs_no_service() {
         &[],
         &[
             ("LATCHKEY_WORKERS", "2"),
-                ("LATCHKEY_MAX_CONNECTIONS_PER_ADDRESS", "1000"),
+            ("LATCHKEY_MAX_CONNECTIONS_PER_ADDRESS", "1000"),
         ],
     );
     // 300 connections with unfinished requests, then 300 complete ones: with one

@@ -30,7 +30,7 @@
 #![warn(missing_docs)]
 
 use std::error::Error;
-use std::io::{Error as IoError, ErrorKind as IoErrorKind, Result as IoResult};
+use std::io::{Error as IoError, Result as IoResult};
 use std::net::{IpAddr, TcpListener, ToSocketAddrs};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -244,9 +244,7 @@ impl Server {
         match self.hub.pop(None) {
             Popped::Request(rq) => Ok(rq),
             Popped::Error(e) => Err(e),
-            Popped::Unblocked | Popped::Empty => {
-                Err(IoError::new(IoErrorKind::Other, "thread unblocked"))
-            }
+            Popped::Unblocked | Popped::Empty => Err(IoError::other("thread unblocked")),
         }
     }
 
@@ -313,15 +311,6 @@ impl Iterator for IncomingRequests<'_> {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn server_is_shared_between_threads() {
-        fn shared<T: Send + Sync>() {}
-        shared::<super::Server>();
-    }
-}
-
 impl Drop for Server {
     fn drop(&mut self) {
         self.hub.begin_drain();
@@ -333,5 +322,14 @@ impl Drop for Server {
         if let Some(thread) = thread {
             let _ = thread.join();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_is_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<super::Server>();
     }
 }

@@ -230,7 +230,7 @@ impl Hub {
     /// that the application learns of it.
     pub(crate) fn stopped(&self, why: &str) {
         *lock(&self.stats.stopped) = Some(why.to_string());
-        self.push_error(io::Error::new(io::ErrorKind::Other, why.to_string()));
+        self.push_error(io::Error::other(why.to_string()));
     }
 
     /// Why the loop is not serving as it should, if it is not: it stopped, it has not

@@ -28,7 +28,7 @@ pub struct TestRequest {
 
 impl From<TestRequest> for Request {
     fn from(mock: TestRequest) -> Request {
-        let body_length = (!mock.body.is_empty()).then(|| mock.body.len());
+        let body_length = (!mock.body.is_empty()).then_some(mock.body.len());
         Request::new(
             Parts {
                 method: mock.method,
