@@ -482,6 +482,8 @@ pub(crate) struct Loop {
     accepting: Accepting,
     scratch: Box<[u8]>,
     draining: Option<Instant>,
+    /// The generation given to the last connection; unique over the loop's life.
+    next_generation: u64,
 }
 
 impl Loop {
@@ -547,6 +549,7 @@ impl Loop {
                 },
                 scratch: vec![0; READ_CHUNK].into_boxed_slice(),
                 draining: None,
+                next_generation: 0,
             },
             hub,
         ))
@@ -933,8 +936,9 @@ impl Loop {
             self.free.push(token);
             return None;
         }
+        self.next_generation += 1;
         let slot = &mut self.slots[token];
-        slot.generation += 1;
+        slot.generation = self.next_generation;
         slot.conn = Some(Conn {
             stream,
             peer: Some(peer),
@@ -978,7 +982,7 @@ impl Loop {
         let Some(mut conn) = slot.conn.take() else {
             return;
         };
-        slot.generation += 1;
+        slot.generation = 0;
         let _ = self.poll.registry().deregister(&mut conn.stream);
         if matches!(conn.phase, Phase::Busy) {
             self.busy -= 1;
@@ -998,6 +1002,17 @@ impl Loop {
             }
         }
         self.free.push(token);
+        if self.open + self.refusals == 0 && self.slots.len() > 256 {
+            // After a burst, the tables go back to nothing: their memory is returned.
+            // Generations are unique across slots, so a late answer for a connection of
+            // before can never match a new one.
+            self.slots = Vec::new();
+            self.free = Vec::new();
+            self.per_address = HashMap::new();
+            self.clock.idle = VecDeque::new();
+            self.clock.queues = Default::default();
+            return;
+        }
         if self.clock.idle.len() > 2 * (self.open + self.refusals) + 1024 {
             let slots = &self.slots;
             self.clock.idle.retain(|(t, g, s)| {
