@@ -679,3 +679,37 @@ fn three_hundred_connections_back_to_back_are_all_answered_within_a_second() {
         );
     }
 }
+
+#[test]
+#[ignore = "heavy: release binary; run by .ci/run"]
+fn keep_alive_requests_do_not_grow_memory() {
+    // The loop's bookkeeping per request (deadlines, eviction order) must not pile up on
+    // connections that never close: two rounds of 100,000 requests on the same four
+    // keep-alive connections, and the second round adds no memory.
+    let server = start(&[]);
+    let conns: Vec<_> = (0..4).map(|_| Conn::open(server.addr)).collect();
+    let round = |conns: Vec<Conn>| -> Vec<Conn> {
+        let clients: Vec<_> = conns
+            .into_iter()
+            .map(|mut conn| {
+                std::thread::spawn(move || {
+                    for _ in 0..25_000 {
+                        assert_eq!(conn.send("GET", "/healthz", &[], b"").status, 200);
+                    }
+                    conn
+                })
+            })
+            .collect();
+        clients.into_iter().map(|c| c.join().unwrap()).collect()
+    };
+    let conns = round(conns);
+    let (_, first) = server.memory_kb();
+    let conns = round(conns);
+    let (peak, second) = server.memory_kb();
+    drop(conns);
+    assert!(
+        second < first + 1024,
+        "RSS grew from {first} kB to {second} kB over 100,000 more keep-alive requests"
+    );
+    assert!(peak < 12 * 1024, "peak RSS {peak} kB");
+}

@@ -671,6 +671,7 @@ impl Loop {
 
     /// Fires the deadlines that have passed.
     fn expire(&mut self) {
+        self.compact_idle();
         let now = self.clock.now;
         for kind in 0..5 {
             while let Some(entry) = self.clock.queues[kind].front() {
@@ -1013,6 +1014,11 @@ impl Loop {
             self.clock.queues = Default::default();
             return;
         }
+    }
+
+    /// Drops the eviction-order entries of connections that moved on, once they
+    /// outnumber the live ones (each keep-alive request adds one).
+    fn compact_idle(&mut self) {
         if self.clock.idle.len() > 2 * (self.open + self.refusals) + 1024 {
             let slots = &self.slots;
             self.clock.idle.retain(|(t, g, s)| {
