@@ -30,6 +30,49 @@ pub const CSRF_FIELD: &str = "csrf";
 /// Name of the one-shot notice cookie.
 pub const FLASH_COOKIE: &str = "flash";
 
+/// Between the prefill and the text of a flash payload.
+const FLASH_SEPARATOR: u8 = 0x1f;
+/// Bytes of the flash cookie's MAC kept (128 bits).
+const FLASH_TAG_LEN: usize = 16;
+
+/// A one-shot notice carried across a redirect by the signed `flash` cookie, so a form
+/// answers with a redirect (Post/Redirect/Get) and a reload never submits it again.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Flash {
+    /// Whether it reports a failure.
+    pub error: bool,
+    /// The sentence to show.
+    pub text: String,
+    /// A value to put back into the form (the user name typed), or empty.
+    pub prefill: String,
+}
+
+impl Flash {
+    /// Good news.
+    pub fn info(text: impl Into<String>) -> Flash {
+        Flash {
+            error: false,
+            text: text.into(),
+            prefill: String::new(),
+        }
+    }
+
+    /// A failure.
+    pub fn error(text: impl Into<String>) -> Flash {
+        Flash {
+            error: true,
+            text: text.into(),
+            prefill: String::new(),
+        }
+    }
+
+    /// With `value` to put back into the form.
+    pub fn prefill(mut self, value: &str) -> Flash {
+        self.prefill = value.to_string();
+        self
+    }
+}
+
 /// Cookie and lifetime settings shared by all workers.
 #[derive(Debug, Clone)]
 pub struct Policy {
@@ -141,52 +184,77 @@ impl Auth {
         }
     }
 
-    /// The settings in force.
-    pub fn policy(&self) -> &Policy {
-        &self.policy
-    }
-
     /// The user store, when this instance holds one.
     pub fn store(&self) -> Option<&UserStore> {
         self.store.as_deref()
     }
 
-    /// The token a request carries: the cookie first, then a bearer header.
-    pub fn token<'r>(&self, req: &'r Request) -> Option<(&'r str, Source)> {
-        if let Some(t) = req
-            .cookie(&self.policy.cookie_name)
+    /// The tokens a request carries, in the order they are tried: every non-empty
+    /// `token` cookie (browsers send all cookies whose domain and path match, so a stale
+    /// one from a parent domain or another path may come first), or else the bearer
+    /// token of `Authorization`.
+    pub fn tokens<'s, 'r>(
+        &'s self,
+        req: &'r Request<'_>,
+    ) -> impl Iterator<Item = (&'r str, Source)> + use<'s, 'r> {
+        let mut cookies = req
+            .cookies(&self.policy.cookie_name)
             .filter(|t| !t.is_empty())
-        {
-            return Some((t, Source::Cookie));
-        }
-        req.bearer().map(|t| (t, Source::Bearer))
+            .peekable();
+        let bearer = if cookies.peek().is_none() {
+            req.bearer()
+        } else {
+            None
+        };
+        cookies
+            .map(|t| (t, Source::Cookie))
+            .chain(bearer.map(|t| (t, Source::Bearer)))
     }
 
-    /// The before step: verify the request's token and check it against the store.
-    /// A store failure is returned as an error (answered 503), never as a login.
+    /// The before step: the first token of the request that verifies and that the store
+    /// still honours identifies the visitor; when none does, the visitor is anonymous
+    /// and the first refusal says why. A store failure is returned as an error (answered
+    /// 503), never as a login.
     pub fn identify(&self, req: &Request, now: i64) -> Result<Visitor, StoreError> {
-        let Some((token, source)) = self.token(req) else {
-            return Ok(Visitor::Anonymous {
-                rejected: None,
-                source: None,
-            });
-        };
-        let refused = |class: ErrorClass| {
-            Ok(Visitor::Anonymous {
-                rejected: Some(class),
-                source: Some(source),
-            })
-        };
+        let mut refused: Option<(ErrorClass, Source)> = None;
+        for (token, source) in self.tokens(req) {
+            match self.check(token, now)? {
+                Ok((claims, stale)) => {
+                    return Ok(Visitor::User {
+                        claims,
+                        source,
+                        stale,
+                    });
+                }
+                Err(class) => {
+                    refused.get_or_insert((class, source));
+                }
+            }
+        }
+        Ok(Visitor::Anonymous {
+            rejected: refused.map(|(class, _)| class),
+            source: refused.map(|(_, source)| source),
+        })
+    }
+
+    /// Verifies one token and checks it against the store: the claims (with the store's
+    /// current name and role) and whether they differ from the token's, or the class of
+    /// the refusal.
+    fn check(
+        &self,
+        token: &str,
+        now: i64,
+    ) -> Result<Result<(Claims, bool), ErrorClass>, StoreError> {
         let mut claims = match self.verifier.verify(token) {
             Ok(claims) => claims,
-            Err(e) => return refused(e.class()),
+            Err(e) => return Ok(Err(e.class())),
         };
         if now
             >= claims
                 .auth_time
                 .saturating_add(self.policy.absolute_limit as i64)
         {
-            return refused(ErrorClass::Expired);
+            return Ok(Err(ErrorClass::Expired));
         }
         let mut stale = false;
         if let Some(store) = &self.store {
@@ -199,14 +267,10 @@ impl Auth {
                         stale = true;
                     }
                 }
-                _ => return refused(TokenError::Revoked.class()),
+                _ => return Ok(Err(TokenError::Revoked.class())),
             }
         }
-        Ok(Visitor::User {
-            claims,
-            source,
-            stale,
-        })
+        Ok(Ok((claims, stale)))
     }
 
     /// Fresh claims for `user`, who has just entered their password.
@@ -295,10 +359,66 @@ impl Auth {
         self.cookie(&self.policy.cookie_name, "", Some(0), "Lax")
     }
 
-    /// `Set-Cookie` value for the one-shot notice `code` (a fixed word, never user text).
-    pub fn flash_cookie(&self, code: &str) -> String {
-        let max_age = if code.is_empty() { 0 } else { 120 };
-        self.cookie(FLASH_COOKIE, code, Some(max_age), "Lax")
+    /// `Set-Cookie` value carrying `flash` to the page a redirect leads to: the notice
+    /// and the value to put back in the form, signed with the CSRF key (so a cookie set
+    /// by another site on a shared domain cannot put its text on our pages), for 2 min.
+    pub fn flash_cookie(&self, flash: &Flash) -> String {
+        let mut payload = Vec::with_capacity(2 + flash.prefill.len() + flash.text.len());
+        payload.push(if flash.error { b'e' } else { b'i' });
+        payload.extend(
+            flash
+                .prefill
+                .bytes()
+                .filter(|&b| b != FLASH_SEPARATOR)
+                .take(64),
+        );
+        payload.push(FLASH_SEPARATOR);
+        payload.extend(
+            flash
+                .text
+                .bytes()
+                .filter(|&b| b != FLASH_SEPARATOR)
+                .take(512),
+        );
+        let tag = self.flash_mac(&payload).finalize().into_bytes();
+        let value = format!(
+            "{}.{}",
+            URL_SAFE_NO_PAD.encode(&payload),
+            URL_SAFE_NO_PAD.encode(&tag[..FLASH_TAG_LEN])
+        );
+        self.cookie(FLASH_COOKIE, &value, Some(120), "Lax")
+    }
+
+    /// `Set-Cookie` value deleting the flash cookie once its page was shown.
+    pub fn clear_flash_cookie(&self) -> String {
+        self.cookie(FLASH_COOKIE, "", Some(0), "Lax")
+    }
+
+    /// The flash a request carries, when one of its `flash` cookies is ours and intact.
+    pub fn read_flash(&self, req: &Request) -> Option<Flash> {
+        req.cookies(FLASH_COOKIE).find_map(|value| {
+            let (payload, tag) = value.split_once('.')?;
+            let payload = URL_SAFE_NO_PAD.decode(payload).ok()?;
+            let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+            if tag.len() != FLASH_TAG_LEN {
+                return None;
+            }
+            self.flash_mac(&payload).verify_truncated_left(&tag).ok()?;
+            let (&kind, rest) = payload.split_first()?;
+            let at = rest.iter().position(|&b| b == FLASH_SEPARATOR)?;
+            Some(Flash {
+                error: kind == b'e',
+                prefill: String::from_utf8_lossy(&rest[..at]).into_owned(),
+                text: String::from_utf8_lossy(&rest[at + 1..]).into_owned(),
+            })
+        })
+    }
+
+    fn flash_mac(&self, payload: &[u8]) -> Hmac<Sha256> {
+        let mut mac = self.csrf_key.clone();
+        mac.update(b"flash|");
+        mac.update(payload);
+        mac
     }
 
     /// A cookie with our attributes; `max_age: None` makes a browser-session cookie.
@@ -319,10 +439,10 @@ impl Auth {
         c
     }
 
-    /// The CSRF field value for a form shown to this visitor, and the `Set-Cookie`
-    /// to send when the visitor has no CSRF cookie yet.
+    /// The CSRF field value for a form shown to this visitor (made for the first
+    /// well-formed `csrf` cookie), and the `Set-Cookie` to send when the visitor has none.
     pub fn csrf_for(&self, req: &Request, visitor: &Visitor) -> (String, Option<String>) {
-        match req.cookie(CSRF_COOKIE).filter(|c| valid_nonce(c)) {
+        match req.cookies(CSRF_COOKIE).find(|c| valid_nonce(c)) {
             Some(nonce) => (self.csrf_token(nonce, visitor), None),
             None => {
                 let nonce = new_nonce();
@@ -335,15 +455,15 @@ impl Auth {
         }
     }
 
-    /// Whether a POSTed CSRF field matches this visitor's cookie (constant time).
+    /// Whether a POSTed CSRF field matches one of this visitor's `csrf` cookies
+    /// (constant time per cookie): a stale cookie of the same name from another path or
+    /// a parent domain must not make every form fail.
     pub fn csrf_ok(&self, req: &Request, visitor: &Visitor, field: Option<&str>) -> bool {
-        let (Some(nonce), Some(field)) = (req.cookie(CSRF_COOKIE), field) else {
+        let Some(tag) = field.and_then(|f| URL_SAFE_NO_PAD.decode(f).ok()) else {
             return false;
         };
-        let Ok(tag) = URL_SAFE_NO_PAD.decode(field) else {
-            return false;
-        };
-        self.csrf_mac(nonce, visitor).verify_slice(&tag).is_ok()
+        req.cookies(CSRF_COOKIE)
+            .any(|nonce| self.csrf_mac(nonce, visitor).verify_slice(&tag).is_ok())
     }
 
     fn csrf_token(&self, nonce: &str, visitor: &Visitor) -> String {
@@ -416,6 +536,30 @@ pub fn safe_redirect(target: &str, own_origin: Option<&str>, cookie_domain: Opti
         Some(domain) => host == domain || host.ends_with(&format!(".{domain}")),
         None => false,
     }
+}
+
+/// The CSP `form-action` sources that allow exactly the redirects [`safe_redirect`]
+/// allows after a form is sent (browsers apply `form-action` to the redirect that
+/// answers a form): this site, the public origin, the issuer a verify-only instance
+/// sends logins to, and the cookie domain and its subdomains on any port, over http or
+/// https (CSP 3 §6.6.2.6: a source without a port matches only the default port).
+pub fn form_action_sources(config: &crate::config::Config) -> String {
+    let mut sources = String::from("'self'");
+    let origins = [config.public_url.as_deref(), config.login_url.as_deref()];
+    for origin in origins
+        .into_iter()
+        .flatten()
+        .filter_map(crate::config::origin_of)
+    {
+        sources.push(' ');
+        sources.push_str(&origin);
+    }
+    if let Some(domain) = &config.cookie_domain {
+        for scheme in ["https", "http"] {
+            sources.push_str(&format!(" {scheme}://{domain}:* {scheme}://*.{domain}:*"));
+        }
+    }
+    sources
 }
 
 /// The `host[:port]` of an origin, without the scheme.

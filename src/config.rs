@@ -13,11 +13,12 @@ use crate::password::Params;
 use crate::token;
 
 /// Whether and where `/metrics` is served.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum MetricsAccess {
     /// Not served (404).
     Off,
     /// Served only to loopback peers.
+    #[default]
     Loopback,
     /// Served to anyone.
     On,
@@ -68,8 +69,9 @@ impl Cidr {
     }
 }
 
-/// Everything `latchkey serve` runs with.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything `latchkey serve` runs with. Built by [`Config::load`] from [`SETTINGS`];
+/// `Config::default()` is only the blank every load starts from.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Config {
     /// Address to listen on (ignored when systemd hands over a socket).
     pub listen: String,
@@ -135,245 +137,573 @@ pub struct Config {
     pub login_url: Option<String>,
 }
 
-impl Config {
-    /// The embedded defaults, given the process environment's systemd variables.
-    pub fn defaults(env: &Env) -> Config {
-        let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-        let data_dir = env
-            .get("STATE_DIRECTORY")
-            // systemd may pass several colon-separated directories; the first is ours.
-            .and_then(|d| d.split(':').next().map(PathBuf::from))
-            .unwrap_or_else(|| PathBuf::from("latchkey-data"));
-        let key_files = env
-            .get("CREDENTIALS_DIRECTORY")
-            .map(|d| Path::new(d).join("latchkey.key"))
-            .filter(|p| p.exists())
-            .into_iter()
-            .collect();
-        Config {
-            listen: "127.0.0.1:8080".into(),
-            data_dir,
-            key_files,
-            workers,
-            issuer: token::DEFAULT_ISSUER.into(),
-            ttl: token::DEFAULT_TTL,
-            absolute_limit: 7 * 24 * 3600,
-            leeway: token::DEFAULT_LEEWAY,
-            cookie_name: "token".into(),
-            cookie_domain: None,
-            cookie_secure: true,
-            signup_open: false,
-            argon2: Params::default(),
-            body_limit: 16 * 1024,
-            read_timeout: 30,
-            header_timeout: 10,
-            body_timeout: 10,
-            send_timeout: 10,
-            max_connections: None,
-            max_connections_per_address: 64,
-            trusted_proxies: Vec::new(),
-            throttle_max_failures: 5,
-            throttle_window: 120,
-            throttle_lockout: 300,
-            login_concurrency: workers.saturating_sub(1).max(1),
-            metrics: MetricsAccess::Loopback,
-            public_url: None,
-            verify_only: false,
-            login_url: None,
+/// How a setting's value is written: decides how an environment variable is read (lists
+/// are comma-separated) and how the flag takes its value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// Free text (an address, a URL, a name).
+    Text,
+    /// A file or directory path.
+    Path,
+    /// A whole number within bounds.
+    Number,
+    /// `true` or `false` (also `1`/`0`, `yes`/`no`, `on`/`off`).
+    Bool,
+    /// One of a few words.
+    Choice,
+    /// A list (a TOML array, a comma-separated variable, a repeated flag).
+    List,
+    /// A list of file paths, written like [`Kind::List`].
+    Paths,
+}
+
+impl Kind {
+    /// Whether values are lists (comma-separated in the environment, repeated flags).
+    pub fn is_list(self) -> bool {
+        matches!(self, Kind::List | Kind::Paths)
+    }
+}
+
+/// A setting's embedded default.
+#[derive(Debug, Clone, Copy)]
+pub enum SettingDefault {
+    /// This value, applied through the setting's own rule like any other.
+    Value(&'static str),
+    /// Computed from the environment or from other settings once every layer is read;
+    /// `doc` says how, for the README and `--help`.
+    Derived {
+        /// How the default is found, in words.
+        doc: &'static str,
+        /// The value; `None` leaves the setting unset.
+        value: fn(&Config, &Env) -> Option<Value>,
+    },
+    /// No value: the feature it configures is off until it is set.
+    Unset,
+}
+
+/// One setting, defined once: its name (the TOML key; `LATCHKEY_` + the name in upper
+/// case is its environment variable), its flag of `latchkey serve` if any, its shape,
+/// default and one line of help, and how a value is checked and applied. [`SETTINGS`]
+/// drives the TOML file, the environment, the flags, `serve --help` and the README table.
+pub struct Setting {
+    /// The TOML key and, upper-cased after `LATCHKEY_`, the environment variable.
+    pub name: &'static str,
+    /// Other names accepted for it (older or singular spellings).
+    pub aliases: &'static [&'static str],
+    /// The long flag of `latchkey serve` (without `--`), when there is one.
+    pub flag: Option<&'static str>,
+    /// How its value is written.
+    pub kind: Kind,
+    /// The embedded default.
+    pub default: SettingDefault,
+    /// What it does, in one line.
+    pub help: &'static str,
+    /// Checks `value` and stores it in the configuration.
+    apply: fn(&mut Config, Value, &Site<'_>) -> Result<(), ConfigError>,
+}
+
+impl Setting {
+    /// The environment variable: `LATCHKEY_` + the name in upper case.
+    pub fn env_var(&self) -> String {
+        format!("LATCHKEY_{}", self.name.to_ascii_uppercase())
+    }
+
+    /// Every environment variable that sets it: [`env_var`](Self::env_var), then one per alias.
+    pub fn env_vars(&self) -> Vec<String> {
+        std::iter::once(self.name)
+            .chain(self.aliases.iter().copied())
+            .map(|n| format!("LATCHKEY_{}", n.to_ascii_uppercase()))
+            .collect()
+    }
+
+    /// The placeholder of the flag's value in `--help`.
+    pub fn value_name(&self) -> &'static str {
+        match self.kind {
+            Kind::Path if self.name.ends_with("dir") => "DIR",
+            Kind::Path | Kind::Paths => "FILE",
+            Kind::Number => "N",
+            Kind::Text | Kind::Bool | Kind::Choice | Kind::List => "VALUE",
         }
     }
 
-    /// Builds the configuration from its layers; `file` is the `--config` path.
+    /// The default as documented: the value, or how it is derived.
+    pub fn default_doc(&self) -> &'static str {
+        match self.default {
+            SettingDefault::Value(v) => v,
+            SettingDefault::Derived { doc, .. } => doc,
+            SettingDefault::Unset => "none",
+        }
+    }
+
+    fn answers_to(&self, key: &str) -> bool {
+        self.name == key || self.aliases.contains(&key)
+    }
+}
+
+/// Where a value being applied came from, to name it in errors.
+pub struct Site<'a> {
+    key: &'a str,
+    source: Source,
+}
+
+impl Site<'_> {
+    fn bad(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError::Value {
+            key: self.key.to_string(),
+            source: self.source,
+            reason: reason.into(),
+        }
+    }
+
+    fn text(&self, value: Value) -> Result<String, ConfigError> {
+        value.text(self.key, self.source)
+    }
+
+    fn number(&self, value: Value, min: u64, max: u64) -> Result<u64, ConfigError> {
+        value.number(self.key, self.source, min, max)
+    }
+
+    fn boolean(&self, value: Value) -> Result<bool, ConfigError> {
+        value.boolean(self.key, self.source)
+    }
+
+    fn list(&self, value: Value) -> Result<Vec<String>, ConfigError> {
+        value.list(self.key, self.source)
+    }
+
+    /// One of `choices`, as its index.
+    fn choice(&self, value: Value, choices: &[&str]) -> Result<usize, ConfigError> {
+        let text = self.text(value)?;
+        choices.iter().position(|c| *c == text).ok_or_else(|| {
+            let quoted: Vec<String> = choices.iter().map(|c| format!("\"{c}\"")).collect();
+            let list = match quoted.split_last() {
+                Some((last, rest)) if !rest.is_empty() => {
+                    format!("{} or {last}", rest.join(", "))
+                }
+                _ => quoted.join(""),
+            };
+            self.bad(format!("must be {list}"))
+        })
+    }
+}
+
+macro_rules! setting {
+    ($name:literal, $kind:ident, $default:expr, $help:literal, |$c:ident, $v:ident, $s:ident| $apply:expr) => {
+        setting!($name, [], None, $kind, $default, $help, |$c, $v, $s| $apply)
+    };
+    ($name:literal, flag $flag:literal, $kind:ident, $default:expr, $help:literal, |$c:ident, $v:ident, $s:ident| $apply:expr) => {
+        setting!($name, [], Some($flag), $kind, $default, $help, |$c, $v, $s| $apply)
+    };
+    ($name:literal, [$($alias:literal),*], $flag:expr, $kind:ident, $default:expr, $help:literal, |$c:ident, $v:ident, $s:ident| $apply:expr) => {
+        Setting {
+            name: $name,
+            aliases: &[$($alias),*],
+            flag: $flag,
+            kind: Kind::$kind,
+            default: $default,
+            help: $help,
+            apply: |$c: &mut Config, $v: Value, $s: &Site<'_>| -> Result<(), ConfigError> {
+                $apply;
+                Ok(())
+            },
+        }
+    };
+}
+
+use SettingDefault::{Derived, Unset, Value as Is};
+
+/// Every setting, in the order the README and `--help` list them.
+pub const SETTINGS: &[Setting] = &[
+    setting!("listen", flag "listen", Text, Is("127.0.0.1:8080"),
+        "address to listen on (ignored when systemd passes a socket)",
+        |c, v, s| c.listen = s.text(v)?),
+    setting!("data_dir", flag "data-dir", Path,
+        Derived { doc: "`./latchkey-data`, or `$STATE_DIRECTORY`", value: default_data_dir },
+        "holds `users.redb`, the generated `secret.key` and the other files the server keeps",
+        |c, v, s| c.data_dir = PathBuf::from(s.text(v)?)),
+    setting!(
+        "key_files",
+        ["key_file"],
+        Some("key-file"),
+        Paths,
+        Derived {
+            doc: "`$CREDENTIALS_DIRECTORY/latchkey.key` when present, else `<data_dir>/secret.key` (generated on first start)",
+            value: default_key_files,
+        },
+        "signing keys: the first signs, all verify (rotation); the flag repeats",
+        |c, v, s| c.key_files = s.list(v)?.into_iter().map(PathBuf::from).collect()
+    ),
+    setting!("workers", flag "workers", Number,
+        Derived { doc: "number of cores", value: default_workers },
+        "worker threads computing answers",
+        |c, v, s| c.workers = s.number(v, 1, 256)? as usize),
+    setting!(
+        "issuer",
+        Text,
+        Is(token::DEFAULT_ISSUER),
+        "the `iss` claim issued and required",
+        |c, v, s| {
+            let issuer = s.text(v)?;
+            if issuer.is_empty() {
+                return Err(s.bad("must not be empty"));
+            }
+            c.issuer = issuer;
+        }
+    ),
+    setting!(
+        "ttl",
+        Number,
+        Is("3600"),
+        "token lifetime, seconds (60 – 30 days)",
+        |c, v, s| c.ttl = s.number(v, 60, 30 * 24 * 3600)?
+    ),
+    setting!(
+        "absolute_limit",
+        Number,
+        Is("604800"),
+        "no sliding past this many seconds after the password was entered (7 days)",
+        |c, v, s| c.absolute_limit = s.number(v, 60, 365 * 24 * 3600)?
+    ),
+    setting!(
+        "leeway",
+        Number,
+        Is("30"),
+        "clock skew tolerated for `exp`, `nbf`, `iat`, seconds",
+        |c, v, s| c.leeway = s.number(v, 0, 600)?
+    ),
+    setting!(
+        "cookie_name",
+        Text,
+        Is("token"),
+        "the token cookie",
+        |c, v, s| {
+            let name = s.text(v)?;
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
+            {
+                return Err(s.bad("must be letters, digits, '-' or '_'"));
+            }
+            c.cookie_name = name;
+        }
+    ),
+    setting!(
+        "cookie_domain",
+        Text,
+        Unset,
+        "`Domain` of the cookie for single sign-on across subdomains; also the domain (and its subdomains) that redirects may lead to",
+        |c, v, s| {
+            let domain = s.text(v)?.trim_start_matches('.').to_ascii_lowercase();
+            if domain.is_empty() {
+                c.cookie_domain = None;
+            } else if !domain.contains('.')
+                || !domain
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
+            {
+                return Err(s.bad("must be a domain name like example.com"));
+            } else {
+                c.cookie_domain = Some(domain);
+            }
+        }
+    ),
+    setting!(
+        "cookie_secure",
+        Bool,
+        Is("true"),
+        "`Secure` attribute of the cookies; turn off only for plain-HTTP deployments",
+        |c, v, s| c.cookie_secure = s.boolean(v)?
+    ),
+    setting!(
+        "signup",
+        Choice,
+        Is("closed"),
+        "`open` lets anyone register once the first user exists",
+        |c, v, s| c.signup_open = s.choice(v, &["open", "closed"])? == 0
+    ),
+    setting!(
+        "argon2_memory_kib",
+        Number,
+        Is("19456"),
+        "argon2id memory for new hashes, KiB",
+        |c, v, s| c.argon2.m_kib = s.number(v, 8, 4 * 1024 * 1024)? as u32
+    ),
+    setting!(
+        "argon2_iterations",
+        Number,
+        Is("2"),
+        "argon2id iterations",
+        |c, v, s| c.argon2.t = s.number(v, 1, 100)? as u32
+    ),
+    setting!(
+        "argon2_parallelism",
+        Number,
+        Is("1"),
+        "argon2id lanes",
+        |c, v, s| c.argon2.p = s.number(v, 1, 64)? as u32
+    ),
+    setting!(
+        "body_limit",
+        Number,
+        Is("16384"),
+        "largest request body, bytes",
+        |c, v, s| c.body_limit = s.number(v, 1024, 16 * 1024 * 1024)? as usize
+    ),
+    setting!(
+        "read_timeout",
+        Number,
+        Is("30"),
+        "seconds a keep-alive connection may wait for its next request",
+        |c, v, s| c.read_timeout = s.number(v, 1, 3600)?
+    ),
+    setting!(
+        "header_timeout",
+        Number,
+        Is("10"),
+        "seconds the whole request head may take, from its first byte (from the accept, for a new connection); then 408, or a silent close when nothing came",
+        |c, v, s| c.header_timeout = s.number(v, 1, 3600)?
+    ),
+    setting!(
+        "body_timeout",
+        Number,
+        Is("10"),
+        "seconds the whole request body may take, from the end of the head; then 408",
+        |c, v, s| c.body_timeout = s.number(v, 1, 3600)?
+    ),
+    setting!(
+        "send_timeout",
+        Number,
+        Is("10"),
+        "seconds the whole response may take to be written; then the connection closes",
+        |c, v, s| c.send_timeout = s.number(v, 1, 3600)?
+    ),
+    setting!(
+        "max_connections",
+        Number,
+        Derived {
+            doc: "descriptor limit − max(64, limit / 8), at most 10,000",
+            value: |_, _| None,
+        },
+        "connections open at once (see [HTTP limits](#http-limits))",
+        |c, v, s| c.max_connections = Some(s.number(v, 1, 1_000_000)? as usize)
+    ),
+    setting!(
+        "max_connections_per_address",
+        Number,
+        Is("64"),
+        "connections open at once from one client address (an IPv6 /64 counts as one); `trusted_proxies` are exempt",
+        |c, v, s| c.max_connections_per_address = s.number(v, 1, 1_000_000)? as usize
+    ),
+    setting!(
+        "trusted_proxies",
+        List,
+        Unset,
+        "addresses or CIDR ranges whose `X-Forwarded-For` is believed",
+        |c, v, s| {
+            let mut nets = Vec::new();
+            for item in s.list(v)? {
+                nets.push(Cidr::parse(item.trim()).ok_or_else(|| {
+                    s.bad(format!("\"{item}\" is not an IP address or CIDR range"))
+                })?);
+            }
+            c.trusted_proxies = nets;
+        }
+    ),
+    setting!(
+        "throttle_max_failures",
+        Number,
+        Is("5"),
+        "failed logins within the window that lock a name or address (0: off)",
+        |c, v, s| c.throttle_max_failures = s.number(v, 0, 1_000_000)? as u32
+    ),
+    setting!(
+        "throttle_window",
+        Number,
+        Is("120"),
+        "seconds over which failures are counted",
+        |c, v, s| c.throttle_window = s.number(v, 1, 86_400)?
+    ),
+    setting!(
+        "throttle_lockout",
+        Number,
+        Is("300"),
+        "seconds a locked name or address is refused",
+        |c, v, s| c.throttle_lockout = s.number(v, 1, 86_400)?
+    ),
+    setting!(
+        "login_concurrency",
+        Number,
+        Derived {
+            doc: "workers − 1 (at least 1)",
+            value: default_login_concurrency
+        },
+        "password hashes computed at once; more get 503",
+        |c, v, s| c.login_concurrency = s.number(v, 1, 256)? as usize
+    ),
+    setting!(
+        "metrics",
+        Choice,
+        Is("loopback"),
+        "`/metrics` for `on` anyone, `loopback` peers only, or `off`",
+        |c, v, s| {
+            c.metrics = [
+                MetricsAccess::On,
+                MetricsAccess::Off,
+                MetricsAccess::Loopback,
+            ][s.choice(v, &["on", "off", "loopback"])?]
+        }
+    ),
+    setting!(
+        "public_url",
+        Text,
+        Unset,
+        "this server's public origin (`https://auth.example.com`): absolute login redirects from `/auth`, the `Origin` check",
+        |c, v, s| {
+            let url = s.text(v)?.trim_end_matches('/').to_string();
+            if url.is_empty() {
+                c.public_url = None;
+            } else if origin_of(&url).as_deref() != Some(url.as_str()) {
+                return Err(s.bad("must be an origin like https://auth.example.com (no path)"));
+            } else {
+                c.public_url = Some(url);
+            }
+        }
+    ),
+    setting!("verify_only", flag "verify-only", Bool, Is("false"),
+        "run without a user store: verify tokens only, send logins to `login_url`",
+        |c, v, s| c.verify_only = s.boolean(v)?),
+    setting!("login_url", flag "login-url", Text, Unset,
+    "where a verify-only instance sends visitors to log in",
+    |c, v, s| {
+        let url = s.text(v)?;
+        if !(url.starts_with("https://") || url.starts_with("http://") || url.starts_with('/')) {
+            return Err(s.bad("must be an http(s) URL or a local path"));
+        }
+        c.login_url = Some(url);
+    }),
+];
+
+fn default_data_dir(_: &Config, env: &Env) -> Option<Value> {
+    // systemd may pass several colon-separated directories; the first is ours.
+    let dir = env
+        .get("STATE_DIRECTORY")
+        .and_then(|d| d.split(':').next())
+        .filter(|d| !d.is_empty())
+        .unwrap_or("latchkey-data");
+    Some(Value::Text(dir.to_string()))
+}
+
+fn default_key_files(_: &Config, env: &Env) -> Option<Value> {
+    let credential = env
+        .get("CREDENTIALS_DIRECTORY")
+        .map(|d| Path::new(d).join("latchkey.key"))
+        .filter(|p| p.exists())?;
+    Some(Value::List(vec![credential.to_string_lossy().into_owned()]))
+}
+
+fn default_workers(_: &Config, _: &Env) -> Option<Value> {
+    let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Some(Value::Integer(cores.min(256) as i64))
+}
+
+fn default_login_concurrency(config: &Config, _: &Env) -> Option<Value> {
+    Some(Value::Integer(
+        config.workers.saturating_sub(1).max(1) as i64
+    ))
+}
+
+/// The setting called `key` (or one of its aliases).
+pub fn setting(key: &str) -> Option<&'static Setting> {
+    SETTINGS.iter().find(|s| s.answers_to(key))
+}
+
+impl Config {
+    /// The embedded defaults, given the process environment's systemd variables.
+    pub fn defaults(env: &Env) -> Config {
+        // The defaults are checked by the tests; applying them cannot fail.
+        Config::load(None, env, &[]).unwrap_or_default()
+    }
+
+    /// Builds the configuration from its layers: the embedded defaults, the TOML file
+    /// `file` (the `--config` path), the `LATCHKEY_*` variables of `env`, then `flags`
+    /// (setting name, value). Derived defaults are computed last, from the final values
+    /// of the settings they depend on; rules across settings are checked at the end.
     pub fn load(
         file: Option<&Path>,
         env: &Env,
         flags: &[(&str, Value)],
     ) -> Result<Config, ConfigError> {
-        let mut config = Config::defaults(env);
-        let mut login_concurrency_set = false;
+        let mut config = Config::default();
+        for setting in SETTINGS {
+            if let SettingDefault::Value(text) = setting.default {
+                config.apply(
+                    setting,
+                    Value::Text(text.into()),
+                    setting.name,
+                    Source::Default,
+                )?;
+            }
+        }
+        let mut set: Vec<&'static str> = Vec::new();
         if let Some(path) = file {
-            let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
-                path: path.to_path_buf(),
-                reason: e.to_string(),
-            })?;
-            let table: toml::Table =
-                text.parse()
-                    .map_err(|e: toml::de::Error| ConfigError::File {
-                        path: path.to_path_buf(),
-                        reason: e.message().to_string(),
-                    })?;
-            for (key, value) in table {
+            for (key, value) in read_file(path)? {
                 let value = Value::from_toml(&key, value)?;
-                login_concurrency_set |= key == "login_concurrency";
-                config.set(&key, value, Source::File)?;
+                set.push(config.set(&key, value, Source::File)?);
             }
         }
         for (name, value) in env.vars.iter() {
             let Some(key) = name.strip_prefix("LATCHKEY_") else {
                 continue;
             };
-            if key == "LOG" {
+            if NOT_SETTINGS.contains(&key) {
                 continue;
             }
             let key = key.to_ascii_lowercase();
-            login_concurrency_set |= key == "login_concurrency";
-            let value = if LIST_KEYS.contains(&key.as_str()) {
-                Value::List(split_list(value))
-            } else {
-                Value::Text(value.clone())
+            let value = match setting(&key) {
+                Some(s) if s.kind.is_list() => Value::List(split_list(value)),
+                _ => Value::Text(value.clone()),
             };
-            config.set(&key, value, Source::Env)?;
+            set.push(config.set(&key, value, Source::Env)?);
         }
         for (key, value) in flags {
-            login_concurrency_set |= *key == "login_concurrency";
-            config.set(key, value.clone(), Source::Flag)?;
+            set.push(config.set(key, value.clone(), Source::Flag)?);
         }
-        if !login_concurrency_set {
-            config.login_concurrency = config.workers.saturating_sub(1).max(1);
+        for setting in SETTINGS {
+            if let SettingDefault::Derived { value, .. } = setting.default
+                && !set.contains(&setting.name)
+                && let Some(v) = value(&config, env)
+            {
+                config.apply(setting, v, setting.name, Source::Default)?;
+            }
         }
         config.check()?;
         Ok(config)
     }
 
-    fn set(&mut self, key: &str, value: Value, source: Source) -> Result<(), ConfigError> {
-        let bad = |reason: &str| ConfigError::Value {
+    /// Applies `value` to the setting called `key`; returns the setting's name.
+    fn set(
+        &mut self,
+        key: &str,
+        value: Value,
+        source: Source,
+    ) -> Result<&'static str, ConfigError> {
+        let setting = setting(key).ok_or_else(|| ConfigError::UnknownKey {
             key: key.to_string(),
             source,
-            reason: reason.to_string(),
-        };
-        match key {
-            "listen" => self.listen = value.text(key, source)?,
-            "data_dir" => self.data_dir = PathBuf::from(value.text(key, source)?),
-            "key_files" | "key_file" => {
-                self.key_files = value
-                    .list(key, source)?
-                    .into_iter()
-                    .map(PathBuf::from)
-                    .collect();
-            }
-            "workers" => self.workers = value.number(key, source, 1, 256)? as usize,
-            "issuer" => {
-                let issuer = value.text(key, source)?;
-                if issuer.is_empty() {
-                    return Err(bad("must not be empty"));
-                }
-                self.issuer = issuer;
-            }
-            "ttl" => self.ttl = value.number(key, source, 60, 30 * 24 * 3600)?,
-            "absolute_limit" => {
-                self.absolute_limit = value.number(key, source, 60, 365 * 24 * 3600)?
-            }
-            "leeway" => self.leeway = value.number(key, source, 0, 600)?,
-            "cookie_name" => {
-                let name = value.text(key, source)?;
-                if name.is_empty()
-                    || !name
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-_".contains(&b))
-                {
-                    return Err(bad("must be letters, digits, '-' or '_'"));
-                }
-                self.cookie_name = name;
-            }
-            "cookie_domain" => {
-                let domain = value
-                    .text(key, source)?
-                    .trim_start_matches('.')
-                    .to_ascii_lowercase();
-                if domain.is_empty() {
-                    self.cookie_domain = None;
-                } else if !domain.contains('.')
-                    || !domain
-                        .bytes()
-                        .all(|b| b.is_ascii_alphanumeric() || b"-.".contains(&b))
-                {
-                    return Err(bad("must be a domain name like example.com"));
-                } else {
-                    self.cookie_domain = Some(domain);
-                }
-            }
-            "cookie_secure" => self.cookie_secure = value.boolean(key, source)?,
-            "signup" => {
-                self.signup_open = match value.text(key, source)?.as_str() {
-                    "open" => true,
-                    "closed" => false,
-                    _ => return Err(bad("must be \"open\" or \"closed\"")),
-                }
-            }
-            "argon2_memory_kib" => {
-                self.argon2.m_kib = value.number(key, source, 8, 4 * 1024 * 1024)? as u32
-            }
-            "argon2_iterations" => self.argon2.t = value.number(key, source, 1, 100)? as u32,
-            "argon2_parallelism" => self.argon2.p = value.number(key, source, 1, 64)? as u32,
-            "body_limit" => {
-                self.body_limit = value.number(key, source, 1024, 16 * 1024 * 1024)? as usize
-            }
-            "read_timeout" => self.read_timeout = value.number(key, source, 1, 3600)?,
-            "header_timeout" => self.header_timeout = value.number(key, source, 1, 3600)?,
-            "body_timeout" => self.body_timeout = value.number(key, source, 1, 3600)?,
-            "send_timeout" => self.send_timeout = value.number(key, source, 1, 3600)?,
-            "max_connections" => {
-                self.max_connections = Some(value.number(key, source, 1, 1_000_000)? as usize)
-            }
-            "max_connections_per_address" => {
-                self.max_connections_per_address = value.number(key, source, 1, 1_000_000)? as usize
-            }
-            "trusted_proxies" => {
-                let mut nets = Vec::new();
-                for item in value.list(key, source)? {
-                    nets.push(Cidr::parse(item.trim()).ok_or_else(|| {
-                        bad(&format!("\"{item}\" is not an IP address or CIDR range"))
-                    })?);
-                }
-                self.trusted_proxies = nets;
-            }
-            "throttle_max_failures" => {
-                self.throttle_max_failures = value.number(key, source, 0, 1_000_000)? as u32;
-            }
-            "throttle_window" => self.throttle_window = value.number(key, source, 1, 86_400)?,
-            "throttle_lockout" => self.throttle_lockout = value.number(key, source, 1, 86_400)?,
-            "login_concurrency" => {
-                self.login_concurrency = value.number(key, source, 1, 256)? as usize
-            }
-            "metrics" => {
-                self.metrics = match value.text(key, source)?.as_str() {
-                    "on" => MetricsAccess::On,
-                    "off" => MetricsAccess::Off,
-                    "loopback" => MetricsAccess::Loopback,
-                    _ => return Err(bad("must be \"on\", \"off\" or \"loopback\"")),
-                }
-            }
-            "public_url" => {
-                let url = value.text(key, source)?.trim_end_matches('/').to_string();
-                if url.is_empty() {
-                    self.public_url = None;
-                } else if origin_of(&url).as_deref() != Some(url.as_str()) {
-                    return Err(bad(
-                        "must be an origin like https://auth.example.com (no path)",
-                    ));
-                } else {
-                    self.public_url = Some(url);
-                }
-            }
-            "verify_only" => self.verify_only = value.boolean(key, source)?,
-            "login_url" => {
-                let url = value.text(key, source)?;
-                if !(url.starts_with("https://")
-                    || url.starts_with("http://")
-                    || url.starts_with('/'))
-                {
-                    return Err(bad("must be an http(s) URL or a local path"));
-                }
-                self.login_url = Some(url);
-            }
-            _ => {
-                return Err(ConfigError::UnknownKey {
-                    key: key.to_string(),
-                    source,
-                });
-            }
-        }
-        Ok(())
+        })?;
+        self.apply(setting, value, key, source)?;
+        Ok(setting.name)
+    }
+
+    fn apply(
+        &mut self,
+        setting: &Setting,
+        value: Value,
+        key: &str,
+        source: Source,
+    ) -> Result<(), ConfigError> {
+        (setting.apply)(self, value, &Site { key, source })
     }
 
     /// Checks rules that span several settings.
@@ -424,43 +754,58 @@ impl Config {
     }
 }
 
-/// Keys whose value is a list.
-const LIST_KEYS: &[&str] = &["key_files", "key_file", "trusted_proxies"];
+/// `LATCHKEY_*` variables that are not settings.
+const NOT_SETTINGS: &[&str] = &["LOG"];
 
-/// Every key the configuration accepts, for documentation and tests.
-pub const KEYS: &[&str] = &[
-    "listen",
-    "data_dir",
-    "key_files",
-    "workers",
-    "issuer",
-    "ttl",
-    "absolute_limit",
-    "leeway",
-    "cookie_name",
-    "cookie_domain",
-    "cookie_secure",
-    "signup",
-    "argon2_memory_kib",
-    "argon2_iterations",
-    "argon2_parallelism",
-    "body_limit",
-    "read_timeout",
-    "header_timeout",
-    "body_timeout",
-    "send_timeout",
-    "max_connections",
-    "max_connections_per_address",
-    "trusted_proxies",
-    "throttle_max_failures",
-    "throttle_window",
-    "throttle_lockout",
-    "login_concurrency",
-    "metrics",
-    "public_url",
-    "verify_only",
-    "login_url",
-];
+/// The top-level keys and values of a TOML file.
+fn read_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let failed = |reason: String| ConfigError::File {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let text = std::fs::read_to_string(path).map_err(|e| failed(e.to_string()))?;
+    text.parse()
+        .map_err(|e: toml::de::Error| failed(e.message().to_string()))
+}
+
+/// Every setting with its environment variable, default and help, for `serve --help`.
+pub fn settings_help() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from(
+        "Settings (defaults < --config FILE < environment < flags); each is a TOML key and an\n\
+         environment variable:\n",
+    );
+    for s in SETTINGS {
+        let _ = writeln!(out, "  {:<24} {}", s.name, s.env_vars().join(", "));
+        let help = format!("{} [default: {}]", s.help, s.default_doc());
+        let _ = writeln!(out, "      {}", help.replace('`', ""));
+    }
+    out.push_str("  LATCHKEY_LOG: log level, off | error | info (default) | debug\n");
+    out
+}
+
+/// The settings table of the README, generated from [`SETTINGS`] (a test checks that
+/// README.md holds exactly this table).
+pub fn settings_markdown() -> String {
+    use std::fmt::Write as _;
+    let mut out = String::from("| setting | default | meaning |\n|---|---|---|\n");
+    for s in SETTINGS {
+        let flag = s.flag.map(|f| format!(" (`--{f}`)")).unwrap_or_default();
+        let env: Vec<String> = s.env_vars().iter().map(|v| format!("`{v}`")).collect();
+        let env = env.join(", ");
+        let default = match s.default {
+            SettingDefault::Value(v) => format!("`{v}`"),
+            SettingDefault::Derived { doc, .. } => doc.to_string(),
+            SettingDefault::Unset => "none".to_string(),
+        };
+        let _ = writeln!(
+            out,
+            "| `{}`{flag}, {env} | {default} | {} |",
+            s.name, s.help
+        );
+    }
+    out
+}
 
 fn split_list(s: &str) -> Vec<String> {
     s.split(',')
@@ -634,6 +979,8 @@ impl Value {
 /// Which layer a setting came from (named in errors).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Source {
+    /// The embedded default.
+    Default,
     /// The TOML file.
     File,
     /// A `LATCHKEY_*` variable.
@@ -651,6 +998,7 @@ impl fmt::Display for Source {
             Source::Env => "in the environment",
             Source::Flag => "on the command line",
             Source::Combined => "in the configuration",
+            Source::Default => "in the embedded defaults",
         })
     }
 }
@@ -701,7 +1049,11 @@ impl fmt::Display for ConfigError {
                 write!(
                     f,
                     "unknown setting \"{shown}\" {source} (known settings: {})",
-                    KEYS.join(", ")
+                    SETTINGS
+                        .iter()
+                        .map(|s| s.name)
+                        .collect::<Vec<_>>()
+                        .join(", ")
                 )
             }
             ConfigError::Value {
@@ -832,6 +1184,44 @@ mod tests {
         let c = Config::load(None, &env, &[]).unwrap();
         assert_eq!(c.data_dir, PathBuf::from("/var/lib/latchkey"));
         assert_eq!(c.key_files, vec![dir.join("latchkey.key")]);
+    }
+
+    #[test]
+    fn the_readme_table_lists_every_setting_with_its_default() {
+        let readme = include_str!("../README.md");
+        let table = settings_markdown();
+        assert!(
+            readme.contains(&table),
+            "README.md must hold the settings table generated from SETTINGS; replace it with:\n{table}"
+        );
+    }
+
+    #[test]
+    fn every_setting_applies_its_own_default_and_has_a_unique_name() {
+        let c = Config::defaults(&Env::default());
+        assert_eq!(
+            c.workers,
+            std::thread::available_parallelism().map_or(2, |n| n.get())
+        );
+        assert_eq!(c.login_concurrency, c.workers.saturating_sub(1).max(1));
+        for (i, s) in SETTINGS.iter().enumerate() {
+            assert!(!s.help.is_empty(), "{}", s.name);
+            for other in &SETTINGS[i + 1..] {
+                assert!(!other.answers_to(s.name), "{} twice", s.name);
+            }
+            if let SettingDefault::Value(v) = s.default {
+                let mut blank = Config::default();
+                blank
+                    .apply(s, Value::Text(v.into()), s.name, Source::Default)
+                    .unwrap_or_else(|e| panic!("{}: {e}", s.name));
+            }
+        }
+        let env = Env::from_pairs(&[("LATCHKEY_KEY_FILE", "a.key,b.key")]);
+        let c = Config::load(None, &env, &[]).unwrap();
+        assert_eq!(
+            c.key_files,
+            vec![PathBuf::from("a.key"), PathBuf::from("b.key")]
+        );
     }
 
     #[test]

@@ -53,6 +53,17 @@ impl<'a> Request<'a> {
         }
     }
 
+    /// Every value of header `name` (lowercase), in arrival order.
+    pub fn headers_named<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'s str> + use<'s, 'n, 'a> {
+        self.headers
+            .iter()
+            .filter(move |(n, _)| n == name)
+            .map(|(_, v)| v.as_ref())
+    }
+
     /// The first value of header `name` (lowercase).
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
@@ -76,12 +87,22 @@ impl<'a> Request<'a> {
         self
     }
 
-    /// The value of cookie `name`, from every `Cookie` header.
+    /// The first value of cookie `name`, from every `Cookie` header.
     pub fn cookie(&self, name: &str) -> Option<&str> {
+        self.cookies(name).next()
+    }
+
+    /// Every value of cookie `name`, in the order sent, across every `Cookie` header.
+    /// Browsers send each cookie whose domain and path match, so one name can come
+    /// several times (a parent domain's, another path's, a sibling subdomain's).
+    pub fn cookies<'s, 'n>(
+        &'s self,
+        name: &'n str,
+    ) -> impl Iterator<Item = &'s str> + use<'s, 'n, 'a> {
         self.headers
             .iter()
             .filter(|(n, _)| n == "cookie")
-            .find_map(|(_, v)| cookie_value(v, name))
+            .flat_map(move |(_, v)| cookie_values(v, name))
     }
 
     /// The bearer token of an `Authorization: Bearer` header.
@@ -128,11 +149,20 @@ fn media_type(value: Option<&str>) -> String {
         .to_ascii_lowercase()
 }
 
-/// Finds cookie `name` in one `Cookie` header value (`a=1; b=2`).
+/// Finds the first value of cookie `name` in one `Cookie` header value (`a=1; b=2`).
 pub fn cookie_value<'a>(header: &'a str, name: &str) -> Option<&'a str> {
-    // Only the pair that starts with `name` is looked at further: a browser's header
+    cookie_values(header, name).next()
+}
+
+/// Every value of cookie `name` in one `Cookie` header value, in order; a value in
+/// double quotes is taken without them (RFC 6265 §4.1.1).
+pub fn cookie_values<'a, 'n>(
+    header: &'a str,
+    name: &'n str,
+) -> impl Iterator<Item = &'a str> + use<'a, 'n> {
+    // Only the pairs that start with `name` are looked at further: a browser's header
     // carries every cookie of the site and this runs for each cookie a request reads.
-    header.split(';').find_map(|pair| {
+    header.split(';').filter_map(move |pair| {
         let rest = pair.trim_start().strip_prefix(name)?;
         let value = rest.trim_start().strip_prefix('=')?;
         Some(value.trim().trim_matches('"'))
@@ -186,6 +216,15 @@ impl Reply {
             content_type: "application/json",
             ..Reply::html(status, value.to_string())
         }
+    }
+
+    /// The JSON error body every answer under `/api/` uses: `{"error": <machine word>,
+    /// "message": <a sentence for people>}`.
+    pub fn api_error(status: u16, error: &str, message: &str) -> Reply {
+        Reply::json(
+            status,
+            &serde_json::json!({ "error": error, "message": message }),
+        )
     }
 
     /// A plain-text body.
@@ -270,11 +309,6 @@ impl Form {
             .find(|(n, _)| n == name)
             .map(|(_, v)| v.as_str())
     }
-
-    /// The value of a field that must be present.
-    pub fn require(&self, name: &'static str) -> Result<&str, FormError> {
-        self.get(name).ok_or(FormError::Missing(name))
-    }
 }
 
 /// Why form or query input was refused (answered 400, naming the field).
@@ -286,10 +320,6 @@ pub enum FormError {
     TooManyFields,
     /// A field longer than `MAX_FIELD_BYTES`.
     FieldTooLong(String),
-    /// A required field is absent.
-    Missing(&'static str),
-    /// A field's value is not acceptable.
-    Bad(&'static str, String),
 }
 
 impl fmt::Display for FormError {
@@ -304,8 +334,6 @@ impl fmt::Display for FormError {
                 f,
                 "the form field \"{name}\" is longer than {MAX_FIELD_BYTES} bytes"
             ),
-            FormError::Missing(name) => write!(f, "the form field \"{name}\" is missing"),
-            FormError::Bad(name, why) => write!(f, "the form field \"{name}\" {why}"),
         }
     }
 }
@@ -359,6 +387,23 @@ pub fn percent_encode(input: &str) -> String {
     out
 }
 
+/// An identity value (a name, a role, an id) for a `Remote-*` header: its UTF-8 bytes
+/// with every byte outside printable ASCII, and the space and `%`, written `%XX`
+/// (RFC 3986 percent-encoding), so any value fits a header and decodes back exactly
+/// (`urllib.parse.unquote`, `decodeURIComponent`). Names the store accepts are printable
+/// ASCII without spaces or `%`, so they pass unchanged.
+pub fn identity_header(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for &b in value.as_bytes() {
+        if (0x21..=0x7e).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Whether `target` is a safe local redirect: one leading `/`, then no `/` or `\`,
 /// no control characters or whitespace anywhere, no scheme.
 pub fn is_local_path(target: &str) -> bool {
@@ -369,6 +414,95 @@ pub fn is_local_path(target: &str) -> bool {
             .iter()
             .any(|&b| b == b'\\' || b.is_ascii_control() || b == b' ' || b >= 0x80)
         && target.len() <= 2048
+}
+
+/// Who sent a request, as far as the server can tell.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Client {
+    /// An address: the peer's, or one a trusted proxy forwarded.
+    Addr(IpAddr),
+    /// A forwarded entry that is not an address (`unknown`, an obfuscated name,
+    /// garbage): a client of its own (its own throttle key), never trusted and never
+    /// loopback.
+    Named(String),
+}
+
+impl Client {
+    /// The address, when the client is one.
+    pub fn addr(&self) -> Option<IpAddr> {
+        match self {
+            Client::Addr(ip) => Some(*ip),
+            Client::Named(_) => None,
+        }
+    }
+
+    /// Whether the client is a loopback address.
+    pub fn is_loopback(&self) -> bool {
+        self.addr().is_some_and(is_loopback)
+    }
+}
+
+/// The client of a request that came from `peer` with the `X-Forwarded-For` values
+/// `forwarded` (every such header, in order): the peer itself unless it is `trusted`;
+/// else the right-most forwarded entry that is not a trusted address (entries are
+/// read by [`forwarded_addr`], so `ip:port` and `[v6]:port` count as addresses). An
+/// entry that is not an address is the client as it stands: the proxy's own address is
+/// never used in its place. With every entry trusted, the left-most one is the client.
+pub fn client<'f>(
+    peer: IpAddr,
+    forwarded: impl IntoIterator<Item = &'f str>,
+    trusted: impl Fn(IpAddr) -> bool,
+) -> Client {
+    let peer = peer.to_canonical();
+    if !trusted(peer) {
+        return Client::Addr(peer);
+    }
+    let entries: Vec<&str> = forwarded
+        .into_iter()
+        .flat_map(|value| value.split(','))
+        .map(str::trim)
+        .collect();
+    let mut client = Client::Addr(peer);
+    for entry in entries.into_iter().rev() {
+        match forwarded_addr(entry) {
+            Some(ip) => {
+                client = Client::Addr(ip);
+                if !trusted(ip) {
+                    break;
+                }
+            }
+            None => return Client::Named(entry.chars().take(64).collect()),
+        }
+    }
+    client
+}
+
+/// The address of one `X-Forwarded-For` entry: a bare IPv4 or IPv6 address, `ip:port`,
+/// `[v6]` or `[v6]:port`, with IPv4-mapped IPv6 addresses read as the IPv4 address they
+/// carry; `None` for anything else.
+pub fn forwarded_addr(entry: &str) -> Option<IpAddr> {
+    parse_forwarded(entry.trim()).map(|ip| ip.to_canonical())
+}
+
+fn parse_forwarded(entry: &str) -> Option<IpAddr> {
+    if let Ok(ip) = entry.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    if let Some(rest) = entry.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty()
+            || after
+                .strip_prefix(':')
+                .is_some_and(|p| p.parse::<u16>().is_ok());
+        return if port_ok {
+            v6.parse::<std::net::Ipv6Addr>().ok().map(IpAddr::V6)
+        } else {
+            None
+        };
+    }
+    let (v4, port) = entry.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    v4.parse::<std::net::Ipv4Addr>().ok().map(IpAddr::V4)
 }
 
 /// Whether `ip` is a loopback address (IPv4-mapped included).
@@ -393,7 +527,6 @@ mod tests {
         assert_eq!(form.get("empty"), Some(""));
         assert_eq!(form.get("flag"), Some(""));
         assert_eq!(form.get("missing"), None);
-        assert_eq!(form.require("missing"), Err(FormError::Missing("missing")));
     }
 
     #[test]
@@ -447,6 +580,82 @@ mod tests {
         assert_eq!(req.bearer(), Some("xyz"));
         let basic = Request::new(Method::Get, "/").with_header("authorization", "Basic Zm9v");
         assert_eq!(basic.bearer(), None);
+    }
+
+    #[test]
+    fn identity_values_are_percent_encoded_only_where_needed() {
+        assert_eq!(identity_header("alice@example.com"), "alice@example.com");
+        assert_eq!(identity_header("张三"), "%E5%BC%A0%E4%B8%89");
+        assert_eq!(identity_header("Jörg Müller"), "J%C3%B6rg%20M%C3%BCller");
+        assert_eq!(identity_header("100%\r\nX: y"), "100%25%0D%0AX:%20y");
+        for name in ["张三", "a b", "%41", "x\u{7f}y"] {
+            let encoded = identity_header(name);
+            assert!(
+                encoded.bytes().all(|b| (0x21..=0x7e).contains(&b)),
+                "{encoded}"
+            );
+            assert_eq!(percent_decode(encoded.as_bytes()).as_deref(), Some(name));
+        }
+    }
+
+    #[test]
+    fn forwarded_entries() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        for (entry, want) in [
+            ("203.0.113.7", Some("203.0.113.7")),
+            (" 203.0.113.7:4711 ", Some("203.0.113.7")),
+            ("2001:db8::1", Some("2001:db8::1")),
+            ("[2001:db8::1]", Some("2001:db8::1")),
+            ("[2001:db8::1]:443", Some("2001:db8::1")),
+            ("unknown", None),
+            ("_hidden", None),
+            ("203.0.113.7:99999", None),
+            ("[2001:db8::1]:x", None),
+            ("[203.0.113.7]", None),
+            ("", None),
+            ("1.2.3.4:5:6", None),
+            ("[::ffff:203.0.113.7]:1", Some("203.0.113.7")),
+        ] {
+            assert_eq!(forwarded_addr(entry), want.map(ip), "{entry:?}");
+        }
+    }
+
+    #[test]
+    fn the_client_behind_trusted_proxies() {
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let proxy = ip("127.0.0.1");
+        let trusted = |a: IpAddr| a.is_loopback() || a == ip("10.0.0.2");
+        let addr = |s: &str| Client::Addr(ip(s));
+        let named = |s: &str| Client::Named(s.to_string());
+        let cases: &[(&[&str], Client)] = &[
+            (&[], addr("127.0.0.1")),
+            (&["203.0.113.7"], addr("203.0.113.7")),
+            (&["203.0.113.7:4711"], addr("203.0.113.7")),
+            (&["[2001:db8::1]:443"], addr("2001:db8::1")),
+            (
+                &["198.51.100.1, 203.0.113.7, 10.0.0.2"],
+                addr("203.0.113.7"),
+            ),
+            (&["198.51.100.1", "203.0.113.7"], addr("203.0.113.7")),
+            (&["203.0.113.7, unknown"], named("unknown")),
+            (&["unknown, 10.0.0.2"], named("unknown")),
+            (&["garbage"], named("garbage")),
+            (&["127.0.0.5, 10.0.0.2"], addr("127.0.0.5")),
+        ];
+        for (forwarded, want) in cases {
+            assert_eq!(
+                &client(proxy, forwarded.iter().copied(), trusted),
+                want,
+                "{forwarded:?}"
+            );
+        }
+        // An untrusted peer's header is ignored.
+        assert_eq!(
+            client(ip("192.0.2.1"), ["127.0.0.1"], trusted),
+            addr("192.0.2.1")
+        );
+        assert!(!named("unknown").is_loopback());
+        assert!(addr("::1").is_loopback());
     }
 
     #[test]

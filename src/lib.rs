@@ -3,10 +3,13 @@
 //! validate any request without a shared session store.
 //!
 //! Leaves (pure, no HTTP): `token`, `keys`, `password`, `store`, `throttle`,
-//! `metrics`, `config`, `log`. `auth` builds the login cycle on them, `http` and `pages` are
-//! the request/response vocabulary and the HTML, `routes` maps paths to handlers,
-//! `wire` writes replies as bytes, and `server` runs it all on tiny_http.
+//! `metrics`, `config`, `log`. `accounts` holds the account rules on the store and
+//! passwords; `auth` builds the login cycle on tokens, keys and the store; `http` and
+//! `pages` are the request/response vocabulary and the HTML; `routes` maps paths to
+//! handlers that call `accounts` and `auth`; `wire` writes replies as bytes; and
+//! `server` runs it all on tiny_http. docs/design.md describes the whole.
 
+pub mod accounts;
 pub mod auth;
 pub mod config;
 pub mod http;
@@ -20,6 +23,7 @@ pub mod server;
 pub mod store;
 pub mod throttle;
 pub mod token;
+pub mod totp;
 pub mod wire;
 
 pub use auth::{Auth, Visitor};

@@ -1,26 +1,13 @@
 //! Counters for `/metrics`, in the Prometheus text format.
 //!
 //! Lock-free: fixed arrays of atomics indexed by route and status, so recording a
-//! request costs a few relaxed increments on the hot path.
+//! request costs a few relaxed increments on the hot path. The route labels come from
+//! the route table (`routes::labels`); this module only counts under them.
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// The routes requests are counted under (the label `route`).
-pub const ROUTES: &[&str] = &[
-    "home",
-    "login",
-    "logout",
-    "register",
-    "account",
-    "admin",
-    "auth",
-    "api_login",
-    "api_me",
-    "healthz",
-    "metrics",
-    "other",
-];
+use crate::token::ErrorClass;
 
 /// The status codes counted one by one; anything else is counted as `other`.
 const STATUSES: &[u16] = &[
@@ -33,8 +20,13 @@ const BUCKETS_US: &[u64] = &[
     50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000, 50_000, 250_000, 1_000_000,
 ];
 
-/// Token rejection classes, in `ErrorClass` order.
-const CLASSES: &[&str] = &["expired", "malformed", "invalid", "revoked"];
+/// Token rejection classes, each counted under its own word.
+const CLASSES: [ErrorClass; 4] = [
+    ErrorClass::Expired,
+    ErrorClass::Malformed,
+    ErrorClass::Invalid,
+    ErrorClass::Revoked,
+];
 
 /// Login outcomes.
 #[derive(Debug, Clone, Copy)]
@@ -52,6 +44,7 @@ const OUTCOMES: &[&str] = &["ok", "failed", "throttled"];
 /// All counters of one server.
 #[derive(Debug)]
 pub struct Metrics {
+    routes: Vec<&'static str>,
     requests: Vec<AtomicU64>,
     rejections: [AtomicU64; 4],
     logins: [AtomicU64; 3],
@@ -63,11 +56,13 @@ pub struct Metrics {
 }
 
 impl Metrics {
-    /// Zeroed counters for a server with `workers` workers.
-    pub fn new(workers: usize, verify_only: bool) -> Metrics {
+    /// Zeroed counters for a server with `workers` workers, counting requests under
+    /// the route labels `routes` (the last one takes every index beyond the list).
+    pub fn new(routes: Vec<&'static str>, workers: usize, verify_only: bool) -> Metrics {
         let zeros = |n: usize| (0..n).map(|_| AtomicU64::new(0)).collect::<Vec<_>>();
         Metrics {
-            requests: zeros(ROUTES.len() * (STATUSES.len() + 1)),
+            requests: zeros(routes.len() * (STATUSES.len() + 1)),
+            routes,
             rejections: Default::default(),
             logins: Default::default(),
             buckets: zeros(BUCKETS_US.len() + 1),
@@ -78,12 +73,9 @@ impl Metrics {
         }
     }
 
-    /// Counts one answered request.
-    pub fn request(&self, route: &str, status: u16, micros: u64) {
-        let r = ROUTES
-            .iter()
-            .position(|x| *x == route)
-            .unwrap_or(ROUTES.len() - 1);
+    /// Counts one answered request under the route label at index `route`.
+    pub fn request(&self, route: usize, status: u16, micros: u64) {
+        let r = route.min(self.routes.len().saturating_sub(1));
         let s = STATUSES
             .iter()
             .position(|x| *x == status)
@@ -98,8 +90,8 @@ impl Metrics {
         self.latency_count.fetch_add(1, Relaxed);
     }
 
-    /// Counts a refused token by its class word.
-    pub fn rejection(&self, class: &str) {
+    /// Counts a refused token of this class.
+    pub fn rejection(&self, class: ErrorClass) {
         if let Some(i) = CLASSES.iter().position(|c| *c == class) {
             self.rejections[i].fetch_add(1, Relaxed);
         }
@@ -118,7 +110,7 @@ impl Metrics {
             "# HELP latchkey_requests_total Requests answered, by route and status."
         );
         let _ = writeln!(out, "# TYPE latchkey_requests_total counter");
-        for (r, route) in ROUTES.iter().enumerate() {
+        for (r, route) in self.routes.iter().enumerate() {
             for s in 0..=STATUSES.len() {
                 let n = self.requests[r * (STATUSES.len() + 1) + s].load(Relaxed);
                 if n > 0 {
@@ -139,7 +131,8 @@ impl Metrics {
             let n = self.rejections[i].load(Relaxed);
             let _ = writeln!(
                 out,
-                "latchkey_token_rejections_total{{class=\"{class}\"}} {n}"
+                "latchkey_token_rejections_total{{class=\"{}\"}} {n}",
+                class.as_str()
             );
         }
         let _ = writeln!(
@@ -208,12 +201,12 @@ mod tests {
 
     #[test]
     fn renders_what_was_counted() {
-        let m = Metrics::new(2, false);
-        m.request("auth", 200, 40);
-        m.request("auth", 200, 400);
-        m.request("auth", 401, 40);
-        m.request("nowhere", 418, 2_000_000);
-        m.rejection("expired");
+        let m = Metrics::new(vec!["home", "auth", "other"], 2, false);
+        m.request(1, 200, 40);
+        m.request(1, 200, 400);
+        m.request(1, 401, 40);
+        m.request(99, 418, 2_000_000);
+        m.rejection(ErrorClass::Expired);
         m.login(LoginOutcome::Throttled);
         let text = m.render();
         assert!(text.contains("latchkey_requests_total{route=\"auth\",status=\"200\"} 2\n"));

@@ -1,40 +1,67 @@
-//! The HTML pages, rendered with maud: one layout, one small inline stylesheet, no
-//! JavaScript. maud escapes every spliced string; user-supplied text is only ever
-//! placed in element content or in `value` attributes, never in an attribute that can
-//! hold a URL (the `next` field is a hidden input, checked again on submit).
+//! The HTML pages, rendered with maud: one layout, one small inline stylesheet (light
+//! and dark), no JavaScript. maud escapes every spliced string; user-supplied text is
+//! only ever placed in element content or in `value` attributes, never in an attribute
+//! that can hold a URL (the `next` field is a hidden input, checked again on submit).
 
 use maud::{DOCTYPE, Escaper, Markup, PreEscaped, Render, html};
 
-use crate::store::User;
-use crate::token::Claims;
+use crate::store::{ROLE_ADMIN, User};
+use crate::token::{Claims, ErrorClass};
 
-/// The stylesheet, inlined in every page and allowed by its hash in the CSP.
+/// The stylesheet, inlined in every page and allowed by its hash in the CSP. Colours
+/// meet WCAG 2.1 contrast: text 4.5:1, input borders 3:1 (1.4.11), in both schemes.
 pub const STYLE: &str = "\
-:root{--fg:#1d2330;--muted:#5b6475;--bg:#f4f6fa;--card:#fff;--line:#dfe3ea;--accent:#3056d3;--bad:#b42318;--ok:#067647}\
+:root{color-scheme:light dark;--fg:#1d2330;--muted:#5b6475;--bg:#f4f6fa;--card:#fff;--line:#dfe3ea;--input:#7a8497;--accent:#3056d3;--on-accent:#fff;--bad:#b42318;--ok:#067647;--bad-bg:#fef3f2;--bad-line:#fecdca;--ok-bg:#ecfdf3;--ok-line:#abefc6;--badge:#eef2ff}\
+@media (prefers-color-scheme:dark){:root{--fg:#e6e9ef;--muted:#a3acbb;--bg:#11151c;--card:#1a2029;--line:#303846;--input:#7b8599;--accent:#8fa8ff;--on-accent:#0b1020;--bad:#ff8a80;--ok:#6ee7a7;--bad-bg:#2a1614;--bad-line:#6b2b26;--ok-bg:#10261b;--ok-line:#1f5a3a;--badge:#232c45}}\
 *{box-sizing:border-box}\
 body{margin:0;font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:var(--fg);background:var(--bg)}\
+a{color:var(--accent)}a:visited{color:var(--accent)}\
 header{background:var(--card);border-bottom:1px solid var(--line)}\
-nav{max-width:56rem;margin:0 auto;padding:.75rem 1rem;display:flex;gap:1rem;align-items:center}\
+nav{max-width:60rem;margin:0 auto;padding:.75rem 1rem;display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center}\
 nav .brand{font-weight:700;margin-right:auto;color:var(--fg);text-decoration:none}\
-nav a{color:var(--accent);text-decoration:none}\
-main{max-width:56rem;margin:2rem auto;padding:0 1rem}\
+nav a{text-decoration:none}\
+main{max-width:60rem;margin:2rem auto;padding:0 1rem}\
 .card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:1.5rem;margin-bottom:1.5rem}\
 .narrow{max-width:26rem;margin-left:auto;margin-right:auto}\
 h1{font-size:1.5rem;margin:0 0 1rem}h2{font-size:1.15rem;margin:0 0 .75rem}\
 label{display:block;font-weight:600;margin:.75rem 0 .25rem}\
-input[type=text],input[type=password],select{width:100%;padding:.55rem .7rem;border:1px solid var(--line);border-radius:6px;font:inherit}\
-button{font:inherit;padding:.5rem 1rem;border:0;border-radius:6px;background:var(--accent);color:#fff;cursor:pointer;margin-top:1rem}\
+input[type=text],input[type=password],select{width:100%;padding:.55rem .7rem;border:1px solid var(--input);border-radius:6px;font:inherit;color:var(--fg);background:var(--card)}\
+button,.button{display:inline-block;font:inherit;padding:.5rem 1rem;border:0;border-radius:6px;background:var(--accent);color:var(--on-accent);cursor:pointer;margin-top:1rem;text-decoration:none;line-height:1.5}\
+a.button:visited{color:var(--on-accent)}\
 button.link{background:none;color:var(--accent);padding:0;margin:0}\
 nav .inline button.link{font-size:inherit;padding:0;margin:0;line-height:inherit}\
-button.danger{background:var(--bad)}\
-.inline{display:inline;margin:0}.inline button{margin:0 .25rem 0 0;padding:.25rem .6rem;font-size:.85rem}\
-.inline input,.inline select{width:auto;padding:.25rem;font-size:.85rem}\
+.danger{background:var(--bad)!important;color:var(--on-accent)!important}\
+.secondary{background:none;color:var(--accent);border:1px solid var(--input)}\
+.inline{display:inline;margin:0}.inline button,.actions .button{margin:.15rem .25rem .15rem 0;padding:.25rem .6rem;font-size:.85rem}\
+.inline input,.inline select{width:7rem;padding:.25rem;font-size:.85rem}\
 .notice{padding:.75rem 1rem;border-radius:6px;margin-bottom:1rem;border:1px solid var(--line)}\
-.notice.error{background:#fef3f2;border-color:#fecdca;color:var(--bad)}\
-.notice.info{background:#ecfdf3;border-color:#abefc6;color:var(--ok)}\
+.notice.error{background:var(--bad-bg);border-color:var(--bad-line);color:var(--bad)}\
+.notice.info{background:var(--ok-bg);border-color:var(--ok-line);color:var(--ok)}\
 table{width:100%;border-collapse:collapse;font-size:.95rem}th,td{text-align:left;padding:.5rem;border-bottom:1px solid var(--line);vertical-align:top}\
-.muted{color:var(--muted)}.badge{display:inline-block;padding:0 .5rem;border-radius:99px;background:#eef2ff;color:var(--accent);font-size:.85rem}\
+.muted{color:var(--muted)}.badge{display:inline-block;padding:0 .5rem;border-radius:99px;background:var(--badge);color:var(--accent);font-size:.85rem}\
+@media (max-width:44rem){.users thead{display:none}.users,.users tbody,.users tr,.users td{display:block;width:100%}\
+.users tr{border-bottom:1px solid var(--line);padding:.5rem 0}.users td{border:0;padding:.2rem 0}\
+.users td[data-label]::before{content:attr(data-label) ': ';font-weight:600}.card{padding:1rem}}\
 ";
+
+/// The site's icon: a key, as SVG (served at `/favicon.svg` and `/favicon.ico`).
+pub const FAVICON: &str = "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 32 32\">\
+<rect width=\"32\" height=\"32\" rx=\"7\" fill=\"#3056d3\"/>\
+<circle cx=\"12\" cy=\"16\" r=\"6\" fill=\"none\" stroke=\"#fff\" stroke-width=\"3\"/>\
+<path d=\"M18 16h9v4M23 16v3\" fill=\"none\" stroke=\"#fff\" stroke-width=\"3\" stroke-linecap=\"round\"/></svg>";
+
+/// The `Content-Security-Policy` of every answer: no script at all, the one stylesheet
+/// by its hash, images from this site, forms only to `form_action` (the sources the
+/// redirect rules allow), no framing, no `<base>`.
+pub fn content_security_policy(form_action: &str) -> String {
+    use base64::Engine;
+    use sha2::Digest;
+    let hash =
+        base64::engine::general_purpose::STANDARD.encode(sha2::Sha256::digest(STYLE.as_bytes()));
+    format!(
+        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
+    )
+}
 
 /// A one-line notice shown above a page's content.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,23 +73,31 @@ pub enum Notice {
 }
 
 impl Notice {
-    /// The notice for a one-shot flash code; unknown codes show nothing.
-    pub fn from_flash(code: &str) -> Option<Notice> {
-        let error = |s: &str| Some(Notice::Error(s.to_string()));
-        let info = |s: &str| Some(Notice::Info(s.to_string()));
-        match code {
-            "expired" => error("Your session has expired, please log in again."),
-            "malformed" => error("Your login cookie was damaged, please log in again."),
-            "invalid" => error("Your login could not be verified, please log in again."),
-            "revoked" => error(
-                "Your session was ended (password changed, account locked or logged out everywhere), please log in again.",
-            ),
-            "logged_out" => info("You have been logged out."),
-            "logged_out_everywhere" => info("You have been logged out on every device."),
-            "password_changed" => info("Your password was changed."),
-            "welcome" => info("Your account was created. Welcome!"),
-            _ => None,
+    /// The notice for a visitor whose token was just refused, by the refusal's class.
+    pub fn for_rejection(class: ErrorClass) -> Notice {
+        Notice::Error(
+            match class {
+                ErrorClass::Expired => "Your session has expired, please log in again.",
+                ErrorClass::Malformed => "Your login cookie was damaged, please log in again.",
+                ErrorClass::Invalid => "Your login could not be verified, please log in again.",
+                ErrorClass::Revoked => {
+                    "Your session was ended (password changed, account locked or logged out everywhere), please log in again."
+                }
+            }
+            .to_string(),
+        )
+    }
+
+    /// The text.
+    pub fn text(&self) -> &str {
+        match self {
+            Notice::Info(t) | Notice::Error(t) => t,
         }
+    }
+
+    /// Whether it reports a failure.
+    pub fn is_error(&self) -> bool {
+        matches!(self, Notice::Error(_))
     }
 }
 
@@ -112,7 +147,9 @@ fn layout(title: &str, chrome: &Chrome, width: Width, content: Markup) -> Markup
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
+                meta name="color-scheme" content="light dark";
                 title { (title) " · latchkey" }
+                link rel="icon" href="/favicon.svg" type="image/svg+xml";
                 style { (PreEscaped(STYLE)) }
             }
             body {
@@ -121,7 +158,7 @@ fn layout(title: &str, chrome: &Chrome, width: Width, content: Markup) -> Markup
                         a.brand href="/" { "latchkey" }
                         @if let Some(user) = chrome.user {
                             a href="/account" { "Account" }
-                            @if user.role == "admin" && chrome.has_store {
+                            @if user.role == ROLE_ADMIN && chrome.has_store {
                                 a href="/admin" { "Admin" }
                             }
                             form.inline method="post" action="/logout" {
@@ -149,26 +186,47 @@ fn layout(title: &str, chrome: &Chrome, width: Width, content: Markup) -> Markup
     }
 }
 
-/// `GET /`: greets the user by name and role.
-pub fn home(chrome: &Chrome) -> String {
+/// What the home page says to a visitor who is not logged in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Welcome {
+    /// The usual: a link to log in.
+    LogIn,
+    /// The store has no user yet: the first registration makes the administrator.
+    FirstRun,
+}
+
+/// `GET /`: greets a user by name and role with where to go next; tells anyone else how
+/// to log in (or, on an empty store, how to create the administrator).
+pub fn home(chrome: &Chrome, welcome: Welcome) -> String {
     let content = html! {
         div.card {
             @if let Some(user) = chrome.user {
                 h1 { "Hello, " (user.name) "!" }
                 p { "You are logged in with the role " span.badge { (user.role) } "." }
-                p.muted { "Your session is carried by a signed token in a cookie; any latchkey instance holding the key can verify it." }
+                ul {
+                    li { a href="/account" { "Your account" } ": password, sessions" }
+                    @if user.role == ROLE_ADMIN && chrome.has_store {
+                        li { a href="/admin" { "Users" } ": create, lock, reset, delete" }
+                    }
+                }
+            } @else if welcome == Welcome::FirstRun {
+                h1 { "Welcome to latchkey" }
+                p { "No account exists yet. The first account you register becomes the administrator; it needs the one-time setup code the server wrote to the file " code { "setup-code" } " in its data directory and to its log. Or create the administrator on the server with " code { "latchkey user add NAME --role admin" } "." }
+                p { a.button href="/register" { "Register the administrator" } }
             } @else {
                 h1 { "Welcome" }
                 p { "You are not logged in." }
-                p { a href=(chrome.login_url) { "Log in" } }
+                p { a.button href=(chrome.login_url) { "Log in" } }
             }
         }
     };
     layout("Home", chrome, Width::Wide, content).into_string()
 }
 
-/// `GET /login`.
+/// `GET /login`; after a failed attempt `username` is filled in and the password field
+/// takes the focus.
 pub fn login(chrome: &Chrome, next: &str, username: &str, signup_open: bool) -> String {
+    let retry = !username.is_empty();
     let content = html! {
         div.card.narrow {
             h1 { "Log in" }
@@ -176,9 +234,9 @@ pub fn login(chrome: &Chrome, next: &str, username: &str, signup_open: bool) -> 
                 (csrf_field(chrome))
                 input type="hidden" name="next" value=(next);
                 label for="username" { "User name" }
-                input #username type="text" name="username" value=(username) autocomplete="username" required autofocus;
+                input #username type="text" name="username" value=(username) autocomplete="username" required autofocus[!retry];
                 label for="password" { "Password" }
-                input #password type="password" name="password" autocomplete="current-password" required;
+                input #password type="password" name="password" autocomplete="current-password" required autofocus[retry];
                 button type="submit" { "Log in" }
             }
             @if signup_open {
@@ -195,10 +253,14 @@ pub fn register(chrome: &Chrome, username: &str, first: bool) -> String {
         div.card.narrow {
             h1 { "Register" }
             @if first {
-                p.muted { "This is the first account: it becomes the administrator." }
+                p.muted { "This is the first account: it becomes the administrator. It needs the one-time setup code the server wrote to the file " code { "setup-code" } " in its data directory (and to its log at start)." }
             }
             form method="post" action="/register" {
                 (csrf_field(chrome))
+                @if first {
+                    label for="setup_code" { "Setup code" }
+                    input #setup_code type="text" name="setup_code" autocomplete="off" spellcheck="false" required;
+                }
                 label for="username" { "User name" }
                 input #username type="text" name="username" value=(username) autocomplete="username" required autofocus;
                 label for="password" { "Password (at least 8 characters)" }
@@ -243,51 +305,104 @@ pub fn account(chrome: &Chrome, expires_in: i64) -> String {
             div.card {
                 h2 { "Log out everywhere" }
                 p.muted { "Ends every session of this account, on every device, including this one." }
-                form method="post" action="/account/revoke" {
-                    (csrf_field(chrome))
-                    button.danger type="submit" { "Log out everywhere" }
-                }
+                a.button.danger href="/account/revoke" { "Log out everywhere…" }
             }
         }
     };
     layout("Account", chrome, Width::Wide, content).into_string()
 }
 
-/// `GET /admin`: every user with the actions on them, and a form to create one.
+/// A question before a drastic action: `question` as the heading, `detail` below it, a
+/// form posting to `action` with the button `confirm`, and a way back to `back`.
+pub fn confirm(
+    chrome: &Chrome,
+    question: &str,
+    detail: &str,
+    action: &str,
+    confirm: &str,
+    back: &str,
+) -> String {
+    let content = html! {
+        div.card.narrow {
+            h1 { (question) }
+            p { (detail) }
+            form method="post" action=(action) {
+                (csrf_field(chrome))
+                button.danger type="submit" { (confirm) }
+                " "
+                a.button.secondary href=(back) { "Cancel" }
+            }
+        }
+    };
+    layout(question, chrome, Width::Narrow, content).into_string()
+}
+
+/// `GET /logout`: a button that logs out (logging out changes state, so it is a POST).
+pub fn logout(chrome: &Chrome) -> String {
+    let content = html! {
+        div.card.narrow {
+            h1 { "Log out" }
+            @if let Some(user) = chrome.user {
+                p { "You are logged in as " strong { (user.name) } "." }
+                form method="post" action="/logout" {
+                    (csrf_field(chrome))
+                    button type="submit" { "Log out" }
+                }
+            } @else {
+                p { "You are not logged in." }
+                p { a href="/" { "Home" } }
+            }
+        }
+    };
+    layout("Log out", chrome, Width::Narrow, content).into_string()
+}
+
+/// `GET /admin`: every user with the actions on them, and a form to create one. The
+/// administrator's own row has no role, lock or delete controls (those need another
+/// administrator).
 pub fn admin(chrome: &Chrome, users: &[User]) -> String {
     let me = chrome.user.map_or(0, |u| u.user_id);
     let content = html! {
         div.card {
             h1 { "Users" }
-            table {
-                tr { th { "Id" } th { "Name" } th { "Role" } th { "State" } th { "Actions" } }
-                @for user in users {
-                    tr {
-                        td { (user.id) }
-                        td { (user.name) }
-                        td {
-                            form.inline method="post" action={ "/admin/users/" (user.id) "/role" } {
-                                (csrf_field(chrome))
-                                input type="text" name="role" value=(user.role) size="8" aria-label="role";
-                                button type="submit" { "Set" }
-                            }
-                        }
-                        td { @if user.locked { "locked" } @else { "active" } }
-                        td {
-                            @if user.id != me {
-                                form.inline method="post" action={ "/admin/users/" (user.id) (if user.locked { "/unlock" } else { "/lock" }) } {
-                                    (csrf_field(chrome))
-                                    button type="submit" { (if user.locked { "Unlock" } else { "Lock" }) }
+            table.users {
+                thead {
+                    tr { th { "Id" } th { "Name" } th { "Role" } th { "State" } th { "Created" } th { "Last login" } th { "Actions" } }
+                }
+                tbody {
+                    @for user in users {
+                        tr {
+                            td data-label="Id" { (user.id) }
+                            td data-label="Name" { (user.name) @if user.id == me { " " span.muted { "(you)" } } }
+                            td data-label="Role" {
+                                @if user.id == me {
+                                    span.badge { (user.role) }
+                                } @else {
+                                    form.inline method="post" action={ "/admin/users/" (user.id) "/role" } {
+                                        (csrf_field(chrome))
+                                        input type="text" name="role" value=(user.role) size="8" aria-label={ "role of " (user.name) };
+                                        button type="submit" { "Set" }
+                                    }
                                 }
                             }
-                            form.inline method="post" action={ "/admin/users/" (user.id) "/revoke" } {
-                                (csrf_field(chrome))
-                                button type="submit" { "Revoke sessions" }
+                            td data-label="State" { @if user.locked { "locked" } @else { "active" } }
+                            td data-label="Created" { (date(user.created)) }
+                            td data-label="Last login" {
+                                @match user.last_login { Some(t) => (date(t)), None => span.muted { "never" } }
                             }
-                            @if user.id != me {
-                                form.inline method="post" action={ "/admin/users/" (user.id) "/delete" } {
+                            td.actions data-label="Actions" {
+                                @if user.id != me {
+                                    form.inline method="post" action={ "/admin/users/" (user.id) (if user.locked { "/unlock" } else { "/lock" }) } {
+                                        (csrf_field(chrome))
+                                        button type="submit" { (if user.locked { "Unlock" } else { "Lock" }) }
+                                    }
+                                }
+                                form.inline method="post" action={ "/admin/users/" (user.id) "/revoke" } {
                                     (csrf_field(chrome))
-                                    button.danger type="submit" { "Delete" }
+                                    button type="submit" { "End sessions" }
+                                }
+                                @if user.id != me {
+                                    a.button.danger href={ "/admin/users/" (user.id) "/delete" } { "Delete…" }
                                 }
                             }
                         }
@@ -333,14 +448,24 @@ pub fn reason(status: u16) -> &'static str {
         403 => "Forbidden",
         404 => "Not Found",
         405 => "Method Not Allowed",
+        408 => "Request Timeout",
         413 => "Payload Too Large",
+        414 => "URI Too Long",
         415 => "Unsupported Media Type",
         429 => "Too Many Requests",
         431 => "Request Header Fields Too Large",
         500 => "Internal Server Error",
+        501 => "Not Implemented",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         _ => "Error",
     }
+}
+
+/// A Unix time as `YYYY-MM-DD HH:MM` UTC, for tables.
+fn date(unix: i64) -> String {
+    let stamp = crate::log::timestamp(unix);
+    format!("{} {}", &stamp[..10], &stamp[11..16])
 }
 
 fn human_duration(seconds: i64) -> String {
@@ -380,10 +505,24 @@ mod tests {
         }
     }
 
+    fn user(id: u64, name: &str, role: &str) -> User {
+        User {
+            id,
+            name: name.into(),
+            role: role.into(),
+            password_hash: "x".into(),
+            ver: 0,
+            locked: false,
+            created: 1_795_000_000,
+            updated: 1_795_000_000,
+            last_login: None,
+        }
+    }
+
     #[test]
     fn home_greets_by_name_and_role_escaped() {
         let c = claims("<b>al&ice</b>", "admin");
-        let page = home(&chrome(Some(&c), None));
+        let page = home(&chrome(Some(&c), None), Welcome::LogIn);
         assert!(
             page.contains("Hello, &lt;b&gt;al&amp;ice&lt;/b&gt;!"),
             "{page}"
@@ -391,6 +530,12 @@ mod tests {
         assert!(page.contains(">admin<"));
         assert!(page.contains("href=\"/admin\""));
         assert!(!page.contains("<script"));
+        assert!(
+            !page.contains("signed token"),
+            "no developer text for users"
+        );
+        let first = home(&chrome(None, None), Welcome::FirstRun);
+        assert!(first.contains("href=\"/register\""), "{first}");
     }
 
     #[test]
@@ -401,6 +546,15 @@ mod tests {
             register(&chrome(None, None), "", true),
             account(&chrome(Some(&c), None), 100),
             admin(&chrome(Some(&c), None), &[]),
+            logout(&chrome(Some(&c), None)),
+            confirm(
+                &chrome(Some(&c), None),
+                "Sure?",
+                "Really.",
+                "/x",
+                "Yes",
+                "/",
+            ),
         ] {
             assert!(page.contains("<input type=\"hidden\" name=\"csrf\" value=\"tok\">"));
         }
@@ -411,10 +565,48 @@ mod tests {
             page.contains("value=\"&quot;&gt;&lt;script&gt;\">"),
             "{page}"
         );
-        let page = home(&chrome(Some(&c), None));
+        let page = home(&chrome(Some(&c), None), Welcome::LogIn);
         assert!(
             !page.contains("href=\"/admin\""),
             "plain users see no admin link"
+        );
+    }
+
+    #[test]
+    fn after_a_failed_login_the_password_takes_the_focus() {
+        let fresh = login(&chrome(None, None), "/", "", false);
+        assert!(
+            fresh.contains(
+                "name=\"username\" value=\"\" autocomplete=\"username\" required autofocus"
+            )
+        );
+        let retry = login(&chrome(None, None), "/", "bob", false);
+        assert!(
+            retry
+                .contains("name=\"password\" autocomplete=\"current-password\" required autofocus")
+        );
+        assert!(!retry.contains("autocomplete=\"username\" required autofocus"));
+    }
+
+    #[test]
+    fn the_admins_own_row_has_no_role_lock_or_delete_controls() {
+        let me = claims("root", "admin");
+        let page = admin(
+            &chrome(Some(&me), None),
+            &[user(1, "root", "admin"), user(2, "bob", "user")],
+        );
+        assert!(!page.contains("/admin/users/1/role"));
+        assert!(!page.contains("/admin/users/1/lock"));
+        assert!(!page.contains("/admin/users/1/delete"));
+        assert!(page.contains("/admin/users/1/revoke"));
+        assert!(page.contains("/admin/users/2/role"));
+        assert!(
+            page.contains("href=\"/admin/users/2/delete\""),
+            "delete asks first"
+        );
+        assert!(
+            page.contains("2026-11-18 ") && page.contains(">never<"),
+            "{page}"
         );
     }
 
@@ -429,10 +621,9 @@ mod tests {
 
     #[test]
     fn notices_show() {
-        let n = Notice::from_flash("expired").unwrap();
+        let n = Notice::for_rejection(ErrorClass::Expired);
         let page = login(&chrome(None, Some(&n)), "/", "", false);
         assert!(page.contains("Your session has expired, please log in again."));
-        assert_eq!(Notice::from_flash("<script>"), None);
     }
 
     #[test]

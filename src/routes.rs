@@ -1,36 +1,39 @@
-//! The handlers, and the one `match` that maps paths to them.
+//! The route table and the handlers: HTTP in, account rules and pages out.
 //!
-//! A handler is a plain function from a request context to a `Reply`. The before
-//! step has already identified the visitor; the after step (in `handle`) takes care
-//! of the token cookie, so handlers only say "log this user in" or "log out".
+//! A handler is a plain function from a request context to a `Reply`. The before step
+//! (`Auth::identify`) has already identified the visitor; the after step (in
+//! [`handle`]) takes care of the token cookie, so handlers only say "log this user in"
+//! or "log out". The rules themselves (passwords, throttling, who may do what) live in
+//! `accounts`; handlers read forms, call them, and turn their outcomes into pages and
+//! status codes. One table, [`ROUTES`], drives dispatch, the `Allow` header of a 405 and
+//! the `route` label of `/metrics`.
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
 
 use serde_json::json;
 
-use crate::auth::{self, Auth, CSRF_FIELD, FLASH_COOKIE, Visitor};
+use crate::accounts::{
+    self, Accounts, AdminAction, AdminError, Attempt, CreateError, LoginError, NewUser,
+    PasswordChangeError, Registration,
+};
+use crate::auth::{self, Auth, CSRF_COOKIE, CSRF_FIELD, Flash, Source, Visitor};
 use crate::config::{Config, MetricsAccess, origin_of};
-use crate::http::{Form, FormError, Login, Method, Reply, Request, percent_encode};
+use crate::http::{self, Client, Form, Login, Method, Reply, Request, percent_encode};
 use crate::metrics::{LoginOutcome, Metrics};
-use crate::pages::{self, Chrome, Notice};
-use crate::password::{Passwords, Verdict};
-use crate::store::{StoreError, User, UserStore};
-use crate::throttle::{Key, Throttle};
+use crate::pages::{self, Chrome, Notice, Welcome};
+use crate::store::{ROLE_ADMIN, ROLE_USER, StoreError, User, UserStore};
+use crate::token::{Claims, ErrorClass};
 
 /// State shared by every worker.
 pub struct Shared {
     /// The configuration in force.
     pub config: Config,
-    /// Password hashing at the configured cost.
-    pub passwords: Passwords,
-    /// Failed-login throttling.
-    pub throttle: Throttle,
+    /// The account rules with their hashing, throttling and sign-up settings.
+    pub accounts: Accounts,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
-    /// Bounds how many password hashes run at once.
-    pub hashing: Gate,
     /// Whether access lines are written: only then does `handle` copy the user's name
     /// into its [`Outcome`].
     pub access_log: bool,
@@ -55,49 +58,234 @@ pub struct App {
 /// What `handle` reports besides the reply, for the access log and metrics.
 #[derive(Debug, Clone)]
 pub struct Outcome {
-    /// The route label.
-    pub route: &'static str,
+    /// The index of the route's label in [`labels`].
+    pub route: usize,
     /// The user name, when the visitor was logged in and the access log is on.
     pub user: Option<String>,
 }
 
-/// A counting semaphore that never blocks: beyond `max` holders, `try_enter` fails.
-#[derive(Debug)]
-pub struct Gate {
-    max: usize,
-    used: AtomicUsize,
-}
-
-/// Held while a password hash runs.
-#[derive(Debug)]
-pub struct GatePass<'a>(&'a Gate);
-
-impl Gate {
-    /// A gate letting `max` holders in at once.
-    pub fn new(max: usize) -> Gate {
-        Gate {
-            max,
-            used: AtomicUsize::new(0),
+impl Outcome {
+    /// The outcome of a request no route answered (refused before routing).
+    pub fn unrouted() -> Outcome {
+        Outcome {
+            route: other_label(),
+            user: None,
         }
     }
+}
 
-    /// Enters when a place is free.
-    pub fn try_enter(&self) -> Option<GatePass<'_>> {
-        self.used
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
-                (n < self.max).then_some(n + 1)
-            })
-            .ok()
-            .map(|_| GatePass(self))
+/// What a route answers with; `Err` stops early with a reply or a store failure.
+type Answer = Result<Reply, Halt>;
+
+/// A handler: the context of one request in, its answer out.
+type Handler = fn(&Ctx) -> Answer;
+
+/// Which paths a route serves.
+#[derive(Debug, Clone, Copy)]
+enum Paths {
+    /// Exactly this path.
+    Exact(&'static str),
+    /// Every path that starts with this prefix (the handler reads the rest).
+    Under(&'static str),
+    /// Every path that starts with the first part and ends with the second, with
+    /// something between them (`/admin/users/` … `/delete`).
+    Around(&'static str, &'static str),
+}
+
+impl Paths {
+    fn matches(self, path: &str) -> bool {
+        match self {
+            Paths::Exact(p) => path == p,
+            Paths::Under(prefix) => path.starts_with(prefix),
+            Paths::Around(prefix, suffix) => {
+                path.len() > prefix.len() + suffix.len()
+                    && path.starts_with(prefix)
+                    && path.ends_with(suffix)
+            }
+        }
     }
 }
 
-impl Drop for GatePass<'_> {
-    fn drop(&mut self) {
-        self.0.used.fetch_sub(1, Ordering::AcqRel);
+/// One row of the route table.
+struct Route {
+    method: Method,
+    paths: Paths,
+    /// The `route` label of `/metrics`.
+    label: &'static str,
+    handler: Handler,
+}
+
+const fn route(method: Method, paths: Paths, label: &'static str, handler: Handler) -> Route {
+    Route {
+        method,
+        paths,
+        label,
+        handler,
     }
 }
 
+/// Every route: dispatch, `Allow` and the metrics labels all come from here. `GET` rows
+/// also answer `HEAD` (without a body). The first matching row wins.
+const ROUTES: &[Route] = {
+    use Method::{Get, Post};
+    use Paths::{Around, Exact, Under};
+    &[
+        route(Get, Exact("/"), "home", home),
+        route(Get, Exact("/login"), "login", login_page),
+        route(Post, Exact("/login"), "login", login_submit),
+        route(Get, Exact("/logout"), "logout", logout_page),
+        route(Post, Exact("/logout"), "logout", logout),
+        route(Get, Exact("/register"), "register", register_page),
+        route(Post, Exact("/register"), "register", register_submit),
+        route(Get, Exact("/account"), "account", account),
+        route(Post, Exact("/account/password"), "account", change_password),
+        route(Get, Exact("/account/revoke"), "account", revoke_own_confirm),
+        route(Post, Exact("/account/revoke"), "account", revoke_own),
+        route(Get, Exact("/admin"), "admin", admin_page),
+        route(Post, Exact("/admin/users"), "admin", admin_create),
+        route(
+            Get,
+            Around("/admin/users/", "/delete"),
+            "admin",
+            admin_delete_confirm,
+        ),
+        route(Post, Under("/admin/users/"), "admin", admin_action),
+        route(Get, Exact("/auth"), "auth", forward_auth),
+        route(Post, Exact("/api/login"), "api_login", api_login),
+        route(Get, Exact("/api/me"), "api_me", api_me),
+        route(Get, Exact("/healthz"), "healthz", healthz),
+        route(Get, Exact("/metrics"), "metrics", metrics),
+        route(Get, Exact("/favicon.svg"), "static", favicon),
+        route(Get, Exact("/favicon.ico"), "static", favicon),
+    ]
+};
+
+/// The label of requests no route answered.
+const OTHER: &str = "other";
+
+/// The `route` labels of `/metrics`: each label of [`ROUTES`] once, in table order,
+/// then `other`. [`Outcome::route`] indexes this list.
+pub fn labels() -> &'static [&'static str] {
+    static LABELS: OnceLock<Vec<&'static str>> = OnceLock::new();
+    LABELS.get_or_init(|| {
+        let mut labels: Vec<&'static str> = Vec::new();
+        for route in ROUTES {
+            if !labels.contains(&route.label) {
+                labels.push(route.label);
+            }
+        }
+        labels.push(OTHER);
+        labels
+    })
+}
+
+/// The index in [`labels`] of each row of [`ROUTES`], computed once.
+fn label_of(row: usize) -> usize {
+    static INDEX: OnceLock<Vec<usize>> = OnceLock::new();
+    let index = INDEX.get_or_init(|| {
+        ROUTES
+            .iter()
+            .map(|r| labels().iter().position(|l| *l == r.label).unwrap_or(0))
+            .collect()
+    });
+    index.get(row).copied().unwrap_or_else(other_label)
+}
+
+fn other_label() -> usize {
+    labels().len() - 1
+}
+
+/// The methods a path accepts, for a 405's `Allow` (`GET` implies `HEAD`); `None` when
+/// no route serves the path at all.
+fn allowed(path: &str) -> Option<String> {
+    let mut methods = Vec::new();
+    for route in ROUTES.iter().filter(|r| r.paths.matches(path)) {
+        let names: &[&str] = match route.method {
+            Method::Get => &["GET", "HEAD"],
+            Method::Post => &["POST"],
+            Method::Other => &[],
+        };
+        for name in names {
+            if !methods.contains(name) {
+                methods.push(*name);
+            }
+        }
+    }
+    (!methods.is_empty()).then(|| methods.join(", "))
+}
+
+/// Answers one request: before, route, after.
+pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
+    let visitor = match app.auth.identify(req, now) {
+        Ok(v) => v,
+        Err(e) => {
+            crate::log::error(&format!("user store: {e}"));
+            let reply = unavailable(req.path);
+            return (reply, Outcome::unrouted());
+        }
+    };
+    if let Some(class) = visitor.rejected() {
+        app.shared.metrics.rejection(class);
+    }
+    let ctx = Ctx {
+        app,
+        req,
+        visitor: &visitor,
+        now,
+    };
+    let row = ROUTES
+        .iter()
+        .position(|r| r.method == req.method && r.paths.matches(req.path));
+    let (route, result) = match row {
+        Some(row) => (label_of(row), (ROUTES[row].handler)(&ctx)),
+        None => (other_label(), Ok(not_routed(&ctx))),
+    };
+    let mut reply = match result {
+        Ok(reply) | Err(Halt::Reply(reply)) => reply,
+        Err(Halt::Store(e)) => {
+            crate::log::error(&format!("user store: {e}"));
+            ctx.store_unavailable()
+        }
+    };
+    app.auth.finish(&visitor, &mut reply, now);
+    let user = match (&reply.login, visitor.claims()) {
+        _ if !app.shared.access_log => None,
+        (Login::Start(c), _) => Some(c.name.clone()),
+        (_, Some(c)) => Some(c.name.clone()),
+        _ => None,
+    };
+    (reply, Outcome { route, user })
+}
+
+/// The 503 for a store that cannot be used, before a visitor could be identified.
+fn unavailable(path: &str) -> Reply {
+    const MESSAGE: &str = "The user store cannot be used right now. Please try again shortly.";
+    if path.starts_with("/api/") {
+        Reply::api_error(503, "unavailable", MESSAGE)
+    } else {
+        Reply::text(503, format!("{MESSAGE}\n"))
+    }
+}
+
+/// Why a handler stopped early: an answer to give at once, or a store failure (503).
+enum Halt {
+    Reply(Reply),
+    Store(StoreError),
+}
+
+impl From<Reply> for Halt {
+    fn from(reply: Reply) -> Halt {
+        Halt::Reply(reply)
+    }
+}
+
+impl From<StoreError> for Halt {
+    fn from(e: StoreError) -> Halt {
+        Halt::Store(e)
+    }
+}
+
+/// Everything a handler sees: the app, the request, the visitor, the time.
 struct Ctx<'a> {
     app: &'a App,
     req: &'a Request<'a>,
@@ -110,12 +298,20 @@ impl Ctx<'_> {
         &self.app.shared.config
     }
 
+    fn accounts(&self) -> &Accounts {
+        &self.app.shared.accounts
+    }
+
     fn store(&self) -> Option<&UserStore> {
         self.app.auth.store()
     }
 
-    fn user(&self) -> Option<&crate::token::Claims> {
+    fn user(&self) -> Option<&Claims> {
         self.visitor.claims()
+    }
+
+    fn is_api(&self) -> bool {
+        self.req.path.starts_with("/api/")
     }
 
     /// Where visitors log in: this instance, or the issuer of a verify-only one.
@@ -129,9 +325,7 @@ impl Ctx<'_> {
 
     /// `login_url` with `next` attached.
     fn login_redirect(&self, next: &str) -> String {
-        let base = self.login_url();
-        let sep = if base.contains('?') { '&' } else { '?' };
-        format!("{base}{sep}next={}", percent_encode(next))
+        with_next(self.login_url(), next)
     }
 
     /// The URL of this request, as a `next` target: absolute when the login page
@@ -166,30 +360,52 @@ impl Ctx<'_> {
         }
     }
 
-    /// The client address: the peer, or the forwarded address when the peer is a
-    /// trusted proxy (the right-most untrusted entry of `X-Forwarded-For`).
-    fn client_addr(&self) -> Option<IpAddr> {
+    /// The client: the peer, or what a trusted proxy forwarded for (see `http::client`).
+    fn client(&self) -> Option<Client> {
         let peer = self.req.peer?;
         let trusted = |ip: IpAddr| self.config().trusted_proxies.iter().any(|n| n.contains(ip));
-        if !trusted(peer) {
-            return Some(peer);
+        Some(http::client(
+            peer,
+            self.req.headers_named("x-forwarded-for"),
+            trusted,
+        ))
+    }
+
+    /// A login attempt by `client`, now.
+    fn attempt<'p>(
+        &self,
+        name: &'p str,
+        password: &'p str,
+        client: &'p Option<Client>,
+    ) -> Attempt<'p> {
+        Attempt {
+            name,
+            password,
+            client: client.as_ref(),
+            now: self.now,
         }
-        let Some(forwarded) = self.req.header("x-forwarded-for") else {
-            return Some(peer);
+    }
+
+    /// Checks a name and password through the account rules and counts the outcome.
+    fn login(&self, store: &UserStore, name: &str, password: &str) -> Result<User, LoginError> {
+        let client = self.client();
+        let result = self
+            .accounts()
+            .login(store, &self.attempt(name, password, &client));
+        self.count_login(result.as_ref().map(|_| ()));
+        result
+    }
+
+    /// Counts a password check in `latchkey_logins_total` (store failures are not
+    /// login outcomes and are not counted).
+    fn count_login(&self, result: Result<(), &LoginError>) {
+        let outcome = match result {
+            Ok(()) => LoginOutcome::Ok,
+            Err(LoginError::Wrong) => LoginOutcome::Failed,
+            Err(LoginError::Throttled(_) | LoginError::Busy) => LoginOutcome::Throttled,
+            Err(LoginError::Store(_)) => return,
         };
-        let mut client = peer;
-        for hop in forwarded.rsplit(',') {
-            match hop.trim().parse::<IpAddr>() {
-                Ok(ip) => {
-                    client = ip;
-                    if !trusted(ip) {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        Some(client)
+        self.app.shared.metrics.login(outcome);
     }
 
     /// A page in the layout, with the one-shot notice handled; CSRF values are made
@@ -225,8 +441,16 @@ impl Ctx<'_> {
         } else {
             (String::new(), None)
         };
-        let flash = self.req.cookie(FLASH_COOKIE).filter(|c| !c.is_empty());
-        let notice = notice.or_else(|| flash.and_then(Notice::from_flash));
+        let flash = self.app.auth.read_flash(self.req);
+        let notice = notice.or_else(|| {
+            flash.as_ref().map(|f| {
+                if f.error {
+                    Notice::Error(f.text.clone())
+                } else {
+                    Notice::Info(f.text.clone())
+                }
+            })
+        });
         let chrome = Chrome {
             user: self.user(),
             csrf: &csrf,
@@ -238,10 +462,10 @@ impl Ctx<'_> {
         if let Some(cookie) = csrf_cookie {
             reply.headers.push(("Set-Cookie", cookie));
         }
-        if flash.is_some() {
+        if self.req.cookie(auth::FLASH_COOKIE).is_some() {
             reply
                 .headers
-                .push(("Set-Cookie", self.app.auth.flash_cookie("")));
+                .push(("Set-Cookie", self.app.auth.clear_flash_cookie()));
         }
         if self.user().is_some() {
             reply.private = true;
@@ -249,39 +473,113 @@ impl Ctx<'_> {
         reply
     }
 
-    fn error_page(&self, status: u16, message: &str) -> Reply {
-        self.page(status, None, |c| pages::error(c, status, message))
+    /// An error answer: a page in the layout, or JSON `{"error","message"}` under `/api/`.
+    fn error(&self, status: u16, error: &str, message: &str) -> Reply {
+        if self.is_api() {
+            Reply::api_error(status, error, message)
+        } else {
+            self.page(status, None, |c| pages::error(c, status, message))
+        }
     }
 
-    /// A redirect carrying a one-shot notice.
-    fn redirect_with_flash(&self, location: &str, flash: &str) -> Reply {
-        Reply::see_other(location).with_header("Set-Cookie", self.app.auth.flash_cookie(flash))
+    /// The 503 for a store that cannot be used right now.
+    fn store_unavailable(&self) -> Reply {
+        self.error(
+            503,
+            "unavailable",
+            "The user store cannot be used right now. Please try again shortly.",
+        )
+    }
+
+    /// A redirect carrying a one-shot notice (Post/Redirect/Get: a reload of the page
+    /// it leads to never submits the form again).
+    fn redirect_with_flash(&self, location: &str, flash: Flash) -> Reply {
+        Reply::see_other(location).with_header("Set-Cookie", self.app.auth.flash_cookie(&flash))
+    }
+
+    /// What the last redirect's flash asks to put back into the form, or "".
+    fn prefill(&self) -> String {
+        self.app
+            .auth
+            .read_flash(self.req)
+            .map(|f| f.prefill)
+            .unwrap_or_default()
     }
 
     /// The form of a POST, after the media type, encoding, origin and CSRF checks.
     fn form(&self) -> Result<Form, Reply> {
         if !self.origin_ok() {
-            return Err(self.error_page(403, "This form was sent from another site."));
+            return Err(self.error(403, "forbidden", "This form was sent from another site."));
         }
         if !self.req.is_form() {
-            return Err(self.error_page(
+            return Err(self.error(
                 415,
+                "unsupported_media_type",
                 "Forms must be sent as application/x-www-form-urlencoded.",
             ));
         }
         let form = Form::parse(&self.req.body)
-            .map_err(|e| self.error_page(400, &capitalize(&e.to_string())))?;
+            .map_err(|e| self.error(400, "bad_request", &accounts::sentence(&e)))?;
         if !self
             .app
             .auth
             .csrf_ok(self.req, self.visitor, form.get(CSRF_FIELD))
         {
-            return Err(self.error_page(
+            if let Some(host) = self.secure_cookie_lost() {
+                log_once_plain_http(host);
+                return Err(self.error(
+                    403,
+                    "forbidden",
+                    &format!(
+                        "Your browser did not send back this site's security cookie. The server marks \
+                         its cookies Secure, and browsers keep Secure cookies only over HTTPS, but \
+                         this page was reached over plain HTTP at {host}. Reloading will not help: \
+                         the operator must serve it over HTTPS, or set cookie_secure = false for a \
+                         plain-HTTP deployment."
+                    ),
+                ));
+            }
+            return Err(self.error(
                 403,
+                "forbidden",
                 "The form had expired or did not come from this site. Go back, reload the page and try again.",
             ));
         }
         Ok(form)
+    }
+
+    /// The host, when a form came without any CSRF cookie over plain HTTP while cookies
+    /// are `Secure`: the browser dropped the cookie (except on `localhost` and loopback
+    /// addresses, which browsers treat as secure). Unknown behind a trusted proxy that
+    /// does not say the scheme.
+    fn secure_cookie_lost(&self) -> Option<&str> {
+        if !self.config().cookie_secure || self.req.cookie(CSRF_COOKIE).is_some() {
+            return None;
+        }
+        let behind_proxy = self
+            .req
+            .peer
+            .is_some_and(|ip| self.config().trusted_proxies.iter().any(|n| n.contains(ip)));
+        let scheme = match self.req.header("x-forwarded-proto") {
+            Some(proto) if behind_proxy => proto,
+            None if behind_proxy => return None,
+            _ => "http",
+        };
+        if !scheme.eq_ignore_ascii_case("http") {
+            return None;
+        }
+        let host = self.req.header("host")?;
+        let name = host
+            .rsplit_once(':')
+            .filter(|(_, port)| port.bytes().all(|b| b.is_ascii_digit()))
+            .map_or(host, |(name, _)| name);
+        let secure_context = name.eq_ignore_ascii_case("localhost")
+            || name.to_ascii_lowercase().ends_with(".localhost")
+            || name == "[::1]"
+            || name
+                .parse::<std::net::Ipv4Addr>()
+                .is_ok_and(|ip| ip.is_loopback());
+        (!secure_context).then_some(host)
     }
 
     /// `Origin`, when sent, must be this site.
@@ -301,244 +599,140 @@ impl Ctx<'_> {
         }
     }
 
-    /// Logged-in visitors only: otherwise the redirect to the login page.
-    fn require_user(&self) -> Result<&crate::token::Claims, Reply> {
+    /// Logged-in visitors only: otherwise the redirect to the login page (with a
+    /// notice when their cookie was just refused).
+    fn require_user(&self) -> Result<&Claims, Reply> {
+        if let Some(reply) = self.bounce_rejected() {
+            return Err(reply);
+        }
         match self.user() {
             Some(claims) => Ok(claims),
             None => Err(Reply::see_other(&self.login_redirect(&self.here()))),
         }
     }
 
+    /// The store; a verify-only instance sends visitors to its issuer instead.
     fn require_store(&self) -> Result<&UserStore, Reply> {
         self.store()
             .ok_or_else(|| Reply::see_other(self.login_url()))
     }
 
-    fn throttle_keys(&self, name: &str) -> Vec<Key> {
-        let mut keys = vec![Key::Name(name.trim().to_lowercase())];
-        if let Some(addr) = self.client_addr() {
-            keys.push(Key::Addr(addr));
+    /// Administrators only: the claims and the store, or the reply for everyone else.
+    fn require_admin(&self) -> Result<(&Claims, &UserStore), Reply> {
+        let claims = self.require_user()?;
+        let store = self.require_store()?;
+        if claims.role != ROLE_ADMIN {
+            return Err(self.error(403, "forbidden", "This page is for administrators."));
         }
-        keys
+        Ok((claims, store))
     }
-}
 
-/// How a password check ended.
-enum Check {
-    /// Right name and password, account usable.
-    Ok(User),
-    /// Wrong name, wrong password, or locked: indistinguishable to the visitor.
-    Wrong,
-    /// Too many failures: retry after this many seconds.
-    Throttled(u64),
-    /// Every hashing slot is busy.
-    Busy,
-}
-
-/// Checks a name and password with throttling and the hashing limit; records the
-/// outcome in the throttle, the store (last login, re-hash) and the metrics.
-fn check_password(
-    ctx: &Ctx,
-    store: &UserStore,
-    name: &str,
-    password: &str,
-) -> Result<Check, StoreError> {
-    let shared = &ctx.app.shared;
-    let keys = ctx.throttle_keys(name);
-    if let Some(retry) = shared.throttle.retry_after(&keys, ctx.now) {
-        shared.metrics.login(LoginOutcome::Throttled);
-        return Ok(Check::Throttled(retry));
-    }
-    let Some(_pass) = shared.hashing.try_enter() else {
-        shared.metrics.login(LoginOutcome::Throttled);
-        return Ok(Check::Busy);
-    };
-    let user = store.get_by_name(name)?;
-    let verdict = match &user {
-        Some(user) => shared.passwords.verify(password, &user.password_hash),
-        None => shared.passwords.verify_unknown(password),
-    };
-    match (user, verdict) {
-        (Some(user), Verdict::Match { rehash }) if !user.locked => {
-            shared.throttle.reset(&keys[0]);
-            shared.metrics.login(LoginOutcome::Ok);
-            Ok(Check::Ok(store.record_login(user.id, rehash.as_deref())?))
+    /// When a browser's token cookie was refused, a page request goes to the login page
+    /// with a notice saying why; the after step clears the cookie.
+    fn bounce_rejected(&self) -> Option<Reply> {
+        let class = self.visitor.rejected()?;
+        if !matches!(
+            self.visitor,
+            Visitor::Anonymous {
+                source: Some(Source::Cookie),
+                ..
+            }
+        ) {
+            return None;
         }
-        _ => {
-            shared.throttle.failure(&keys, ctx.now);
-            shared.metrics.login(LoginOutcome::Failed);
-            Ok(Check::Wrong)
-        }
+        let notice = Notice::for_rejection(class);
+        Some(self.redirect_with_flash(
+            &self.login_redirect(&self.here()),
+            Flash::error(notice.text()),
+        ))
     }
 }
 
-/// Answers one request: before, route, after.
-pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
-    let visitor = match app.auth.identify(req, now) {
-        Ok(v) => v,
-        Err(e) => {
-            crate::log::error(&format!("user store: {e}"));
-            let reply = Reply::text(503, "The user store cannot be read right now.\n".into());
-            return (
-                reply,
-                Outcome {
-                    route: "other",
-                    user: None,
-                },
-            );
-        }
-    };
-    if let Some(class) = visitor.rejected() {
-        app.shared.metrics.rejection(class.as_str());
-    }
-    let ctx = Ctx {
-        app,
-        req,
-        visitor: &visitor,
-        now,
-    };
-    let (route, result) = route(&ctx);
-    let mut reply = match result {
-        Ok(reply) | Err(Halt::Reply(reply)) => reply,
-        Err(Halt::Store(e)) => {
-            crate::log::error(&format!("user store: {e}"));
-            ctx.error_page(
-                503,
-                "The user store cannot be used right now. Please try again shortly.",
-            )
-        }
-    };
-    app.auth.finish(&visitor, &mut reply, now);
-    let user = match (&reply.login, visitor.claims()) {
-        _ if !app.shared.access_log => None,
-        (Login::Start(c), _) => Some(c.name.clone()),
-        (_, Some(c)) => Some(c.name.clone()),
-        _ => None,
-    };
-    (reply, Outcome { route, user })
-}
-
-/// Why a handler stopped early: an answer to give at once, or a store failure (503).
-enum Halt {
-    Reply(Reply),
-    Store(StoreError),
-}
-
-impl From<Reply> for Halt {
-    fn from(reply: Reply) -> Halt {
-        Halt::Reply(reply)
+/// Logs, once per run, that a browser dropped the Secure CSRF cookie over plain HTTP:
+/// the operator must act, and one line says so without filling the log.
+fn log_once_plain_http(host: &str) {
+    static LOGGED: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if !LOGGED.swap(true, std::sync::atomic::Ordering::Relaxed) {
+        crate::log::info(&format!(
+            "a form reached this server over plain HTTP at {} without its CSRF cookie: \
+             browsers drop Secure cookies on plain HTTP; serve latchkey over HTTPS or set \
+             cookie_secure = false",
+            host.escape_default()
+        ));
     }
 }
 
-impl From<StoreError> for Halt {
-    fn from(e: StoreError) -> Halt {
-        Halt::Store(e)
+/// `base` with `next=<target>` attached.
+fn with_next(base: &str, next: &str) -> String {
+    let sep = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{sep}next={}", percent_encode(next))
+}
+
+/// `reply` with `Retry-After` when the refused login says when to retry.
+fn with_retry(reply: Reply, error: &LoginError) -> Reply {
+    match error.retry_after() {
+        Some(seconds) => reply.with_header("Retry-After", seconds.to_string()),
+        None => reply,
     }
 }
 
-type Answer = Result<Reply, Halt>;
-
-fn route(ctx: &Ctx) -> (&'static str, Answer) {
-    use Method::{Get, Post};
-    let path = ctx.req.path;
-    let method = ctx.req.method;
-    let (name, answer) = match (method, path) {
-        (Get, "/") => ("home", Ok(home(ctx))),
-        (Get, "/login") => ("login", Ok(login_page(ctx))),
-        (Post, "/login") => ("login", login_submit(ctx)),
-        (Post, "/logout") => ("logout", Ok(logout(ctx))),
-        (Get, "/register") => ("register", register_page(ctx)),
-        (Post, "/register") => ("register", register_submit(ctx)),
-        (Get, "/account") => ("account", Ok(account(ctx))),
-        (Post, "/account/password") => ("account", change_password(ctx)),
-        (Post, "/account/revoke") => ("account", revoke_own(ctx)),
-        (Get, "/admin") => ("admin", admin_page(ctx)),
-        (Post, "/admin/users") => ("admin", admin_create(ctx)),
-        (Post, p) if p.starts_with("/admin/users/") => ("admin", admin_action(ctx)),
-        (Get, "/auth") => ("auth", Ok(forward_auth(ctx))),
-        (Post, "/api/login") => ("api_login", api_login(ctx)),
-        (Get, "/api/me") => ("api_me", Ok(api_me(ctx))),
-        (Get, "/healthz") => ("healthz", Ok(healthz(ctx))),
-        (Get, "/metrics") => ("metrics", Ok(metrics(ctx))),
-        _ => ("other", Ok(not_routed(ctx))),
-    };
-    (name, answer)
+/// The status a refused login answers with.
+fn login_status(error: &LoginError) -> u16 {
+    match error {
+        LoginError::Wrong => 401,
+        LoginError::Throttled(_) => 429,
+        LoginError::Busy | LoginError::Store(_) => 503,
+    }
 }
 
 /// 405 for known paths with another method, 404 for the rest (JSON under `/api/`).
 fn not_routed(ctx: &Ctx) -> Reply {
-    let allow = match ctx.req.path {
-        "/" | "/account" | "/admin" | "/auth" | "/api/me" | "/healthz" | "/metrics" => {
-            Some("GET, HEAD")
+    match allowed(ctx.req.path) {
+        Some(allow) => {
+            let message = if ctx.is_api() {
+                "This method is not allowed here."
+            } else {
+                "This page does not accept that method."
+            };
+            ctx.error(405, "method_not_allowed", message)
+                .with_header("Allow", allow)
         }
-        "/login" | "/register" => Some("GET, HEAD, POST"),
-        "/logout" | "/account/password" | "/account/revoke" | "/admin/users" | "/api/login" => {
-            Some("POST")
-        }
-        p if p.starts_with("/admin/users/") => Some("POST"),
-        _ => None,
+        None if ctx.is_api() => Reply::api_error(404, "not_found", "No such API endpoint."),
+        None => ctx.error(404, "not_found", "There is no page at this address."),
+    }
+}
+
+fn home(ctx: &Ctx) -> Answer {
+    if let Some(reply) = ctx.bounce_rejected() {
+        return Ok(reply);
+    }
+    let welcome = match ctx.store() {
+        Some(store) if ctx.user().is_none() && store.count()? == 0 => Welcome::FirstRun,
+        _ => Welcome::LogIn,
     };
-    let api = ctx.req.path.starts_with("/api/");
-    match (allow, api) {
-        (Some(allow), true) => api_error(
-            405,
-            "method_not_allowed",
-            "This method is not allowed here.",
-        )
-        .with_header("Allow", allow.into()),
-        (Some(allow), false) => ctx
-            .error_page(405, "This page does not accept that method.")
-            .with_header("Allow", allow.into()),
-        (None, true) => api_error(404, "not_found", "No such API endpoint."),
-        (None, false) => ctx.error_page(404, "There is no page at this address."),
-    }
+    Ok(ctx.page(200, None, |c| pages::home(c, welcome)))
 }
 
-/// When a browser's token cookie was refused, a page request goes to the login page
-/// with a notice saying why; the after step clears the cookie.
-fn bounce_rejected(ctx: &Ctx) -> Option<Reply> {
-    let class = ctx.visitor.rejected()?;
-    if !matches!(
-        ctx.visitor,
-        Visitor::Anonymous {
-            source: Some(auth::Source::Cookie),
-            ..
-        }
-    ) {
-        return None;
-    }
-    Some(ctx.redirect_with_flash(&ctx.login_redirect(&ctx.here()), class.as_str()))
+/// `GET /favicon.svg` (and `/favicon.ico`): the site's icon, cacheable for a day.
+fn favicon(_: &Ctx) -> Answer {
+    let mut reply = Reply::html(200, pages::FAVICON.to_string());
+    reply.content_type = "image/svg+xml";
+    Ok(reply.with_header("Cache-Control", "public, max-age=86400".into()))
 }
 
-fn home(ctx: &Ctx) -> Reply {
-    if let Some(reply) = bounce_rejected(ctx) {
-        return reply;
-    }
-    ctx.page(200, None, pages::home)
-}
-
-fn login_page(ctx: &Ctx) -> Reply {
+fn login_page(ctx: &Ctx) -> Answer {
     let query = ctx.req.query_params().unwrap_or_default();
     let next = ctx.safe_next(query.get("next"));
-    if ctx.store().is_none() {
-        return Reply::see_other(&ctx.login_redirect(&next));
-    }
+    let Some(store) = ctx.store() else {
+        return Ok(Reply::see_other(&ctx.login_redirect(&next)));
+    };
     if ctx.user().is_some() {
-        return Reply::see_other(&next);
+        return Ok(Reply::see_other(&next));
     }
-    let notice = ctx
-        .visitor
-        .rejected()
-        .and_then(|c| Notice::from_flash(c.as_str()));
-    let signup = signup_open(ctx).unwrap_or(false);
-    ctx.form_page(200, notice, |c| pages::login(c, &next, "", signup))
-}
-
-fn signup_open(ctx: &Ctx) -> Result<bool, StoreError> {
-    match ctx.store() {
-        Some(store) => Ok(ctx.config().signup_open || store.count()? == 0),
-        None => Ok(false),
-    }
+    let notice = ctx.visitor.rejected().map(Notice::for_rejection);
+    let signup = ctx.accounts().signup_open(store).unwrap_or(false);
+    let name = ctx.prefill();
+    Ok(ctx.form_page(200, notice, |c| pages::login(c, &next, &name, signup)))
 }
 
 fn login_submit(ctx: &Ctx) -> Answer {
@@ -547,225 +741,157 @@ fn login_submit(ctx: &Ctx) -> Answer {
     let next = ctx.safe_next(form.get("next"));
     let name = form.get("username").unwrap_or("").trim();
     let password = form.get("password").unwrap_or("");
-    let signup = ctx.config().signup_open;
-    let again = |status: u16, message: &str| {
-        ctx.form_page(status, Some(Notice::Error(message.into())), |c| {
-            pages::login(c, &next, name, signup)
-        })
+    let again = |message: &str| {
+        ctx.redirect_with_flash(
+            &with_next("/login", &next),
+            Flash::error(message).prefill(name),
+        )
     };
     if name.is_empty() || password.is_empty() {
-        return Ok(again(400, "Please enter your user name and password."));
+        return Ok(again("Please enter your user name and password."));
     }
-    Ok(match check_password(ctx, store, name, password)? {
-        Check::Ok(user) => Reply::see_other(&next).with_login(Login::Start(Box::new(
+    match ctx.login(store, name, password) {
+        Ok(user) => Ok(Reply::see_other(&next).with_login(Login::Start(Box::new(
             ctx.app.auth.claims_for(&user, ctx.now),
-        ))),
-        Check::Wrong => again(401, "Wrong username or password."),
-        Check::Throttled(retry) => again(
-            429,
-            &format!(
-                "Too many failed logins. Try again in {} min.",
-                retry.div_ceil(60)
-            ),
-        )
-        .with_header("Retry-After", retry.to_string()),
-        Check::Busy => again(
-            503,
-            "The server is busy logging other people in. Please try again in a moment.",
-        )
-        .with_header("Retry-After", "1".into()),
-    })
+        )))),
+        Err(LoginError::Store(e)) => Err(e.into()),
+        Err(e) => Ok(again(&e.to_string())),
+    }
 }
 
-fn logout(ctx: &Ctx) -> Reply {
+/// `GET /logout`: a page with the log-out button (logging out is a POST).
+fn logout_page(ctx: &Ctx) -> Answer {
+    Ok(ctx.form_page(200, None, pages::logout))
+}
+
+fn logout(ctx: &Ctx) -> Answer {
     if ctx.user().is_none() {
         // Nothing to protect: just make sure no cookie is left behind.
-        return Reply::see_other("/").with_login(Login::End);
+        return Ok(Reply::see_other("/").with_login(Login::End));
     }
-    match ctx.form() {
-        Ok(_) => ctx
-            .redirect_with_flash("/", "logged_out")
-            .with_login(Login::End),
-        Err(reply) => reply,
-    }
+    ctx.form()?;
+    Ok(ctx
+        .redirect_with_flash("/", Flash::info("You have been logged out."))
+        .with_login(Login::End))
 }
 
 fn register_page(ctx: &Ctx) -> Answer {
-    if ctx.require_store().is_err() {
+    let Some(store) = ctx.store() else {
         return Ok(Reply::see_other(ctx.login_url()));
+    };
+    if !ctx.accounts().signup_open(store)? {
+        return Ok(ctx.error(403, "forbidden", &CreateError::Closed.to_string()));
     }
-    if !signup_open(ctx)? {
-        return Ok(ctx.error_page(
-            403,
-            "Registration is closed. Ask an administrator for an account.",
-        ));
-    }
-    let first = ctx.store().map(|s| s.count()).transpose()? == Some(0);
-    Ok(ctx.form_page(200, None, |c| pages::register(c, "", first)))
+    let first = store.count()? == 0;
+    let name = ctx.prefill();
+    Ok(ctx.form_page(200, None, |c| pages::register(c, &name, first)))
 }
 
 fn register_submit(ctx: &Ctx) -> Answer {
     let store = ctx.require_store()?;
     let form = ctx.form()?;
-    let first = store.count()? == 0;
-    if !first && !ctx.config().signup_open {
-        return Ok(ctx.error_page(
-            403,
-            "Registration is closed. Ask an administrator for an account.",
-        ));
-    }
-    let raw_name = form.get("username").unwrap_or("");
-    let again = |message: String| {
-        ctx.form_page(400, Some(Notice::Error(message)), |c| {
-            pages::register(c, raw_name, first)
-        })
-    };
+    let name = form.get("username").unwrap_or("");
     let password = form.get("password").unwrap_or("");
-    if form.get("confirm") != Some(password) {
-        return Ok(again("The two passwords differ.".into()));
+    let registration = Registration {
+        name,
+        password,
+        confirm: form.get("confirm").unwrap_or(""),
+        setup_code: form.get("setup_code").unwrap_or(""),
+    };
+    match ctx.accounts().register(store, &registration) {
+        Ok(user) => Ok(ctx
+            .redirect_with_flash("/", Flash::info("Your account was created. Welcome!"))
+            .with_login(Login::Start(Box::new(
+                ctx.app.auth.claims_for(&user, ctx.now),
+            )))),
+        Err(CreateError::Store(e)) => Err(e.into()),
+        Err(e @ CreateError::Closed) => Ok(ctx.error(403, "forbidden", &e.to_string())),
+        Err(e) => Ok(ctx.redirect_with_flash(
+            "/register",
+            Flash::error(e.to_string()).prefill(name.trim()),
+        )),
     }
-    let role = if first { "admin" } else { "user" };
-    let user = match create_user(ctx, store, raw_name, password, role)? {
-        Ok(user) => user,
-        Err(message) => return Ok(again(message)),
+}
+
+fn account(ctx: &Ctx) -> Answer {
+    let claims = ctx.require_user()?;
+    // The cookie this answer slides forward, if it does, is the one that counts.
+    let exp = match ctx.visitor {
+        Visitor::User { stale, .. } => ctx
+            .app
+            .auth
+            .slide(claims, *stale, ctx.now)
+            .map_or(claims.exp, |fresh| fresh.exp),
+        Visitor::Anonymous { .. } => claims.exp,
     };
     Ok(ctx
-        .redirect_with_flash("/", "welcome")
-        .with_login(Login::Start(Box::new(
-            ctx.app.auth.claims_for(&user, ctx.now),
-        ))))
-}
-
-/// Validates and creates a user; `Ok(Err(message))` is a refusal to show on the form.
-fn create_user(
-    ctx: &Ctx,
-    store: &UserStore,
-    name: &str,
-    password: &str,
-    role: &str,
-) -> Result<Result<User, String>, Halt> {
-    let refuse = |e: &dyn std::fmt::Display| Ok(Err(capitalize(&e.to_string())));
-    let name = match crate::store::validate_name(name) {
-        Ok(n) => n,
-        Err(e) => return refuse(&e),
-    };
-    if let Err(e) = crate::store::validate_role(role) {
-        return refuse(&e);
-    }
-    let Some(_pass) = ctx.app.shared.hashing.try_enter() else {
-        return Err(busy(ctx).into());
-    };
-    let hash = match ctx.app.shared.passwords.hash(password) {
-        Ok(h) => h,
-        Err(e) => return refuse(&e),
-    };
-    match store.create(&name, role, &hash) {
-        Ok(user) => Ok(Ok(user)),
-        Err(StoreError::NameTaken(_)) => Ok(Err("That user name is taken.".into())),
-        Err(e @ (StoreError::BadName(_) | StoreError::BadRole(_))) => refuse(&e),
-        Err(e) => Err(e.into()),
-    }
-}
-
-/// 503 while every hashing slot is taken.
-fn busy(ctx: &Ctx) -> Reply {
-    ctx.error_page(503, "The server is busy. Please try again in a moment.")
-        .with_header("Retry-After", "1".into())
-}
-
-fn account(ctx: &Ctx) -> Reply {
-    if let Some(reply) = bounce_rejected(ctx) {
-        return reply;
-    }
-    let claims = match ctx.require_user() {
-        Ok(c) => c,
-        Err(reply) => return reply,
-    };
-    let expires_in = claims.exp - ctx.now;
-    ctx.page(200, None, |c| pages::account(c, expires_in))
-        .private()
+        .page(200, None, |c| pages::account(c, exp - ctx.now))
+        .private())
 }
 
 fn change_password(ctx: &Ctx) -> Answer {
     let claims = ctx.require_user()?;
     let store = ctx.require_store()?;
     let form = ctx.form()?;
-    let expires_in = claims.exp - ctx.now;
-    let again = |status: u16, message: String| {
-        ctx.page(status, Some(Notice::Error(message)), |c| {
-            pages::account(c, expires_in)
-        })
-        .private()
-    };
-    let new = form.get("password").unwrap_or("");
-    if form.get("confirm") != Some(new) {
-        return Ok(again(400, "The two new passwords differ.".into()));
+    let client = ctx.client();
+    let current = ctx.attempt(&claims.name, form.get("current").unwrap_or(""), &client);
+    let result = ctx.accounts().change_password(
+        store,
+        &current,
+        form.get("password").unwrap_or(""),
+        form.get("confirm").unwrap_or(""),
+    );
+    match &result {
+        Ok(_) => ctx.count_login(Ok(())),
+        Err(PasswordChangeError::Current(e)) => ctx.count_login(Err(e)),
+        Err(_) => {}
     }
-    if let Err(e) = crate::password::check_rules(new) {
-        return Ok(again(400, capitalize(&e.to_string())));
-    }
-    match check_password(ctx, store, &claims.name, form.get("current").unwrap_or(""))? {
-        Check::Ok(user) => {
-            let Some(_pass) = ctx.app.shared.hashing.try_enter() else {
-                return Ok(again(
-                    503,
-                    "The server is busy. Please try again in a moment.".into(),
-                ));
-            };
-            let hash = match ctx.app.shared.passwords.hash(new) {
-                Ok(h) => h,
-                Err(e) => return Ok(again(400, capitalize(&e.to_string()))),
-            };
-            let user = store.set_password(user.id, &hash)?;
-            Ok(ctx
-                .redirect_with_flash("/account", "password_changed")
-                .with_login(Login::Start(Box::new(
-                    ctx.app.auth.claims_for(&user, ctx.now),
-                ))))
+    match result {
+        Ok(user) => Ok(ctx
+            .redirect_with_flash("/account", Flash::info("Your password was changed."))
+            .with_login(Login::Start(Box::new(
+                ctx.app.auth.claims_for(&user, ctx.now),
+            )))),
+        Err(PasswordChangeError::Store(e) | PasswordChangeError::Current(LoginError::Store(e))) => {
+            Err(e.into())
         }
-        Check::Wrong => Ok(again(401, "The current password is wrong.".into())),
-        Check::Throttled(retry) => Ok(again(
-            429,
-            "Too many failed attempts. Try again later.".into(),
-        )
-        .with_header("Retry-After", retry.to_string())),
-        Check::Busy => Ok(again(
-            503,
-            "The server is busy. Please try again in a moment.".into(),
-        )
-        .with_header("Retry-After", "1".into())),
+        Err(e) => Ok(ctx.redirect_with_flash("/account", Flash::error(e.to_string()))),
     }
+}
+
+/// `GET /account/revoke`: asks before ending every session.
+fn revoke_own_confirm(ctx: &Ctx) -> Answer {
+    ctx.require_user()?;
+    ctx.require_store()?;
+    Ok(ctx
+        .page(200, None, |c| {
+            pages::confirm(
+                c,
+                "Log out everywhere?",
+                "This ends every session of your account, on every device, including this one. You will need your password to log in again.",
+                "/account/revoke",
+                "Log out everywhere",
+                "/account",
+            )
+        })
+        .private())
 }
 
 fn revoke_own(ctx: &Ctx) -> Answer {
     let claims = ctx.require_user()?;
     let store = ctx.require_store()?;
     ctx.form()?;
-    store.revoke(claims.user_id)?;
+    ctx.accounts().revoke_all(store, claims.user_id)?;
     Ok(ctx
-        .redirect_with_flash("/", "logged_out_everywhere")
+        .redirect_with_flash(
+            "/",
+            Flash::info("You have been logged out on every device."),
+        )
         .with_login(Login::End))
 }
 
-/// Admins only: the claims, or the reply for everyone else.
-fn require_admin<'c>(ctx: &'c Ctx) -> Result<(&'c crate::token::Claims, &'c UserStore), Reply> {
-    if let Some(reply) = bounce_rejected(ctx) {
-        return Err(reply);
-    }
-    let claims = ctx.require_user()?;
-    let store = ctx.require_store()?;
-    if claims.role != "admin" {
-        return Err(ctx.error_page(403, "This page is for administrators."));
-    }
-    Ok((claims, store))
-}
-
 fn admin_page(ctx: &Ctx) -> Answer {
-    let (_, store) = require_admin(ctx)?;
-    admin_listing(ctx, store, 200, None)
-}
-
-fn admin_listing(ctx: &Ctx, store: &UserStore, status: u16, notice: Option<Notice>) -> Answer {
+    let (_, store) = ctx.require_admin()?;
     let mut users = Vec::new();
     let mut after = 0;
     loop {
@@ -777,102 +903,110 @@ fn admin_listing(ctx: &Ctx, store: &UserStore, status: u16, notice: Option<Notic
             break;
         }
     }
-    Ok(ctx
-        .page(status, notice, |c| pages::admin(c, &users))
-        .private())
+    Ok(ctx.page(200, None, |c| pages::admin(c, &users)).private())
 }
 
 fn admin_create(ctx: &Ctx) -> Answer {
-    let (_, store) = require_admin(ctx)?;
+    let (_, store) = ctx.require_admin()?;
     let form = ctx.form()?;
-    let name = form.get("username").unwrap_or("");
-    let role = form.get("role").unwrap_or("user").trim();
-    match create_user(ctx, store, name, form.get("password").unwrap_or(""), role)? {
-        Ok(user) => admin_listing(
-            ctx,
-            store,
-            200,
-            Some(Notice::Info(format!("Created {}.", user.name))),
-        ),
-        Err(m) => admin_listing(ctx, store, 400, Some(Notice::Error(m))),
+    let new = NewUser {
+        name: form.get("username").unwrap_or(""),
+        password: form.get("password").unwrap_or(""),
+        confirm: None,
+        role: form.get("role").unwrap_or(ROLE_USER).trim(),
+    };
+    let flash = match ctx.accounts().create(store, &new) {
+        Ok(user) => Flash::info(format!("Created {}.", user.name)),
+        Err(CreateError::Store(e)) => return Err(e.into()),
+        Err(e) => Flash::error(e.to_string()),
+    };
+    Ok(ctx.redirect_with_flash("/admin", flash))
+}
+
+/// The user id and action of `/admin/users/ID/ACTION`, or the 404 for anything else.
+fn admin_target<'p>(ctx: &Ctx, path: &'p str) -> Result<(u64, &'p str), Reply> {
+    let not_found = |what: &str| ctx.error(404, "not_found", what);
+    let rest = path.trim_start_matches("/admin/users/");
+    let (id, action) = rest
+        .split_once('/')
+        .ok_or_else(|| not_found("There is no page at this address."))?;
+    let id = id
+        .parse::<u64>()
+        .map_err(|_| not_found("There is no such user."))?;
+    if !matches!(action, "role" | "lock" | "unlock" | "revoke" | "delete") {
+        return Err(not_found("There is no page at this address."));
     }
+    Ok((id, action))
+}
+
+/// `GET /admin/users/ID/delete`: asks before deleting.
+fn admin_delete_confirm(ctx: &Ctx) -> Answer {
+    let (me, store) = ctx.require_admin()?;
+    let (id, _) = admin_target(ctx, ctx.req.path)?;
+    let Some(user) = store.get(id)? else {
+        return Ok(ctx.error(404, "not_found", "There is no such user."));
+    };
+    if user.id == me.user_id {
+        return Ok(
+            ctx.redirect_with_flash("/admin", Flash::error(AdminError::OwnAccount.to_string()))
+        );
+    }
+    let question = format!("Delete {}?", user.name);
+    let detail = format!(
+        "The account {} (id {}) and every session of it end for good; the name becomes free again. This cannot be undone.",
+        user.name, user.id
+    );
+    let action = format!("/admin/users/{}/delete", user.id);
+    Ok(ctx
+        .page(200, None, |c| {
+            pages::confirm(c, &question, &detail, &action, "Delete", "/admin")
+        })
+        .private())
 }
 
 fn admin_action(ctx: &Ctx) -> Answer {
-    let (me, store) = require_admin(ctx)?;
-    let rest = ctx.req.path.trim_start_matches("/admin/users/");
-    let Some((id, action)) = rest.split_once('/') else {
-        return Ok(ctx.error_page(404, "There is no page at this address."));
-    };
-    let Ok(id) = id.parse::<u64>() else {
-        return Ok(ctx.error_page(404, "There is no such user."));
-    };
-    if !matches!(action, "role" | "lock" | "unlock" | "revoke" | "delete") {
-        return Ok(ctx.error_page(404, "There is no page at this address."));
-    }
+    let (me, store) = ctx.require_admin()?;
+    let (id, action) = admin_target(ctx, ctx.req.path)?;
     let form = ctx.form()?;
-    if id == me.user_id && action != "revoke" {
-        let notice = Notice::Error(
-            "You cannot change your own role, lock or delete yourself; ask another administrator."
-                .into(),
-        );
-        return admin_listing(ctx, store, 400, Some(notice));
-    }
-    let result = match action {
+    let action = match action {
         "role" => match form.get("role").map(str::trim) {
-            Some(role) => store
-                .set_role(id, role)
-                .map(|u| format!("{} now has the role {}.", u.name, u.role)),
+            Some(role) => AdminAction::SetRole(role),
             None => {
-                return Ok(
-                    ctx.error_page(400, &capitalize(&FormError::Missing("role").to_string()))
-                );
+                return Ok(ctx.error(400, "bad_request", "The form field \"role\" is missing."));
             }
         },
-        "lock" => store
-            .set_locked(id, true)
-            .map(|u| format!("{} is locked.", u.name)),
-        "unlock" => store
-            .set_locked(id, false)
-            .map(|u| format!("{} is unlocked.", u.name)),
-        "revoke" => store
-            .revoke(id)
-            .map(|u| format!("Every session of {} was ended.", u.name)),
-        _ => store.delete(id).map(|()| format!("User {id} was deleted.")),
+        "lock" => AdminAction::Lock,
+        "unlock" => AdminAction::Unlock,
+        "revoke" => AdminAction::Revoke,
+        _ => AdminAction::Delete,
     };
-    match result {
-        Ok(message) => admin_listing(ctx, store, 200, Some(Notice::Info(message))),
-        Err(StoreError::NotFound) => admin_listing(
-            ctx,
-            store,
-            404,
-            Some(Notice::Error("There is no such user.".into())),
-        ),
-        Err(e @ StoreError::BadRole(_)) => admin_listing(
-            ctx,
-            store,
-            400,
-            Some(Notice::Error(capitalize(&e.to_string()))),
-        ),
-        Err(e) => Err(e.into()),
-    }
+    let flash = match ctx.accounts().administer(store, me.user_id, id, action) {
+        Ok(done) => Flash::info(done.to_string()),
+        Err(AdminError::Store(e)) => return Err(e.into()),
+        Err(e) => Flash::error(e.to_string()),
+    };
+    Ok(ctx.redirect_with_flash("/admin", flash))
 }
 
 /// `GET /auth`, the forward-auth check for nginx `auth_request`, Caddy and Traefik.
-fn forward_auth(ctx: &Ctx) -> Reply {
+fn forward_auth(ctx: &Ctx) -> Answer {
     let query = ctx.req.query_params().unwrap_or_default();
     if let Some(claims) = ctx.user() {
         if let Some(wanted) = query.get("role")
             && !wanted.split(',').any(|r| r.trim() == claims.role)
         {
-            return Reply::text(403, "Your role does not allow this.\n".into()).private();
+            return Ok(Reply::text(403, "Your role does not allow this.\n".into()).private());
         }
-        return Reply::text(200, String::new())
-            .with_header("Remote-User", claims.name.clone())
-            .with_header("Remote-Name", claims.name.clone())
-            .with_header("Remote-Role", claims.role.clone())
-            .with_header("Remote-Id", claims.sub.clone())
-            .private();
+        // Every identity header, always, each percent-encoded where it must be: a
+        // proxy that copies only the headers present would otherwise pass a client's
+        // own forged `Remote-User` on to the app.
+        let name = http::identity_header(&claims.name);
+        return Ok(Reply::text(200, String::new())
+            .with_header("Remote-User", name.clone())
+            .with_header("Remote-Name", name)
+            .with_header("Remote-Role", http::identity_header(&claims.role))
+            .with_header("Remote-Id", http::identity_header(&claims.sub))
+            .private());
     }
     // nginx passes the original URL in X-Original-URL and wants 401 + Location;
     // Caddy and Traefik pass X-Forwarded-* and forward a 302 to the browser as is.
@@ -892,43 +1026,34 @@ fn forward_auth(ctx: &Ctx) -> Reply {
             (None, _) => (None, false),
         },
     };
-    let config = ctx.config();
     let next = original.filter(|u| ctx.may_redirect_to(u));
-    let base = match (&config.public_url, ctx.store()) {
+    let base = match (&ctx.config().public_url, ctx.store()) {
         (_, None) => ctx.login_url().to_string(),
         (Some(origin), Some(_)) => format!("{origin}/login"),
         (None, Some(_)) => "/login".to_string(),
     };
     let location = match next {
-        Some(next) => format!(
-            "{base}{}next={}",
-            if base.contains('?') { '&' } else { '?' },
-            percent_encode(&next)
-        ),
+        Some(next) => with_next(&base, &next),
         None => base,
     };
-    let why = ctx.visitor.rejected().map_or("none", |c| c.as_str());
-    Reply::text(
+    let why = ctx.visitor.rejected().map_or("none", ErrorClass::as_str);
+    Ok(Reply::text(
         if direct { 302 } else { 401 },
         format!("Not logged in ({why}).\n"),
     )
-    .with_header("Location", location)
-}
-
-fn api_error(status: u16, error: &str, message: &str) -> Reply {
-    Reply::json(status, &json!({ "error": error, "message": message }))
+    .with_header("Location", location))
 }
 
 fn api_login(ctx: &Ctx) -> Answer {
     let Some(store) = ctx.store() else {
-        return Ok(api_error(
+        return Ok(Reply::api_error(
             404,
             "not_found",
             "This instance does not log people in; use the issuing instance.",
         ));
     };
     if !ctx.req.is_json() {
-        return Ok(api_error(
+        return Ok(Reply::api_error(
             415,
             "unsupported_media_type",
             "Send the credentials as application/json.",
@@ -943,7 +1068,7 @@ fn api_login(ctx: &Ctx) -> Answer {
     let creds: Credentials = match serde_json::from_slice(&ctx.req.body) {
         Ok(c) => c,
         Err(e) => {
-            return Ok(api_error(
+            return Ok(Reply::api_error(
                 400,
                 "bad_request",
                 &format!("Expected {{\"username\": ..., \"password\": ...}}: {e}"),
@@ -951,66 +1076,67 @@ fn api_login(ctx: &Ctx) -> Answer {
         }
     };
     if creds.username.len() > 256 || creds.password.len() > 4096 {
-        return Ok(api_error(
+        return Ok(Reply::api_error(
             400,
             "bad_request",
             "The user name or password is too long.",
         ));
     }
-    Ok(
-        match check_password(ctx, store, &creds.username, &creds.password)? {
-            Check::Ok(user) => {
-                let claims = ctx.app.auth.claims_for(&user, ctx.now);
-                let token = ctx.app.auth.sign(&claims);
-                Reply::json(
+    match ctx.login(store, &creds.username, &creds.password) {
+        Ok(user) => {
+            let claims = ctx.app.auth.claims_for(&user, ctx.now);
+            let token = ctx.app.auth.sign(&claims);
+            Ok(Reply::json(
                 200,
                 &json!({ "token": token, "token_type": "Bearer", "expires_in": ctx.config().ttl }),
             )
-            .private()
-            }
-            Check::Wrong => api_error(401, "wrong_credentials", "Wrong username or password."),
-            Check::Throttled(retry) => {
-                api_error(429, "throttled", "Too many failed logins; try again later.")
-                    .with_header("Retry-After", retry.to_string())
-            }
-            Check::Busy => api_error(
-                503,
-                "busy",
-                "Too many logins at once; try again in a moment.",
-            )
-            .with_header("Retry-After", "1".into()),
-        },
-    )
+            .private())
+        }
+        Err(LoginError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            let (error, message) = match e {
+                LoginError::Wrong => ("wrong_credentials", "Wrong username or password."),
+                LoginError::Throttled(_) => {
+                    ("throttled", "Too many failed logins; try again later.")
+                }
+                _ => ("busy", "Too many logins at once; try again in a moment."),
+            };
+            Ok(with_retry(
+                Reply::api_error(login_status(&e), error, message),
+                &e,
+            ))
+        }
+    }
 }
 
-fn api_me(ctx: &Ctx) -> Reply {
-    match ctx.user() {
+fn api_me(ctx: &Ctx) -> Answer {
+    Ok(match ctx.user() {
         Some(claims) => match serde_json::to_value(claims) {
             Ok(value) => Reply::json(200, &value).private(),
-            Err(_) => api_error(500, "internal", "The claims could not be encoded."),
+            Err(_) => Reply::api_error(500, "internal", "The claims could not be encoded."),
         },
         None => {
             let (class, message) = match ctx.visitor.rejected() {
-                Some(class) => (class.as_str(), rejection_message(class.as_str())),
+                Some(class) => (class.as_str(), rejection_message(class)),
                 None => ("none", "No token: log in first."),
             };
-            api_error(401, class, message)
+            Reply::api_error(401, class, message)
         }
-    }
+    })
 }
 
-fn rejection_message(class: &str) -> &'static str {
+fn rejection_message(class: ErrorClass) -> &'static str {
     match class {
-        "expired" => "The token has expired; log in again.",
-        "malformed" => "The token is not a well-formed JWT.",
-        "invalid" => {
+        ErrorClass::Expired => "The token has expired; log in again.",
+        ErrorClass::Malformed => "The token is not a well-formed JWT.",
+        ErrorClass::Invalid => {
             "The token is not valid for this server (signature, key, issuer or time window)."
         }
-        _ => "The token was revoked; log in again.",
+        ErrorClass::Revoked => "The token was revoked; log in again.",
     }
 }
 
-fn healthz(ctx: &Ctx) -> Reply {
+fn healthz(ctx: &Ctx) -> Answer {
     if let Some(fault) = ctx
         .app
         .shared
@@ -1018,58 +1144,61 @@ fn healthz(ctx: &Ctx) -> Reply {
         .get()
         .and_then(|check| check())
     {
-        return Reply::text(503, format!("{fault}\n"));
+        return Ok(Reply::text(503, format!("{fault}\n")));
     }
-    match ctx.store() {
+    Ok(match ctx.store() {
         Some(store) => match store.count() {
             Ok(_) => Reply::text(200, "ok\n".into()),
             Err(e) => Reply::text(503, format!("user store unreadable: {e}\n")),
         },
         None => Reply::text(200, "ok (verify-only)\n".into()),
-    }
+    })
 }
 
-fn metrics(ctx: &Ctx) -> Reply {
+fn metrics(ctx: &Ctx) -> Answer {
     let allowed = match ctx.config().metrics {
         MetricsAccess::On => true,
         MetricsAccess::Off => false,
         // Behind a trusted proxy on the same host every peer is loopback: judge the
         // client the proxy forwarded for.
-        MetricsAccess::Loopback => ctx.client_addr().is_some_and(crate::http::is_loopback),
+        MetricsAccess::Loopback => ctx.client().is_some_and(|c| c.is_loopback()),
     };
     if !allowed {
-        return ctx.error_page(404, "There is no page at this address.");
+        return Ok(ctx.error(404, "not_found", "There is no page at this address."));
     }
     let mut reply = Reply::text(200, ctx.app.shared.metrics.render());
     reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
-    reply
-}
-
-fn capitalize(s: &str) -> String {
-    let mut chars = s.chars();
-    match chars.next() {
-        Some(first) => {
-            first.to_uppercase().chain(chars).collect::<String>()
-                + if s.ends_with('.') { "" } else { "." }
-        }
-        None => String::new(),
-    }
+    Ok(reply)
 }
 
 #[cfg(test)]
 mod tests {
-    use super::Gate;
+    use super::*;
 
     #[test]
-    fn the_gate_lets_max_holders_in_and_frees_a_place_on_drop() {
-        let gate = Gate::new(2);
-        let a = gate.try_enter().expect("first place");
-        let b = gate.try_enter().expect("second place");
-        assert!(gate.try_enter().is_none(), "a third holder is refused");
-        drop(a);
-        let c = gate.try_enter().expect("a freed place is taken again");
-        assert!(gate.try_enter().is_none());
-        drop((b, c));
-        assert!(gate.try_enter().is_some());
+    fn every_label_is_listed_once_and_other_is_last() {
+        let labels = labels();
+        assert_eq!(labels.last(), Some(&OTHER));
+        for (i, label) in labels.iter().enumerate() {
+            assert!(!labels[i + 1..].contains(label), "{label} twice");
+        }
+        for (row, route) in ROUTES.iter().enumerate() {
+            assert_eq!(labels[label_of(row)], route.label);
+        }
+    }
+
+    #[test]
+    fn allow_lists_the_methods_of_every_row_for_a_path() {
+        assert_eq!(allowed("/login").as_deref(), Some("GET, HEAD, POST"));
+        assert_eq!(allowed("/").as_deref(), Some("GET, HEAD"));
+        assert_eq!(allowed("/logout").as_deref(), Some("GET, HEAD, POST"));
+        assert_eq!(allowed("/account/password").as_deref(), Some("POST"));
+        assert_eq!(allowed("/admin/users/7/lock").as_deref(), Some("POST"));
+        assert_eq!(
+            allowed("/admin/users/7/delete").as_deref(),
+            Some("GET, HEAD, POST")
+        );
+        assert_eq!(allowed("/admin/users//delete").as_deref(), Some("POST"));
+        assert_eq!(allowed("/nowhere"), None);
     }
 }

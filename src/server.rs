@@ -17,8 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use sha2::{Digest, Sha256};
-
+use crate::accounts::{Accounts, Rules, SetupCode, SetupError};
 use crate::auth::{Auth, Policy};
 use crate::config::Config;
 use crate::http::{self, Method, Reply, Request};
@@ -27,9 +26,9 @@ use crate::log::{self, Level};
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::password::Passwords;
-use crate::routes::{self, App, Gate, Shared};
+use crate::routes::{self, App, Outcome, Shared};
 use crate::store::UserStore;
-use crate::throttle::{Limits, Throttle};
+use crate::throttle::Limits;
 use crate::token::{Clock, Validation, Verifier};
 use crate::wire::{self, DateCache, FixedHead, Version};
 
@@ -70,6 +69,8 @@ pub enum ServeError {
     Listen(String, io::Error),
     /// The connection layer stopped.
     Accept(io::Error),
+    /// The setup code for the first registration could not be made.
+    Setup(SetupError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -83,6 +84,7 @@ impl std::fmt::Display for ServeError {
             }
             ServeError::Listen(a, e) => write!(f, "cannot listen on {a}: {e}"),
             ServeError::Accept(e) => write!(f, "the server stopped serving connections: {e}"),
+            ServeError::Setup(e) => write!(f, "{e}"),
         }
     }
 }
@@ -94,6 +96,14 @@ pub struct Prepared {
     app: App,
     workers: usize,
     listen: String,
+}
+
+impl Prepared {
+    /// The application the workers will run: in-process tests call
+    /// `routes::handle(prepared.app(), &request, now)` with it, without sockets.
+    pub fn app(&self) -> &App {
+        &self.app
+    }
 }
 
 /// Loads (or on first start generates) the keys, opens the store and builds the
@@ -123,18 +133,38 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
         absolute_limit: config.absolute_limit,
         issuer: config.issuer.clone(),
     };
+    let setup = match &store {
+        Some(store) => SetupCode::arm(&config.data_dir, store).map_err(ServeError::Setup)?,
+        None => SetupCode::none(),
+    };
+    if let (Some(code), Some(path)) = (setup.code(), setup.path()) {
+        log::info(&format!(
+            "no account exists yet: register the administrator at /register with the \
+             one-time setup code {code} (also in {}), or create one with \
+             `latchkey user add NAME --role admin`",
+            path.display()
+        ));
+    }
     let auth = Auth::new(&ring, Verifier::new(&ring, validation), store, policy);
-    let limits = Limits {
-        max_failures: config.throttle_max_failures,
-        window: config.throttle_window,
-        lockout: config.throttle_lockout,
-        capacity: 10_000,
+    let rules = Rules {
+        passwords,
+        throttle: Limits {
+            max_failures: config.throttle_max_failures,
+            window: config.throttle_window,
+            lockout: config.throttle_lockout,
+            capacity: 10_000,
+        },
+        login_concurrency: config.login_concurrency,
+        signup_open: config.signup_open,
+        setup,
     };
     let shared = Shared {
-        passwords,
-        throttle: Throttle::new(limits),
-        metrics: Metrics::new(config.workers, config.verify_only),
-        hashing: Gate::new(config.login_concurrency),
+        accounts: Accounts::new(rules),
+        metrics: Metrics::new(
+            routes::labels().to_vec(),
+            config.workers,
+            config.verify_only,
+        ),
         access_log: log::level() >= Level::Info,
         connection_fault: std::sync::OnceLock::new(),
         config: config.clone(),
@@ -291,7 +321,9 @@ fn connection_limits(
     }
     let counting = Arc::clone(shared);
     let render: tiny_http::RenderRefusal = Arc::new(move |refusal: &tiny_http::Refusal| {
-        counting.metrics.request("other", refusal.status, 0);
+        counting
+            .metrics
+            .request(Outcome::unrouted().route, refusal.status, 0);
         refusal_response(refusal, &fixed, unix_now())
     });
     let exempt: Option<tiny_http::ExemptAddress> = if config.trusted_proxies.is_empty() {
@@ -427,7 +459,7 @@ fn serve_one(
                 Ok(answer) => answer,
                 Err(_) => (
                     limit_reply(req.path, 500, "Something went wrong on our side."),
-                    other(),
+                    Outcome::unrouted(),
                 ),
             }
         }
@@ -437,7 +469,7 @@ fn serve_one(
                 refusal.status,
                 &refusal.message,
             ),
-            other(),
+            Outcome::unrouted(),
         ),
     };
     let status = reply.status;
@@ -475,13 +507,6 @@ fn serve_one(
         use std::io::Write as _;
         // One write per line: stderr is unbuffered.
         let _ = io::stderr().write_all(line.as_bytes());
-    }
-}
-
-fn other() -> routes::Outcome {
-    routes::Outcome {
-        route: "other",
-        user: None,
     }
 }
 
@@ -570,10 +595,7 @@ fn limit_reply(path: &str, status: u16, message: &str) -> Reply {
             505 => "http_version_not_supported",
             _ => "bad_request",
         };
-        return Reply::json(
-            status,
-            &serde_json::json!({ "error": error, "message": message }),
-        );
+        return Reply::api_error(status, error, message);
     }
     let chrome = pages::Chrome {
         user: None,
@@ -587,7 +609,7 @@ fn limit_reply(path: &str, status: u16, message: &str) -> Reply {
 
 /// The headers every response carries, serialized once at start.
 pub fn fixed_head(config: &Config) -> FixedHead {
-    let csp = content_security_policy(config);
+    let csp = pages::content_security_policy(&crate::auth::form_action_sources(config));
     FixedHead::new(&[
         ("Server", "latchkey"),
         ("Content-Security-Policy", csp.as_str()),
@@ -595,31 +617,6 @@ pub fn fixed_head(config: &Config) -> FixedHead {
         ("Referrer-Policy", "same-origin"),
         ("X-Content-Type-Options", "nosniff"),
     ])
-}
-
-/// The CSP: no script at all, the one stylesheet by hash, forms only to this site
-/// (and to the SSO domain, where login redirects may lead).
-pub fn content_security_policy(config: &Config) -> String {
-    use base64::Engine;
-    let hash =
-        base64::engine::general_purpose::STANDARD.encode(Sha256::digest(pages::STYLE.as_bytes()));
-    let mut form_action = String::from("'self'");
-    if let Some(domain) = &config.cookie_domain {
-        form_action.push_str(&format!(
-            " https://{domain} https://*.{domain} http://{domain} http://*.{domain}"
-        ));
-    }
-    if let Some(origin) = config
-        .login_url
-        .as_deref()
-        .and_then(crate::config::origin_of)
-    {
-        form_action.push(' ');
-        form_action.push_str(&origin);
-    }
-    format!(
-        "default-src 'none'; style-src 'sha256-{hash}'; img-src 'self'; form-action {form_action}; frame-ancestors 'none'; base-uri 'none'"
-    )
 }
 
 fn unix_now() -> i64 {
@@ -813,7 +810,7 @@ mod tests {
     #[test]
     fn csp_has_no_script_and_the_style_hash() {
         let config = Config::defaults(&crate::config::Env::default());
-        let csp = content_security_policy(&config);
+        let csp = pages::content_security_policy(&crate::auth::form_action_sources(&config));
         assert!(csp.starts_with("default-src 'none'; style-src 'sha256-"));
         assert!(!csp.contains("script-src") && !csp.contains("unsafe-inline"));
         assert!(csp.contains("frame-ancestors 'none'"));

@@ -37,6 +37,8 @@ pub enum Key {
     Name(String),
     /// A client address.
     Addr(IpAddr),
+    /// A forwarded client that is not an address (`unknown` and the like).
+    Client(String),
 }
 
 /// The shared throttle state (one lock, taken only on login attempts).

@@ -47,8 +47,11 @@ fn browser_journey() {
     d.goto(&format!("{base}/"));
     assert_eq!(d.url(), format!("{base}/"));
     assert_eq!(d.title(), "Home · latchkey");
-    assert_eq!(d.text_of("h1"), "Welcome");
-    assert!(d.body_text().contains("You are not logged in."));
+    assert_eq!(d.text_of("h1"), "Welcome to latchkey");
+    assert!(
+        d.body_text().contains("No account exists yet."),
+        "an empty store's home page points to the first registration"
+    );
     assert_eq!(notice(d), None);
 
     // Register the first account, which becomes the admin.
@@ -56,6 +59,7 @@ fn browser_journey() {
     assert_eq!(d.text_of("h1"), "Register");
     assert!(d.body_text().contains("it becomes the administrator"));
     shoot(d, "register.png");
+    d.type_into("#setup_code", &server.setup_code().expect("a setup code"));
     d.type_into("#username", NAME);
     d.type_into("#password", PASSWORD);
     d.type_into("#confirm", PASSWORD);

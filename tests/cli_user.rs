@@ -388,3 +388,56 @@ fn data_dir_from_the_environment() {
     ));
     assert!(dir.path().join("latchkey-data").join("users.redb").exists());
 }
+
+#[test]
+fn data_dir_from_the_servers_config_file() {
+    let dir = TempDir::new("cli");
+    let data = dir.path().join("from-config");
+    let file = dir.path().join("latchkey.toml");
+    std::fs::write(
+        &file,
+        format!(
+            "data_dir = \"{}\"\nargon2_memory_kib = 64\nargon2_iterations = 1\n",
+            data.display()
+        ),
+    )
+    .expect("config file");
+    let config = file.to_str().expect("utf-8");
+    ok(&latchkey_in(
+        dir.path(),
+        &[],
+        &["add", "kim", "--config", config],
+        "long enough\n",
+    ));
+    assert!(
+        data.join("users.redb").exists(),
+        "the file's data_dir is used"
+    );
+    // The hash is made at the file's argon2 cost, as the server would.
+    let user = UserStore::open(&data.join("users.redb"))
+        .expect("store")
+        .get_by_name("kim")
+        .expect("read")
+        .expect("kim");
+    assert!(
+        user.password_hash.contains("m=64,t=1"),
+        "{}",
+        user.password_hash
+    );
+    assert!(
+        ok(&latchkey_in(
+            dir.path(),
+            &[],
+            &["list", "--config", config],
+            ""
+        ))
+        .contains("kim")
+    );
+    // A bad file is refused with the key named, as `serve` would.
+    std::fs::write(&file, "tll = 3\n").expect("config file");
+    fails(
+        &latchkey_in(dir.path(), &[], &["list", "--config", config], ""),
+        1,
+        "unknown setting \"tll\"",
+    );
+}

@@ -481,15 +481,20 @@ fn failed_logins_are_throttled_per_name_and_address() {
     );
     let retry: u64 = r.header("retry-after").unwrap().parse().unwrap();
     assert!((290..=300).contains(&retry), "{retry}");
-    // The browser form says the same.
+    // The browser form says the same, on the login page it redirects back to.
     let mut b = Browser::new(&server);
     let r = b.submit(
         "/login",
         "/login",
         &[("username", "root"), ("password", "root-password")],
     );
-    assert_eq!(r.status, 429);
-    assert!(r.body.contains("Too many failed logins"));
+    assert_eq!(r.status, 303);
+    let page = b.get(r.location());
+    assert!(
+        page.body.contains("Too many failed logins"),
+        "{}",
+        page.body
+    );
 
     // Per address, from a trusted proxy's X-Forwarded-For: random names from one
     // client lock that client only.

@@ -6,7 +6,7 @@ mod common;
 use std::io::{Read, Write};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{Browser, Conn, Server, csrf_of, jwt_claims};
+use common::{Browser, Conn, Server, csrf_of, jwt_claims, notice_of};
 use latchkey::keys::KeyRing;
 use latchkey::token::{Claims, Signer};
 
@@ -20,7 +20,7 @@ fn now() -> i64 {
 /// A server with a first admin `root` and a plain user `bob`, both logged in.
 fn with_users(server: &Server) -> (Browser<'_>, Browser<'_>) {
     let mut admin = Browser::registered(server, "root", "root-password");
-    let r = admin.submit(
+    let r = admin.done(
         "/admin",
         "/admin/users",
         &[
@@ -30,16 +30,26 @@ fn with_users(server: &Server) -> (Browser<'_>, Browser<'_>) {
         ],
     );
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("Created bob."));
+    assert_eq!(notice_of(&r.body).as_deref(), Some("Created bob."));
     let mut bob = Browser::new(server);
     let r = bob.submit(
         "/login",
         "/login",
         &[("username", "bob"), ("password", "bob-password")],
     );
-    assert_eq!(r.status, 303);
+    assert_eq!((r.status, r.location()), (303, "/"), "bob is logged in");
     (admin, bob)
 }
+
+/// The notice shown by the page a redirect leads to, carried there by the redirect's
+/// signed flash cookie.
+fn flash_notice(server: &Server, r: &common::Response) -> Option<String> {
+    let flash = r.cookie("flash")?;
+    let page = server.get(r.location(), &[("Cookie", &format!("flash={flash}"))]);
+    notice_of(&page.body)
+}
+
+const REVOKED: &str = "Your session was ended (password changed, account locked or logged out everywhere), please log in again.";
 
 fn sign_with(server: &Server, claims: &Claims) -> String {
     common::mint(&server.key_file(), claims)
@@ -56,18 +66,23 @@ fn the_whole_journey() {
 
     let home = b.get("/");
     assert_eq!(home.status, 200);
-    assert!(home.body.contains("You are not logged in."));
+    assert!(
+        home.body.contains("No account exists yet."),
+        "an empty store points to the first registration"
+    );
 
     let reg = b.get("/register");
     assert_eq!(reg.status, 200);
     assert!(reg.body.contains("first account"));
     let csrf = csrf_of(&reg.body).unwrap();
+    let code = server.setup_code().expect("a setup code on an empty store");
     let r = b.post(
         "/register",
         &[
             ("username", "Alice"),
             ("password", "correct horse"),
             ("confirm", "correct horse"),
+            ("setup_code", &code),
         ],
         &csrf,
     );
@@ -207,7 +222,10 @@ fn sliding_refresh_keeps_auth_time_and_stops_at_the_absolute_limit() {
         &[("Cookie", &format!("token={}", sign_with(&server, &past)))],
     );
     assert_eq!(r.status, 303);
-    assert_eq!(r.cookie("flash").as_deref(), Some("expired"));
+    assert_eq!(
+        flash_notice(&server, &r).as_deref(),
+        Some("Your session has expired, please log in again.")
+    );
 }
 
 #[test]
@@ -260,11 +278,8 @@ fn each_error_class_reaches_the_visitor() {
             Some(""),
             "{class}: cookie cleared"
         );
-        assert_eq!(r.cookie("flash").as_deref(), Some(class));
-        let page = server.get(
-            "/login?next=/account",
-            &[("Cookie", &format!("flash={class}"))],
-        );
+        let flash = r.cookie("flash").expect("a notice");
+        let page = server.get(r.location(), &[("Cookie", &format!("flash={flash}"))]);
         assert!(page.body.contains(message), "{class}: {}", page.body);
         assert_eq!(
             page.cookie("flash").as_deref(),
@@ -305,17 +320,17 @@ fn password_change_and_logout_everywhere_revoke_old_cookies() {
     );
     let r = server.get("/account", &[("Cookie", &format!("token={old}"))]);
     assert_eq!(
-        r.cookie("flash").as_deref(),
-        Some("revoked"),
+        flash_notice(&server, &r).as_deref(),
+        Some(REVOKED),
         "the old cookie is revoked at once"
     );
 
     let current = bob.jar.get("token").unwrap().to_string();
-    let r = bob.submit("/account", "/account/revoke", &[]);
+    let r = bob.submit("/account/revoke", "/account/revoke", &[]);
     assert_eq!(r.status, 303);
     assert_eq!(r.cookie("token").as_deref(), Some(""));
     let r = server.get("/account", &[("Cookie", &format!("token={current}"))]);
-    assert_eq!(r.cookie("flash").as_deref(), Some("revoked"));
+    assert_eq!(flash_notice(&server, &r).as_deref(), Some(REVOKED));
 
     // The new password works, the old one does not.
     let mut again = Browser::new(&server);
@@ -324,14 +339,17 @@ fn password_change_and_logout_everywhere_revoke_old_cookies() {
         "/login",
         &[("username", "bob"), ("password", "bob-password")],
     );
-    assert_eq!(r.status, 401);
-    assert!(r.body.contains("Wrong username or password."));
+    assert_eq!(
+        flash_notice(&server, &r).as_deref(),
+        Some("Wrong username or password.")
+    );
     let r = again.submit(
         "/login",
         "/login",
         &[("username", "bob"), ("password", "new-bob-password")],
     );
-    assert_eq!(r.status, 303);
+    assert_eq!((r.status, r.location()), (303, "/"));
+    assert!(r.cookie("token").is_some_and(|t| !t.is_empty()));
 }
 
 #[test]
@@ -379,7 +397,8 @@ fn csrf_and_origin_are_enforced_and_change_nothing() {
         "/login",
         &[("username", "bob"), ("password", "bob-password")],
     );
-    assert_eq!(r.status, 303);
+    assert_eq!((r.status, r.location()), (303, "/"));
+    assert!(r.cookie("token").is_some_and(|t| !t.is_empty()));
     // Logout without a token is refused too (the user stays logged in).
     let r = server.post_form("/logout", &[("Cookie", &bob.jar.header())], &[]);
     assert_eq!(r.status, 403);
@@ -426,9 +445,12 @@ fn admin_is_for_admins_and_role_changes_reach_the_next_token() {
 
     let listing = admin.get("/admin");
     assert!(listing.body.contains("bob"));
-    let r = admin.submit("/admin", "/admin/users/2/role", &[("role", "editor")]);
+    let r = admin.done("/admin", "/admin/users/2/role", &[("role", "editor")]);
     assert_eq!(r.status, 200, "{}", r.body);
-    assert!(r.body.contains("bob now has the role editor."));
+    assert_eq!(
+        notice_of(&r.body).as_deref(),
+        Some("bob now has the role editor.")
+    );
 
     let r = bob.get("/");
     assert!(r.body.contains("editor"), "the store's role wins at once");
@@ -436,10 +458,10 @@ fn admin_is_for_admins_and_role_changes_reach_the_next_token() {
     assert_eq!(jwt_claims(&token)["role"], "editor");
 
     // Lock: bob's cookie is revoked and he cannot log in.
-    let r = admin.submit("/admin", "/admin/users/2/lock", &[]);
-    assert!(r.body.contains("bob is locked."));
+    let r = admin.done("/admin", "/admin/users/2/lock", &[]);
+    assert_eq!(notice_of(&r.body).as_deref(), Some("bob is locked."));
     let r = bob.get("/account");
-    assert_eq!(r.cookie("flash").as_deref(), Some("revoked"));
+    assert_eq!(flash_notice(&server, &r).as_deref(), Some(REVOKED));
     let mut again = Browser::new(&server);
     let r = again.submit(
         "/login",
@@ -447,13 +469,17 @@ fn admin_is_for_admins_and_role_changes_reach_the_next_token() {
         &[("username", "bob"), ("password", "bob-password")],
     );
     assert_eq!(
-        r.status, 401,
+        flash_notice(&server, &r).as_deref(),
+        Some("Wrong username or password."),
         "a locked user gets the same answer as a wrong password"
     );
-    assert!(r.body.contains("Wrong username or password."));
-    // An admin cannot lock themselves out.
-    let r = admin.submit("/admin", "/admin/users/1/delete", &[]);
-    assert_eq!(r.status, 400);
+    // An admin cannot delete themselves.
+    let r = admin.done("/admin", "/admin/users/1/delete", &[]);
+    assert!(
+        notice_of(&r.body).is_some_and(|n| n.starts_with("You cannot change your own role")),
+        "{}",
+        r.body
+    );
 }
 
 #[test]

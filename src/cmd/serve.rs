@@ -1,74 +1,114 @@
 //! `latchkey serve`: build the configuration from its layers, then run the server.
+//!
+//! The flags that set a setting are made from the settings table
+//! (`latchkey::config::SETTINGS`), so each is defined once; `serve --help` lists every
+//! setting with its environment variable.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use latchkey::config::{Config, Env, Value};
+use clap::{Arg, ArgAction, ArgMatches, Args, Command, FromArgMatches};
+use latchkey::config::{self, Config, Env, Kind, SETTINGS, Value};
 use latchkey::server;
 
-/// Flags of `latchkey serve`; each overrides the config file and the environment.
+/// Flags of `latchkey serve`; each setting flag overrides the config file and the
+/// environment.
 #[derive(clap::Args)]
+#[command(after_help = "Run `latchkey serve --help` for every setting and its environment variable.",
+          after_long_help = config::settings_help())]
 pub struct ServeArgs {
-    /// TOML configuration file.
-    #[arg(long, value_name = "FILE")]
-    config: Option<PathBuf>,
-    /// Address to listen on [default: 127.0.0.1:8080].
-    #[arg(long, value_name = "ADDR")]
-    listen: Option<String>,
-    /// Directory holding users.redb and the generated secret.key [default: ./latchkey-data].
-    #[arg(long, value_name = "DIR")]
-    data_dir: Option<PathBuf>,
-    /// Signing key file; repeat for rotation (the first signs, all verify).
-    #[arg(long = "key-file", value_name = "FILE")]
-    key_files: Vec<PathBuf>,
-    /// Worker threads [default: the number of cores].
-    #[arg(long, value_name = "N")]
-    workers: Option<u64>,
+    #[command(flatten)]
+    source: ConfigArgs,
     /// Validate the configuration, keys and store, then exit.
     #[arg(long)]
     check: bool,
-    /// Run without a user store: verify tokens only, send logins to --login-url.
-    #[arg(long)]
-    verify_only: bool,
-    /// Where a verify-only instance sends visitors to log in.
-    #[arg(long, value_name = "URL")]
-    login_url: Option<String>,
+    #[command(flatten)]
+    settings: SettingFlags,
 }
 
-impl ServeArgs {
-    fn flags(&self) -> Vec<(&'static str, Value)> {
-        let mut flags = Vec::new();
-        let text = |p: &PathBuf| Value::Text(p.to_string_lossy().into_owned());
-        if let Some(v) = &self.listen {
-            flags.push(("listen", Value::Text(v.clone())));
+/// Where the configuration comes from: `--config FILE`, shared by every command that
+/// builds the server's configuration.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ConfigArgs {
+    /// TOML configuration file (settings as in `latchkey serve --help`).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+}
+
+impl ConfigArgs {
+    /// The configuration from the defaults, this file, the environment and `flags`.
+    pub fn load(&self, flags: &[(&str, Value)]) -> Result<Config, config::ConfigError> {
+        Config::load(self.config.as_deref(), &Env::from_process(), flags)
+    }
+}
+
+/// The setting flags of `latchkey serve`, one per setting of the table that has one.
+#[derive(Debug, Clone, Default)]
+pub struct SettingFlags {
+    values: Vec<(&'static str, Value)>,
+}
+
+impl SettingFlags {
+    /// The settings given on the command line, as (name, value).
+    pub fn values(&self) -> &[(&'static str, Value)] {
+        &self.values
+    }
+}
+
+impl Args for SettingFlags {
+    fn augment_args(mut cmd: Command) -> Command {
+        for setting in SETTINGS {
+            let Some(flag) = setting.flag else { continue };
+            let help = format!("{} [env: {}]", setting.help, setting.env_vars().join(", "));
+            let mut arg = Arg::new(setting.name)
+                .long(flag)
+                .help(help.replace('`', ""));
+            arg = match setting.kind {
+                Kind::Bool => arg.action(ArgAction::SetTrue),
+                kind if kind.is_list() => arg
+                    .action(ArgAction::Append)
+                    .value_name(setting.value_name()),
+                _ => arg.action(ArgAction::Set).value_name(setting.value_name()),
+            };
+            cmd = cmd.arg(arg);
         }
-        if let Some(v) = &self.data_dir {
-            flags.push(("data_dir", text(v)));
+        cmd
+    }
+
+    fn augment_args_for_update(cmd: Command) -> Command {
+        Self::augment_args(cmd)
+    }
+}
+
+impl FromArgMatches for SettingFlags {
+    fn from_arg_matches(matches: &ArgMatches) -> Result<Self, clap::Error> {
+        let mut values = Vec::new();
+        for setting in SETTINGS.iter().filter(|s| s.flag.is_some()) {
+            let value = match setting.kind {
+                Kind::Bool => matches.get_flag(setting.name).then_some(Value::Bool(true)),
+                kind if kind.is_list() => matches
+                    .get_many::<String>(setting.name)
+                    .map(|items| Value::List(items.cloned().collect())),
+                _ => matches
+                    .get_one::<String>(setting.name)
+                    .map(|v| Value::Text(v.clone())),
+            };
+            if let Some(value) = value {
+                values.push((setting.name, value));
+            }
         }
-        if !self.key_files.is_empty() {
-            let files = self
-                .key_files
-                .iter()
-                .map(|p| p.to_string_lossy().into_owned())
-                .collect();
-            flags.push(("key_files", Value::List(files)));
-        }
-        if let Some(v) = self.workers {
-            flags.push(("workers", Value::Text(v.to_string())));
-        }
-        if self.verify_only {
-            flags.push(("verify_only", Value::Bool(true)));
-        }
-        if let Some(v) = &self.login_url {
-            flags.push(("login_url", Value::Text(v.clone())));
-        }
-        flags
+        Ok(SettingFlags { values })
+    }
+
+    fn update_from_arg_matches(&mut self, matches: &ArgMatches) -> Result<(), clap::Error> {
+        *self = Self::from_arg_matches(matches)?;
+        Ok(())
     }
 }
 
 /// Runs (or with `--check`, validates) the server.
 pub fn run(args: ServeArgs) -> ExitCode {
-    let config = match Config::load(args.config.as_deref(), &Env::from_process(), &args.flags()) {
+    let config = match args.source.load(args.settings.values()) {
         Ok(c) => c,
         Err(e) => return super::fail(e),
     };

