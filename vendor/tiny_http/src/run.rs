@@ -1012,7 +1012,6 @@ impl Loop {
             self.per_address = HashMap::new();
             self.clock.idle = VecDeque::new();
             self.clock.queues = Default::default();
-            return;
         }
     }
 
