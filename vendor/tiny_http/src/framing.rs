@@ -611,6 +611,18 @@ pub enum ChunkError {
     TrailersTooLarge,
 }
 
+impl std::fmt::Display for ChunkError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ChunkError::Malformed => "the chunked request body is malformed (RFC 9112 section 7.1)",
+            ChunkError::TooLarge => "the chunked request body is larger than the body limit",
+            ChunkError::TrailersTooLarge => "the chunked body's trailer fields exceed 8 KiB",
+        })
+    }
+}
+
+impl std::error::Error for ChunkError {}
+
 impl ChunkError {
     /// The refusal to answer with.
     pub fn refusal(self, body_limit: usize) -> Refusal {
