@@ -16,7 +16,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::http::Client;
 use crate::password::{self, PasswordError, Passwords, Verdict};
-use crate::store::{self, ROLE_ADMIN, ROLE_USER, StoreError, User, UserStore};
+use crate::store::{self, Invalid, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, User, UserStore};
 use crate::throttle::{Key, Limits, Throttle};
 
 /// The account machinery one server shares between its workers: password hashing at
@@ -245,7 +245,9 @@ impl Accounts {
         let Some(_place) = self.hashing.try_enter() else {
             return Err(LoginError::Busy);
         };
-        let user = store.get_by_name(attempt.name).map_err(LoginError::Store)?;
+        let user = store
+            .get_by_name(attempt.name)
+            .map_err(|e| LoginError::Store(e.into()))?;
         let verdict = match &user {
             Some(user) => self.passwords.verify(attempt.password, &user.password_hash),
             None => self.passwords.verify_unknown(attempt.password),
@@ -253,9 +255,8 @@ impl Accounts {
         match (user, verdict) {
             (Some(user), Verdict::Match { rehash }) if !user.locked => {
                 self.throttle.reset(&keys[0]);
-                store
-                    .record_login(user.id, rehash.as_deref())
-                    .map_err(LoginError::Store)
+                // Recorded without waiting for the disk: a login needs no write.
+                Ok(store.note_login(&user, rehash.as_deref()))
             }
             _ => {
                 self.throttle.failure(&keys, attempt.now);
@@ -312,10 +313,14 @@ impl Accounts {
                 self.setup.retire();
                 Ok(user)
             }
-            Err(StoreError::NameTaken(_)) => Err(CreateError::Taken),
-            Err(e @ StoreError::BadName(_)) => Err(CreateError::Name(e)),
-            Err(e @ StoreError::BadRole(_)) => Err(CreateError::Role(e)),
-            Err(e) => Err(CreateError::Store(e)),
+            Err(store::CreateError::NameTaken(_)) => Err(CreateError::Taken),
+            Err(store::CreateError::Invalid(e @ Invalid::Name(_))) => {
+                Err(CreateError::Name(e.into()))
+            }
+            Err(store::CreateError::Invalid(e @ Invalid::Role(_))) => {
+                Err(CreateError::Role(e.into()))
+            }
+            Err(e) => Err(CreateError::Store(e.into())),
         }
     }
 
@@ -344,12 +349,12 @@ impl Accounts {
             .map_err(PasswordChangeError::Password)?;
         store
             .set_password(user.id, &hash)
-            .map_err(PasswordChangeError::Store)
+            .map_err(|e| PasswordChangeError::Store(e.into()))
     }
 
     /// Ends every session of user `id` ("log out everywhere").
     pub fn revoke_all(&self, store: &UserStore, id: u64) -> Result<User, StoreError> {
-        store.revoke(id)
+        Ok(store.revoke(id)?)
     }
 
     /// An administrator (`actor`, a user id) acts on the account `target`. Acting on
@@ -367,31 +372,50 @@ impl Accounts {
         let done = |user: User, action| AdminDone { user, action };
         let result = match action {
             AdminAction::SetRole(role) => {
-                store::validate_role(role).map_err(AdminError::Role)?;
+                store::validate_role(role).map_err(|e| AdminError::Role(e.into()))?;
                 store
                     .set_role(target, role)
                     .map(|u| done(u, AdminActionKind::SetRole))
+                    .map_err(StoreError::from)
             }
             AdminAction::Lock => store
                 .set_locked(target, true)
-                .map(|u| done(u, AdminActionKind::Lock)),
+                .map(|u| done(u, AdminActionKind::Lock))
+                .map_err(StoreError::from),
             AdminAction::Unlock => store
                 .set_locked(target, false)
-                .map(|u| done(u, AdminActionKind::Unlock)),
+                .map(|u| done(u, AdminActionKind::Unlock))
+                .map_err(StoreError::from),
             AdminAction::Revoke => store
                 .revoke(target)
-                .map(|u| done(u, AdminActionKind::Revoke)),
+                .map(|u| done(u, AdminActionKind::Revoke))
+                .map_err(StoreError::from),
             AdminAction::Delete => match store.get(target) {
                 Ok(Some(user)) => store
                     .delete(target)
-                    .map(|()| done(user, AdminActionKind::Delete)),
+                    .map(|()| done(user, AdminActionKind::Delete))
+                    .map_err(StoreError::from),
                 Ok(None) => Err(StoreError::NotFound),
-                Err(e) => Err(e),
+                // A damaged record cannot be read, but it can be deleted.
+                Err(ReadError::DamagedRecord(d)) => {
+                    let gone = User::new(
+                        d.id,
+                        "The damaged user".into(),
+                        String::new(),
+                        String::new(),
+                        0,
+                    );
+                    store
+                        .delete(target)
+                        .map(|()| done(gone, AdminActionKind::Delete))
+                        .map_err(StoreError::from)
+                }
+                Err(e) => Err(e.into()),
             },
         };
         result.map_err(|e| match e {
             StoreError::NotFound => AdminError::NotFound,
-            e @ StoreError::BadRole(_) => AdminError::Role(e),
+            e @ StoreError::Invalid(Invalid::Role(_)) => AdminError::Role(e),
             e => AdminError::Store(e),
         })
     }
@@ -403,8 +427,8 @@ fn check_new(new: &NewUser<'_>) -> Result<String, CreateError> {
     if new.confirm.is_some_and(|c| c != new.password) {
         return Err(CreateError::PasswordsDiffer);
     }
-    let name = store::validate_name(new.name).map_err(CreateError::Name)?;
-    store::validate_role(new.role).map_err(CreateError::Role)?;
+    let name = store::validate_name(new.name).map_err(|e| CreateError::Name(e.into()))?;
+    store::validate_role(new.role).map_err(|e| CreateError::Role(e.into()))?;
     password::check_rules(new.password).map_err(CreateError::Password)?;
     Ok(name)
 }

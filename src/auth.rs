@@ -20,7 +20,7 @@ use sha2::Sha256;
 
 use crate::http::{Login, Reply, Request};
 use crate::keys::KeyRing;
-use crate::store::{SessionCache, StoreError, User, UserStore};
+use crate::store::{ReadError, SessionCache, StoreError, User, UserStore};
 use crate::token::{Claims, ErrorClass, Signer, TokenError, Verifier};
 
 /// Name of the CSRF cookie.
@@ -259,7 +259,13 @@ impl Auth {
         let mut stale = false;
         if let Some(store) = &self.store {
             let mut sessions = self.sessions.0.borrow_mut();
-            match store.session_state_cached(claims.user_id, &mut sessions)? {
+            let state = match store.session_state_cached(claims.user_id, &mut sessions) {
+                Ok(state) => state,
+                // A damaged record cannot vouch for the token: refused like a revoked one.
+                Err(ReadError::DamagedRecord(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            match state {
                 Some(state) if !state.locked && state.ver == claims.ver => {
                     if state.role != claims.role || state.name != claims.name {
                         claims.role.clone_from(&state.role);

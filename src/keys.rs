@@ -4,6 +4,11 @@
 //! the line end. It must be at least 32 bytes long and must not be readable or writable
 //! by group or others. Each key is named by its `kid`: the first 8 characters of the
 //! base64url SHA-256 of its bytes, so a token says which key signed it without revealing it.
+//!
+//! The user store remembers the kid of the primary key it was last served with;
+//! [`continuity`] decides whether a configured ring may take over (the same key, a first
+//! serve, a rotation keeping the old key verifying, or a deliberate `--replace-key`), so
+//! a lost key file never turns silently into a new key.
 
 use std::fmt;
 use std::fs::{File, OpenOptions};
@@ -196,6 +201,57 @@ pub fn generate(path: &Path) -> Result<(), KeyError> {
         .map_err(write_err)
 }
 
+/// How the configured primary key relates to the key the user store was last served
+/// with (its `kid`, remembered in the store).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Continuity {
+    /// The store has never been served: this key becomes its key.
+    FirstServe,
+    /// The same primary key as last time.
+    Same,
+    /// A new primary key, with the remembered one still among the verifying keys: a
+    /// rotation. Holds the remembered kid.
+    Rotated(String),
+    /// A new primary key without the remembered one, allowed by `--replace-key`: every
+    /// session ends. Holds the remembered kid.
+    Replaced(String),
+}
+
+impl Continuity {
+    /// Whether the store must remember the new primary kid.
+    pub fn changes(&self) -> bool {
+        !matches!(self, Continuity::Same)
+    }
+}
+
+/// Decides whether `ring` may sign for a store last served with `remembered`: the same
+/// key, a first serve, or a rotation are fine; anything else is refused with
+/// [`KeyError::Changed`] (naming `primary_path`) unless `replace` says it is deliberate.
+pub fn continuity(
+    remembered: Option<&str>,
+    ring: &KeyRing,
+    replace: bool,
+    primary_path: &Path,
+) -> Result<Continuity, KeyError> {
+    let primary = ring.primary().kid();
+    let Some(old) = remembered else {
+        return Ok(Continuity::FirstServe);
+    };
+    if old == primary {
+        Ok(Continuity::Same)
+    } else if ring.keys().iter().any(|k| k.kid() == old) {
+        Ok(Continuity::Rotated(old.to_string()))
+    } else if replace {
+        Ok(Continuity::Replaced(old.to_string()))
+    } else {
+        Err(KeyError::Changed {
+            path: primary_path.to_path_buf(),
+            kid: primary.to_string(),
+            remembered: old.to_string(),
+        })
+    }
+}
+
 /// Why a key could not be loaded or made.
 #[derive(Debug)]
 #[non_exhaustive]
@@ -242,6 +298,24 @@ pub enum KeyError {
     },
     /// The operating system's random source failed.
     Random(getrandom::Error),
+    /// The key file is missing, but the user store was served with a key before: a new
+    /// key would end every session and every open form, silently.
+    Missing {
+        /// The key file.
+        path: PathBuf,
+        /// The kid of the key the store was last served with.
+        kid: String,
+    },
+    /// The primary key is not the one the user store was last served with, and that one
+    /// is not among the verifying keys.
+    Changed {
+        /// The primary key file.
+        path: PathBuf,
+        /// The kid of that file's key.
+        kid: String,
+        /// The kid of the key the store was last served with.
+        remembered: String,
+    },
 }
 
 impl fmt::Display for KeyError {
@@ -283,6 +357,28 @@ impl fmt::Display for KeyError {
             KeyError::Random(err) => {
                 write!(f, "the operating system gave no random bytes: {err}")
             }
+            KeyError::Missing { path, kid } => write!(
+                f,
+                "the signing key {} is missing, but the user store was last served with key \
+                 {kid}; every session, open form and verify-only instance depends on it. \
+                 Restore that key file from a backup (mode 0600), or, to switch to a new key \
+                 deliberately (everyone is logged out; give verify-only instances the new \
+                 key), start once with `latchkey serve --replace-key`",
+                path.display()
+            ),
+            KeyError::Changed {
+                path,
+                kid,
+                remembered,
+            } => write!(
+                f,
+                "the signing key {} (kid {kid}) is not the key the user store was last served \
+                 with (kid {remembered}), and that key is not among the verifying keys. Put \
+                 the old key file back; or rotate by naming the new key first and the old one \
+                 after it (--key-file NEW --key-file OLD); or, to switch deliberately \
+                 (everyone is logged out), start once with `latchkey serve --replace-key`",
+                path.display()
+            ),
         }
     }
 }
@@ -314,6 +410,36 @@ mod tests {
         let key = Key::new(vec![7; 32]).expect("32 bytes");
         let full = URL_SAFE_NO_PAD.encode(Sha256::digest([7u8; 32]));
         assert_eq!(key.kid(), &full[..8]);
+    }
+
+    #[test]
+    fn continuity_allows_first_serve_same_key_and_rotation_only() {
+        let a = Key::new(vec![1; 32]).expect("key");
+        let b = Key::new(vec![2; 32]).expect("key");
+        let path = Path::new("/etc/latchkey/latchkey.key");
+        let only_b = KeyRing::new(vec![b.clone()]).expect("ring");
+        let b_then_a = KeyRing::new(vec![b.clone(), a.clone()]).expect("ring");
+        assert_eq!(
+            continuity(None, &only_b, false, path).expect("first"),
+            Continuity::FirstServe
+        );
+        assert_eq!(
+            continuity(Some(b.kid()), &only_b, false, path).expect("same"),
+            Continuity::Same
+        );
+        assert_eq!(
+            continuity(Some(a.kid()), &b_then_a, false, path).expect("rotation"),
+            Continuity::Rotated(a.kid().to_string())
+        );
+        let err = continuity(Some(a.kid()), &only_b, false, path).expect_err("changed");
+        let text = err.to_string();
+        assert!(text.contains("/etc/latchkey/latchkey.key") && text.contains(a.kid()));
+        assert!(text.contains("--replace-key"), "{text}");
+        assert_eq!(
+            continuity(Some(a.kid()), &only_b, true, path).expect("deliberate"),
+            Continuity::Replaced(a.kid().to_string())
+        );
+        assert!(!Continuity::Same.changes() && Continuity::FirstServe.changes());
     }
 
     #[test]

@@ -24,6 +24,10 @@ enum Command {
     /// Manage users in the store (the server must not hold the store open).
     #[command(subcommand)]
     User(cmd::user::UserCommand),
+    /// Write a consistent copy of the user store to FILE (the server must be stopped).
+    Backup(cmd::backup::BackupArgs),
+    /// Check a copy and put it in place as the user store (the server must be stopped).
+    Restore(cmd::backup::RestoreArgs),
     /// Manage signing keys.
     #[command(subcommand)]
     Key(cmd::token::KeyCommand),
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Serve(args) => cmd::serve::run(args),
         Command::User(command) => cmd::user::run(command),
+        Command::Backup(args) => cmd::backup::backup(args),
+        Command::Restore(args) => cmd::backup::restore(args),
         Command::Key(command) => cmd::token::run_key(command),
         Command::Token(command) => cmd::token::run_token(command),
     }

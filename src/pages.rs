@@ -5,7 +5,7 @@
 
 use maud::{DOCTYPE, Escaper, Markup, PreEscaped, Render, html};
 
-use crate::store::{ROLE_ADMIN, User};
+use crate::store::{DamagedRecord, ROLE_ADMIN, User};
 use crate::token::{Claims, ErrorClass};
 
 /// The stylesheet, inlined in every page and allowed by its hash in the CSP. Colours
@@ -357,10 +357,10 @@ pub fn logout(chrome: &Chrome) -> String {
     layout("Log out", chrome, Width::Narrow, content).into_string()
 }
 
-/// `GET /admin`: every user with the actions on them, and a form to create one. The
-/// administrator's own row has no role, lock or delete controls (those need another
-/// administrator).
-pub fn admin(chrome: &Chrome, users: &[User]) -> String {
+/// `GET /admin`: every user with the actions on them, a marked row for each damaged
+/// record (it can only be deleted), and a form to create one. The administrator's own
+/// row has no role, lock or delete controls (those need another administrator).
+pub fn admin(chrome: &Chrome, users: &[User], damaged: &[DamagedRecord]) -> String {
     let me = chrome.user.map_or(0, |u| u.user_id);
     let content = html! {
         div.card {
@@ -404,6 +404,17 @@ pub fn admin(chrome: &Chrome, users: &[User]) -> String {
                                 @if user.id != me {
                                     a.button.danger href={ "/admin/users/" (user.id) "/delete" } { "Delete…" }
                                 }
+                            }
+                        }
+                    }
+                    @for record in damaged {
+                        tr.damaged {
+                            td data-label="Id" { (record.id) }
+                            td colspan="5" data-label="Damaged" {
+                                "damaged record: " (record.why) "; restore a backup, or delete it"
+                            }
+                            td.actions data-label="Actions" {
+                                a.button.danger href={ "/admin/users/" (record.id) "/delete" } { "Delete…" }
                             }
                         }
                     }
@@ -506,17 +517,7 @@ mod tests {
     }
 
     fn user(id: u64, name: &str, role: &str) -> User {
-        User {
-            id,
-            name: name.into(),
-            role: role.into(),
-            password_hash: "x".into(),
-            ver: 0,
-            locked: false,
-            created: 1_795_000_000,
-            updated: 1_795_000_000,
-            last_login: None,
-        }
+        User::new(id, name.into(), role.into(), "x".into(), 1_795_000_000)
     }
 
     #[test]
@@ -545,7 +546,7 @@ mod tests {
             login(&chrome(None, None), "/next", "bob", false),
             register(&chrome(None, None), "", true),
             account(&chrome(Some(&c), None), 100),
-            admin(&chrome(Some(&c), None), &[]),
+            admin(&chrome(Some(&c), None), &[], &[]),
             logout(&chrome(Some(&c), None)),
             confirm(
                 &chrome(Some(&c), None),
@@ -594,6 +595,7 @@ mod tests {
         let page = admin(
             &chrome(Some(&me), None),
             &[user(1, "root", "admin"), user(2, "bob", "user")],
+            &[],
         );
         assert!(!page.contains("/admin/users/1/role"));
         assert!(!page.contains("/admin/users/1/lock"));

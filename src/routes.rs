@@ -23,7 +23,7 @@ use crate::config::{Config, MetricsAccess, origin_of};
 use crate::http::{self, Client, Form, Login, Method, Reply, Request, percent_encode};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::pages::{self, Chrome, Notice, Welcome};
-use crate::store::{ROLE_ADMIN, ROLE_USER, StoreError, User, UserStore};
+use crate::store::{Entry, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, User, UserStore};
 use crate::token::{Claims, ErrorClass};
 
 /// State shared by every worker.
@@ -219,7 +219,7 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     let visitor = match app.auth.identify(req, now) {
         Ok(v) => v,
         Err(e) => {
-            crate::log::error(&format!("user store: {e}"));
+            log_store_failure(&e);
             let reply = unavailable(req.path);
             return (reply, Outcome::unrouted());
         }
@@ -242,10 +242,7 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
     };
     let mut reply = match result {
         Ok(reply) | Err(Halt::Reply(reply)) => reply,
-        Err(Halt::Store(e)) => {
-            crate::log::error(&format!("user store: {e}"));
-            ctx.store_unavailable()
-        }
+        Err(Halt::Store(e)) => ctx.store_failed(&e),
     };
     app.auth.finish(&visitor, &mut reply, now);
     let user = match (&reply.login, visitor.claims()) {
@@ -255,6 +252,17 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
         _ => None,
     };
     (reply, Outcome { route, user })
+}
+
+/// Logs a store failure answered to a request: the store's own condition (unavailable:
+/// a full disk, an I/O error) is logged by the store once per change, so only at debug
+/// level here; anything else as an error.
+fn log_store_failure(e: &StoreError) {
+    if e.is_unavailable() || matches!(e, StoreError::DamagedRecord(_)) {
+        crate::log::debug(&format!("user store: {e}"));
+    } else {
+        crate::log::error(&format!("user store: {e}"));
+    }
 }
 
 /// The 503 for a store that cannot be used, before a visitor could be identified.
@@ -282,6 +290,12 @@ impl From<Reply> for Halt {
 impl From<StoreError> for Halt {
     fn from(e: StoreError) -> Halt {
         Halt::Store(e)
+    }
+}
+
+impl From<ReadError> for Halt {
+    fn from(e: ReadError) -> Halt {
+        Halt::Store(e.into())
     }
 }
 
@@ -489,6 +503,22 @@ impl Ctx<'_> {
             "unavailable",
             "The user store cannot be used right now. Please try again shortly.",
         )
+        .with_header("Retry-After", "5".into())
+    }
+
+    /// The answer to a store failure: a damaged record is that user's problem (500, said
+    /// plainly; everyone else is served), anything else the 503 above.
+    fn store_failed(&self, e: &StoreError) -> Reply {
+        log_store_failure(e);
+        match e {
+            StoreError::DamagedRecord(_) => self.error(
+                500,
+                "account_damaged",
+                "This account's record in the user store is damaged and cannot be read. \
+                 An administrator must restore it from a backup or remove the account.",
+            ),
+            _ => self.store_unavailable(),
+        }
     }
 
     /// A redirect carrying a one-shot notice (Post/Redirect/Get: a reload of the page
@@ -893,17 +923,25 @@ fn revoke_own(ctx: &Ctx) -> Answer {
 fn admin_page(ctx: &Ctx) -> Answer {
     let (_, store) = ctx.require_admin()?;
     let mut users = Vec::new();
+    let mut damaged = Vec::new();
     let mut after = 0;
     loop {
         let page = store.list(after, 500)?;
         let Some(last) = page.last() else { break };
-        after = last.id;
-        users.extend(page);
-        if users.len() >= 10_000 {
+        after = last.id();
+        for entry in page {
+            match entry {
+                Entry::User(u) => users.push(u),
+                Entry::Damaged(d) => damaged.push(d),
+            }
+        }
+        if users.len() + damaged.len() >= 10_000 {
             break;
         }
     }
-    Ok(ctx.page(200, None, |c| pages::admin(c, &users)).private())
+    Ok(ctx
+        .page(200, None, |c| pages::admin(c, &users, &damaged))
+        .private())
 }
 
 fn admin_create(ctx: &Ctx) -> Answer {
@@ -943,8 +981,31 @@ fn admin_target<'p>(ctx: &Ctx, path: &'p str) -> Result<(u64, &'p str), Reply> {
 fn admin_delete_confirm(ctx: &Ctx) -> Answer {
     let (me, store) = ctx.require_admin()?;
     let (id, _) = admin_target(ctx, ctx.req.path)?;
-    let Some(user) = store.get(id)? else {
-        return Ok(ctx.error(404, "not_found", "There is no such user."));
+    let user = match store.get(id) {
+        Ok(Some(user)) => user,
+        Ok(None) => return Ok(ctx.error(404, "not_found", "There is no such user.")),
+        // A damaged record cannot be read, but it can be deleted.
+        Err(ReadError::DamagedRecord(d)) => {
+            let action = format!("/admin/users/{}/delete", d.id);
+            let detail = format!(
+                "The record of user {} is damaged ({}). Deleting it frees its name; restoring \
+                 a backup would bring the account back instead. This cannot be undone.",
+                d.id, d.why
+            );
+            return Ok(ctx
+                .page(200, None, |c| {
+                    pages::confirm(
+                        c,
+                        &format!("Delete the damaged user {}?", d.id),
+                        &detail,
+                        &action,
+                        "Delete",
+                        "/admin",
+                    )
+                })
+                .private());
+        }
+        Err(e) => return Err(e.into()),
     };
     if user.id == me.user_id {
         return Ok(
@@ -1136,6 +1197,8 @@ fn rejection_message(class: ErrorClass) -> &'static str {
     }
 }
 
+/// 200 while the store can be read and written (damaged records are named, but every
+/// other user is served); 503 naming the cause otherwise. See `store::Health`.
 fn healthz(ctx: &Ctx) -> Answer {
     if let Some(fault) = ctx
         .app
@@ -1147,10 +1210,11 @@ fn healthz(ctx: &Ctx) -> Answer {
         return Ok(Reply::text(503, format!("{fault}\n")));
     }
     Ok(match ctx.store() {
-        Some(store) => match store.count() {
-            Ok(_) => Reply::text(200, "ok\n".into()),
-            Err(e) => Reply::text(503, format!("user store unreadable: {e}\n")),
-        },
+        Some(store) => {
+            let health = store.health();
+            let status = if health.serving() { 200 } else { 503 };
+            Reply::text(status, format!("{}\n", health.describe()))
+        }
         None => Reply::text(200, "ok (verify-only)\n".into()),
     })
 }
@@ -1166,7 +1230,11 @@ fn metrics(ctx: &Ctx) -> Answer {
     if !allowed {
         return Ok(ctx.error(404, "not_found", "There is no page at this address."));
     }
-    let mut reply = Reply::text(200, ctx.app.shared.metrics.render());
+    let mut text = ctx.app.shared.metrics.render();
+    if let Some(store) = ctx.store() {
+        crate::metrics::render_store(&mut text, &store.health());
+    }
+    let mut reply = Reply::text(200, text);
     reply.content_type = "text/plain; version=0.0.4; charset=utf-8";
     Ok(reply)
 }

@@ -27,7 +27,7 @@ use crate::metrics::Metrics;
 use crate::pages;
 use crate::password::Passwords;
 use crate::routes::{self, App, Outcome, Shared};
-use crate::store::UserStore;
+use crate::store::{HealthEvent, OpenError, StoreError, UserStore};
 use crate::throttle::Limits;
 use crate::token::{Clock, Validation, Verifier};
 use crate::wire::{self, DateCache, FixedHead, Version};
@@ -59,8 +59,8 @@ pub const MAX_AUTHORIZATION_BYTES: usize = 8 * 1024;
 pub enum ServeError {
     /// A key could not be loaded or generated.
     Key(keys::KeyError),
-    /// The user store could not be opened.
-    Store(crate::store::StoreError),
+    /// The user store could not be opened, is damaged, or could not remember the key.
+    Store(StoreError),
     /// The password parameters were refused.
     Password(crate::password::PasswordError),
     /// The data directory could not be created.
@@ -106,18 +106,52 @@ impl Prepared {
     }
 }
 
-/// Loads (or on first start generates) the keys, opens the store and builds the
-/// application, without listening yet.
+/// Opens (or on a first start creates) the store, loads the keys (generating
+/// `secret.key` only for a store that was never served, or with `replace_key`), checks
+/// that the primary key is the one the store was last served with, scans the store, and
+/// builds the application, without listening yet.
 pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
-    let ring = load_keys(&config)?;
+    prepare_with(config, false)
+}
+
+/// [`prepare`], where `replace_key` (`serve --replace-key`) accepts a primary key the
+/// store was not served with, generating `secret.key` when the default key file is
+/// missing: the deliberate switch to a new key.
+pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, ServeError> {
+    // The key the store remembers, read through an inspection first: a start refused for
+    // its key (or for a damaged store) leaves the store file exactly as it was.
+    let path = config.store_path();
+    let remembered = if config.verify_only || !path.exists() {
+        None
+    } else {
+        UserStore::inspect(&path)
+            .map_err(|e| ServeError::Store(e.into()))?
+            .served_kid()
+            .map_err(|e| ServeError::Store(e.into()))?
+    };
+    let (ring, continuity) = load_keys(&config, remembered.as_deref(), replace_key)?;
     let store = if config.verify_only {
         None
     } else {
         make_dir(&config.data_dir)?;
-        Some(Arc::new(
-            UserStore::open(&config.store_path()).map_err(ServeError::Store)?,
-        ))
+        let store = UserStore::open(&path).map_err(|e| ServeError::Store(e.into()))?;
+        if continuity.changes() {
+            store
+                .remember_kid(ring.primary().kid())
+                .map_err(|e| ServeError::Store(e.into()))?;
+        }
+        Some(Arc::new(store))
     };
+    if let Some(store) = &store {
+        let scan = store.scan().map_err(|e| ServeError::Store(e.into()))?;
+        let users = scan.users;
+        match scan.verdict() {
+            Ok(_) => log::info(&format!("user store: {users} users")),
+            Err(e) => log::error(&format!("{e}")),
+        }
+        // From here on, changes of the store's health are logged once each.
+        store.set_observer(log_store_event);
+    }
     let passwords = Passwords::new(config.argon2).map_err(ServeError::Password)?;
     let validation = Validation {
         issuer: config.issuer.clone(),
@@ -179,31 +213,103 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
     })
 }
 
-/// `latchkey serve --check`: checks the configuration, keys, argon2 settings and an
-/// existing store without creating anything; returns notes for the operator.
-pub fn check(config: &Config) -> Result<Vec<String>, ServeError> {
+/// `latchkey serve --check`: the verdict `serve` would reach, without writing anything:
+/// the configuration, the keys, the argon2 settings, and an existing store read in full
+/// through an inspection (every record decoded, the indexes checked, the primary key
+/// compared with the one the store was last served with). Returns notes for the operator.
+pub fn check(config: &Config, replace_key: bool) -> Result<Vec<String>, ServeError> {
     let mut notes = Vec::new();
     let files = config.effective_key_files();
-    if config.key_files.is_empty() && !files[0].exists() {
-        notes.push(format!(
-            "{} will be generated on first start",
-            files[0].display()
-        ));
+    let path = config.store_path();
+    let store = if config.verify_only || !path.exists() {
+        if !config.verify_only {
+            notes.push(format!("{} will be created on first start", path.display()));
+        }
+        None
     } else {
-        KeyRing::load(&files).map_err(ServeError::Key)?;
-    }
-    Passwords::new(config.argon2).map_err(ServeError::Password)?;
-    let store = config.store_path();
-    if !config.verify_only && store.exists() {
-        match UserStore::open(&store) {
-            Ok(_) => {}
-            Err(crate::store::StoreError::Busy(_)) => {
-                notes.push(format!("{} is in use by a running server", store.display()));
+        match UserStore::inspect(&path) {
+            Ok(store) => Some(store),
+            Err(OpenError::Busy(_)) => {
+                notes.push(format!(
+                    "{} is in use by a running server, so its records and its key were not checked",
+                    path.display()
+                ));
+                None
             }
-            Err(e) => return Err(ServeError::Store(e)),
+            Err(e) => return Err(ServeError::Store(e.into())),
+        }
+    };
+    let remembered = match &store {
+        Some(store) => store
+            .served_kid()
+            .map_err(|e| ServeError::Store(e.into()))?,
+        None => None,
+    };
+    let generated = config.key_files.is_empty() && !files[0].exists();
+    if generated {
+        match (&remembered, replace_key) {
+            (Some(kid), false) => {
+                return Err(ServeError::Key(keys::KeyError::Missing {
+                    path: files[0].clone(),
+                    kid: kid.clone(),
+                }));
+            }
+            (Some(kid), true) => notes.push(format!(
+                "{} will be generated, replacing key {kid} (--replace-key)",
+                files[0].display()
+            )),
+            (None, _) => notes.push(format!(
+                "{} will be generated on first start",
+                files[0].display()
+            )),
+        }
+    } else {
+        let ring = load_ring(&files, remembered.as_deref())?;
+        match keys::continuity(remembered.as_deref(), &ring, replace_key, &files[0])
+            .map_err(ServeError::Key)?
+        {
+            keys::Continuity::Rotated(old) => notes.push(format!(
+                "the primary key becomes {} (key {old} still verifies)",
+                ring.primary().kid()
+            )),
+            keys::Continuity::Replaced(old) => notes.push(format!(
+                "the primary key becomes {}, replacing key {old} (--replace-key)",
+                ring.primary().kid()
+            )),
+            keys::Continuity::FirstServe | keys::Continuity::Same => {}
         }
     }
+    Passwords::new(config.argon2).map_err(ServeError::Password)?;
+    if let Some(store) = &store {
+        let scan = store.scan().map_err(|e| ServeError::Store(e.into()))?;
+        let users = scan.verdict().map_err(ServeError::Store)?;
+        notes.push(format!("{} holds {users} users", path.display()));
+    }
     Ok(notes)
+}
+
+/// Logs a change of the store's health: one line per change, never per request.
+fn log_store_event(event: &HealthEvent) {
+    match event {
+        HealthEvent::ReadsFailing(why) => log::error(&format!(
+            "user store: reads fail: {why}; /healthz answers 503 until they work again"
+        )),
+        HealthEvent::ReadsWork => log::info("user store: reads work again"),
+        HealthEvent::WritesFailing(why) => log::error(&format!(
+            "user store: writes fail: {why}; reads, logins and token checks go on, and \
+             /healthz answers 503 until writes work again"
+        )),
+        HealthEvent::WritesWork => log::info("user store: writes work again"),
+        HealthEvent::Reopened => log::debug("user store: re-opened the file after an error"),
+        // The failing reads that follow say the same as an error line.
+        HealthEvent::ReopenFailed(why) => log::info(&format!(
+            "user store: cannot open the file again: {why}; retrying with back-off"
+        )),
+        HealthEvent::Damaged(damage) => log::error(&format!(
+            "user store: {damage}; that user cannot log in (everyone else can); restore a \
+             backup or remove the user"
+        )),
+    }
 }
 
 fn make_dir(dir: &Path) -> Result<(), ServeError> {
@@ -214,13 +320,29 @@ fn make_dir(dir: &Path) -> Result<(), ServeError> {
         .map_err(|e| ServeError::DataDir(dir.to_path_buf(), e))
 }
 
-/// The key ring; on the embedded defaults, `secret.key` is generated on first start.
-fn load_keys(config: &Config) -> Result<KeyRing, ServeError> {
+/// The key ring and how its primary key relates to the one the store remembers
+/// (`remembered`, `None` for a store never served, or no store). On the embedded
+/// defaults, `secret.key` is generated only for a store that was never served (a first
+/// start, also right after `latchkey user add` made the store), or with `replace_key`; a
+/// missing key for a store that was served refuses the start, naming the file. The
+/// primary key must be the one the store was last served with, a rotation keeping it
+/// among the verifying keys, or `replace_key`. The kid (never the key) is logged.
+fn load_keys(
+    config: &Config,
+    remembered: Option<&str>,
+    replace_key: bool,
+) -> Result<(KeyRing, keys::Continuity), ServeError> {
     let files = config.effective_key_files();
     if config.key_files.is_empty() {
         make_dir(&config.data_dir)?;
         let path = &files[0];
         if !path.exists() {
+            if let (Some(kid), false) = (remembered, replace_key) {
+                return Err(ServeError::Key(keys::KeyError::Missing {
+                    path: path.clone(),
+                    kid: kid.to_string(),
+                }));
+            }
             keys::generate(path).map_err(ServeError::Key)?;
             log::info(&format!(
                 "generated a new signing key in {}",
@@ -228,7 +350,53 @@ fn load_keys(config: &Config) -> Result<KeyRing, ServeError> {
             ));
         }
     }
-    KeyRing::load(&files).map_err(ServeError::Key)
+    let ring = load_ring(&files, remembered)?;
+    let continuity = if config.verify_only {
+        keys::Continuity::Same
+    } else {
+        keys::continuity(remembered, &ring, replace_key, &files[0]).map_err(ServeError::Key)?
+    };
+    let how = match &continuity {
+        keys::Continuity::FirstServe => " (the user store's first key)".to_string(),
+        keys::Continuity::Same => String::new(),
+        keys::Continuity::Rotated(old) => {
+            format!(" (rotated from key {old}, which still verifies)")
+        }
+        keys::Continuity::Replaced(old) => format!(
+            " (replacing key {old} as asked by --replace-key: tokens signed with it are refused)"
+        ),
+    };
+    let verifying: Vec<&str> = ring.keys().iter().skip(1).map(|k| k.kid()).collect();
+    log::info(&format!(
+        "signing with key {} from {}{how}{}",
+        ring.primary().kid(),
+        files[0].display(),
+        if verifying.is_empty() {
+            String::new()
+        } else {
+            format!("; also verifying {}", verifying.join(", "))
+        }
+    ));
+    Ok((ring, continuity))
+}
+
+/// Loads the key files; a missing first one for a store that was served is reported as
+/// [`keys::KeyError::Missing`], which says how to restore or replace it.
+fn load_ring(
+    files: &[std::path::PathBuf],
+    remembered: Option<&str>,
+) -> Result<KeyRing, ServeError> {
+    KeyRing::load(files).map_err(|e| match (e, remembered) {
+        (keys::KeyError::Read { path, source }, Some(kid))
+            if source.kind() == io::ErrorKind::NotFound && path == files[0] =>
+        {
+            ServeError::Key(keys::KeyError::Missing {
+                path,
+                kid: kid.to_string(),
+            })
+        }
+        (e, _) => ServeError::Key(e),
+    })
 }
 
 /// Set by the signal thread; workers seeing `recv()` fail after it is set exit quietly.

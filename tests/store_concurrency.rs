@@ -8,7 +8,7 @@ use std::sync::{Arc, Barrier};
 use std::thread;
 
 use latchkey::password::{Params, Passwords, Verdict};
-use latchkey::store::{StoreError, UserStore};
+use latchkey::store::{CreateError, Entry, UserStore};
 
 const THREADS: usize = 8;
 
@@ -44,7 +44,7 @@ fn same_name_from_many_threads_exactly_one_wins() {
         let winners = results.iter().filter(|r| r.is_ok()).count();
         assert_eq!(winners, 1, "round {round}: {results:?}");
         for r in &results {
-            assert!(matches!(r, Ok(_) | Err(StoreError::NameTaken(_))), "{r:?}");
+            assert!(matches!(r, Ok(_) | Err(CreateError::NameTaken(_))), "{r:?}");
         }
     }
     assert_eq!(store.count().expect("count"), 5);
@@ -147,7 +147,7 @@ fn threads_create_and_verify_at_once() {
         .list(0, usize::MAX)
         .expect("list")
         .iter()
-        .map(|u| u.id)
+        .map(Entry::id)
         .collect();
     ids.dedup();
     assert_eq!(ids, (1..=n).collect::<Vec<_>>(), "ids are dense and unique");

@@ -7,7 +7,9 @@ use common::TempDir;
 use std::path::Path;
 
 use latchkey::password::{Params, Passwords, Verdict};
-use latchkey::store::{self, StoreError, User, UserStore};
+use latchkey::store::{
+    self, CreateError, Entry, Invalid, OpenError, StoreError, UpdateError, UserStore,
+};
 
 fn open(dir: &TempDir) -> UserStore {
     UserStore::open(&dir.store_file()).expect("open")
@@ -69,7 +71,7 @@ fn taken_names_ignore_case_and_whitespace() {
     s.create("alice", "user", HASH).expect("create");
     for taken in ["alice", "ALICE", "Alice", " alice", "alice\n", "\taLIce  "] {
         match s.create(taken, "user", HASH) {
-            Err(StoreError::NameTaken(name)) => assert_eq!(name, taken.trim()),
+            Err(CreateError::NameTaken(name)) => assert_eq!(name, taken.trim()),
             other => panic!("{taken:?}: expected NameTaken, got {other:?}"),
         }
     }
@@ -100,7 +102,7 @@ fn bad_names_are_refused_with_the_rule() {
         (long.as_str(), "at most 64"),
     ] {
         match s.create(name, "user", HASH) {
-            Err(e @ StoreError::BadName(_)) => {
+            Err(CreateError::Invalid(e @ Invalid::Name(_))) => {
                 assert!(e.to_string().contains(says), "{name:?}: {e}");
                 assert!(e.to_string().starts_with("bad user name: "), "{e}");
             }
@@ -139,7 +141,9 @@ fn roles() {
         (long.as_str(), "at most 32"),
     ] {
         match s.create("carol", role, HASH) {
-            Err(e @ StoreError::BadRole(_)) => assert!(e.to_string().contains(says), "{e}"),
+            Err(CreateError::Invalid(e @ Invalid::Role(_))) => {
+                assert!(e.to_string().contains(says), "{e}")
+            }
             other => panic!("{role:?}: expected BadRole, got {other:?}"),
         }
     }
@@ -153,9 +157,12 @@ fn roles() {
     );
     assert!(matches!(
         s.set_role(u.id, "ADMIN"),
-        Err(StoreError::BadRole(_))
+        Err(UpdateError::Invalid(Invalid::Role(_)))
     ));
-    assert!(matches!(s.set_role(999, "user"), Err(StoreError::NotFound)));
+    assert!(matches!(
+        s.set_role(999, "user"),
+        Err(UpdateError::NotFound)
+    ));
 }
 
 #[test]
@@ -164,21 +171,21 @@ fn bad_hashes_are_refused() {
     let s = open(&dir);
     assert!(matches!(
         s.create("dave", "user", ""),
-        Err(StoreError::BadHash(_))
+        Err(CreateError::Invalid(Invalid::Hash(_)))
     ));
     let long = "h".repeat(store::HASH_MAX + 1);
     assert!(matches!(
         s.create("dave", "user", &long),
-        Err(StoreError::BadHash(_))
+        Err(CreateError::Invalid(Invalid::Hash(_)))
     ));
     let u = s.create("dave", "user", HASH).expect("create");
     assert!(matches!(
         s.set_password(u.id, ""),
-        Err(StoreError::BadHash(_))
+        Err(UpdateError::Invalid(Invalid::Hash(_)))
     ));
     assert!(matches!(
         s.record_login(u.id, Some(&long)),
-        Err(StoreError::BadHash(_))
+        Err(UpdateError::Invalid(Invalid::Hash(_)))
     ));
     assert_eq!(s.get(u.id).expect("get").expect("exists"), u, "unchanged");
 }
@@ -224,7 +231,7 @@ fn version_bumps() {
         s.set_locked(42, false),
         s.record_login(42, None),
     ] {
-        assert!(matches!(op, Err(StoreError::NotFound)), "{op:?}");
+        assert!(matches!(op, Err(UpdateError::NotFound)), "{op:?}");
     }
 }
 
@@ -237,7 +244,7 @@ fn delete_frees_the_name_but_not_the_id() {
     assert_eq!(s.get(a.id).expect("get"), None);
     assert_eq!(s.get_by_name("frank").expect("by name"), None);
     assert_eq!(s.session_state(a.id).expect("state"), None);
-    assert!(matches!(s.delete(a.id), Err(StoreError::NotFound)));
+    assert!(matches!(s.delete(a.id), Err(UpdateError::NotFound)));
     assert_eq!(StoreError::NotFound.to_string(), "no such user");
     let b = s.create("FRANK", "user", HASH).expect("name is free again");
     assert!(b.id > a.id, "ids are never reused");
@@ -258,7 +265,7 @@ fn list_pages_by_id() {
             .expect("create");
     }
     s.delete(5).expect("delete");
-    let mut seen: Vec<User> = Vec::new();
+    let mut seen: Vec<Entry> = Vec::new();
     let mut after = 0;
     loop {
         let page = s.list(after, 10).expect("list");
@@ -266,10 +273,11 @@ fn list_pages_by_id() {
             break;
         }
         assert!(page.len() <= 10);
-        after = page.last().map(|u| u.id).expect("non-empty");
+        after = page.last().map(Entry::id).expect("non-empty");
         seen.extend(page);
     }
-    let ids: Vec<u64> = seen.iter().map(|u| u.id).collect();
+    assert!(seen.iter().all(|e| matches!(e, Entry::User(_))));
+    let ids: Vec<u64> = seen.iter().map(Entry::id).collect();
     let expected: Vec<u64> = (1..=25).filter(|&id| id != 5).collect();
     assert_eq!(ids, expected);
     assert_eq!(s.count().expect("count"), 24);
@@ -301,7 +309,7 @@ fn busy_when_another_handle_holds_the_file() {
     let dir = TempDir::new("ops");
     let _held = open(&dir);
     match UserStore::open(&dir.store_file()) {
-        Err(e @ StoreError::Busy(_)) => assert_eq!(
+        Err(e @ OpenError::Busy(_)) => assert_eq!(
             e.to_string(),
             format!(
                 "the user store {} is in use by another process (a running latchkey server?); \
@@ -318,8 +326,8 @@ fn busy_when_another_handle_holds_the_file() {
 fn open_failures_name_the_file() {
     let dir = TempDir::new("ops");
     let missing = dir.path().join("no-such-dir").join("users.redb");
-    let err = UserStore::open(&missing).err().expect("missing directory");
-    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let err = UserStore::open(&missing).expect_err("missing directory");
+    assert!(matches!(err, OpenError::File { .. }), "{err:?}");
     assert!(
         err.to_string()
             .starts_with(&format!("cannot open the user store {}", missing.display()))
@@ -331,8 +339,20 @@ fn open_failures_name_the_file() {
         b"this is not a redb file, just some text that is long enough",
     )
     .expect("write");
-    let err = UserStore::open(&junk).err().expect("not a redb file");
-    assert!(matches!(err, StoreError::Open { .. }), "{err:?}");
+    let err = UserStore::open(&junk).expect_err("not a redb file");
+    assert!(matches!(err, OpenError::Damaged { .. }), "{err:?}");
+    assert!(
+        err.to_string().starts_with(&format!(
+            "the user store is damaged: {} is not a redb file",
+            junk.display()
+        )),
+        "{err}"
+    );
+    assert_eq!(
+        std::fs::read(&junk).expect("read"),
+        b"this is not a redb file, just some text that is long enough",
+        "never overwritten"
+    );
 }
 
 /// The login flow the web server runs: look up, verify, record the login
@@ -384,7 +404,7 @@ fn login_flow_with_rehash() {
 
 #[test]
 fn store_error_messages_are_actionable() {
-    let newer = StoreError::NewerSchema {
+    let newer = OpenError::NewerSchema {
         found: 2,
         supported: 1,
     };
@@ -396,7 +416,7 @@ fn store_error_messages_are_actionable() {
     );
     let path: &Path = Path::new("x/users.redb");
     assert!(
-        StoreError::Busy(path.into())
+        OpenError::Busy(path.into())
             .to_string()
             .contains("x/users.redb")
     );

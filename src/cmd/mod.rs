@@ -1,5 +1,6 @@
 //! Implementations of the subcommands; each returns the process exit code.
 
+pub mod backup;
 pub mod serve;
 pub mod token;
 pub mod user;

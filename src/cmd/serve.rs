@@ -19,9 +19,14 @@ use latchkey::server;
 pub struct ServeArgs {
     #[command(flatten)]
     source: ConfigArgs,
-    /// Validate the configuration, keys and store, then exit.
+    /// Validate the configuration, keys and store (every record), then exit; writes nothing.
     #[arg(long)]
     check: bool,
+    /// Switch the user store to the configured primary key although it was last served
+    /// with another one (generating secret.key when the default key file is missing):
+    /// every session ends. A one-time action, not a setting; see docs/store.md, "Keys".
+    #[arg(long)]
+    replace_key: bool,
     #[command(flatten)]
     settings: SettingFlags,
 }
@@ -113,7 +118,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
         Err(e) => return super::fail(e),
     };
     if args.check {
-        return match server::check(&config) {
+        return match server::check(&config, args.replace_key) {
             Ok(notes) => {
                 for note in notes {
                     println!("note: {note}");
@@ -124,7 +129,7 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Err(e) => super::fail(e),
         };
     }
-    let prepared = match server::prepare(config) {
+    let prepared = match server::prepare_with(config, args.replace_key) {
         Ok(p) => p,
         Err(e) => return super::fail(e),
     };

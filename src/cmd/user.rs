@@ -2,7 +2,10 @@
 //!
 //! Every subcommand opens `users.redb` in the data directory itself. redb
 //! locks the file while it is open, so these commands cannot run while a
-//! server holds the store; they then say so plainly (`StoreError::Busy`).
+//! server holds the store; they then say so plainly (`OpenError::Busy`). A
+//! file that is not a sound store is refused untouched (exit 1, "the user store
+//! is damaged: …"); `list` only inspects the store and never writes to it, and
+//! names every damaged record (exit 1).
 //! Passwords come from a terminal prompt without echo (asked twice), or as one
 //! line of stdin when stdin is not a terminal. Passwords and hashes are never
 //! printed.
@@ -15,11 +18,14 @@ use std::process::ExitCode;
 
 use latchkey::config::{Config, Value};
 use latchkey::password::{self, MAX_LEN, PasswordError, Passwords};
-use latchkey::store::{self, StoreError, User, UserStore};
+use latchkey::store::{
+    self, CreateError, DamagedRecord, Entry, OpenError, ReadError, User, UserStore,
+};
 
 use super::serve::ConfigArgs;
 
-/// Where the store is: shared by every user subcommand. The configuration is built as
+/// Where the store is: shared by every user subcommand, `backup` and `restore`. The
+/// configuration is built as
 /// `latchkey serve` builds it (defaults, `--config`, `LATCHKEY_*`, these flags), so the
 /// commands find the server's data directory and use its password hashing cost.
 #[derive(clap::Args)]
@@ -40,6 +46,16 @@ impl StoreArgs {
             flags.push(("data_dir", Value::Text(dir.to_string_lossy().into_owned())));
         }
         Ok(self.source.load(&flags)?)
+    }
+
+    /// The store file: `users.redb` in the configured data directory.
+    pub fn store_file(&self) -> Result<PathBuf> {
+        Ok(self.config()?.store_path())
+    }
+
+    /// The configured data directory.
+    pub fn dir(&self) -> Result<PathBuf> {
+        Ok(self.config()?.data_dir)
     }
 }
 
@@ -162,9 +178,23 @@ fn execute(command: UserCommand) -> Result<()> {
         }
         UserCommand::Remove { name, store } => {
             let db = open_existing(&store)?;
-            let user = find(&db, &name)?;
-            db.delete(user.id)?;
-            println!("removed {} (id {})", user.name, user.id);
+            match db.get_by_name(&name) {
+                Ok(Some(user)) => {
+                    db.delete(user.id)?;
+                    println!("removed {} (id {})", user.name, user.id);
+                }
+                Ok(None) => return Err(format!("there is no user named {}", name.trim()).into()),
+                // A damaged record cannot be read, but it can go.
+                Err(ReadError::DamagedRecord(d)) => {
+                    db.delete(d.id)?;
+                    println!(
+                        "removed {} (id {}; its record was damaged)",
+                        name.trim(),
+                        d.id
+                    );
+                }
+                Err(e) => return Err(e.into()),
+            }
             Ok(())
         }
     }
@@ -182,8 +212,8 @@ fn add(args: &StoreArgs, name: &str, role: &str) -> Result<()> {
         .create(dir)
         .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
     let db = UserStore::open(&config.store_path())?;
-    if db.get_by_name(&name)?.is_some() {
-        return Err(StoreError::NameTaken(name).into());
+    if db.id_by_name(&name)?.is_some() {
+        return Err(CreateError::NameTaken(name).into());
     }
     let hash = passwords(args)?.hash(&read_new_password(&name)?)?;
     let user = db.create(&name, role, &hash)?;
@@ -194,23 +224,49 @@ fn add(args: &StoreArgs, name: &str, role: &str) -> Result<()> {
     Ok(())
 }
 
+/// Lists every user, marking damaged records; exits 1 naming them when the full scan
+/// finds damage (the same verdict as `serve --check` and `/healthz`).
 fn list(args: &StoreArgs, json: bool) -> Result<()> {
-    let db = open_existing(args)?;
-    let mut users: Vec<User> = Vec::new();
+    let file = args.store_file()?;
+    let db = UserStore::inspect(&file).map_err(|e| missing_store(&file, e))?;
+    let mut rows: Vec<Entry> = Vec::new();
     loop {
-        let page = db.list(users.last().map_or(0, |u| u.id), 500)?;
+        let page = db.list(rows.last().map_or(0, Entry::id), 500)?;
         if page.is_empty() {
             break;
         }
-        users.extend(page);
+        rows.extend(page);
     }
     if json {
-        let rows: Vec<JsonRow<'_>> = users.iter().map(JsonRow::from).collect();
+        let rows: Vec<serde_json::Value> = rows
+            .iter()
+            .map(|row| match row {
+                Entry::User(u) => serde_json::to_value(JsonRow::from(u)),
+                Entry::Damaged(d) => serde_json::to_value(JsonDamaged::from(d)),
+            })
+            .collect::<std::result::Result<_, _>>()?;
         println!("{}", serde_json::to_string_pretty(&rows)?);
     } else {
-        print!("{}", table(&users));
+        print!("{}", table(&rows));
     }
+    db.scan()?.verdict()?;
     Ok(())
+}
+
+/// A damaged record in `list --json`: its id and what is wrong.
+#[derive(serde::Serialize)]
+struct JsonDamaged<'a> {
+    id: u64,
+    damaged: &'a str,
+}
+
+impl<'a> From<&'a DamagedRecord> for JsonDamaged<'a> {
+    fn from(d: &'a DamagedRecord) -> JsonDamaged<'a> {
+        JsonDamaged {
+            id: d.id,
+            damaged: &d.why,
+        }
+    }
 }
 
 /// One user in `list --json`: everything but the password hash.
@@ -241,8 +297,9 @@ impl<'a> From<&'a User> for JsonRow<'a> {
     }
 }
 
-/// The readable listing: one row per user, times in UTC.
-fn table(users: &[User]) -> String {
+/// The readable listing: one row per user, times in UTC; a damaged record gets a row
+/// saying so (what is wrong goes to stderr with the exit status).
+fn table(entries: &[Entry]) -> String {
     let mut rows = vec![[
         "ID".to_string(),
         "NAME".into(),
@@ -251,7 +308,22 @@ fn table(users: &[User]) -> String {
         "CREATED".into(),
         "LAST LOGIN".into(),
     ]];
-    for u in users {
+    for entry in entries {
+        let u = match entry {
+            Entry::User(u) => u,
+            Entry::Damaged(d) => {
+                let unknown = || "?".to_string();
+                rows.push([
+                    d.id.to_string(),
+                    "(damaged)".into(),
+                    unknown(),
+                    unknown(),
+                    unknown(),
+                    unknown(),
+                ]);
+                continue;
+            }
+        };
         rows.push([
             u.id.to_string(),
             u.name.clone(),
@@ -283,11 +355,16 @@ fn table(users: &[User]) -> String {
 
 /// Opens the store, refusing to create one: only `add` does that.
 fn open_existing(args: &StoreArgs) -> Result<UserStore> {
-    let file = args.config()?.store_path();
-    if !file.exists() {
-        return Err(no_store(&file).into());
+    let file = args.store_file()?;
+    UserStore::open_existing(&file).map_err(|e| missing_store(&file, e))
+}
+
+/// An open error, with the hint for a missing store.
+pub fn missing_store(file: &Path, e: OpenError) -> Box<dyn Error> {
+    match e {
+        OpenError::Missing(_) => no_store(file).into(),
+        other => other.into(),
     }
-    Ok(UserStore::open(&file)?)
 }
 
 fn no_store(file: &Path) -> String {

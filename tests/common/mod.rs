@@ -675,3 +675,62 @@ pub fn start_wrapped(
     std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
     Server::start_bin(script.to_str().unwrap(), dir, args, env)
 }
+
+impl Server {
+    /// Starts `latchkey serve` in `dir` like [`Server::start_in`], for a server expected to
+    /// log errors while it starts (a damaged user record is logged, then served around):
+    /// it waits for the listening line only, and fails if the process exits first.
+    pub fn start_in_logging_errors(
+        dir: Arc<TempDir>,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Server {
+        let mut cmd = Command::new(bin());
+        cmd.arg("serve")
+            .arg("--listen")
+            .arg("127.0.0.1:0")
+            .arg("--data-dir")
+            .arg(dir.path().join("data"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped());
+        for (k, _) in std::env::vars() {
+            if k.starts_with("LATCHKEY_") || k.starts_with("LISTEN_") || k == "NOTIFY_SOCKET" {
+                cmd.env_remove(k);
+            }
+        }
+        for (k, v) in FAST_ENV.iter().chain(env) {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn latchkey");
+        let stderr = child.stderr.take().unwrap();
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        {
+            let log = Arc::clone(&log);
+            std::thread::spawn(move || {
+                let mut tx = Some(tx);
+                for line in BufReader::new(stderr).lines() {
+                    let Ok(line) = line else { break };
+                    if let Some(rest) = line.split("listening on http://").nth(1)
+                        && let Some(tx) = tx.take()
+                    {
+                        let _ = tx.send(rest.split_whitespace().next().unwrap_or("").to_string());
+                    }
+                    log.lock().unwrap().push(line);
+                }
+            });
+        }
+        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
+            Ok(addr) => addr.parse().unwrap(),
+            Err(_) => panic!("server did not start; log: {:?}", log.lock().unwrap()),
+        };
+        Server {
+            child: Some(child),
+            addr,
+            dir,
+            log,
+        }
+    }
+}
