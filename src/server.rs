@@ -447,6 +447,11 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
             " (verify-only)"
         }
     ));
+    if max_connections as u64 + 32 > descriptors {
+        log::error(&format!(
+            "max_connections {max_connections} leaves little room under the descriptor limit {descriptors}; raise LimitNOFILE or lower max_connections"
+        ));
+    }
     notify("READY=1");
     start_monitor(Arc::downgrade(&server));
     wait_for_stop(signals);
@@ -482,11 +487,6 @@ fn connection_limits(
     let max_connections = config
         .max_connections
         .unwrap_or_else(|| default_max_connections(descriptors));
-    if max_connections as u64 + 32 > descriptors {
-        log::error(&format!(
-            "max_connections {max_connections} leaves little room under the descriptor limit {descriptors}; raise LimitNOFILE or lower max_connections"
-        ));
-    }
     let counting = Arc::clone(shared);
     let render: tiny_http::RenderRefusal = Arc::new(move |refusal: &tiny_http::Refusal| {
         counting

@@ -71,6 +71,8 @@ const ACCEPT_FAULT_GRACE: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_millis(500);
 /// The loop has not turned for this long: it is reported stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(5);
+/// How long a connection must have been idle before it may be closed to make room.
+const EVICT_GRACE: Duration = Duration::from_millis(100);
 /// The longest a graceful stop waits for answers in flight to be written.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -389,6 +391,8 @@ struct Conn {
     version: HTTPVersion,
     timer: u64,
     idle_mark: u64,
+    /// When it became idle (accepted, or its last answer written).
+    idle_since: Instant,
 }
 
 struct Slot {
@@ -438,6 +442,7 @@ impl Clock {
     fn mark_idle(&mut self, conn: &mut Conn, token: usize, generation: u64) {
         self.seq += 1;
         conn.idle_mark = self.seq;
+        conn.idle_since = self.now;
         self.idle.push_back((token, generation, self.seq));
     }
 }
@@ -957,20 +962,33 @@ impl Loop {
             version: HTTPVersion(1, 1),
             timer: 0,
             idle_mark: 0,
+            idle_since: self.clock.now,
         });
         Some((token, slot.generation))
     }
 
-    /// Closes the connection that has waited longest without sending anything.
+    /// Closes the connection that has waited longest without sending anything, if it
+    /// has waited at least `EVICT_GRACE`: one accepted a moment ago may simply not have
+    /// been read yet.
     fn evict_one(&mut self) -> bool {
-        while let Some((token, generation, seq)) = self.clock.idle.pop_front() {
-            let live = matches!(self.slots.get(token), Some(Slot { generation: g, conn: Some(c) })
-                if *g == generation && c.idle_mark == seq && !c.refusal);
-            if live {
-                self.hub.stats.evicted.fetch_add(1, Ordering::Relaxed);
-                self.close(token);
-                return true;
+        while let Some(&(token, generation, seq)) = self.clock.idle.front() {
+            let idle_since = match self.slots.get(token) {
+                Some(Slot {
+                    generation: g,
+                    conn: Some(c),
+                }) if *g == generation && c.idle_mark == seq && !c.refusal => c.idle_since,
+                _ => {
+                    self.clock.idle.pop_front();
+                    continue;
+                }
+            };
+            if self.clock.now.saturating_duration_since(idle_since) < EVICT_GRACE {
+                return false;
             }
+            self.clock.idle.pop_front();
+            self.hub.stats.evicted.fetch_add(1, Ordering::Relaxed);
+            self.close(token);
+            return true;
         }
         false
     }
