@@ -30,8 +30,9 @@ use crate::token::{Claims, ErrorClass};
 pub struct Shared {
     /// The configuration in force.
     pub config: Config,
-    /// The account rules with their hashing, throttling and sign-up settings.
-    pub accounts: Accounts,
+    /// The account rules with their hashing, throttling and sign-up settings (shared
+    /// with the control socket).
+    pub accounts: Arc<Accounts>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Whether access lines are written: only then does `handle` copy the user's name
