@@ -16,7 +16,9 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::http::Client;
 use crate::password::{self, PasswordError, Passwords, Verdict};
-use crate::store::{self, Invalid, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, User, UserStore};
+use crate::store::{
+    self, Invalid, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, UpdateError, User, UserStore,
+};
 use crate::throttle::{Key, Limits, Throttle};
 
 /// The account machinery one server shares between its workers: password hashing at
@@ -146,6 +148,16 @@ pub enum AdminAction<'a> {
     Revoke,
     /// Delete the account.
     Delete,
+    /// Remove the account's second factor (every session ends).
+    ResetTotp,
+    /// Set a new password (every session ends); `must_change` sends the user to the
+    /// password form at their next login, before anything else.
+    SetPassword {
+        /// The new password.
+        password: &'a str,
+        /// Whether the user must choose another one at the next login.
+        must_change: bool,
+    },
 }
 
 impl AdminAction<'_> {
@@ -165,6 +177,12 @@ pub enum AdminError {
     NotFound,
     /// The role breaks a rule (the store's message).
     Role(StoreError),
+    /// The new password breaks a rule.
+    Password(PasswordError),
+    /// The action would leave no administrator who can log in.
+    LastAdmin,
+    /// Every hashing place is taken; retry in a moment.
+    Busy,
     /// The store could not be used.
     Store(StoreError),
 }
@@ -191,6 +209,10 @@ pub enum AdminActionKind {
     Revoke,
     /// The account was deleted.
     Delete,
+    /// A new password was set.
+    SetPassword,
+    /// The second factor was removed.
+    ResetTotp,
 }
 
 impl fmt::Display for AdminDone {
@@ -202,6 +224,17 @@ impl fmt::Display for AdminDone {
             AdminActionKind::Unlock => write!(f, "{name} is unlocked."),
             AdminActionKind::Revoke => write!(f, "Every session of {name} was ended."),
             AdminActionKind::Delete => write!(f, "{name} (id {}) was deleted.", self.user.id),
+            AdminActionKind::SetPassword if self.user.must_change_password => write!(
+                f,
+                "{name} has a new password and must change it at the next login; their sessions were ended."
+            ),
+            AdminActionKind::SetPassword => {
+                write!(f, "{name} has a new password; their sessions were ended.")
+            }
+            AdminActionKind::ResetTotp => write!(
+                f,
+                "{name} no longer has a second factor; their sessions were ended."
+            ),
         }
     }
 }
@@ -412,9 +445,31 @@ impl Accounts {
                 }
                 Err(e) => Err(e.into()),
             },
+            AdminAction::ResetTotp => store
+                .reset_totp(target)
+                .map(|u| done(u, AdminActionKind::ResetTotp))
+                .map_err(StoreError::from),
+            AdminAction::SetPassword {
+                password,
+                must_change,
+            } => {
+                password::check_rules(password).map_err(AdminError::Password)?;
+                let Some(_place) = self.hashing.try_enter() else {
+                    return Err(AdminError::Busy);
+                };
+                let hash = self
+                    .passwords
+                    .hash(password)
+                    .map_err(AdminError::Password)?;
+                store
+                    .reset_password(target, &hash, must_change)
+                    .map(|u| done(u, AdminActionKind::SetPassword))
+                    .map_err(StoreError::from)
+            }
         };
         result.map_err(|e| match e {
             StoreError::NotFound => AdminError::NotFound,
+            StoreError::LastAdmin => AdminError::LastAdmin,
             e @ StoreError::Invalid(Invalid::Role(_)) => AdminError::Role(e),
             e => AdminError::Store(e),
         })
@@ -528,6 +583,9 @@ impl fmt::Display for AdminError {
             ),
             AdminError::NotFound => write!(f, "There is no such user."),
             AdminError::Role(e) => write!(f, "{}", sentence(e)),
+            AdminError::Password(e) => write!(f, "{}", sentence(e)),
+            AdminError::LastAdmin => write!(f, "{}", sentence(&UpdateError::LastAdmin)),
+            AdminError::Busy => write!(f, "The server is busy. Please try again in a moment."),
             AdminError::Store(e) => write!(f, "{e}"),
         }
     }

@@ -110,6 +110,9 @@ pub enum Visitor {
         source: Source,
         /// The store's name or role differs from the token's: re-issue it.
         stale: bool,
+        /// An administrator reset the password and the user must choose a new one
+        /// before anything else (known only where the store is).
+        must_change: bool,
     },
     /// No usable token; `rejected` says why one was refused, if one was sent.
     Anonymous {
@@ -127,6 +130,17 @@ impl Visitor {
             Visitor::User { claims, .. } => Some(claims),
             Visitor::Anonymous { .. } => None,
         }
+    }
+
+    /// Whether this user must change their password before using anything else.
+    pub fn must_change_password(&self) -> bool {
+        matches!(
+            self,
+            Visitor::User {
+                must_change: true,
+                ..
+            }
+        )
     }
 
     /// The class of the token this visitor sent and was refused, if any.
@@ -189,6 +203,12 @@ impl Auth {
         self.store.as_deref()
     }
 
+    /// A shared handle to the user store, for the server's other threads (the control
+    /// socket).
+    pub fn store_handle(&self) -> Option<Arc<UserStore>> {
+        self.store.clone()
+    }
+
     /// The tokens a request carries, in the order they are tried: every non-empty
     /// `token` cookie (browsers send all cookies whose domain and path match, so a stale
     /// one from a parent domain or another path may come first), or else the bearer
@@ -219,11 +239,12 @@ impl Auth {
         let mut refused: Option<(ErrorClass, Source)> = None;
         for (token, source) in self.tokens(req) {
             match self.check(token, now)? {
-                Ok((claims, stale)) => {
+                Ok((claims, stale, must_change)) => {
                     return Ok(Visitor::User {
                         claims,
                         source,
                         stale,
+                        must_change,
                     });
                 }
                 Err(class) => {
@@ -238,13 +259,13 @@ impl Auth {
     }
 
     /// Verifies one token and checks it against the store: the claims (with the store's
-    /// current name and role) and whether they differ from the token's, or the class of
-    /// the refusal.
+    /// current name and role), whether they differ from the token's, and whether the user
+    /// must change the password; or the class of the refusal.
     fn check(
         &self,
         token: &str,
         now: i64,
-    ) -> Result<Result<(Claims, bool), ErrorClass>, StoreError> {
+    ) -> Result<Result<(Claims, bool, bool), ErrorClass>, StoreError> {
         let mut claims = match self.verifier.verify(token) {
             Ok(claims) => claims,
             Err(e) => return Ok(Err(e.class())),
@@ -257,6 +278,7 @@ impl Auth {
             return Ok(Err(ErrorClass::Expired));
         }
         let mut stale = false;
+        let mut must_change = false;
         if let Some(store) = &self.store {
             let mut sessions = self.sessions.0.borrow_mut();
             let state = match store.session_state_cached(claims.user_id, &mut sessions) {
@@ -267,6 +289,7 @@ impl Auth {
             };
             match state {
                 Some(state) if !state.locked && state.ver == claims.ver => {
+                    must_change = state.must_change_password;
                     if state.role != claims.role || state.name != claims.name {
                         claims.role.clone_from(&state.role);
                         claims.name.clone_from(&state.name);
@@ -276,7 +299,7 @@ impl Auth {
                 _ => return Ok(Err(TokenError::Revoked.class())),
             }
         }
-        Ok(Ok((claims, stale)))
+        Ok(Ok((claims, stale, must_change)))
     }
 
     /// Fresh claims for `user`, who has just entered their password.
@@ -315,6 +338,7 @@ impl Auth {
                     claims,
                     source: Source::Cookie,
                     stale,
+                    ..
                 },
             ) if self.store.is_some() => self.slide(claims, *stale, now).map(|fresh| {
                 let max_age = fresh.exp - now;

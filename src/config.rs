@@ -584,13 +584,16 @@ pub const SETTINGS: &[Setting] = &[
     }),
 ];
 
+/// The data directory when nothing else names one (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "latchkey-data";
+
 fn default_data_dir(_: &Config, env: &Env) -> Option<Value> {
     // systemd may pass several colon-separated directories; the first is ours.
     let dir = env
         .get("STATE_DIRECTORY")
         .and_then(|d| d.split(':').next())
         .filter(|d| !d.is_empty())
-        .unwrap_or("latchkey-data");
+        .unwrap_or(DEFAULT_DATA_DIR);
     Some(Value::Text(dir.to_string()))
 }
 

@@ -24,7 +24,7 @@ main{max-width:60rem;margin:2rem auto;padding:0 1rem}\
 .card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:1.5rem;margin-bottom:1.5rem}\
 .narrow{max-width:26rem;margin-left:auto;margin-right:auto}\
 h1{font-size:1.5rem;margin:0 0 1rem}h2{font-size:1.15rem;margin:0 0 .75rem}\
-label{display:block;font-weight:600;margin:.75rem 0 .25rem}\
+label{display:block;font-weight:600;margin:.75rem 0 .25rem}label.check{font-weight:400}\
 input[type=text],input[type=password],select{width:100%;padding:.55rem .7rem;border:1px solid var(--input);border-radius:6px;font:inherit;color:var(--fg);background:var(--card)}\
 button,.button{display:inline-block;font:inherit;padding:.5rem 1rem;border:0;border-radius:6px;background:var(--accent);color:var(--on-accent);cursor:pointer;margin-top:1rem;text-decoration:none;line-height:1.5}\
 a.button:visited{color:var(--on-accent)}\
@@ -402,6 +402,7 @@ pub fn admin(chrome: &Chrome, users: &[User], damaged: &[DamagedRecord]) -> Stri
                                     button type="submit" { "End sessions" }
                                 }
                                 @if user.id != me {
+                                    a.button href={ "/admin/users/" (user.id) "/password" } { "Password…" }
                                     a.button.danger href={ "/admin/users/" (user.id) "/delete" } { "Delete…" }
                                 }
                             }
@@ -436,6 +437,33 @@ pub fn admin(chrome: &Chrome, users: &[User], damaged: &[DamagedRecord]) -> Stri
         }
     };
     layout("Admin", chrome, Width::Wide, content).into_string()
+}
+
+/// `GET /admin/users/ID/password`: an administrator sets a user's password; every
+/// session of the user ends, and by default the user must choose another at the next
+/// login.
+pub fn admin_password(chrome: &Chrome, user: &User) -> String {
+    let content = html! {
+        div.card.narrow {
+            h1 { "New password for " (user.name) }
+            p.muted { "Every session of " (user.name) " ends. Tell them the new password another way." }
+            form method="post" action={ "/admin/users/" (user.id) "/password" } {
+                (csrf_field(chrome))
+                label for="password" { "New password (at least 8 characters)" }
+                input #password type="password" name="password" autocomplete="new-password" required autofocus;
+                label for="confirm" { "New password again" }
+                input #confirm type="password" name="confirm" autocomplete="new-password" required;
+                label.check {
+                    input type="checkbox" name="must_change" value="1" checked;
+                    " Must choose a new password at the next login"
+                }
+                button type="submit" { "Set password" }
+                " "
+                a.button.secondary href="/admin" { "Cancel" }
+            }
+        }
+    };
+    layout("New password", chrome, Width::Narrow, content).into_string()
 }
 
 /// An error page in the site's layout.

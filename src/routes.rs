@@ -30,8 +30,9 @@ use crate::token::{Claims, ErrorClass};
 pub struct Shared {
     /// The configuration in force.
     pub config: Config,
-    /// The account rules with their hashing, throttling and sign-up settings.
-    pub accounts: Accounts,
+    /// The account rules with their hashing, throttling and sign-up settings (shared
+    /// with the control socket).
+    pub accounts: Arc<Accounts>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Whether access lines are written: only then does `handle` copy the user's name
@@ -126,6 +127,7 @@ const fn route(method: Method, paths: Paths, label: &'static str, handler: Handl
 
 /// Every route: dispatch, `Allow` and the metrics labels all come from here. `GET` rows
 /// also answer `HEAD` (without a body). The first matching row wins.
+#[rustfmt::skip]
 const ROUTES: &[Route] = {
     use Method::{Get, Post};
     use Paths::{Around, Exact, Under};
@@ -143,12 +145,8 @@ const ROUTES: &[Route] = {
         route(Post, Exact("/account/revoke"), "account", revoke_own),
         route(Get, Exact("/admin"), "admin", admin_page),
         route(Post, Exact("/admin/users"), "admin", admin_create),
-        route(
-            Get,
-            Around("/admin/users/", "/delete"),
-            "admin",
-            admin_delete_confirm,
-        ),
+        route(Get, Around("/admin/users/", "/delete"), "admin", admin_delete_confirm),
+        route(Get, Around("/admin/users/", "/password"), "admin", admin_password_page),
         route(Post, Under("/admin/users/"), "admin", admin_action),
         route(Get, Exact("/auth"), "auth", forward_auth),
         route(Post, Exact("/api/login"), "api_login", api_login),
@@ -237,6 +235,9 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
         .iter()
         .position(|r| r.method == req.method && r.paths.matches(req.path));
     let (route, result) = match row {
+        Some(_) if visitor.must_change_password() && !open_before_password_change(req.path) => {
+            (label_of(row.unwrap_or(0)), Ok(ctx.to_password_change()))
+        }
         Some(row) => (label_of(row), (ROUTES[row].handler)(&ctx)),
         None => (other_label(), Ok(not_routed(&ctx))),
     };
@@ -264,6 +265,28 @@ fn log_store_failure(e: &StoreError) {
         crate::log::error(&format!("user store: {e}"));
     }
 }
+
+/// The paths a user whose password was reset by an administrator may still use before
+/// choosing a new one: the password form and what it needs, logging out, and the
+/// endpoints that only report (`/auth` answers for such a user on its own terms).
+fn open_before_password_change(path: &str) -> bool {
+    matches!(
+        path,
+        "/account"
+            | "/account/password"
+            | "/logout"
+            | "/auth"
+            | "/api/me"
+            | "/healthz"
+            | "/metrics"
+            | "/favicon.svg"
+            | "/favicon.ico"
+    )
+}
+
+/// The notice of a user sent to choose a new password.
+const MUST_CHANGE: &str =
+    "An administrator set a new password for you: choose your own before you go on.";
 
 /// The 503 for a store that cannot be used, before a visitor could be identified.
 fn unavailable(path: &str) -> Reply {
@@ -657,6 +680,19 @@ impl Ctx<'_> {
         Ok((claims, store))
     }
 
+    /// Where a user who must change the password goes instead of the page asked for: the
+    /// password form (JSON `password_change_required` under `/api/`).
+    fn to_password_change(&self) -> Reply {
+        if self.is_api() {
+            return Reply::api_error(
+                403,
+                "password_change_required",
+                "Choose a new password first (an administrator reset it).",
+            );
+        }
+        self.redirect_with_flash("/account", Flash::error(MUST_CHANGE))
+    }
+
     /// When a browser's token cookie was refused, a page request goes to the login page
     /// with a notice saying why; the after step clears the cookie.
     fn bounce_rejected(&self) -> Option<Reply> {
@@ -781,6 +817,11 @@ fn login_submit(ctx: &Ctx) -> Answer {
         return Ok(again("Please enter your user name and password."));
     }
     match ctx.login(store, name, password) {
+        Ok(user) if user.must_change_password => Ok(ctx
+            .redirect_with_flash("/account", Flash::error(MUST_CHANGE))
+            .with_login(Login::Start(Box::new(
+                ctx.app.auth.claims_for(&user, ctx.now),
+            )))),
         Ok(user) => Ok(Reply::see_other(&next).with_login(Login::Start(Box::new(
             ctx.app.auth.claims_for(&user, ctx.now),
         )))),
@@ -971,10 +1012,31 @@ fn admin_target<'p>(ctx: &Ctx, path: &'p str) -> Result<(u64, &'p str), Reply> {
     let id = id
         .parse::<u64>()
         .map_err(|_| not_found("There is no such user."))?;
-    if !matches!(action, "role" | "lock" | "unlock" | "revoke" | "delete") {
+    if !matches!(
+        action,
+        "role" | "lock" | "unlock" | "revoke" | "delete" | "password"
+    ) {
         return Err(not_found("There is no page at this address."));
     }
     Ok((id, action))
+}
+
+/// `GET /admin/users/ID/password`: the form to set a user's password.
+fn admin_password_page(ctx: &Ctx) -> Answer {
+    let (me, store) = ctx.require_admin()?;
+    let (id, _) = admin_target(ctx, ctx.req.path)?;
+    let Some(user) = store.get(id)? else {
+        return Ok(ctx.error(404, "not_found", "There is no such user."));
+    };
+    if user.id == me.user_id {
+        return Ok(ctx.redirect_with_flash(
+            "/admin",
+            Flash::error("Change your own password on your account page."),
+        ));
+    }
+    Ok(ctx
+        .page(200, None, |c| pages::admin_password(c, &user))
+        .private())
 }
 
 /// `GET /admin/users/ID/delete`: asks before deleting.
@@ -1039,6 +1101,19 @@ fn admin_action(ctx: &Ctx) -> Answer {
         "lock" => AdminAction::Lock,
         "unlock" => AdminAction::Unlock,
         "revoke" => AdminAction::Revoke,
+        "password" => {
+            let password = form.get("password").unwrap_or("");
+            if form.get("confirm") != Some(password) {
+                let back = format!("/admin/users/{id}/password");
+                return Ok(
+                    ctx.redirect_with_flash(&back, Flash::error("The two passwords differ."))
+                );
+            }
+            AdminAction::SetPassword {
+                password,
+                must_change: form.get("must_change").is_some(),
+            }
+        }
         _ => AdminAction::Delete,
     };
     let flash = match ctx.accounts().administer(store, me.user_id, id, action) {
@@ -1052,7 +1127,8 @@ fn admin_action(ctx: &Ctx) -> Answer {
 /// `GET /auth`, the forward-auth check for nginx `auth_request`, Caddy and Traefik.
 fn forward_auth(ctx: &Ctx) -> Answer {
     let query = ctx.req.query_params().unwrap_or_default();
-    if let Some(claims) = ctx.user() {
+    let must_change = ctx.visitor.must_change_password();
+    if let Some(claims) = ctx.user().filter(|_| !must_change) {
         if let Some(wanted) = query.get("role")
             && !wanted.split(',').any(|r| r.trim() == claims.role)
         {
@@ -1088,16 +1164,22 @@ fn forward_auth(ctx: &Ctx) -> Answer {
         },
     };
     let next = original.filter(|u| ctx.may_redirect_to(u));
+    // A user who must change the password is sent to the form, not to log in again.
+    let page = if must_change { "/account" } else { "/login" };
     let base = match (&ctx.config().public_url, ctx.store()) {
         (_, None) => ctx.login_url().to_string(),
-        (Some(origin), Some(_)) => format!("{origin}/login"),
-        (None, Some(_)) => "/login".to_string(),
+        (Some(origin), Some(_)) => format!("{origin}{page}"),
+        (None, Some(_)) => page.to_string(),
     };
     let location = match next {
-        Some(next) => with_next(&base, &next),
-        None => base,
+        Some(next) if !must_change => with_next(&base, &next),
+        _ => base,
     };
-    let why = ctx.visitor.rejected().map_or("none", ErrorClass::as_str);
+    let why = if must_change {
+        "password change required"
+    } else {
+        ctx.visitor.rejected().map_or("none", ErrorClass::as_str)
+    };
     Ok(Reply::text(
         if direct { 302 } else { 401 },
         format!("Not logged in ({why}).\n"),
@@ -1144,6 +1226,11 @@ fn api_login(ctx: &Ctx) -> Answer {
         ));
     }
     match ctx.login(store, &creds.username, &creds.password) {
+        Ok(user) if user.must_change_password => Ok(Reply::api_error(
+            403,
+            "password_change_required",
+            "An administrator reset this password: log in with a browser and choose a new one first.",
+        )),
         Ok(user) => {
             let claims = ctx.app.auth.claims_for(&user, ctx.now);
             let token = ctx.app.auth.sign(&claims);

@@ -20,6 +20,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use crate::accounts::{Accounts, Rules, SetupCode, SetupError};
 use crate::auth::{Auth, Policy};
 use crate::config::Config;
+use crate::control::{ControlError, ControlSocket};
 use crate::http::{self, Method, Reply, Request};
 use crate::keys::{self, KeyRing};
 use crate::log::{self, Level};
@@ -71,6 +72,8 @@ pub enum ServeError {
     Accept(io::Error),
     /// The setup code for the first registration could not be made.
     Setup(SetupError),
+    /// The control socket could not be made.
+    Control(ControlError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -85,6 +88,7 @@ impl std::fmt::Display for ServeError {
             ServeError::Listen(a, e) => write!(f, "cannot listen on {a}: {e}"),
             ServeError::Accept(e) => write!(f, "the server stopped serving connections: {e}"),
             ServeError::Setup(e) => write!(f, "{e}"),
+            ServeError::Control(e) => write!(f, "{e}"),
         }
     }
 }
@@ -193,7 +197,7 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
         setup,
     };
     let shared = Shared {
-        accounts: Accounts::new(rules),
+        accounts: Arc::new(Accounts::new(rules)),
         metrics: Metrics::new(
             routes::labels().to_vec(),
             config.workers,
@@ -425,6 +429,18 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
     let _ = shared.connection_fault.set(Box::new(move || {
         weak.upgrade().and_then(|server| server.health().err())
     }));
+    // The operator's commands reach the store through the control socket while serving.
+    let control = match prepared.app.auth.store_handle() {
+        Some(store) => Some(
+            ControlSocket::start(
+                &prepared.app.shared.config.data_dir,
+                store,
+                Arc::clone(&prepared.app.shared.accounts),
+            )
+            .map_err(ServeError::Control)?,
+        ),
+        None => None,
+    };
     let fatal: Arc<std::sync::Mutex<Option<io::Error>>> = Arc::default();
     let mut handles = Vec::new();
     for n in 0..prepared.workers {
@@ -462,6 +478,8 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
     for handle in handles {
         let _ = handle.join();
     }
+    // A clean stop removes the socket; the commands then open the store themselves.
+    drop(control);
     // The last reference: waits for the connection loop to write the last answers.
     drop(server);
     let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();

@@ -443,8 +443,8 @@ fn cached_session_states_follow_every_write() {
     );
     s.revoke(alice.id).expect("revoke");
     assert_eq!(state(&s, &mut cache).ver, 1, "a revocation is seen at once");
-    s.set_role(alice.id, "admin").expect("role");
-    assert_eq!(state(&s, &mut cache).role, "admin");
+    s.set_role(alice.id, "ops").expect("role");
+    assert_eq!(state(&s, &mut cache).role, "ops");
     s.set_locked(alice.id, true).expect("lock");
     assert!(state(&s, &mut cache).locked);
     s.delete(alice.id).expect("delete");
@@ -460,4 +460,41 @@ fn cached_session_states_follow_every_write() {
         );
     }
     assert!(cache.len() <= store::SessionCache::CAPACITY);
+}
+
+#[test]
+fn the_last_active_administrator_cannot_be_deleted_demoted_or_locked() {
+    let dir = TempDir::new("ops");
+    let s = open(&dir);
+    let root = s.create("root", "admin", HASH).expect("admin");
+    let bob = s.create("bob", "user", HASH).expect("user");
+    let last = |r: Result<store::User, store::UpdateError>| {
+        assert!(matches!(r, Err(store::UpdateError::LastAdmin)), "{r:?}");
+    };
+    last(s.set_role(root.id, "user"));
+    last(s.set_locked(root.id, true));
+    assert!(matches!(
+        s.delete(root.id),
+        Err(store::UpdateError::LastAdmin)
+    ));
+    // Whatever else happens to the last admin is allowed.
+    s.revoke(root.id).expect("revoke");
+    s.reset_password(root.id, HASH, true).expect("password");
+    s.set_role(root.id, "admin").expect("admin stays admin");
+    // With a second active admin, either may go; a locked admin does not count.
+    s.set_role(bob.id, "admin").expect("second admin");
+    s.set_locked(bob.id, true).expect("lock the second");
+    last(s.set_role(root.id, "user"));
+    s.set_locked(bob.id, false).expect("unlock");
+    s.set_role(root.id, "user")
+        .expect("demote root: bob is left");
+    last(s.set_locked(bob.id, true));
+    assert!(matches!(
+        s.delete(bob.id),
+        Err(store::UpdateError::LastAdmin)
+    ));
+    // A plain user goes as before.
+    s.delete(root.id).expect("delete a plain user");
+    let msg = store::UpdateError::LastAdmin.to_string();
+    assert!(msg.contains("last active administrator"), "{msg}");
 }

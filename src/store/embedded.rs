@@ -540,11 +540,36 @@ impl UserStore {
         })
     }
 
-    /// Sets the password hash and bumps `ver`.
+    /// Sets the password hash (the user chose it: any "must change" mark is cleared) and
+    /// bumps `ver`.
     pub fn set_password(&self, id: u64, password_hash: &str) -> Result<User, UpdateError> {
+        self.reset_password(id, password_hash, false)
+    }
+
+    /// Sets the password hash, marks whether the user must change it at the next login
+    /// (an administrator's reset), and bumps `ver`: every session ends.
+    pub fn reset_password(
+        &self,
+        id: u64,
+        password_hash: &str,
+        must_change: bool,
+    ) -> Result<User, UpdateError> {
         validate_hash(password_hash).map_err(UpdateError::Invalid)?;
         self.update(id, true, |user| {
             user.password_hash = password_hash.to_string();
+            user.must_change_password = must_change;
+            user.ver = user.ver.saturating_add(1);
+            user.updated = now();
+        })
+    }
+
+    /// Removes the user's second factor (and any enrolment in progress) and bumps `ver`:
+    /// every session ends, and the user logs in with the password alone until they
+    /// enrol again.
+    pub fn reset_totp(&self, id: u64) -> Result<User, UpdateError> {
+        self.update(id, true, |user| {
+            user.totp = None;
+            user.totp_pending = None;
             user.ver = user.ver.saturating_add(1);
             user.updated = now();
         })
@@ -668,6 +693,9 @@ impl UserStore {
             let mut names = tx.open_table(NAMES)?;
             match record::decode(id, &removed) {
                 Ok(user) => {
+                    if is_active_admin(&user) && !other_active_admin(&users, id)? {
+                        return Err(Fail::Op(UpdateError::LastAdmin));
+                    }
                     names.remove(user.name.to_ascii_lowercase().as_str())?;
                 }
                 Err(_) => {
@@ -707,7 +735,11 @@ impl UserStore {
             let Some(mut user) = found else {
                 return Err(Fail::Op(UpdateError::NotFound));
             };
+            let was_admin = is_active_admin(&user);
             change(&mut user);
+            if was_admin && !is_active_admin(&user) && !other_active_admin(&users, id)? {
+                return Err(Fail::Op(UpdateError::LastAdmin));
+            }
             let bytes = record::encode(&user).map_err(|e| Fail::Op(UpdateError::Invalid(e)))?;
             users.insert(id, bytes.as_slice())?;
             Ok(user)
@@ -968,6 +1000,29 @@ impl std::fmt::Debug for UserStore {
 }
 
 /// Decodes a record read by `get`/`update`, as a [`ReadError`].
+/// Whether `user` is an administrator who can log in.
+fn is_active_admin(user: &User) -> bool {
+    user.role == super::ROLE_ADMIN && !user.locked
+}
+
+/// Whether a user other than `id` is an active administrator (read in the write
+/// transaction that would take the last one away, so two such changes cannot both pass).
+/// A damaged record does not count.
+fn other_active_admin(
+    users: &redb::Table<'_, u64, &[u8]>,
+    id: u64,
+) -> Result<bool, Fail<UpdateError>> {
+    for entry in users.iter()? {
+        let (key, value) = entry?;
+        if key.value() != id
+            && record::decode(key.value(), value.value()).is_ok_and(|u| is_active_admin(&u))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 fn decode(id: u64, bytes: &[u8]) -> Result<User, ReadError> {
     record::decode(id, bytes).map_err(|why| ReadError::DamagedRecord(DamagedRecord { id, why }))
 }

@@ -305,6 +305,9 @@ pub enum UpdateError {
     NotFound,
     /// The user's record is damaged, so it cannot be changed (it can be deleted).
     DamagedRecord(DamagedRecord),
+    /// The change would leave no administrator who can log in: the last active
+    /// administrator cannot be deleted, demoted or locked.
+    LastAdmin,
     /// The store cannot be written right now.
     Unavailable(Unavailable),
 }
@@ -314,6 +317,11 @@ impl fmt::Display for UpdateError {
         match self {
             UpdateError::Invalid(e) => e.fmt(f),
             UpdateError::NotFound => write!(f, "no such user"),
+            UpdateError::LastAdmin => write!(
+                f,
+                "this is the last active administrator: nobody could manage users without \
+                 one; make another user an administrator first"
+            ),
             UpdateError::DamagedRecord(d) => d.fmt(f),
             UpdateError::Unavailable(u) => u.fmt(f),
         }
@@ -521,6 +529,8 @@ pub enum StoreError {
     NotFound,
     /// One record is damaged.
     DamagedRecord(DamagedRecord),
+    /// See [`UpdateError::LastAdmin`].
+    LastAdmin,
     /// The store's structure is damaged (the id counter); holds what.
     Damaged(String),
     /// A full scan found damage (see [`Scan`]); the readable users are still served.
@@ -551,6 +561,7 @@ impl fmt::Display for StoreError {
                 "the name {name} is taken (names are compared ignoring case)"
             ),
             StoreError::NotFound => write!(f, "no such user"),
+            StoreError::LastAdmin => UpdateError::LastAdmin.fmt(f),
             StoreError::DamagedRecord(d) => d.fmt(f),
             StoreError::Damaged(what) => write!(
                 f,
@@ -648,6 +659,7 @@ impl From<UpdateError> for StoreError {
             UpdateError::Invalid(e) => StoreError::Invalid(e),
             UpdateError::NotFound => StoreError::NotFound,
             UpdateError::DamagedRecord(d) => StoreError::DamagedRecord(d),
+            UpdateError::LastAdmin => StoreError::LastAdmin,
             UpdateError::Unavailable(u) => StoreError::Unavailable(u),
         }
     }
