@@ -71,8 +71,6 @@ const ACCEPT_FAULT_GRACE: Duration = Duration::from_secs(5);
 const HEARTBEAT: Duration = Duration::from_millis(500);
 /// The loop has not turned for this long: it is reported stuck.
 const STUCK_AFTER: Duration = Duration::from_secs(5);
-/// How long a connection must have been idle before it may be closed to make room.
-const EVICT_GRACE: Duration = Duration::from_millis(100);
 /// The longest a graceful stop waits for answers in flight to be written.
 const DRAIN_LIMIT: Duration = Duration::from_secs(10);
 
@@ -391,8 +389,9 @@ struct Conn {
     version: HTTPVersion,
     timer: u64,
     idle_mark: u64,
-    /// When it became idle (accepted, or its last answer written).
-    idle_since: Instant,
+    /// The turn of the loop in which it became idle (accepted, or its last answer
+    /// written).
+    idle_turn: u64,
 }
 
 struct Slot {
@@ -421,6 +420,8 @@ struct Entry {
 /// stale by a later deadline are skipped (and compacted away).
 struct Clock {
     now: Instant,
+    /// Turns of the loop so far.
+    turn: u64,
     seq: u64,
     durations: [Duration; 5],
     queues: [VecDeque<Entry>; 5],
@@ -442,7 +443,7 @@ impl Clock {
     fn mark_idle(&mut self, conn: &mut Conn, token: usize, generation: u64) {
         self.seq += 1;
         conn.idle_mark = self.seq;
-        conn.idle_since = self.now;
+        conn.idle_turn = self.turn;
         self.idle.push_back((token, generation, self.seq));
     }
 }
@@ -541,6 +542,7 @@ impl Loop {
                 per_address: HashMap::new(),
                 clock: Clock {
                     now,
+                    turn: 0,
                     seq: 0,
                     durations,
                     queues: Default::default(),
@@ -578,6 +580,7 @@ impl Loop {
                 }
             }
             self.clock.now = Instant::now();
+            self.clock.turn += 1;
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accepting.ready = true,
@@ -962,27 +965,27 @@ impl Loop {
             version: HTTPVersion(1, 1),
             timer: 0,
             idle_mark: 0,
-            idle_since: self.clock.now,
+            idle_turn: self.clock.turn,
         });
         Some((token, slot.generation))
     }
 
-    /// Closes the connection that has waited longest without sending anything, if it
-    /// has waited at least `EVICT_GRACE`: one accepted a moment ago may simply not have
-    /// been read yet.
+    /// Closes the connection that has waited longest without sending anything, unless
+    /// it became idle in this very turn of the loop: one just accepted has not been read
+    /// yet, and may well have sent its request.
     fn evict_one(&mut self) -> bool {
         while let Some(&(token, generation, seq)) = self.clock.idle.front() {
-            let idle_since = match self.slots.get(token) {
+            let idle_turn = match self.slots.get(token) {
                 Some(Slot {
                     generation: g,
                     conn: Some(c),
-                }) if *g == generation && c.idle_mark == seq && !c.refusal => c.idle_since,
+                }) if *g == generation && c.idle_mark == seq && !c.refusal => c.idle_turn,
                 _ => {
                     self.clock.idle.pop_front();
                     continue;
                 }
             };
-            if self.clock.now.saturating_duration_since(idle_since) < EVICT_GRACE {
+            if idle_turn == self.clock.turn {
                 return false;
             }
             self.clock.idle.pop_front();
