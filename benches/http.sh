@@ -1,7 +1,15 @@
 #!/usr/bin/env bash
 # HTTP benchmark of latchkey against the original Flask design and a bare tiny_http floor.
 #
+# The floor is STOCK tiny_http 0.12 from crates.io (benches/floor, its own crate and lock
+# file, no [patch]), answering a fixed page with the same number of workers; the patched
+# copy latchkey runs on is measured beside it as examples/bare.rs in raw mode.
+#
 # Usage: benches/http.sh            the whole comparison (about 12 minutes at the defaults)
+#        benches/http.sh floor      latchkey against the floors and the idle-connection
+#                                   report only (about 4 minutes)
+#        benches/http.sh idle       threads, descriptors and RSS with 1,000 and 5,000 idle
+#                                   connections and after they close, latchkey and the floor
 #        benches/http.sh profiles   binary size and /auth speed per release profile variant
 #                                   (opt-level 3/s/z x panic unwind/abort; rebuilds 6 times)
 #        benches/http.sh instructions   instructions per request under callgrind (repeatable
@@ -37,6 +45,7 @@ MODE=${1:-all}
 
 BIN=$ROOT/target/release/latchkey
 BARE=$ROOT/target/release/examples/bare
+FLOOR=$ROOT/target/floor/release/floor
 PASSWORD=bench-password-1234
 TMP=$(mktemp -d -t latchkey-bench.XXXXXX)
 RESULTS=$TMP/results.tsv   # key, rps, p50 ms, p99 ms, errors, others' CPU %, server CPU us/req
@@ -170,8 +179,9 @@ measure_cases() {
 }
 
 build() {
-    say "== building (cargo build --release --bin latchkey --example bare)"
+    say "== building (cargo build --release --bin latchkey --example bare; the stock floor)"
     cargo build --release --bin latchkey --example bare >&2
+    cargo build --release --locked --manifest-path benches/floor/Cargo.toml --target-dir target/floor >&2
 }
 
 # --- latchkey ------------------------------------------------------------------------
@@ -366,15 +376,105 @@ bench_login() {
 
 # --- the floor -----------------------------------------------------------------------
 
-start_bare() { # WORKERS [stock|raw]
+start_bare() { # WORKERS [stock|raw]: stock is the crates.io floor, raw the patched copy
     local port
     port=$(free_port)
     BARE_URL=http://127.0.0.1:$port
-    "$BARE" "127.0.0.1:$port" "$1" "${2:-stock}" 2>/dev/null &
+    if [ "${2:-stock}" = stock ]; then
+        "$FLOOR" "127.0.0.1:$port" "$1" 2>/dev/null &
+    else
+        "$BARE" "127.0.0.1:$port" "$1" raw 2>/dev/null &
+    fi
     BARE_PID=$!
     PIDS+=("$BARE_PID")
     wait_http "$BARE_URL/"
     sleep 0.5
+}
+
+# --- idle connections ---------------------------------------------------------------
+
+# Holds N keep-alive connections, each after one answered GET, from 100 loopback source
+# addresses (so latchkey's default per-address cap, 64, is not what is measured); prints
+# "held" and waits for a line on stdin before closing them all.
+write_idle_py() {
+    cat >"$TMP/idle.py" <<'PY'
+import socket, sys
+port, n, path = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+conns = []
+for i in range(n):
+    s = socket.socket()
+    s.bind(("127.0.0.%d" % (10 + i % 100), 0))
+    s.connect(("127.0.0.1", port))
+    s.sendall(("GET %s HTTP/1.1\r\nHost: x\r\n\r\n" % path).encode())
+    got = b""
+    while b"\r\n\r\n" not in got:
+        got += s.recv(65536)
+    conns.append(s)
+print("held", flush=True)
+sys.stdin.readline()
+for s in conns:
+    s.close()
+PY
+}
+
+proc_report() { # PID: "threads descriptors rss_kib"
+    printf '%s %s %s' "$(awk '/^Threads:/ { print $2 }' "/proc/$1/status")" \
+        "$(ls "/proc/$1/fd" | wc -l)" "$(kib VmRSS "$1")"
+}
+
+idle_case() { # NAME PID PORT PATH
+    local name=$1 pid=$2 port=$3 path=$4 n line
+    IDLEC[$name.0]=$(proc_report "$pid")
+    for n in 1000 5000; do
+        coproc HOLD { python3 "$TMP/idle.py" "$port" "$n" "$path"; }
+        local hold_pid=$HOLD_PID
+        read -r line <&"${HOLD[0]}"
+        [ "$line" = held ] || die "the idle client could not hold $n connections"
+        sleep 1
+        IDLEC[$name.$n]=$(proc_report "$pid")
+        echo >&"${HOLD[1]}"
+        wait "$hold_pid" 2>/dev/null || true
+        sleep 3
+        IDLEC[$name.$n.after]=$(proc_report "$pid")
+        say "  $name: $n idle: ${IDLEC[$name.$n]}; after they closed: ${IDLEC[$name.$n.after]} (threads fds RSS KiB)"
+    done
+}
+
+bench_idle() {
+    say "== idle connections: threads, descriptors, RSS (latchkey and the stock floor, $WORKERS workers)"
+    write_idle_py
+    # Both servers get the same descriptor limit; latchkey raises its soft limit itself.
+    ulimit -n "$(ulimit -Hn)"
+    [ -d "$DATA" ] || { mkdir -p "$DATA"; }
+    start_latchkey "$WORKERS" off
+    idle_case lk "$LK_PID" "$LK_PORT" /healthz
+    stop "$LK_PID"
+    start_bare "$WORKERS" stock
+    idle_case floor "$BARE_PID" "${BARE_URL##*:}" /
+    stop "$BARE_PID"
+}
+
+report_idle() {
+    echo
+    echo "Idle keep-alive connections (each after one answered GET; $WORKERS workers; RSS in MiB):"
+    echo
+    echo "| server | state | threads | descriptors | RSS |"
+    echo "|---|---|---|---|---|"
+    local name state t f r label shown
+    for name in lk floor; do
+        label=latchkey
+        [ "$name" = floor ] && label="floor (stock tiny_http 0.12)"
+        for state in 0 1000 1000.after 5000 5000.after; do
+            [ -n "${IDLEC[$name.$state]:-}" ] || continue
+            read -r t f r <<<"${IDLEC[$name.$state]}"
+            case $state in
+                0) shown="started, no connection" ;;
+                *.after) shown="after the ${state%.after} closed (3 s later)" ;;
+                *) shown="$state idle connections" ;;
+            esac
+            echo "| $label | $shown | $t | $f | $(mib "$r") |"
+        done
+    done
 }
 
 # --- the Flask original --------------------------------------------------------------
@@ -474,9 +574,9 @@ report() {
         echo
         echo "| case | req/s | p50 ms | p99 ms | server CPU µs/req | idle RSS | peak RSS | others' CPU % |"
         echo "|---|---|---|---|---|---|---|---|"
-        row "bare tiny_http floor, GET / (fixed page)" bare bare
-        row "bare tiny_http floor, GET / with the authenticated Cookie header" bare.cookie bare
-        row "bare tiny_http floor answering like latchkey (raw mode), same Cookie header" bare.raw bare.raw
+        row "floor: stock tiny_http 0.12, GET / (fixed page)" bare bare
+        row "floor: stock tiny_http 0.12, GET / with the authenticated Cookie header" bare.cookie bare
+        row "patched tiny_http (examples/bare.rs) answering like latchkey (raw mode), same Cookie header" bare.raw bare.raw
         local log
         for log in off info; do
             local what="access log off"
@@ -514,8 +614,8 @@ report() {
             "latchkey /account / floor|account|bare|2|>= 0.80"
             "latchkey /auth / floor with the same cookie|auth|bare.cookie|2|"
             "latchkey /account / floor with the same cookie|account|bare.cookie|2|"
-            "latchkey /auth / raw floor (same cookie, same response writer)|auth|bare.raw|2|"
-            "latchkey /account / raw floor (same cookie, same response writer)|account|bare.raw|2|"
+            "latchkey /auth / patched raw-mode bare (same cookie, same response writer)|auth|bare.raw|2|"
+            "latchkey /account / patched raw-mode bare (same cookie, same response writer)|account|bare.raw|2|"
             "CPU per request: floor / latchkey /auth|auth|bare|7|(>= 0.90)"
             "CPU per request: floor / latchkey /account|account|bare|7|(>= 0.80)"
             "CPU per request: Flask auth page / latchkey /account|account|flask.account|7|(>= 15)"
@@ -544,6 +644,7 @@ report() {
             echo "| latchkey RSS after the logins: peak / still held | $(mib "${PEAK[lk.login]}") / $(mib "${AFTER[lk.login]}") MiB |"
             echo "| the same with MALLOC_MMAP_THRESHOLD_=131072: peak / still held | $(mib "${PEAK[lk.login.mmap]}") / $(mib "${AFTER[lk.login.mmap]}") MiB |"
         fi
+        report_idle
         echo
         echo "Release binary (stripped): $size bytes ($(awk -v s="$size" 'BEGIN { printf "%.2f", s / 1048576 }') MiB)."
     } | tee "$OUT"
@@ -646,6 +747,8 @@ bench_instructions() {
     say "== profiling build (release profile + debug info, not stripped) in $prof"
     CARGO_TARGET_DIR=$prof CARGO_PROFILE_RELEASE_DEBUG=true CARGO_PROFILE_RELEASE_STRIP=false \
         cargo build --release --bin latchkey --example bare >&2
+    CARGO_PROFILE_RELEASE_DEBUG=true cargo build --release --locked \
+        --manifest-path benches/floor/Cargo.toml --target-dir "$prof/floor" >&2
     BIN=$prof/release/latchkey
     OUT_DIR=$(dirname "$OUT")
     : >"$TMP/instructions.tsv"
@@ -653,7 +756,7 @@ bench_instructions() {
 
     local port
     port=$(free_port)
-    cg_start "$TMP/cg.bare" "$prof/release/examples/bare" "127.0.0.1:$port" "$WORKERS"
+    cg_start "$TMP/cg.bare" "$prof/floor/release/floor" "127.0.0.1:$port" "$WORKERS"
     wait_http "http://127.0.0.1:$port/"
     cg_case bare "$CG_PID" "$TMP/cg.bare" "http://127.0.0.1:$port/"
     cg_case bare.cookie "$CG_PID" "$TMP/cg.bare" "http://127.0.0.1:$port/" -H "Cookie: $COOKIE"
@@ -694,9 +797,9 @@ bench_instructions() {
         awk -F'\t' -v floor="$floor" -v floorc="$floorc" '{
             per = $3 / $2
             label = $1
-            sub(/^bare$/, "bare tiny_http floor, GET /", label)
-            sub(/^bare\.cookie$/, "bare tiny_http floor, GET / with the authenticated Cookie header", label)
-            sub(/^bare\.raw$/, "bare tiny_http floor in raw mode (latchkey response writer), same Cookie header", label)
+            sub(/^bare$/, "floor: stock tiny_http 0.12, GET /", label)
+            sub(/^bare\.cookie$/, "floor: stock tiny_http 0.12, GET / with the authenticated Cookie header", label)
+            sub(/^bare\.raw$/, "patched tiny_http (examples/bare.rs) in raw mode, same Cookie header", label)
             sub(/^lk\.off\./, "latchkey, log off: ", label)
             sub(/^lk\.info\./, "latchkey, access log on: ", label)
             sub(/anon$/, "GET / anonymous", label); sub(/account$/, "GET /account", label)
@@ -711,12 +814,21 @@ bench_instructions() {
 # --- main ----------------------------------------------------------------------------
 
 mkdir -p "$(dirname "$OUT")"
-declare -A IDLE PEAK AFTER CASE_PID
+declare -A IDLE PEAK AFTER CASE_PID IDLEC
 case $MODE in
     profiles) bench_profiles; exit 0 ;;
     instructions) bench_instructions; exit 0 ;;
+    idle) build; bench_idle; report_idle | tee "${OUT%.md}-idle.md"; exit 0 ;;
+    floor)
+        build
+        setup_latchkey
+        bench_latchkey off
+        bench_idle
+        report
+        exit 0
+        ;;
     all) ;;
-    *) die "usage: benches/http.sh [profiles | instructions]" ;;
+    *) die "usage: benches/http.sh [floor | idle | profiles | instructions]" ;;
 esac
 build
 say "== setting up: user store, API login"
@@ -726,4 +838,5 @@ bench_latchkey info
 bench_flask
 bench_sweep
 bench_login
+bench_idle
 report

@@ -1,7 +1,9 @@
-//! The benchmark floor: a bare tiny_http server (the same patched tiny_http as latchkey)
-//! with N worker threads, each calling `recv()` on one shared `Arc<tiny_http::Server>`,
+//! A bare server on latchkey's patched tiny_http (its connection loop included) with N
+//! worker threads, each calling `recv()` on one shared `Arc<tiny_http::Server>`,
 //! answering every request with a fixed small HTML page. No routing, no cookies, no
-//! store: whatever latchkey costs beyond this is the cost of its own request cycle.
+//! store: whatever latchkey costs beyond this is the cost of its own request cycle. The
+//! benchmark's floor proper is stock tiny_http 0.12 (`benches/floor`); this one shows
+//! what the patched connection layer costs or saves beside it.
 //!
 //! Two ways to answer, so a ratio against the floor cannot hide in the response writer:
 //! - `stock` (default): tiny_http's own `Response`, as any tiny_http server would;

@@ -148,6 +148,8 @@ pub enum AdminAction<'a> {
     Revoke,
     /// Delete the account.
     Delete,
+    /// Remove the account's second factor (every session ends).
+    ResetTotp,
     /// Set a new password (every session ends); `must_change` sends the user to the
     /// password form at their next login, before anything else.
     SetPassword {
@@ -209,6 +211,8 @@ pub enum AdminActionKind {
     Delete,
     /// A new password was set.
     SetPassword,
+    /// The second factor was removed.
+    ResetTotp,
 }
 
 impl fmt::Display for AdminDone {
@@ -227,6 +231,10 @@ impl fmt::Display for AdminDone {
             AdminActionKind::SetPassword => {
                 write!(f, "{name} has a new password; their sessions were ended.")
             }
+            AdminActionKind::ResetTotp => write!(
+                f,
+                "{name} no longer has a second factor; their sessions were ended."
+            ),
         }
     }
 }
@@ -437,6 +445,10 @@ impl Accounts {
                 }
                 Err(e) => Err(e.into()),
             },
+            AdminAction::ResetTotp => store
+                .reset_totp(target)
+                .map(|u| done(u, AdminActionKind::ResetTotp))
+                .map_err(StoreError::from),
             AdminAction::SetPassword {
                 password,
                 must_change,

@@ -215,6 +215,12 @@ impl Auth {
         self.store.as_deref()
     }
 
+    /// A shared handle to the user store, for the server's other threads (the control
+    /// socket).
+    pub fn store_handle(&self) -> Option<Arc<UserStore>> {
+        self.store.clone()
+    }
+
     /// The tokens a request carries, in the order they are tried: every non-empty
     /// `token` cookie (browsers send all cookies whose domain and path match, so a stale
     /// one from a parent domain or another path may come first), or else the bearer

@@ -101,8 +101,21 @@ pub struct Config {
     pub argon2: Params,
     /// Largest accepted request body, bytes.
     pub body_limit: usize,
-    /// Seconds a connection may stay silent before it is closed.
+    /// Seconds a keep-alive connection may wait for its next request.
     pub read_timeout: u64,
+    /// Seconds the whole request head may take, from its first byte (from the accept,
+    /// for a new connection).
+    pub header_timeout: u64,
+    /// Seconds the whole request body may take, from the end of the head.
+    pub body_timeout: u64,
+    /// Seconds the whole response may take to be written.
+    pub send_timeout: u64,
+    /// Connections open at once; `None`: derived at start from the descriptor limit
+    /// (`server::default_max_connections`).
+    pub max_connections: Option<usize>,
+    /// Connections open at once from one client address (an IPv6 /64 counts as one);
+    /// `trusted_proxies` are exempt.
+    pub max_connections_per_address: usize,
     /// Peers whose `X-Forwarded-For` is believed.
     pub trusted_proxies: Vec<Cidr>,
     /// Failed logins within `throttle_window` that trigger a lockout.
@@ -441,8 +454,46 @@ pub const SETTINGS: &[Setting] = &[
         "read_timeout",
         Number,
         Is("30"),
-        "seconds a connection may stay silent between requests before it is closed",
+        "seconds a keep-alive connection may wait for its next request",
         |c, v, s| c.read_timeout = s.number(v, 1, 3600)?
+    ),
+    setting!(
+        "header_timeout",
+        Number,
+        Is("10"),
+        "seconds the whole request head may take, from its first byte (from the accept, for a new connection); then 408, or a silent close when nothing came",
+        |c, v, s| c.header_timeout = s.number(v, 1, 3600)?
+    ),
+    setting!(
+        "body_timeout",
+        Number,
+        Is("10"),
+        "seconds the whole request body may take, from the end of the head; then 408",
+        |c, v, s| c.body_timeout = s.number(v, 1, 3600)?
+    ),
+    setting!(
+        "send_timeout",
+        Number,
+        Is("10"),
+        "seconds the whole response may take to be written; then the connection closes",
+        |c, v, s| c.send_timeout = s.number(v, 1, 3600)?
+    ),
+    setting!(
+        "max_connections",
+        Number,
+        Derived {
+            doc: "descriptor limit − max(64, limit / 8), at most 10,000",
+            value: |_, _| None,
+        },
+        "connections open at once (see [HTTP limits](#http-limits))",
+        |c, v, s| c.max_connections = Some(s.number(v, 1, 1_000_000)? as usize)
+    ),
+    setting!(
+        "max_connections_per_address",
+        Number,
+        Is("64"),
+        "connections open at once from one client address (an IPv6 /64 counts as one); `trusted_proxies` are exempt",
+        |c, v, s| c.max_connections_per_address = s.number(v, 1, 1_000_000)? as usize
     ),
     setting!(
         "trusted_proxies",
@@ -533,13 +584,16 @@ pub const SETTINGS: &[Setting] = &[
     }),
 ];
 
+/// The data directory when nothing else names one (relative to the working directory).
+pub const DEFAULT_DATA_DIR: &str = "latchkey-data";
+
 fn default_data_dir(_: &Config, env: &Env) -> Option<Value> {
     // systemd may pass several colon-separated directories; the first is ours.
     let dir = env
         .get("STATE_DIRECTORY")
         .and_then(|d| d.split(':').next())
         .filter(|d| !d.is_empty())
-        .unwrap_or("latchkey-data");
+        .unwrap_or(DEFAULT_DATA_DIR);
     Some(Value::Text(dir.to_string()))
 }
 
@@ -1048,6 +1102,10 @@ mod tests {
         assert!(c.cookie_secure && !c.signup_open && !c.verify_only);
         assert_eq!(c.body_limit, 16 * 1024);
         assert_eq!(c.metrics, MetricsAccess::Loopback);
+        assert_eq!((c.read_timeout, c.header_timeout), (30, 10));
+        assert_eq!((c.body_timeout, c.send_timeout), (10, 10));
+        assert_eq!(c.max_connections, None);
+        assert_eq!(c.max_connections_per_address, 64);
     }
 
     #[test]

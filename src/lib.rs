@@ -12,10 +12,12 @@
 pub mod accounts;
 pub mod auth;
 pub mod config;
+pub mod control;
 pub mod http;
 pub mod keys;
 pub mod log;
 pub mod metrics;
+pub mod ops;
 pub mod pages;
 pub mod password;
 pub mod routes;

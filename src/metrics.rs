@@ -11,7 +11,8 @@ use crate::token::ErrorClass;
 
 /// The status codes counted one by one; anything else is counted as `other`.
 const STATUSES: &[u16] = &[
-    200, 204, 302, 303, 400, 401, 403, 404, 405, 413, 415, 429, 431, 500, 503,
+    200, 204, 302, 303, 400, 401, 403, 404, 405, 408, 413, 414, 415, 417, 429, 431, 500, 501, 503,
+    505,
 ];
 
 /// Upper bounds of the latency histogram buckets, microseconds.

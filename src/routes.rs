@@ -30,14 +30,22 @@ use crate::token::{Claims, ErrorClass};
 pub struct Shared {
     /// The configuration in force.
     pub config: Config,
-    /// The account rules with their hashing, throttling and sign-up settings.
-    pub accounts: Accounts,
+    /// The account rules with their hashing, throttling and sign-up settings (shared
+    /// with the control socket).
+    pub accounts: Arc<Accounts>,
     /// Counters for `/metrics`.
     pub metrics: Metrics,
     /// Whether access lines are written: only then does `handle` copy the user's name
     /// into its [`Outcome`].
     pub access_log: bool,
+    /// Says why the connection layer is not serving as it should (not accepting, or its
+    /// loop stuck), when it is not; set by the server once it listens. `/healthz`
+    /// answers 503 with the reason meanwhile.
+    pub connection_fault: std::sync::OnceLock<ConnectionFault>,
 }
+
+/// A check of the connection layer: `Some(reason)` while it is at fault.
+pub type ConnectionFault = Box<dyn Fn() -> Option<String> + Send + Sync>;
 
 /// One worker's application: its own `Auth` (keyed verifier and signer) and the shared state.
 #[derive(Clone)]
@@ -1281,6 +1289,15 @@ fn rejection_message(class: ErrorClass) -> &'static str {
 /// 200 while the store can be read and written (damaged records are named, but every
 /// other user is served); 503 naming the cause otherwise. See `store::Health`.
 fn healthz(ctx: &Ctx) -> Answer {
+    if let Some(fault) = ctx
+        .app
+        .shared
+        .connection_fault
+        .get()
+        .and_then(|check| check())
+    {
+        return Ok(Reply::text(503, format!("{fault}\n")));
+    }
     Ok(match ctx.store() {
         Some(store) => {
             let health = store.health();

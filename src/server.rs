@@ -1,20 +1,26 @@
-//! The running server: listener (bound, or handed over by systemd), N worker threads
-//! on one `tiny_http::Server`, the conversion between tiny_http and `http` types with
-//! every input limit, the access log, systemd notification and graceful shutdown.
+//! The running server: listener (bound, or handed over by systemd), the connection
+//! layer's limits and deadlines, N worker threads on one `tiny_http::Server`, the
+//! conversion between tiny_http and `http` types, the access log, systemd notification
+//! and watchdog, and graceful shutdown.
+//!
+//! **A worker never waits on a client**: tiny_http's connection loop reads each request
+//! whole (head and body, each within a size limit and a deadline) before a worker takes
+//! it, and writes the answer after; a worker here only computes.
 
 use std::borrow::Cow;
-use std::io::{self, Read};
+use std::io;
 use std::net::TcpListener;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::FromRawFd;
 use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use crate::accounts::{Accounts, Rules, SetupCode, SetupError};
 use crate::auth::{Auth, Policy};
 use crate::config::Config;
+use crate::control::{ControlError, ControlSocket};
 use crate::http::{self, Method, Reply, Request};
 use crate::keys::{self, KeyRing};
 use crate::log::{self, Level};
@@ -44,9 +50,6 @@ const HEADERS_READ: &[&str] = &[
 /// The largest response buffer a worker keeps between requests, bytes.
 const MAX_KEPT_BUFFER: usize = 256 * 1024;
 
-/// How much of a streamed body beyond the limit is read and dropped before the 413.
-const DRAIN_LIMIT: u64 = 64 * 1024;
-
 /// The longest accepted `Cookie` header (all of them together), bytes.
 pub const MAX_COOKIE_BYTES: usize = 8 * 1024;
 /// The longest accepted `Authorization` header, bytes.
@@ -65,10 +68,12 @@ pub enum ServeError {
     DataDir(std::path::PathBuf, io::Error),
     /// The listen address could not be bound or the inherited socket used.
     Listen(String, io::Error),
-    /// tiny_http stopped accepting connections.
+    /// The connection layer stopped.
     Accept(io::Error),
     /// The setup code for the first registration could not be made.
     Setup(SetupError),
+    /// The control socket could not be made.
+    Control(ControlError),
 }
 
 impl std::fmt::Display for ServeError {
@@ -81,8 +86,9 @@ impl std::fmt::Display for ServeError {
                 write!(f, "cannot create the data directory {}: {e}", p.display())
             }
             ServeError::Listen(a, e) => write!(f, "cannot listen on {a}: {e}"),
-            ServeError::Accept(e) => write!(f, "the server stopped accepting connections: {e}"),
+            ServeError::Accept(e) => write!(f, "the server stopped serving connections: {e}"),
             ServeError::Setup(e) => write!(f, "{e}"),
+            ServeError::Control(e) => write!(f, "{e}"),
         }
     }
 }
@@ -93,7 +99,6 @@ impl std::error::Error for ServeError {}
 pub struct Prepared {
     app: App,
     workers: usize,
-    read_timeout: u64,
     listen: String,
 }
 
@@ -192,13 +197,14 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
         setup,
     };
     let shared = Shared {
-        accounts: Accounts::new(rules),
+        accounts: Arc::new(Accounts::new(rules)),
         metrics: Metrics::new(
             routes::labels().to_vec(),
             config.workers,
             config.verify_only,
         ),
         access_log: log::level() >= Level::Info,
+        connection_fault: std::sync::OnceLock::new(),
         config: config.clone(),
     };
     Ok(Prepared {
@@ -207,7 +213,6 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
             shared: Arc::new(shared),
         },
         workers: config.workers,
-        read_timeout: config.read_timeout,
         listen: config.listen,
     })
 }
@@ -401,21 +406,42 @@ fn load_ring(
 /// Set by the signal thread; workers seeing `recv()` fail after it is set exit quietly.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
-/// Listens and serves until SIGTERM or SIGINT; returns after every worker has finished.
+/// Listens and serves until SIGTERM or SIGINT; returns after every worker has finished
+/// and the answers in flight were written.
 pub fn run(prepared: Prepared) -> Result<(), ServeError> {
     return_large_blocks_to_the_os();
     let signals = block_stop_signals();
+    let descriptors = raise_descriptor_limit();
     let listener = listener(&prepared.listen)?;
-    set_socket_timeouts(&listener, prepared.read_timeout);
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Listen(prepared.listen.clone(), e))?;
+    let shared = &prepared.app.shared;
+    let fixed = Arc::new(fixed_head(&shared.config));
+    let limits = connection_limits(shared, Arc::clone(&fixed), descriptors);
+    let (max_connections, per_address) =
+        (limits.max_connections, limits.max_connections_per_address);
     let server = Arc::new(
-        tiny_http::Server::from_listener(listener, None)
-            .map_err(|e| ServeError::Listen(addr.to_string(), io::Error::other(e.to_string())))?,
+        tiny_http::Server::from_listener(listener, limits)
+            .map_err(|e| ServeError::Listen(addr.to_string(), e))?,
     );
+    let weak = Arc::downgrade(&server);
+    let _ = shared.connection_fault.set(Box::new(move || {
+        weak.upgrade().and_then(|server| server.health().err())
+    }));
+    // The operator's commands reach the store through the control socket while serving.
+    let control = match prepared.app.auth.store_handle() {
+        Some(store) => Some(
+            ControlSocket::start(
+                &prepared.app.shared.config.data_dir,
+                store,
+                Arc::clone(&prepared.app.shared.accounts),
+            )
+            .map_err(ServeError::Control)?,
+        ),
+        None => None,
+    };
     let fatal: Arc<std::sync::Mutex<Option<io::Error>>> = Arc::default();
-    let fixed = Arc::new(fixed_head(&prepared.app.shared.config));
     let mut handles = Vec::new();
     for n in 0..prepared.workers {
         let server = Arc::clone(&server);
@@ -429,7 +455,7 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
         handles.push(handle);
     }
     log::info(&format!(
-        "listening on http://{addr} with {} workers{}",
+        "listening on http://{addr} with {} workers{} (at most {max_connections} connections, {per_address} per address; descriptor limit {descriptors})",
         prepared.workers,
         if prepared.app.auth.store().is_some() {
             ""
@@ -437,18 +463,24 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
             " (verify-only)"
         }
     ));
+    if max_connections as u64 + 32 > descriptors {
+        log::error(&format!(
+            "max_connections {max_connections} leaves little room under the descriptor limit {descriptors}; raise LimitNOFILE or lower max_connections"
+        ));
+    }
     notify("READY=1");
-    start_watchdog();
+    start_monitor(Arc::downgrade(&server));
     wait_for_stop(signals);
     STOPPING.store(true, Ordering::SeqCst);
     notify("STOPPING=1");
     log::info("stopping: finishing requests in flight");
-    for _ in 0..handles.len() {
-        server.unblock();
-    }
+    server.shutdown();
     for handle in handles {
         let _ = handle.join();
     }
+    // A clean stop removes the socket; the commands then open the store themselves.
+    drop(control);
+    // The last reference: waits for the connection loop to write the last answers.
     drop(server);
     let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
     match fatal {
@@ -458,6 +490,109 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
             Ok(())
         }
     }
+}
+
+/// The connection layer's limits from the configuration, with latchkey's answers to
+/// the requests it refuses itself (pages, or JSON under `/api/`, counted in `/metrics`)
+/// and its notices in latchkey's log.
+fn connection_limits(
+    shared: &Arc<Shared>,
+    fixed: Arc<FixedHead>,
+    descriptors: u64,
+) -> tiny_http::Limits {
+    let config = &shared.config;
+    let seconds = std::time::Duration::from_secs;
+    let max_connections = config
+        .max_connections
+        .unwrap_or_else(|| default_max_connections(descriptors));
+    let counting = Arc::clone(shared);
+    let render: tiny_http::RenderRefusal = Arc::new(move |refusal: &tiny_http::Refusal| {
+        counting
+            .metrics
+            .request(Outcome::unrouted().route, refusal.status, 0);
+        refusal_response(refusal, &fixed, unix_now())
+    });
+    let exempt: Option<tiny_http::ExemptAddress> = if config.trusted_proxies.is_empty() {
+        None
+    } else {
+        let proxies = config.trusted_proxies.clone();
+        Some(Arc::new(move |ip| {
+            proxies.iter().any(|net| net.contains(ip))
+        }))
+    };
+    let notice: tiny_http::Notice = Arc::new(|level, text: &str| match level {
+        tiny_http::NoticeLevel::Error => log::error(text),
+        tiny_http::NoticeLevel::Info => log::info(text),
+    });
+    tiny_http::Limits {
+        header_timeout: seconds(config.header_timeout),
+        body_timeout: seconds(config.body_timeout),
+        send_timeout: seconds(config.send_timeout),
+        idle_timeout: seconds(config.read_timeout),
+        max_connections,
+        max_connections_per_address: config.max_connections_per_address,
+        max_body: config.body_limit,
+        head: tiny_http::HeadLimits::default(),
+        exempt: Some(exempt).flatten(),
+        render: Some(render),
+        notice: Some(notice),
+    }
+}
+
+/// The answer to a request the connection layer refuses (framing, limits, deadlines):
+/// an error page in the site's layout, or JSON `{"error","message"}` when the target is
+/// under `/api/`, with `Connection: close`.
+pub fn refusal_response(refusal: &tiny_http::Refusal, fixed: &FixedHead, now: i64) -> Vec<u8> {
+    let path = refusal
+        .target
+        .as_deref()
+        .map_or("", |t| http::split_target(t).0);
+    let reply = limit_reply(path, refusal.status, &refusal.message)
+        .with_header("Connection", "close".into());
+    let mut out = Vec::new();
+    wire::write_reply(
+        &mut out,
+        &reply,
+        fixed,
+        &wire::http_date(now),
+        Version::Http11,
+        false,
+    );
+    out
+}
+
+/// The default `max_connections` for a descriptor limit `n`: `n` less headroom for the
+/// process's own descriptors (store, log, control socket, the poll) and the refusals
+/// being answered, `max(64, n / 8)`; at least 16 and at most 10,000 (memory: each
+/// connection may hold a request head of up to 32 KiB while it is read).
+pub fn default_max_connections(descriptors: u64) -> usize {
+    let headroom = (descriptors / 8).max(64);
+    descriptors.saturating_sub(headroom).clamp(16, 10_000) as usize
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (as Go's runtime and most servers
+/// do; systemd's default soft limit is 1024) and returns the soft limit in force.
+fn raise_descriptor_limit() -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid resource and a pointer to a local struct.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit {
+                rlim_cur: limit.rlim_max,
+                rlim_max: limit.rlim_max,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
 }
 
 fn worker(
@@ -499,8 +634,9 @@ fn serve_one(
 ) {
     let started = Instant::now();
     let now = unix_now();
-    let (reply, outcome) = match admit(&mut request, app.shared.config.body_limit) {
-        Ok(body) => {
+    let (reply, outcome) = match admit(&request) {
+        Ok(()) => {
+            let body = request.take_body();
             let req = view(&request, body);
             let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                 routes::handle(app, &req, now)
@@ -565,58 +701,43 @@ struct Refusal {
     message: String,
 }
 
-/// Enforces the header limits and reads the body within its limit.
-fn admit(request: &mut tiny_http::Request, body_limit: usize) -> Result<Vec<u8>, Refusal> {
+/// Enforces the limits on the headers the handlers read. The body is already in memory
+/// (the connection layer read it within `body_limit`), so nothing here waits.
+fn admit(request: &tiny_http::Request) -> Result<(), Refusal> {
     let refuse = |status: u16, message: &str| Refusal {
         status,
         message: message.to_string(),
     };
+    let opaque = request
+        .opaque_headers()
+        .iter()
+        .map(|(field, value)| (field, value.len()));
     let mut cookie_bytes = 0;
-    for header in request.headers() {
-        let value = header.value.as_str();
-        if header.field.equiv("cookie") {
-            cookie_bytes += value.len();
+    for (field, len) in request
+        .headers()
+        .iter()
+        .map(|h| (&h.field, h.value.len()))
+        .chain(opaque)
+    {
+        if field.equiv("cookie") {
+            cookie_bytes += len;
             if cookie_bytes > MAX_COOKIE_BYTES {
                 return Err(refuse(431, "The Cookie header is too large."));
             }
-        } else if header.field.equiv("authorization") && value.len() > MAX_AUTHORIZATION_BYTES {
+        } else if field.equiv("authorization") && len > MAX_AUTHORIZATION_BYTES {
             return Err(refuse(431, "The Authorization header is too large."));
         }
     }
-    let post = *request.method() == tiny_http::Method::Post;
-    let has_body = request.body_length().is_some_and(|n| n > 0);
-    if !post && !has_body {
-        return Ok(Vec::new());
-    }
-    if request.body_length().is_some_and(|n| n > body_limit) {
-        return Err(refuse(
-            413,
-            &format!("The request body is larger than {body_limit} bytes."),
-        ));
-    }
-    let mut body = Vec::new();
-    let read = request
-        .as_reader()
-        .take(body_limit as u64 + 1)
-        .read_to_end(&mut body);
-    match read {
-        Ok(_) if body.len() > body_limit => {
-            // A streamed (chunked) body has no declared length to refuse up front.
-            // Read and drop a bounded rest, so that a slightly oversized upload gets
-            // its 413 instead of a connection reset; a larger one is cut off.
-            let _ = io::copy(&mut request.as_reader().take(DRAIN_LIMIT), &mut io::sink());
-            Err(refuse(
-                413,
-                &format!("The request body is larger than {body_limit} bytes."),
-            ))
-        }
-        Ok(_) => Ok(body),
-        Err(_) => Err(refuse(400, "The request body could not be read.")),
-    }
+    Ok(())
 }
 
 /// The handlers' view of an admitted request: it borrows the path and the header
 /// values handlers read from tiny_http's request; the other headers are skipped.
+///
+/// A header holding obs-text (bytes above 0x7F, RFC 9110 §5.5) is opaque: a `Cookie`
+/// header is read as lossy UTF-8, so that the token cookie is found beside another
+/// app's `city=São Paulo` on the same domain; any other header the handlers read is
+/// treated as absent when it holds obs-text.
 fn view(request: &tiny_http::Request, body: Vec<u8>) -> Request<'_> {
     let method = match request.method() {
         tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
@@ -634,6 +755,14 @@ fn view(request: &tiny_http::Request, body: Vec<u8>) -> Request<'_> {
                 .push((Cow::Borrowed(name), Cow::Borrowed(header.value.as_str())));
         }
     }
+    for (field, value) in request.opaque_headers() {
+        if field.equiv("cookie") {
+            req.headers.push((
+                Cow::Borrowed("cookie"),
+                Cow::Owned(String::from_utf8_lossy(value).into_owned()),
+            ));
+        }
+    }
     req
 }
 
@@ -641,9 +770,15 @@ fn view(request: &tiny_http::Request, body: Vec<u8>) -> Request<'_> {
 fn limit_reply(path: &str, status: u16, message: &str) -> Reply {
     if path.starts_with("/api/") {
         let error = match status {
+            408 => "request_timeout",
             413 => "payload_too_large",
+            414 => "uri_too_long",
+            417 => "expectation_failed",
             431 => "header_too_large",
             500 => "internal",
+            501 => "not_implemented",
+            503 => "unavailable",
+            505 => "http_version_not_supported",
             _ => "bad_request",
         };
         return Reply::api_error(status, error, message);
@@ -704,33 +839,6 @@ fn listener(addr: &str) -> Result<TcpListener, ServeError> {
     TcpListener::bind(addr).map_err(|e| ServeError::Listen(addr.to_string(), e))
 }
 
-/// Sets receive and send timeouts on the listening socket; on Linux accepted sockets
-/// inherit them, which is the only way to bound idle connections under tiny_http 0.12.
-fn set_socket_timeouts(listener: &TcpListener, seconds: u64) {
-    let tv = libc::timeval {
-        tv_sec: seconds as libc::time_t,
-        tv_usec: 0,
-    };
-    for option in [libc::SO_RCVTIMEO, libc::SO_SNDTIMEO] {
-        // SAFETY: setsockopt with a valid fd, a valid option and a timeval of the size given.
-        let rc = unsafe {
-            libc::setsockopt(
-                listener.as_raw_fd(),
-                libc::SOL_SOCKET,
-                option,
-                (&tv as *const libc::timeval).cast(),
-                std::mem::size_of::<libc::timeval>() as libc::socklen_t,
-            )
-        };
-        if rc != 0 {
-            log::error(&format!(
-                "cannot set a socket timeout: {}",
-                io::Error::last_os_error()
-            ));
-        }
-    }
-}
-
 /// Each login allocates the argon2 memory (19 MiB by default) and frees it after. glibc
 /// raises its mmap threshold after the first such free, so later blocks come from the
 /// per-thread heaps and stay resident (measured: 120 MiB held after a login burst with two
@@ -788,8 +896,11 @@ pub fn notify(state: &str) {
     }
 }
 
-/// Pings `WATCHDOG=1` every half `WATCHDOG_USEC`, when systemd asks for it.
-fn start_watchdog() {
+/// Watches the connection layer: logs when it falls into a fault (not accepting, or
+/// its loop stuck) and when it recovers, once per episode; and, when systemd asks for a
+/// watchdog (`WATCHDOG_USEC`), pings `WATCHDOG=1` every half period **only while the
+/// layer is healthy**, so that systemd restarts a server that stopped serving.
+fn start_monitor(server: Weak<tiny_http::Server>) {
     let usec = std::env::var("WATCHDOG_USEC")
         .ok()
         .and_then(|v| v.parse::<u64>().ok());
@@ -797,21 +908,50 @@ fn start_watchdog() {
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
         .is_none_or(|p| p == std::process::id());
-    let Some(usec) = usec.filter(|u| *u > 0 && pid_ok) else {
-        return;
-    };
-    let period = Duration::from_micros(usec / 2);
-    let _ = std::thread::Builder::new()
-        .name("watchdog".into())
+    let watchdog = usec
+        .filter(|u| *u > 0 && pid_ok)
+        .map(|u| Duration::from_micros(u / 2));
+    let tick = Duration::from_millis(500);
+    let spawned = std::thread::Builder::new()
+        .name("monitor".into())
         .spawn(move || {
+            let mut fault: Option<String> = None;
+            let mut last_ping: Option<Instant> = None;
             loop {
                 if STOPPING.load(Ordering::SeqCst) {
                     return;
                 }
-                notify("WATCHDOG=1");
-                std::thread::sleep(period);
+                let Some(server) = server.upgrade() else {
+                    return;
+                };
+                let health = server.health();
+                drop(server);
+                match (&health, &fault) {
+                    (Err(why), None) => {
+                        log::error(&format!(
+                            "the connection layer is not serving: {why}; /healthz answers 503 and the watchdog is not pinged until it recovers"
+                        ));
+                        fault = Some(why.clone());
+                    }
+                    (Ok(()), Some(_)) => {
+                        log::info("the connection layer is serving again");
+                        fault = None;
+                    }
+                    _ => {}
+                }
+                if let Some(period) = watchdog
+                    && health.is_ok()
+                    && last_ping.is_none_or(|t| t.elapsed() >= period)
+                {
+                    notify("WATCHDOG=1");
+                    last_ping = Some(Instant::now());
+                }
+                std::thread::sleep(watchdog.map_or(tick, |p| p.min(tick)));
             }
         });
+    if let Err(e) = spawned {
+        log::error(&format!("cannot start the watchdog thread: {e}"));
+    }
 }
 
 /// One access line: time, method, path (never the query), status, µs, user or `-`.

@@ -3,7 +3,8 @@
 //! The headers every response carries are serialized once at start ([`FixedHead`]), the
 //! `Date` value once per second per worker ([`DateCache`]), and each reply is written
 //! into a buffer the worker reuses ([`write_reply`]), so answering a request allocates
-//! nothing here. Pure: no sockets; `server.rs` hands the bytes to tiny_http.
+//! nothing here. Pure: no sockets; `server.rs` hands the bytes to tiny_http, whose
+//! connection loop writes them.
 
 use crate::http::Reply;
 
@@ -159,6 +160,7 @@ pub fn reason(status: u16) -> &'static str {
         408 => "Request Timeout",
         411 => "Length Required",
         413 => "Content Too Large",
+        414 => "URI Too Long",
         415 => "Unsupported Media Type",
         417 => "Expectation Failed",
         422 => "Unprocessable Content",
@@ -167,6 +169,7 @@ pub fn reason(status: u16) -> &'static str {
         500 => "Internal Server Error",
         501 => "Not Implemented",
         503 => "Service Unavailable",
+        505 => "HTTP Version Not Supported",
         _ => "Unknown",
     }
 }
@@ -325,7 +328,9 @@ mod tests {
         );
         assert!(text(&out).starts_with("HTTP/1.1 303 See Other\r\n"));
         assert!(text(&out).contains("\r\nLocation: /login\r\nContent-Length: 0\r\n\r\n"));
-        for status in [400, 401, 403, 404, 405, 413, 415, 429, 431, 500, 503] {
+        for status in [
+            400, 401, 403, 404, 405, 408, 413, 414, 415, 417, 429, 431, 500, 501, 503, 505,
+        ] {
             assert_ne!(reason(status), "Unknown", "{status}");
         }
     }

@@ -109,12 +109,12 @@ fn add_then_list() {
     let lines: Vec<&str> = table.lines().collect();
     assert_eq!(lines.len(), 3, "{table}");
     assert!(
-        lines[0].starts_with("ID  NAME   ROLE   LOCKED  CREATED"),
+        lines[0].starts_with("ID  NAME   ROLE   LOCKED  2FA  CREATED"),
         "{table}"
     );
     assert!(lines[0].ends_with("LAST LOGIN"), "{table}");
     assert!(
-        lines[1].starts_with("1   Alice  admin  no      20"),
+        lines[1].starts_with("1   Alice  admin  no      no   20"),
         "{table}"
     );
     assert!(lines[1].ends_with("Z  never"), "{table}");

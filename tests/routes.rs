@@ -800,3 +800,56 @@ fn a_form_over_plain_http_without_its_secure_cookie_says_why() {
         .with_body(b"csrf=x");
     assert!(plain.handle(&req).body.contains("The form had expired"));
 }
+
+#[test]
+fn two_administrators_demoting_each_other_at_once_leave_one() {
+    let app = App::new(&[]);
+    let mut a = Visitor::new(&app);
+    a.register("ada", "ada password");
+    a.done(
+        "/admin",
+        "/admin/users",
+        &[
+            ("username", "bea"),
+            ("password", "bea password"),
+            ("role", "admin"),
+        ],
+    );
+    let mut b = Visitor::new(&app);
+    assert_eq!(b.login_outcome("bea", "bea password"), "ok");
+    // What each one posts: their cookies, their CSRF field, the other's id.
+    let form = |v: &mut Visitor, target: u64| {
+        let csrf = csrf_of(&v.get("/admin").body).expect("form");
+        (v.cookie_header(), format!("role=user&csrf={csrf}"), target)
+    };
+    let posts = [form(&mut a, 2), form(&mut b, 1)];
+    let store = app.prepared.app().auth.store().expect("store");
+    for round in 0..20 {
+        // Each demotes the other, on two workers at once.
+        std::thread::scope(|s| {
+            for (cookie, body, target) in &posts {
+                let worker = app.prepared.app().clone();
+                s.spawn(move || {
+                    let path = format!("/admin/users/{target}/role");
+                    let mut req = Request::new(Method::Post, &path)
+                        .with_header("Cookie", cookie)
+                        .with_header("Content-Type", "application/x-www-form-urlencoded")
+                        .with_body(body.as_bytes());
+                    req.peer = Some("192.0.2.10".parse().expect("ip"));
+                    routes::handle(&worker, &req, now())
+                });
+            }
+        });
+        let roles: Vec<String> = [1u64, 2]
+            .iter()
+            .map(|id| store.get(*id).expect("read").expect("user").role)
+            .collect();
+        assert_eq!(
+            roles.iter().filter(|r| *r == "admin").count(),
+            1,
+            "round {round}: exactly one administrator is left: {roles:?}"
+        );
+        store.set_role(1, "admin").expect("ada again");
+        store.set_role(2, "admin").expect("bea again");
+    }
+}

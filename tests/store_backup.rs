@@ -209,7 +209,7 @@ fn restore_refuses_a_damaged_copy_and_replaces_a_damaged_store() {
 }
 
 #[test]
-fn backup_and_restore_refuse_while_a_server_holds_the_store() {
+fn restore_refuses_while_a_server_holds_the_store_and_backup_asks_the_server() {
     let dir = Arc::new(TempDir::new("backup"));
     populated(&dir);
     let data = dir.data();
@@ -223,24 +223,34 @@ fn backup_and_restore_refuse_while_a_server_holds_the_store() {
         "",
     );
     assert_eq!(code, 1);
-    assert!(
-        err.contains("is in use by a running server; stop it first"),
-        "{err}"
-    );
-    let later = dir.path().join("later.redb");
-    let (code, _, err) = cli(&["backup", s(&later), "--data-dir", s(&data)], "");
-    assert_eq!(code, 1);
-    assert!(
-        err.contains("is in use by a running server; stop it for the backup"),
-        "{err}"
-    );
-    assert!(!later.exists());
+    assert!(err.contains("a server is running on"), "{err}");
+    assert!(err.contains("stop it first"), "{err}");
+    // A backup while serving is made by the server, through its control socket.
+    let live = dir.path().join("live.redb");
+    let (code, out, err) = cli(&["backup", s(&live), "--data-dir", s(&data)], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("backed up 3 users"), "{out}");
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(&live).expect("copy").permissions().mode();
+    assert_eq!(mode & 0o777, 0o600);
+    let (code, _, err) = cli(&["backup", s(&live), "--data-dir", s(&data)], "");
+    assert_eq!(code, 1, "never over an existing file");
+    assert!(err.contains("exists"), "{err}");
     assert!(server.stop().success());
     let before = sha(&store);
+    let later = dir.path().join("later.redb");
     assert_eq!(
         cli(&["backup", s(&later), "--data-dir", s(&data)], "").0,
         0,
         "works once the server is stopped"
     );
     assert_eq!(sha(&store), before, "a backup never writes the store");
+    // The copy made while serving is a sound store with the same users.
+    let restored = Arc::new(TempDir::new("backup"));
+    let (code, out, err) = cli(
+        &["restore", s(&live), "--data-dir", s(&restored.data())],
+        "",
+    );
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("restored 3 users"), "{out}");
 }

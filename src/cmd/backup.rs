@@ -1,19 +1,20 @@
 //! `latchkey backup FILE` and `latchkey restore FILE`: a consistent copy of the user
 //! store, and putting one back.
 //!
-//! `backup` inspects the store (its file is never written) and writes a fresh copy made
-//! from one read snapshot: mode 0600, never over an existing file. For now the server
-//! must be stopped, since it holds the store's lock; the copy is made by
-//! `UserStore::backup_to`, which a running server can call itself.
+//! `backup` writes a fresh copy made from one read snapshot: mode 0600, never over an
+//! existing file. While a server runs it makes the copy (`UserStore::backup_to`) and
+//! sends it through its control socket; otherwise the store is inspected here (its file
+//! is never written).
 //!
 //! `restore` checks the copy in full (every record), then puts it in place atomically,
 //! with the server stopped; it replaces a sound store only with `--force`, and keeps the
 //! file it replaces beside it (`users.redb.replaced-<unix time>`).
 
 use std::os::unix::fs::DirBuilderExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use latchkey::control;
 use latchkey::store::{self, OpenError, UserStore};
 
 use super::user::{StoreArgs, missing_store};
@@ -41,11 +42,18 @@ pub struct RestoreArgs {
 }
 
 /// `latchkey backup FILE`: 0 when the copy is written, 1 (with the reason) otherwise.
+/// A running server makes the copy itself, from one read snapshot, and sends it through
+/// its control socket; otherwise the store is inspected here.
 pub fn backup(args: BackupArgs) -> ExitCode {
-    let file = match args.store.store_file() {
-        Ok(file) => file,
-        Err(e) => return super::fail(e),
+    let (dir, file) = match (args.store.dir(), args.store.store_file()) {
+        (Ok(dir), Ok(file)) => (dir, file),
+        (Err(e), _) | (_, Err(e)) => return super::fail(e),
     };
+    match control::connect(&dir) {
+        Ok(Some(server)) => return backup_from_server(server, &args.file),
+        Ok(None) => {}
+        Err(e) => return super::fail(e),
+    }
     let db = match UserStore::inspect(&file) {
         Ok(db) => db,
         Err(OpenError::Busy(path)) => {
@@ -58,23 +66,48 @@ pub fn backup(args: BackupArgs) -> ExitCode {
         Err(e) => return super::fail(missing_store(&file, e)),
     };
     match db.backup_to(&args.file) {
-        Ok(info) => {
-            println!(
-                "backed up {} users to {} ({} bytes)",
-                info.users,
-                args.file.display(),
-                info.bytes
-            );
-            if info.damaged > 0 {
-                eprintln!(
-                    "latchkey: warning: {} damaged records were copied as they are; `latchkey \
-                     user list` names them",
-                    info.damaged
-                );
-            }
-            ExitCode::SUCCESS
-        }
+        Ok(info) => report(&args.file, info.users, info.damaged, info.bytes),
         Err(e) => super::fail(e),
+    }
+}
+
+/// What `backup` prints, whichever way the copy was made.
+fn report(file: &Path, users: u64, damaged: u64, bytes: u64) -> ExitCode {
+    println!(
+        "backed up {users} users to {} ({bytes} bytes)",
+        file.display()
+    );
+    if damaged > 0 {
+        eprintln!(
+            "latchkey: warning: {damaged} damaged records were copied as they are; `latchkey \
+             user list` names them"
+        );
+    }
+    ExitCode::SUCCESS
+}
+
+/// Asks the running server for a copy and writes it to `dest` (mode 0600, never over an
+/// existing file, never half-written under its name).
+fn backup_from_server(mut server: control::Client, dest: &Path) -> ExitCode {
+    if std::fs::symlink_metadata(dest).is_ok() {
+        return super::fail(store::BackupError::Exists(dest.to_path_buf()));
+    }
+    let answer = match server.call(&control::Request::Backup) {
+        Ok(answer) => answer,
+        Err(e) => return super::fail(e),
+    };
+    let Some(summary) = answer.backup.filter(|_| answer.output.code == 0) else {
+        eprint!("{}", answer.output.stderr);
+        return ExitCode::from(answer.output.code.max(1));
+    };
+    let written = store::write_new_file(dest, |out| {
+        server
+            .attachment(answer.attachment, out)
+            .map_err(std::io::Error::other)
+    });
+    match written {
+        Ok(()) => report(dest, summary.users, summary.damaged, answer.attachment),
+        Err(e) => super::fail(format!("cannot write {}: {e}", dest.display())),
     }
 }
 
@@ -84,6 +117,13 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
         (Ok(dir), Ok(target)) => (dir, target),
         (Err(e), _) | (_, Err(e)) => return super::fail(e),
     };
+    if let Ok(Some(_)) = control::connect(&dir) {
+        return super::fail(format!(
+            "a server is running on {}: stop it first (`systemctl stop latchkey`), restore, \
+             then start it again",
+            dir.display()
+        ));
+    }
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

@@ -1,11 +1,12 @@
 //! `latchkey user ...`: manage the users in the store from the command line.
 //!
-//! Every subcommand opens `users.redb` in the data directory itself. redb
-//! locks the file while it is open, so these commands cannot run while a
-//! server holds the store; they then say so plainly (`OpenError::Busy`). A
-//! file that is not a sound store is refused untouched (exit 1, "the user store
-//! is damaged: …"); `list` only inspects the store and never writes to it, and
-//! names every damaged record (exit 1).
+//! When a server holds the store (redb locks the file while it is open), every
+//! subcommand goes through its control socket (`control.sock` in the data directory)
+//! and the server runs it; otherwise the subcommand opens `users.redb` itself. Either
+//! way the same code (`latchkey::ops`) runs, so the output and exit codes are the same.
+//! A file that is not a sound store is refused untouched (exit 1, "the user store is
+//! damaged: …"); `list` only inspects the store and never writes to it, and names every
+//! damaged record (exit 1).
 //! Passwords come from a terminal prompt without echo (asked twice), or as one
 //! line of stdin when stdin is not a terminal. Passwords and hashes are never
 //! printed.
@@ -16,11 +17,13 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
+use latchkey::accounts::{Accounts, Rules, SetupCode};
 use latchkey::config::{Config, Value};
+use latchkey::control;
+use latchkey::ops::{self, Command, Output};
 use latchkey::password::{self, MAX_LEN, PasswordError, Passwords};
-use latchkey::store::{
-    self, CreateError, DamagedRecord, Entry, OpenError, ReadError, User, UserStore,
-};
+use latchkey::store::{self, OpenError, UserStore};
+use latchkey::throttle::Limits;
 
 use super::serve::ConfigArgs;
 
@@ -38,14 +41,25 @@ pub struct StoreArgs {
     data_dir: Option<PathBuf>,
 }
 
+/// The data directory of the shipped systemd unit (`StateDirectory=latchkey`).
+const SYSTEMD_DATA_DIR: &str = "/var/lib/latchkey";
+
 impl StoreArgs {
-    /// The server's configuration with these flags applied.
+    /// The server's configuration with these flags applied. When nothing names a data
+    /// directory and `./latchkey-data` does not exist but the shipped unit's
+    /// `/var/lib/latchkey` does, that one is meant: `sudo latchkey user add bob` on a
+    /// host running the service just works.
     fn config(&self) -> Result<Config> {
         let mut flags = Vec::new();
         if let Some(dir) = &self.data_dir {
             flags.push(("data_dir", Value::Text(dir.to_string_lossy().into_owned())));
         }
-        Ok(self.source.load(&flags)?)
+        let mut config = self.source.load(&flags)?;
+        let default = Path::new(latchkey::config::DEFAULT_DATA_DIR);
+        if config.data_dir == default && !default.exists() && Path::new(SYSTEMD_DATA_DIR).is_dir() {
+            config.data_dir = PathBuf::from(SYSTEMD_DATA_DIR);
+        }
+        Ok(config)
     }
 
     /// The store file: `users.redb` in the configured data directory.
@@ -84,6 +98,9 @@ pub enum UserCommand {
     Passwd {
         /// The user name.
         name: String,
+        /// The user must choose a new password at the next login.
+        #[arg(long)]
+        must_change: bool,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -124,239 +141,139 @@ pub enum UserCommand {
         #[command(flatten)]
         store: StoreArgs,
     },
+    /// Remove a user's second factor; ends all their sessions.
+    TotpReset {
+        /// The user name.
+        name: String,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 type Result<T> = std::result::Result<T, Box<dyn Error>>;
 
-/// Runs a user subcommand: 0 on success, 1 (with `latchkey: <message>`) on failure.
+impl UserCommand {
+    /// The operator command and where the store is.
+    fn into_parts(self) -> (Command, StoreArgs) {
+        match self {
+            UserCommand::Add { name, role, store } => (
+                Command::Add {
+                    name,
+                    role,
+                    password: None,
+                },
+                store,
+            ),
+            UserCommand::List { json, store } => (Command::List { json }, store),
+            UserCommand::Passwd {
+                name,
+                must_change,
+                store,
+            } => (
+                Command::Passwd {
+                    name,
+                    password: None,
+                    must_change,
+                },
+                store,
+            ),
+            UserCommand::Role { name, role, store } => (Command::Role { name, role }, store),
+            UserCommand::Lock { name, store } => (Command::Lock { name }, store),
+            UserCommand::Unlock { name, store } => (Command::Unlock { name }, store),
+            UserCommand::Revoke { name, store } => (Command::Revoke { name }, store),
+            UserCommand::Remove { name, store } => (Command::Remove { name }, store),
+            UserCommand::TotpReset { name, store } => (Command::TotpReset { name }, store),
+        }
+    }
+}
+
+/// Runs a user subcommand: through the running server's control socket when one holds
+/// the store, else on the store opened here; the same output and exit code either way
+/// (0 on success, 1 with `latchkey: <message>` on failure).
 pub fn run(command: UserCommand) -> ExitCode {
-    match execute(command) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => super::fail(e),
-    }
+    let (command, args) = command.into_parts();
+    let output = match execute(command, &args) {
+        Ok(output) => output,
+        Err(e) => Output::fail(e),
+    };
+    print!("{}", output.stdout);
+    eprint!("{}", output.stderr);
+    ExitCode::from(output.code)
 }
 
-fn execute(command: UserCommand) -> Result<()> {
-    match command {
-        UserCommand::Add { name, role, store } => add(&store, &name, &role),
-        UserCommand::List { json, store } => list(&store, json),
-        UserCommand::Passwd { name, store } => {
-            let db = open_existing(&store)?;
-            let user = find(&db, &name)?;
-            let hash = passwords(&store)?.hash(&read_new_password(&user.name)?)?;
-            db.set_password(user.id, &hash)?;
-            println!(
-                "changed the password of {}; their sessions are revoked",
-                user.name
-            );
-            Ok(())
-        }
-        UserCommand::Role { name, role, store } => {
-            store::validate_role(&role)?;
-            let db = open_existing(&store)?;
-            let user = db.set_role(find(&db, &name)?.id, &role)?;
-            println!("{} now has the role {}", user.name, user.role);
-            Ok(())
-        }
-        UserCommand::Lock { name, store } => {
-            let db = open_existing(&store)?;
-            let user = db.set_locked(find(&db, &name)?.id, true)?;
-            println!("locked {}; their sessions are revoked", user.name);
-            Ok(())
-        }
-        UserCommand::Unlock { name, store } => {
-            let db = open_existing(&store)?;
-            let user = db.set_locked(find(&db, &name)?.id, false)?;
-            println!("unlocked {}", user.name);
-            Ok(())
-        }
-        UserCommand::Revoke { name, store } => {
-            let db = open_existing(&store)?;
-            let user = db.revoke(find(&db, &name)?.id)?;
-            println!("revoked every session of {}", user.name);
-            Ok(())
-        }
-        UserCommand::Remove { name, store } => {
-            let db = open_existing(&store)?;
-            match db.get_by_name(&name) {
-                Ok(Some(user)) => {
-                    db.delete(user.id)?;
-                    println!("removed {} (id {})", user.name, user.id);
-                }
-                Ok(None) => return Err(format!("there is no user named {}", name.trim()).into()),
-                // A damaged record cannot be read, but it can go.
-                Err(ReadError::DamagedRecord(d)) => {
-                    db.delete(d.id)?;
-                    println!(
-                        "removed {} (id {}; its record was damaged)",
-                        name.trim(),
-                        d.id
-                    );
-                }
-                Err(e) => return Err(e.into()),
-            }
-            Ok(())
-        }
-    }
-}
-
-fn add(args: &StoreArgs, name: &str, role: &str) -> Result<()> {
-    // Check everything that can fail before asking for a password.
-    let name = store::validate_name(name)?;
-    store::validate_role(role)?;
+fn execute(command: Command, args: &StoreArgs) -> Result<Output> {
     let config = args.config()?;
-    let dir = &config.data_dir;
-    std::fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(dir)
-        .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
-    let db = UserStore::open(&config.store_path())?;
-    if db.id_by_name(&name)?.is_some() {
-        return Err(CreateError::NameTaken(name).into());
-    }
-    let hash = passwords(args)?.hash(&read_new_password(&name)?)?;
-    let user = db.create(&name, role, &hash)?;
-    println!(
-        "added user {} (id {}, role {})",
-        user.name, user.id, user.role
-    );
-    Ok(())
-}
-
-/// Lists every user, marking damaged records; exits 1 naming them when the full scan
-/// finds damage (the same verdict as `serve --check` and `/healthz`).
-fn list(args: &StoreArgs, json: bool) -> Result<()> {
-    let file = args.store_file()?;
-    let db = UserStore::inspect(&file).map_err(|e| missing_store(&file, e))?;
-    let mut rows: Vec<Entry> = Vec::new();
-    loop {
-        let page = db.list(rows.last().map_or(0, Entry::id), 500)?;
-        if page.is_empty() {
-            break;
+    if let Some(mut server) = control::connect(&config.data_dir)? {
+        // The checks first, then the password, as offline.
+        let checked = server.user(&command)?;
+        if checked.code != 0 || !command.wants_password() {
+            return Ok(checked);
         }
-        rows.extend(page);
+        let name = command_name(&command);
+        let password = read_new_password(&name)?;
+        let mut server = control::connect(&config.data_dir)?
+            .ok_or("the server stopped while the password was asked for; run the command again")?;
+        return Ok(server.user(&command.with_password(password))?);
     }
-    if json {
-        let rows: Vec<serde_json::Value> = rows
-            .iter()
-            .map(|row| match row {
-                Entry::User(u) => serde_json::to_value(JsonRow::from(u)),
-                Entry::Damaged(d) => serde_json::to_value(JsonDamaged::from(d)),
-            })
-            .collect::<std::result::Result<_, _>>()?;
-        println!("{}", serde_json::to_string_pretty(&rows)?);
-    } else {
-        print!("{}", table(&rows));
+    let accounts = offline_accounts(&config)?;
+    let db = open_for(&command, &config)?;
+    let checked = ops::execute(&command, &db, &accounts);
+    if checked.code != 0 || !command.wants_password() {
+        return Ok(checked);
     }
-    db.scan()?.verdict()?;
-    Ok(())
+    let password = read_new_password(&command_name(&command))?;
+    Ok(ops::execute(
+        &command.with_password(password),
+        &db,
+        &accounts,
+    ))
 }
 
-/// A damaged record in `list --json`: its id and what is wrong.
-#[derive(serde::Serialize)]
-struct JsonDamaged<'a> {
-    id: u64,
-    damaged: &'a str,
+/// The user a password is asked for.
+fn command_name(command: &Command) -> String {
+    match command {
+        Command::Add { name, .. } | Command::Passwd { name, .. } => name.trim().to_string(),
+        _ => String::new(),
+    }
 }
 
-impl<'a> From<&'a DamagedRecord> for JsonDamaged<'a> {
-    fn from(d: &'a DamagedRecord) -> JsonDamaged<'a> {
-        JsonDamaged {
-            id: d.id,
-            damaged: &d.why,
+/// The account rules as the server applies them (its hashing cost), for a command run
+/// without a server.
+fn offline_accounts(config: &Config) -> Result<Accounts> {
+    Ok(Accounts::new(Rules {
+        passwords: Passwords::new(config.argon2)?,
+        throttle: Limits {
+            max_failures: 0,
+            window: 1,
+            lockout: 1,
+            capacity: 1,
+        },
+        login_concurrency: 1,
+        signup_open: config.signup_open,
+        setup: SetupCode::none(),
+    }))
+}
+
+/// The store opened the way `command` needs it: created by `add` when there is none
+/// (with its data directory, mode 0700), only inspected by `list`, else opened as it is.
+fn open_for(command: &Command, config: &Config) -> Result<UserStore> {
+    let file = config.store_path();
+    match command {
+        Command::Add { name, role, .. } => {
+            // A bad name or role is reported before anything is created.
+            store::validate_name(name)?;
+            store::validate_role(role)?;
+            let dir = &config.data_dir;
+            std::fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(dir)
+                .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
+            Ok(UserStore::open(&file)?)
         }
+        Command::List { .. } => UserStore::inspect(&file).map_err(|e| missing_store(&file, e)),
+        _ => UserStore::open_existing(&file).map_err(|e| missing_store(&file, e)),
     }
-}
-
-/// One user in `list --json`: everything but the password hash.
-#[derive(serde::Serialize)]
-struct JsonRow<'a> {
-    id: u64,
-    name: &'a str,
-    role: &'a str,
-    locked: bool,
-    ver: u64,
-    created: i64,
-    updated: i64,
-    last_login: Option<i64>,
-}
-
-impl<'a> From<&'a User> for JsonRow<'a> {
-    fn from(u: &'a User) -> JsonRow<'a> {
-        JsonRow {
-            id: u.id,
-            name: &u.name,
-            role: &u.role,
-            locked: u.locked,
-            ver: u.ver,
-            created: u.created,
-            updated: u.updated,
-            last_login: u.last_login,
-        }
-    }
-}
-
-/// The readable listing: one row per user, times in UTC; a damaged record gets a row
-/// saying so (what is wrong goes to stderr with the exit status).
-fn table(entries: &[Entry]) -> String {
-    let mut rows = vec![[
-        "ID".to_string(),
-        "NAME".into(),
-        "ROLE".into(),
-        "LOCKED".into(),
-        "CREATED".into(),
-        "LAST LOGIN".into(),
-    ]];
-    for entry in entries {
-        let u = match entry {
-            Entry::User(u) => u,
-            Entry::Damaged(d) => {
-                let unknown = || "?".to_string();
-                rows.push([
-                    d.id.to_string(),
-                    "(damaged)".into(),
-                    unknown(),
-                    unknown(),
-                    unknown(),
-                    unknown(),
-                ]);
-                continue;
-            }
-        };
-        rows.push([
-            u.id.to_string(),
-            u.name.clone(),
-            u.role.clone(),
-            if u.locked { "yes" } else { "no" }.into(),
-            latchkey::log::timestamp(u.created),
-            u.last_login
-                .map_or_else(|| "never".into(), latchkey::log::timestamp),
-        ]);
-    }
-    let mut widths = [0; 6];
-    for row in &rows {
-        for (w, cell) in widths.iter_mut().zip(row) {
-            *w = (*w).max(cell.len());
-        }
-    }
-    let mut out = String::new();
-    for row in &rows {
-        let line: Vec<String> = row
-            .iter()
-            .zip(widths)
-            .map(|(cell, w)| format!("{cell:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    out
-}
-
-/// Opens the store, refusing to create one: only `add` does that.
-fn open_existing(args: &StoreArgs) -> Result<UserStore> {
-    let file = args.store_file()?;
-    UserStore::open_existing(&file).map_err(|e| missing_store(&file, e))
 }
 
 /// An open error, with the hint for a missing store.
@@ -373,17 +290,6 @@ fn no_store(file: &Path) -> String {
          or point --data-dir (or LATCHKEY_DATA_DIR) at the right directory",
         file.display()
     )
-}
-
-/// The user with this name (ignoring case), or a message naming it.
-fn find(db: &UserStore, name: &str) -> Result<User> {
-    db.get_by_name(name)?
-        .ok_or_else(|| format!("there is no user named {}", name.trim()).into())
-}
-
-/// The hasher at the configured parameters, as the server hashes.
-fn passwords(args: &StoreArgs) -> Result<Passwords> {
-    Ok(Passwords::new(args.config()?.argon2)?)
 }
 
 /// A new password: from the terminal, asked twice without echo, or one line of stdin.

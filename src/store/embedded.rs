@@ -563,6 +563,18 @@ impl UserStore {
         })
     }
 
+    /// Removes the user's second factor (and any enrolment in progress) and bumps `ver`:
+    /// every session ends, and the user logs in with the password alone until they
+    /// enrol again.
+    pub fn reset_totp(&self, id: u64) -> Result<User, UpdateError> {
+        self.update(id, true, |user| {
+            user.totp = None;
+            user.totp_pending = None;
+            user.ver = user.ver.saturating_add(1);
+            user.updated = now();
+        })
+    }
+
     /// Locks (bumping `ver`, on every call) or unlocks (keeping `ver`).
     pub fn set_locked(&self, id: u64, locked: bool) -> Result<User, UpdateError> {
         self.update(id, true, |user| {

@@ -62,6 +62,24 @@ use std::collections::HashMap;
 use std::fmt;
 
 pub use embedded::{UserStore, restore};
+
+/// Writes a new file at `dest` (mode 0600) with what `fill` writes, under a temporary
+/// name first, then put in place without ever replacing anything there: a backup copy
+/// received from a running server is never half-written under its name.
+pub fn write_new_file(
+    dest: &std::path::Path,
+    fill: impl FnOnce(&mut std::fs::File) -> std::io::Result<()>,
+) -> std::io::Result<()> {
+    let temp = files::temp_beside(dest, "partial");
+    let _ = std::fs::remove_file(&temp);
+    let result = files::create_private(&temp)
+        .and_then(|mut file| fill(&mut file))
+        .and_then(|()| files::place_new(&temp, dest));
+    if result.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    result
+}
 pub use error::{
     BackupError, CreateError, DamagedRecord, Invalid, OpenError, ReadError, RestoreError, Restored,
     StoreError, Unavailable, UpdateError,

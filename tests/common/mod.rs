@@ -612,6 +612,72 @@ pub fn cli(args: &[&str], stdin: &str) -> (i32, String, String) {
     )
 }
 
+/// A TCP connection to `addr` from the local address `source` (any of 127.0.0.0/8 on
+/// Linux), so that tests can tell an attacker's connections from a normal client's.
+pub fn connect_from(source: std::net::Ipv4Addr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(target) = addr else {
+        return Err(std::io::Error::other("IPv4 only"));
+    };
+    let sockaddr = |ip: std::net::Ipv4Addr, port: u16| libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: port.to_be(),
+        sin_addr: libc::in_addr {
+            s_addr: u32::from(ip).to_be(),
+        },
+        sin_zero: [0; 8],
+    };
+    let len = std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
+    // SAFETY: plain socket calls on a descriptor this function owns until it is handed
+    // to `TcpStream`, with sockaddr_in values of the size given.
+    unsafe {
+        let fd = libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0);
+        if fd < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let stream = TcpStream::from_raw_fd(fd);
+        let local = sockaddr(source, 0);
+        if libc::bind(fd, (&local as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        let remote = sockaddr(*target.ip(), target.port());
+        if libc::connect(fd, (&remote as *const libc::sockaddr_in).cast(), len) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(stream)
+    }
+}
+
+/// The value of one `/metrics` sample (`0` when absent), e.g.
+/// `latchkey_requests_total{route="healthz",status="200"}`.
+pub fn metric(server: &Server, sample: &str) -> u64 {
+    let text = server.get("/metrics", &[]).body;
+    text.lines()
+        .find_map(|l| l.strip_prefix(sample)?.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts `latchkey serve` from `bin` under a wrapper command (`prlimit …`, `runuser …`),
+/// which is given first, then the binary and its arguments.
+pub fn start_wrapped(
+    wrapper: &[&str],
+    bin: &str,
+    dir: Arc<TempDir>,
+    args: &[&str],
+    env: &[(&str, &str)],
+) -> Server {
+    let script = dir.path().join("wrapped.sh");
+    let mut text = String::from("#!/bin/sh\nexec");
+    for word in wrapper.iter().chain([&bin]) {
+        text.push_str(&format!(" '{word}'"));
+    }
+    text.push_str(" \"$@\"\n");
+    std::fs::write(&script, text).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).unwrap();
+    Server::start_bin(script.to_str().unwrap(), dir, args, env)
+}
+
 impl Server {
     /// Starts `latchkey serve` in `dir` like [`Server::start_in`], for a server expected to
     /// log errors while it starts (a damaged user record is logged, then served around):

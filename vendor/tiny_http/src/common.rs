@@ -150,7 +150,9 @@ impl PartialOrd<StatusCode> for u16 {
 /// Represents a HTTP header.
 #[derive(Debug, Clone)]
 pub struct Header {
+    /// The field name.
     pub field: HeaderField,
+    /// The value, without surrounding whitespace.
     pub value: AsciiString,
 }
 
@@ -207,6 +209,7 @@ impl Display for Header {
 pub struct HeaderField(AsciiString);
 
 impl HeaderField {
+    /// A field name from bytes; fails when they are not ASCII.
     pub fn from_bytes<B>(bytes: B) -> Result<HeaderField, FromAsciiError<B>>
     where
         B: Into<Vec<u8>> + AsRef<[u8]>,
@@ -214,10 +217,12 @@ impl HeaderField {
         AsciiString::from_ascii(bytes).map(HeaderField)
     }
 
+    /// The name as written.
     pub fn as_str(&self) -> &AsciiStr {
         &self.0
     }
 
+    /// Whether the name is `other`, ignoring ASCII case.
     pub fn equiv(&self, other: &'static str) -> bool {
         other.eq_ignore_ascii_case(self.as_str().as_str())
     }
@@ -287,6 +292,7 @@ pub enum Method {
 }
 
 impl Method {
+    /// The method's name.
     pub fn as_str(&self) -> &str {
         match *self {
             Method::Get => "GET",
@@ -403,7 +409,7 @@ mod test {
     fn test_parse_header() {
         let header: Header = "Content-Type: text/html".parse().unwrap();
 
-        assert!(header.field.equiv(&"content-type"));
+        assert!(header.field.equiv("content-type"));
         assert!(header.value.as_str() == "text/html");
 
         assert!("hello world".parse::<Header>().is_err());
@@ -420,7 +426,7 @@ mod test {
     fn test_parse_header_with_doublecolon() {
         let header: Header = "Time: 20: 34".parse().unwrap();
 
-        assert!(header.field.equiv(&"time"));
+        assert!(header.field.equiv("time"));
         assert!(header.value.as_str() == "20: 34");
     }
 

@@ -1,379 +1,225 @@
-//! # Simple usage
+//! # tiny_http, latchkey's copy
 //!
-//! ## Creating the server
-//!
-//! The easiest way to create a server is to call `Server::http()`.
-//!
-//! The `http()` function returns an `IoResult<Server>` which will return an error
-//! in the case where the server creation fails (for example if the listening port is already
-//! occupied).
-//!
-//! ```no_run
-//! let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//! ```
-//!
-//! A newly-created `Server` will immediately start listening for incoming connections and HTTP
-//! requests.
-//!
-//! ## Receiving requests
-//!
-//! Calling `server.recv()` will block until the next request is available.
-//! This function returns an `IoResult<Request>`, so you need to handle the possible errors.
+//! latchkey patch (rewritten file): the request/response API is tiny_http 0.12's
+//! (`Server::recv`, `try_recv`, `recv_timeout`, `unblock`, `incoming_requests`;
+//! `Request::{method, url, headers, http_version, remote_addr, body_length, as_reader,
+//! respond, respond_raw}`), but the connection layer under it is new: one thread runs
+//! a poll loop (`run.rs`) that owns every connection, reads each request whole (head
+//! and body, within size limits and deadlines) before a worker sees it, and writes each
+//! answer after the worker made it. **A worker never waits on a client.** The HTTP/1.1
+//! framing rules are pure functions in `framing.rs`. See PATCHES.md.
 //!
 //! ```no_run
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
+//! use std::sync::Arc;
 //!
-//! loop {
-//!     // blocks until the next request is received
-//!     let request = match server.recv() {
-//!         Ok(rq) => rq,
-//!         Err(e) => { println!("error: {}", e); break }
-//!     };
-//!
-//!     // do something with the request
-//!     // ...
-//! }
-//! ```
-//!
-//! In a real-case scenario, you will probably want to spawn multiple worker tasks and call
-//! `server.recv()` on all of them. Like this:
-//!
-//! ```no_run
-//! # use std::sync::Arc;
-//! # use std::thread;
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//! let server = Arc::new(server);
-//! let mut guards = Vec::with_capacity(4);
-//!
-//! for _ in (0 .. 4) {
-//!     let server = server.clone();
-//!
-//!     let guard = thread::spawn(move || {
-//!         loop {
-//!             let rq = server.recv().unwrap();
-//!
-//!             // ...
-//!         }
-//!     });
-//!
-//!     guards.push(guard);
-//! }
-//! ```
-//!
-//! If you don't want to block, you can call `server.try_recv()` instead.
-//!
-//! ## Handling requests
-//!
-//! The `Request` object returned by `server.recv()` contains informations about the client's request.
-//! The most useful methods are probably `request.method()` and `request.url()` which return
-//! the requested method (`GET`, `POST`, etc.) and url.
-//!
-//! To handle a request, you need to create a `Response` object. See the docs of this object for
-//! more infos. Here is an example of creating a `Response` from a file:
-//!
-//! ```no_run
-//! # use std::fs::File;
-//! # use std::path::Path;
-//! let response = tiny_http::Response::from_file(File::open(&Path::new("image.png")).unwrap());
-//! ```
-//!
-//! All that remains to do is call `request.respond()`:
-//!
-//! ```no_run
-//! # use std::fs::File;
-//! # use std::path::Path;
-//! # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-//! # let request = server.recv().unwrap();
-//! # let response = tiny_http::Response::from_file(File::open(&Path::new("image.png")).unwrap());
-//! let _ = request.respond(response);
+//! let server = Arc::new(tiny_http::Server::http("127.0.0.1:0").unwrap());
+//! let workers: Vec<_> = (0..4)
+//!     .map(|_| {
+//!         let server = Arc::clone(&server);
+//!         std::thread::spawn(move || {
+//!             while let Ok(request) = server.recv() {
+//!                 let _ = request.respond(tiny_http::Response::from_string("hello"));
+//!             }
+//!         })
+//!     })
+//!     .collect();
+//! # drop(workers);
 //! ```
 #![forbid(unsafe_code)]
 #![deny(rust_2018_idioms)]
-#![allow(clippy::match_like_matches_macro)]
-
-#[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-use zeroize::Zeroizing;
+#![warn(missing_docs)]
 
 use std::error::Error;
-use std::io::Error as IoError;
-use std::io::ErrorKind as IoErrorKind;
-use std::io::Result as IoResult;
-use std::net::{Shutdown, TcpStream, ToSocketAddrs};
-use std::sync::atomic::AtomicBool;
-use std::sync::atomic::Ordering::Relaxed;
-use std::sync::mpsc;
-use std::sync::Arc;
-use std::thread;
-use std::time::Duration;
-
-use client::ClientConnection;
-use connection::Connection;
-use util::MessagesQueue;
+use std::io::{Error as IoError, Result as IoResult};
+use std::net::{IpAddr, TcpListener, ToSocketAddrs};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
-pub use connection::{ConfigListenAddr, ListenAddr, Listener};
-pub use request::{ReadWrite, Request};
+pub use connection::ListenAddr;
+pub use framing::{HeadLimits, Refusal};
+pub use request::Request;
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
 
-mod client;
 mod common;
 mod connection;
+pub mod framing;
 mod request;
 mod response;
-mod ssl;
+mod run;
 mod test;
-mod util;
 
-/// The main class of this library.
+use run::{Hub, Popped};
+
+/// Turns a refused request into the complete response bytes to send (status line,
+/// headers including `Connection: close`, body). Runs on the connection loop's thread.
+pub type RenderRefusal = Arc<dyn Fn(&Refusal) -> Vec<u8> + Send + Sync>;
+
+/// Says whether a client address is exempt from `max_connections_per_address` (a
+/// trusted proxy, through which many clients arrive from one address).
+pub type ExemptAddress = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// Receives the loop's notices (accept trouble starting and ending, a panic handled),
+/// one line each, once per episode.
+pub type Notice = Arc<dyn Fn(NoticeLevel, &str) + Send + Sync>;
+
+/// How serious a notice of the loop is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NoticeLevel {
+    /// Something is wrong (accepting fails, a panic was caught).
+    Error,
+    /// Something went back to normal.
+    Info,
+}
+
+/// latchkey patch: the limits and deadlines the connection loop enforces, and the
+/// application's hooks. Durations are whole-phase deadlines, not per read.
+#[derive(Clone)]
+pub struct Limits {
+    /// The whole request head must arrive within this, from its first byte (from the
+    /// accept, for a new connection). Past it: 408, or a silent close when nothing at
+    /// all arrived.
+    pub header_timeout: Duration,
+    /// The whole body must arrive within this, from the end of the head. Past it: 408.
+    pub body_timeout: Duration,
+    /// The whole answer must be written within this. Past it: the connection closes.
+    pub send_timeout: Duration,
+    /// A keep-alive connection may wait this long for its next request.
+    pub idle_timeout: Duration,
+    /// Connections open at once; beyond it the longest-idle connection is closed to
+    /// make room, or, when none is idle, the new one is refused (503).
+    pub max_connections: usize,
+    /// Connections open at once from one client address (IPv6: one /64); beyond it
+    /// the new one is refused (503).
+    pub max_connections_per_address: usize,
+    /// The largest request body, bytes; a larger one gets 413 and the connection closes.
+    pub max_body: usize,
+    /// Size limits on the request head.
+    pub head: HeadLimits,
+    /// Addresses exempt from `max_connections_per_address`.
+    pub exempt: Option<ExemptAddress>,
+    /// How refusals are answered; plain text when `None`.
+    pub render: Option<RenderRefusal>,
+    /// Where the loop's notices go; nowhere when `None`.
+    pub notice: Option<Notice>,
+}
+
+impl Default for Limits {
+    /// 10 s for the head, the body and the answer, 30 s idle, 1,000 connections and 64
+    /// per address, 1 MiB bodies, the default head limits, no hooks.
+    fn default() -> Limits {
+        Limits {
+            header_timeout: Duration::from_secs(10),
+            body_timeout: Duration::from_secs(10),
+            send_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(30),
+            max_connections: 1000,
+            max_connections_per_address: 64,
+            max_body: 1024 * 1024,
+            head: HeadLimits::default(),
+            exempt: None,
+            render: None,
+            notice: None,
+        }
+    }
+}
+
+impl std::fmt::Debug for Limits {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Limits")
+            .field("header_timeout", &self.header_timeout)
+            .field("body_timeout", &self.body_timeout)
+            .field("send_timeout", &self.send_timeout)
+            .field("idle_timeout", &self.idle_timeout)
+            .field("max_connections", &self.max_connections)
+            .field(
+                "max_connections_per_address",
+                &self.max_connections_per_address,
+            )
+            .field("max_body", &self.max_body)
+            .field("head", &self.head)
+            .finish_non_exhaustive()
+    }
+}
+
+/// latchkey patch: what the connection loop has done so far, and what it holds now.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Connections open now (refusals being answered not included).
+    pub open: usize,
+    /// Connections accepted in all.
+    pub accepted: u64,
+    /// Connections refused because their address held `max_connections_per_address`.
+    pub refused_per_address: u64,
+    /// Connections refused at `max_connections` with no idle connection to close.
+    pub refused_full: u64,
+    /// Idle connections closed to make room at `max_connections`.
+    pub evicted: u64,
+    /// Connections that missed a deadline (head, body or answer).
+    pub timed_out: u64,
+    /// Requests the loop answered itself (framing errors, limits, deadlines).
+    pub answered_here: u64,
+    /// Panics caught while handling a connection (each closed that connection).
+    pub panics: u64,
+}
+
+/// The main class of this library: a listening server whose requests are taken with
+/// `recv` by any number of worker threads.
 ///
-/// Destroying this object will immediately close the listening socket and the reading
-///  part of all the client's connections. Requests that have already been returned by
-///  the `recv()` function will not close and the responses will be transferred to the client.
+/// Dropping it stops the connection loop gracefully: no new connections or requests,
+/// answers in flight still written (bounded by `send_timeout`, at most 10 s).
 pub struct Server {
-    // should be false as long as the server exists
-    // when set to true, all the subtasks will close within a few hundreds ms
-    close: Arc<AtomicBool>,
-
-    // queue for messages received by child threads
-    messages: Arc<MessagesQueue<Message>>,
-
-    // result of TcpListener::local_addr()
+    hub: Arc<Hub>,
     listening_addr: ListenAddr,
+    thread: Mutex<Option<JoinHandle<()>>>,
 }
 
-enum Message {
-    Error(IoError),
-    NewRequest(Request),
-}
-
-impl From<IoError> for Message {
-    fn from(e: IoError) -> Message {
-        Message::Error(e)
-    }
-}
-
-impl From<Request> for Message {
-    fn from(rq: Request) -> Message {
-        Message::NewRequest(rq)
-    }
-}
-
-// this trait is to make sure that Server implements Share and Send
-#[doc(hidden)]
-trait MustBeShareDummy: Sync + Send {}
-#[doc(hidden)]
-impl MustBeShareDummy for Server {}
-
+/// An iterator over the incoming requests; ends when the server stops.
 pub struct IncomingRequests<'a> {
     server: &'a Server,
 }
 
-/// Represents the parameters required to create a server.
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// The addresses to try to listen to.
-    pub addr: ConfigListenAddr,
-
-    /// If `Some`, then the server will use SSL to encode the communications.
-    pub ssl: Option<SslConfig>,
-}
-
-/// Configuration of the server for SSL.
-#[derive(Debug, Clone)]
-pub struct SslConfig {
-    /// Contains the public certificate to send to clients.
-    pub certificate: Vec<u8>,
-    /// Contains the ultra-secret private key used to decode communications.
-    pub private_key: Vec<u8>,
-}
-
 impl Server {
-    /// Shortcut for a simple server on a specific address.
-    #[inline]
+    /// Shortcut for a server on a specific address, with the default [`Limits`].
     pub fn http<A>(addr: A) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
     where
         A: ToSocketAddrs,
     {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: None,
-        })
+        let listener = TcpListener::bind(addr)?;
+        Ok(Server::from_listener(listener, Limits::default())?)
     }
 
-    /// Shortcut for an HTTPS server on a specific address.
-    #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-    #[inline]
-    pub fn https<A>(
-        addr: A,
-        config: SslConfig,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>>
-    where
-        A: ToSocketAddrs,
-    {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::from_socket_addrs(addr)?,
-            ssl: Some(config),
-        })
-    }
-
-    #[cfg(unix)]
-    #[inline]
-    /// Shortcut for a UNIX socket server at a specific path
-    pub fn http_unix(
-        path: &std::path::Path,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        Server::new(ServerConfig {
-            addr: ConfigListenAddr::unix_from_path(path),
-            ssl: None,
-        })
-    }
-
-    /// Builds a new server that listens on the specified address.
-    pub fn new(config: ServerConfig) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = config.addr.bind()?;
-        Self::from_listener(listener, config.ssl)
-    }
-
-    /// Builds a new server using the specified TCP listener.
+    /// latchkey patch: builds a server on a bound `listener` (made non-blocking here)
+    /// with the given limits, and starts its connection loop thread.
     ///
-    /// This is useful if you've constructed TcpListener using some less usual method
-    /// such as from systemd. For other cases, you probably want the `new()` function.
-    pub fn from_listener<L: Into<Listener>>(
-        listener: L,
-        ssl_config: Option<SslConfig>,
-    ) -> Result<Server, Box<dyn Error + Send + Sync + 'static>> {
-        let listener = listener.into();
-        // building the "close" variable
-        let close_trigger = Arc::new(AtomicBool::new(false));
-
-        // building the TcpListener
-        let (server, local_addr) = {
-            let local_addr = listener.local_addr()?;
-            log::debug!("Server listening on {}", local_addr);
-            (listener, local_addr)
-        };
-
-        // building the SSL capabilities
-        #[cfg(all(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        compile_error!(
-            "Features 'ssl-openssl' and 'ssl-rustls' must not be enabled at the same time"
-        );
-        #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-        type SslContext = ();
-        #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-        type SslContext = crate::ssl::SslContextImpl;
-        let ssl: Option<SslContext> = {
-            match ssl_config {
-                #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                Some(config) => Some(SslContext::from_pem(
-                    config.certificate,
-                    Zeroizing::new(config.private_key),
-                )?),
-                #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                Some(_) => return Err(
-                    "Building a server with SSL requires enabling the `ssl` feature in tiny-http"
-                        .into(),
-                ),
-                None => None,
-            }
-        };
-
-        // creating a task where server.accept() is continuously called
-        // and ClientConnection objects are pushed in the messages queue
-        let messages = MessagesQueue::with_capacity(8);
-
-        let inside_close_trigger = close_trigger.clone();
-        let inside_messages = messages.clone();
-        thread::spawn(move || {
-            // a tasks pool is used to dispatch the connections into threads
-            let tasks_pool = util::TaskPool::new();
-
-            log::debug!("Running accept thread");
-            while !inside_close_trigger.load(Relaxed) {
-                let new_client = match server.accept() {
-                    Ok((sock, _)) => {
-                        use util::RefinedTcpStream;
-                        // latchkey patch: responses are written whole; do not let Nagle's
-                        // algorithm hold back the tail of one behind a delayed ACK.
-                        sock.set_nodelay();
-                        // latchkey patch: a failed clone (out of descriptors) drops this
-                        // client instead of panicking the accept thread.
-                        if sock.try_clone().is_err() {
-                            continue;
-                        }
-                        let (read_closable, write_closable) = match ssl {
-                            None => RefinedTcpStream::new(sock),
-                            #[cfg(any(feature = "ssl-openssl", feature = "ssl-rustls"))]
-                            Some(ref ssl) => {
-                                // trying to apply SSL over the connection
-                                // if an error occurs, we just close the socket and resume listening
-                                let sock = match ssl.accept(sock) {
-                                    Ok(s) => s,
-                                    Err(_) => continue,
-                                };
-
-                                RefinedTcpStream::new(sock)
-                            }
-                            #[cfg(not(any(feature = "ssl-openssl", feature = "ssl-rustls")))]
-                            Some(ref _ssl) => unreachable!(),
-                        };
-
-                        Ok(ClientConnection::new(write_closable, read_closable))
-                    }
-                    Err(e) => Err(e),
-                };
-
-                match new_client {
-                    Ok(client) => {
-                        let messages = inside_messages.clone();
-                        let mut client = Some(client);
-                        tasks_pool.spawn(Box::new(move || {
-                            if let Some(client) = client.take() {
-                                // Synchronization is needed for HTTPS requests to avoid a deadlock
-                                if client.secure() {
-                                    let (sender, receiver) = mpsc::channel();
-                                    for rq in client {
-                                        messages.push(rq.with_notify_sender(sender.clone()).into());
-                                        receiver.recv().unwrap();
-                                    }
-                                } else {
-                                    for rq in client {
-                                        messages.push(rq.into());
-                                    }
-                                }
-                            }
-                        }));
-                    }
-
-                    Err(e) if is_transient_accept_error(&e) => {
-                        // latchkey patch: running out of descriptors or memory, or a
-                        // client that gave up, must not end the accept loop for good.
-                        log::error!("Error accepting new client: {}", e);
-                        thread::sleep(Duration::from_millis(50));
-                    }
-
-                    Err(e) => {
-                        log::error!("Error accepting new client: {}", e);
-                        inside_messages.push(e.into());
-                        break;
-                    }
+    /// Errors: the listener's address cannot be read, the poll cannot be created, or
+    /// the loop thread cannot be started.
+    pub fn from_listener(listener: TcpListener, limits: Limits) -> IoResult<Server> {
+        let addr = listener.local_addr()?;
+        let (event_loop, hub) = run::Loop::new(listener, limits)?;
+        let watch = Arc::clone(&hub);
+        let thread = std::thread::Builder::new()
+            .name("http-io".into())
+            .spawn(move || {
+                let outcome =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| event_loop.run()));
+                if outcome.is_err() {
+                    watch.stopped("the connection loop panicked and stopped");
                 }
-            }
-            log::debug!("Terminating accept thread");
-        });
-
-        // result
+            })?;
         Ok(Server {
-            messages,
-            close: close_trigger,
-            listening_addr: local_addr,
+            hub,
+            listening_addr: ListenAddr::IP(addr),
+            thread: Mutex::new(Some(thread)),
         })
     }
 
     /// Returns an iterator for all the incoming requests.
     ///
-    /// The iterator will return `None` if the server socket is shutdown.
+    /// The iterator will return `None` when the server stops.
     #[inline]
     pub fn incoming_requests(&self) -> IncomingRequests<'_> {
         IncomingRequests { server: self }
@@ -387,56 +233,75 @@ impl Server {
 
     /// Returns the number of clients currently connected to the server.
     pub fn num_connections(&self) -> usize {
-        unimplemented!()
-        //self.requests_receiver.lock().len()
+        self.hub.stats.open.load(Ordering::Relaxed)
     }
 
     /// Blocks until an HTTP request has been submitted and returns it.
+    ///
+    /// Errors: `unblock()` was called, the server is stopping (after the requests
+    /// still queued were handed out), or the connection loop stopped.
     pub fn recv(&self) -> IoResult<Request> {
-        match self.messages.pop() {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(rq),
-            None => Err(IoError::new(IoErrorKind::Other, "thread unblocked")),
+        match self.hub.pop(None) {
+            Popped::Request(rq) => Ok(rq),
+            Popped::Error(e) => Err(e),
+            Popped::Unblocked | Popped::Empty => Err(IoError::other("thread unblocked")),
         }
     }
 
     /// Same as `recv()` but doesn't block longer than timeout
     pub fn recv_timeout(&self, timeout: Duration) -> IoResult<Option<Request>> {
-        match self.messages.pop_timeout(timeout) {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
+        match self.hub.pop(Some(Instant::now() + timeout)) {
+            Popped::Request(rq) => Ok(Some(rq)),
+            Popped::Error(e) => Err(e),
+            Popped::Unblocked | Popped::Empty => Ok(None),
         }
     }
 
     /// Same as `recv()` but doesn't block.
     pub fn try_recv(&self) -> IoResult<Option<Request>> {
-        match self.messages.try_pop() {
-            Some(Message::Error(err)) => Err(err),
-            Some(Message::NewRequest(rq)) => Ok(Some(rq)),
-            None => Ok(None),
-        }
+        self.recv_timeout(Duration::ZERO)
     }
 
     /// Unblock thread stuck in recv() or incoming_requests().
     /// If there are several such threads, only one is unblocked.
-    /// This method allows graceful shutdown of server.
     pub fn unblock(&self) {
-        self.messages.unblock();
+        self.hub.unblock();
     }
-}
 
-/// latchkey patch: accept errors after which listening can go on.
-fn is_transient_accept_error(e: &IoError) -> bool {
-    matches!(
-        e.kind(),
-        IoErrorKind::ConnectionAborted
-            | IoErrorKind::ConnectionReset
-            | IoErrorKind::Interrupted
-            | IoErrorKind::WouldBlock
-            | IoErrorKind::TimedOut
-            | IoErrorKind::OutOfMemory
-    ) || matches!(e.raw_os_error(), Some(23) | Some(24) | Some(105) | Some(12))
+    /// latchkey patch: starts a graceful stop and returns at once. The loop stops
+    /// accepting and reading; connections without a request in flight close; the
+    /// answers to requests in flight are still written, then their connections close.
+    /// `recv` hands out the requests still queued, then fails, so workers can finish
+    /// and exit. Dropping the server waits for the loop to end.
+    pub fn shutdown(&self) {
+        self.hub.begin_drain();
+    }
+
+    /// latchkey patch: `Err` with the reason when the connection loop is not serving
+    /// as it should: it stopped, it has not turned for 5 s (stuck), or accepting new
+    /// connections has failed for more than 5 s (or at once, for an error that is not
+    /// a shortage). A watchdog should stop reporting the service alive meanwhile.
+    pub fn health(&self) -> Result<(), String> {
+        match self.hub.fault() {
+            Some(why) => Err(why),
+            None => Ok(()),
+        }
+    }
+
+    /// latchkey patch: the loop's counters.
+    pub fn stats(&self) -> Stats {
+        let s = &self.hub.stats;
+        Stats {
+            open: s.open.load(Ordering::Relaxed),
+            accepted: s.accepted.load(Ordering::Relaxed),
+            refused_per_address: s.refused_per_address.load(Ordering::Relaxed),
+            refused_full: s.refused_full.load(Ordering::Relaxed),
+            evicted: s.evicted.load(Ordering::Relaxed),
+            timed_out: s.timed_out.load(Ordering::Relaxed),
+            answered_here: s.answered_here.load(Ordering::Relaxed),
+            panics: s.panics.load(Ordering::Relaxed),
+        }
+    }
 }
 
 impl Iterator for IncomingRequests<'_> {
@@ -448,26 +313,23 @@ impl Iterator for IncomingRequests<'_> {
 
 impl Drop for Server {
     fn drop(&mut self) {
-        self.close.store(true, Relaxed);
-        // Connect briefly to ourselves to unblock the accept thread
-        let maybe_stream = match &self.listening_addr {
-            ListenAddr::IP(addr) => TcpStream::connect(addr).map(Connection::from),
-            #[cfg(unix)]
-            ListenAddr::Unix(addr) => {
-                // TODO: use connect_addr when its stabilized.
-                let path = addr.as_pathname().unwrap();
-                std::os::unix::net::UnixStream::connect(path).map(Connection::from)
-            }
-        };
-        if let Ok(stream) = maybe_stream {
-            let _ = stream.shutdown(Shutdown::Both);
+        self.hub.begin_drain();
+        let thread = self
+            .thread
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .take();
+        if let Some(thread) = thread {
+            let _ = thread.join();
         }
+    }
+}
 
-        #[cfg(unix)]
-        if let ListenAddr::Unix(addr) = &self.listening_addr {
-            if let Some(path) = addr.as_pathname() {
-                let _ = std::fs::remove_file(path);
-            }
-        }
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn server_is_shared_between_threads() {
+        fn shared<T: Send + Sync>() {}
+        shared::<super::Server>();
     }
 }

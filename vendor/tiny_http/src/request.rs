@@ -1,251 +1,88 @@
-use std::io::Error as IoError;
-use std::io::{self, Cursor, ErrorKind, Read, Write};
+//! latchkey patch (rewritten file): a `Request` is a complete request, body included,
+//! read by the connection loop (`run.rs`) before any worker sees it. Answering it hands
+//! the response bytes back to the loop, which writes them; a worker never touches a
+//! socket. The public methods workers use are tiny_http's own.
 
 use std::fmt;
+use std::io::{Cursor, Error as IoError, Read};
 use std::net::SocketAddr;
-use std::str::FromStr;
+use std::sync::Arc;
 
-use std::sync::mpsc::Sender;
-
-use crate::util::{EqualReader, FusedReader};
-use crate::{HTTPVersion, Header, Method, Response, StatusCode};
-use chunked_transfer::Decoder;
+use crate::run::Hub;
+use crate::{HTTPVersion, Header, HeaderField, Method, Response, StatusCode};
 
 /// Represents an HTTP request made by a client.
 ///
-/// A `Request` object is what is produced by the server, and is your what
-/// your code must analyse and answer.
+/// A `Request` object is what is produced by the server, and is what your code must
+/// analyse and answer. It is `Send`, so requests can be dispatched to worker threads.
 ///
-/// This object implements the `Send` trait, therefore you can dispatch your requests to
-/// worker threads.
-///
-/// # Pipelining
-///
-/// If a client sends multiple requests in a row (without waiting for the response), then you will
-/// get multiple `Request` objects simultaneously. This is called *requests pipelining*.
-/// Tiny-http automatically reorders the responses so that you don't need to worry about the order
-/// in which you call `respond` or `into_writer`.
-///
-/// This mechanic is disabled if:
-///
-///  - The body of a request is large enough (handling requires pipelining requires storing the
-///    body of the request in a buffer ; if the body is too big, tiny-http will avoid doing that)
-///  - A request sends a `Expect: 100-continue` header (which means that the client waits to
-///    know whether its body will be processed before sending it)
-///  - A request sends a `Connection: close` header or `Connection: upgrade` header (used for
-///    websockets), which indicates that this is the last request that will be received on this
-///    connection
+/// latchkey patch: the head and the whole body were read (within the server's size
+/// limits and deadlines) before the request was handed out, so nothing here waits on
+/// the client. A connection has at most one request in flight: the next pipelined
+/// request is parsed only after this one's answer has been written.
 ///
 /// # Automatic cleanup
 ///
-/// If a `Request` object is destroyed without `into_writer` or `respond` being called,
-/// an empty response with a 500 status code (internal server error) will automatically be
-/// sent back to the client.
-/// This means that if your code fails during the handling of a request, this "internal server
-/// error" response will automatically be sent during the stack unwinding.
+/// If a `Request` object is destroyed without `respond` or `respond_raw` being called,
+/// an empty response with a 500 status code (internal server error) is sent back to
+/// the client.
 ///
 /// # Testing
 ///
-/// If you want to build fake requests to test your server, use [`TestRequest`](crate::test::TestRequest).
+/// If you want to build fake requests to test your server, use
+/// [`TestRequest`](crate::test::TestRequest).
 pub struct Request {
-    // where to read the body from
-    data_reader: Option<Box<dyn Read + Send + 'static>>,
-
-    // if this writer is empty, then the request has been answered
-    response_writer: Option<Box<dyn Write + Send + 'static>>,
-
-    remote_addr: Option<SocketAddr>,
-
-    // true if HTTPS, false if HTTP
-    secure: bool,
-
     method: Method,
-
     path: String,
-
     http_version: HTTPVersion,
-
     headers: Vec<Header>,
-
-    body_length: Option<usize>,
-
-    // true if a `100 Continue` response must be sent when `as_reader()` is called
-    must_send_continue: bool,
-
-    // If Some, a message must be sent after responding
-    notify_when_responded: Option<Sender<()>>,
-}
-
-struct NotifyOnDrop<R> {
-    sender: Sender<()>,
-    inner: R,
-}
-
-impl<R: Read> Read for NotifyOnDrop<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        self.inner.read(buf)
-    }
-}
-impl<R: Write> Write for NotifyOnDrop<R> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        self.inner.write(buf)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-impl<R> Drop for NotifyOnDrop<R> {
-    fn drop(&mut self) {
-        self.sender.send(()).unwrap();
-    }
-}
-
-/// Error that can happen when building a `Request` object.
-#[derive(Debug)]
-pub enum RequestCreationError {
-    /// The client sent an `Expect` header that was not recognized by tiny-http.
-    ExpectationFailed,
-
-    /// Error while reading data from the socket during the creation of the `Request`.
-    CreationIoError(IoError),
-}
-
-impl From<IoError> for RequestCreationError {
-    fn from(err: IoError) -> RequestCreationError {
-        RequestCreationError::CreationIoError(err)
-    }
-}
-
-/// Builds a new request.
-///
-/// After the request line and headers have been read from the socket, a new `Request` object
-/// is built.
-///
-/// You must pass a `Read` that will allow the `Request` object to read from the incoming data.
-/// It is the responsibility of the `Request` to read only the data of the request and not further.
-///
-/// The `Write` object will be used by the `Request` to write the response.
-#[allow(clippy::too_many_arguments)]
-pub fn new_request<R, W>(
-    secure: bool,
-    method: Method,
-    path: String,
-    version: HTTPVersion,
-    headers: Vec<Header>,
+    opaque_headers: Vec<(HeaderField, Vec<u8>)>,
     remote_addr: Option<SocketAddr>,
-    mut source_data: R,
-    writer: W,
-) -> Result<Request, RequestCreationError>
-where
-    R: Read + Send + 'static,
-    W: Write + Send + 'static,
-{
-    // finding the transfer-encoding header
-    let transfer_encoding = headers
-        .iter()
-        .find(|h: &&Header| h.field.equiv("Transfer-Encoding"))
-        .map(|h| h.value.clone());
+    body: Cursor<Vec<u8>>,
+    body_length: Option<usize>,
+    /// Where the answer goes; `None` once answered (or for a detached test request).
+    reply: Option<ReplyTo>,
+}
 
-    // finding the content-length header
-    let content_length = if transfer_encoding.is_some() {
-        // if transfer-encoding is specified, the Content-Length
-        // header must be ignored (RFC2616 #4.4)
-        None
-    } else {
-        headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Content-Length"))
-            .and_then(|h| FromStr::from_str(h.value.as_str()).ok())
-    };
+/// The connection a request came on, as the loop knows it.
+pub(crate) struct ReplyTo {
+    pub(crate) hub: Arc<Hub>,
+    pub(crate) token: usize,
+    pub(crate) generation: u64,
+}
 
-    // true if the client sent a `Expect: 100-continue` header
-    let expects_continue = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Expect"))
-            .map(|h| h.value.as_str())
-        {
-            None => false,
-            Some(v) if v.eq_ignore_ascii_case("100-continue") => true,
-            _ => return Err(RequestCreationError::ExpectationFailed),
-        }
-    };
-
-    // true if the client sent a `Connection: upgrade` header
-    let connection_upgrade = {
-        match headers
-            .iter()
-            .find(|h: &&Header| h.field.equiv("Connection"))
-            .map(|h| h.value.as_str())
-        {
-            Some(v) if v.to_ascii_lowercase().contains("upgrade") => true,
-            _ => false,
-        }
-    };
-
-    // we wrap `source_data` around a reading whose nature depends on the transfer-encoding and
-    // content-length headers
-    let reader = if connection_upgrade {
-        // if we have a `Connection: upgrade`, always keeping the whole reader
-        Box::new(source_data) as Box<dyn Read + Send + 'static>
-    } else if let Some(content_length) = content_length {
-        if content_length == 0 {
-            Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-        } else if content_length <= 1024 && !expects_continue {
-            // if the content-length is small enough, we just read everything into a buffer
-
-            let mut buffer = vec![0; content_length];
-            let mut offset = 0;
-
-            while offset != content_length {
-                let read = source_data.read(&mut buffer[offset..])?;
-                if read == 0 {
-                    // the socket returned EOF, but we were before the expected content-length
-                    // aborting
-                    let info = "Connection has been closed before we received enough data";
-                    let err = IoError::new(ErrorKind::ConnectionAborted, info);
-                    return Err(RequestCreationError::CreationIoError(err));
-                }
-
-                offset += read;
-            }
-
-            Box::new(Cursor::new(buffer)) as Box<dyn Read + Send + 'static>
-        } else {
-            let (data_reader, _) = EqualReader::new(source_data, content_length); // TODO:
-            Box::new(FusedReader::new(data_reader)) as Box<dyn Read + Send + 'static>
-        }
-    } else if transfer_encoding.is_some() {
-        // if a transfer-encoding was specified, then "chunked" is ALWAYS applied
-        // over the message (RFC2616 #3.6)
-        Box::new(FusedReader::new(Decoder::new(source_data))) as Box<dyn Read + Send + 'static>
-    } else {
-        // if we have neither a Content-Length nor a Transfer-Encoding,
-        // assuming that we have no data
-        // TODO: could also be multipart/byteranges
-        Box::new(io::empty()) as Box<dyn Read + Send + 'static>
-    };
-
-    Ok(Request {
-        data_reader: Some(reader),
-        response_writer: Some(Box::new(writer) as Box<dyn Write + Send + 'static>),
-        remote_addr,
-        secure,
-        method,
-        path,
-        http_version: version,
-        headers,
-        body_length: content_length,
-        must_send_continue: expects_continue,
-        notify_when_responded: None,
-    })
+/// The parts of a request the loop has read.
+pub(crate) struct Parts {
+    pub(crate) method: Method,
+    pub(crate) path: String,
+    pub(crate) http_version: HTTPVersion,
+    pub(crate) headers: Vec<Header>,
+    pub(crate) opaque_headers: Vec<(HeaderField, Vec<u8>)>,
+    pub(crate) remote_addr: Option<SocketAddr>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) body_length: Option<usize>,
 }
 
 impl Request {
-    /// Returns true if the request was made through HTTPS.
+    /// A request read by the loop, answered through `reply` (`None`: answers go nowhere).
+    pub(crate) fn new(parts: Parts, reply: Option<ReplyTo>) -> Request {
+        Request {
+            method: parts.method,
+            path: parts.path,
+            http_version: parts.http_version,
+            headers: parts.headers,
+            opaque_headers: parts.opaque_headers,
+            remote_addr: parts.remote_addr,
+            body: Cursor::new(parts.body),
+            body_length: parts.body_length,
+            reply,
+        }
+    }
+
+    /// Returns true if the request was made through HTTPS (never: TLS is not built in).
     #[inline]
     pub fn secure(&self) -> bool {
-        self.secure
+        false
     }
 
     /// Returns the method requested by the client (eg. `GET`, `POST`, etc.).
@@ -254,242 +91,105 @@ impl Request {
         &self.method
     }
 
-    /// Returns the resource requested by the client.
+    /// Returns the resource requested by the client, in origin form (`/path?query`).
+    ///
+    /// latchkey patch: an absolute-form target (`http://host/path?query`) is given as
+    /// its path and query; its authority is the `Host` header's value (RFC 9112 §3.2.2).
     #[inline]
     pub fn url(&self) -> &str {
         &self.path
     }
 
-    /// Returns a list of all headers sent by the client.
+    /// Returns the header fields whose values are ASCII, in arrival order.
+    ///
+    /// latchkey patch: a field whose value holds bytes above 0x7F (obs-text, RFC 9110
+    /// §5.5) is not here, since `Header` holds ASCII only; see [`Request::opaque_headers`].
     #[inline]
     pub fn headers(&self) -> &[Header] {
         &self.headers
     }
 
-    /// Returns the HTTP version of the request.
+    /// latchkey patch: the header fields whose values hold obs-text (bytes 0x80-0xFF),
+    /// as opaque bytes, in arrival order. They are valid HTTP and the request is
+    /// served; an application decides whether such a value means anything to it.
+    #[inline]
+    pub fn opaque_headers(&self) -> &[(HeaderField, Vec<u8>)] {
+        &self.opaque_headers
+    }
+
+    /// Returns the HTTP version of the request: 1.0 or 1.1.
     #[inline]
     pub fn http_version(&self) -> &HTTPVersion {
         &self.http_version
     }
 
-    /// Returns the length of the body in bytes.
-    ///
-    /// Returns `None` if the length is unknown.
+    /// Returns the length of the body in bytes: the `Content-Length`, or the decoded
+    /// length of a chunked body; `None` when the request had neither.
     #[inline]
     pub fn body_length(&self) -> Option<usize> {
         self.body_length
     }
 
-    /// Returns the address of the client that sent this request.
-    ///
-    /// The address is always `Some` for TCP listeners, but always `None` for UNIX listeners
-    /// (as the remote address of a UNIX client is almost always unnamed).
-    ///
-    /// Note that this is gathered from the socket. If you receive the request from a proxy,
-    /// this function will return the address of the proxy and not the address of the actual
-    /// user.
+    /// Returns the address of the client that sent this request (the proxy's, behind
+    /// one).
     #[inline]
     pub fn remote_addr(&self) -> Option<&SocketAddr> {
         self.remote_addr.as_ref()
     }
 
-    /// Sends a response with a `Connection: upgrade` header, then turns the `Request` into a `Stream`.
+    /// Allows to read the body of the request, which is already in memory.
     ///
-    /// The main purpose of this function is to support websockets.
-    /// If you detect that the request wants to use some kind of protocol upgrade, you can
-    ///  call this function to obtain full control of the socket stream.
-    ///
-    /// If you call this on a non-websocket request, tiny-http will wait until this `Stream` object
-    ///  is destroyed before continuing to read or write on the socket. Therefore you should always
-    ///  destroy it as soon as possible.
-    pub fn upgrade<R: Read>(
-        mut self,
-        protocol: &str,
-        response: Response<R>,
-    ) -> Box<dyn ReadWrite + Send> {
-        use crate::util::CustomStream;
-
-        response
-            .raw_print(
-                self.response_writer.as_mut().unwrap().by_ref(),
-                self.http_version.clone(),
-                &self.headers,
-                false,
-                Some(protocol),
-            )
-            .ok(); // TODO: unused result
-
-        self.response_writer.as_mut().unwrap().flush().ok(); // TODO: unused result
-
-        let stream = CustomStream::new(self.extract_reader_impl(), self.extract_writer_impl());
-        if let Some(sender) = self.notify_when_responded.take() {
-            let stream = NotifyOnDrop {
-                sender,
-                inner: stream,
-            };
-            Box::new(stream) as Box<dyn ReadWrite + Send>
-        } else {
-            Box::new(stream) as Box<dyn ReadWrite + Send>
-        }
-    }
-
-    /// Allows to read the body of the request.
-    ///
-    /// # Example
-    ///
-    /// ```no_run
-    /// # extern crate rustc_serialize;
-    /// # extern crate tiny_http;
-    /// # use rustc_serialize::json::Json;
-    /// # use std::io::Read;
-    /// # fn get_content_type(_: &tiny_http::Request) -> &'static str { "" }
-    /// # fn main() {
-    /// # let server = tiny_http::Server::http("0.0.0.0:0").unwrap();
-    /// let mut request = server.recv().unwrap();
-    ///
-    /// if get_content_type(&request) == "application/json" {
-    ///     let mut content = String::new();
-    ///     request.as_reader().read_to_string(&mut content).unwrap();
-    ///     let json: Json = content.parse().unwrap();
-    /// }
-    /// # }
-    /// ```
-    ///
-    /// If the client sent a `Expect: 100-continue` header with the request, calling this
-    ///  function will send back a `100 Continue` response.
+    /// latchkey patch: `Expect: 100-continue` is answered by the connection loop
+    /// before the body is read, so this sends nothing.
     #[inline]
     pub fn as_reader(&mut self) -> &mut dyn Read {
-        if self.must_send_continue {
-            let msg = Response::new_empty(StatusCode(100));
-            msg.raw_print(
-                self.response_writer.as_mut().unwrap().by_ref(),
-                self.http_version.clone(),
-                &self.headers,
-                true,
-                None,
-            )
-            .ok();
-            self.response_writer.as_mut().unwrap().flush().ok();
-            self.must_send_continue = false;
+        &mut self.body
+    }
+
+    /// latchkey patch: takes the body (the bytes not yet read through `as_reader`),
+    /// leaving it empty; no copy.
+    pub fn take_body(&mut self) -> Vec<u8> {
+        let position = usize::try_from(self.body.position()).unwrap_or(usize::MAX);
+        let mut body = std::mem::take(self.body.get_mut());
+        self.body.set_position(0);
+        if position > 0 {
+            body.drain(..position.min(body.len()));
         }
-
-        self.data_reader.as_mut().unwrap()
+        body
     }
 
-    /// Turns the `Request` into a writer.
-    ///
-    /// The writer has a raw access to the stream to the user.
-    /// This function is useful for things like CGI.
-    ///
-    /// Note that the destruction of the `Writer` object may trigger
-    /// some events. For exemple if a client has sent multiple requests and the requests
-    /// have been processed in parallel, the destruction of a writer will trigger
-    /// the writing of the next response.
-    /// Therefore you should always destroy the `Writer` as soon as possible.
-    #[inline]
-    pub fn into_writer(mut self) -> Box<dyn Write + Send + 'static> {
-        let writer = self.extract_writer_impl();
-        if let Some(sender) = self.notify_when_responded.take() {
-            let writer = NotifyOnDrop {
-                sender,
-                inner: writer,
-            };
-            Box::new(writer) as Box<dyn Write + Send + 'static>
-        } else {
-            writer
-        }
-    }
-
-    /// Extract the response `Writer` object from the Request, dropping this `Writer` has the same side effects
-    /// as the object returned by `into_writer` above.
-    ///
-    /// This may only be called once on a single request.
-    fn extract_writer_impl(&mut self) -> Box<dyn Write + Send + 'static> {
-        use std::mem;
-
-        assert!(self.response_writer.is_some());
-
-        let mut writer = None;
-        mem::swap(&mut self.response_writer, &mut writer);
-        writer.unwrap()
-    }
-
-    /// Extract the body `Reader` object from the Request.
-    ///
-    /// This may only be called once on a single request.
-    fn extract_reader_impl(&mut self) -> Box<dyn Read + Send + 'static> {
-        use std::mem;
-
-        assert!(self.data_reader.is_some());
-
-        let mut reader = None;
-        mem::swap(&mut self.data_reader, &mut reader);
-        reader.unwrap()
-    }
-
-    /// Sends a response to this request.
-    #[inline]
+    /// Sends a response to this request. The response is serialized here (its body
+    /// read to the end, `Content-Length` set) and written by the connection loop.
     pub fn respond<R>(mut self, response: Response<R>) -> Result<(), IoError>
     where
         R: Read,
     {
-        let res = self.respond_impl(response);
-        if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
-        }
-        res
+        let mut out = Vec::with_capacity(256);
+        response.raw_print(
+            &mut out,
+            self.http_version.clone(),
+            self.method == Method::Head,
+        )?;
+        self.hand_over(out);
+        Ok(())
     }
 
     /// latchkey patch: sends `bytes`, a complete response (status line, headers with a
-    /// correct `Content-Length`, blank line and body; no body for `HEAD`), in one write.
+    /// correct `Content-Length`, blank line and body; no body for `HEAD`).
     ///
-    /// For servers that serialize their own responses into a reused buffer: no `Response`,
-    /// no per-header allocation, no `Date` or `Server` header added. The caller owns the
-    /// framing; tiny_http still decides whether the connection stays open.
+    /// For servers that serialize their own responses into a reused buffer: no
+    /// `Response`, no per-header allocation, no `Date` or `Server` header added. The
+    /// caller owns the framing; the connection loop decides whether the connection
+    /// stays open (and says so with a `Connection` header when it closes).
     pub fn respond_raw(mut self, bytes: &[u8]) -> Result<(), IoError> {
-        let res = {
-            let mut writer = self.extract_writer_impl();
-            Self::ignore_client_closing_errors(writer.write_all(bytes))
-                .and_then(|()| Self::ignore_client_closing_errors(writer.flush()))
-        };
-        if let Some(sender) = self.notify_when_responded.take() {
-            sender.send(()).unwrap();
+        self.hand_over(bytes.to_vec());
+        Ok(())
+    }
+
+    fn hand_over(&mut self, bytes: Vec<u8>) {
+        if let Some(reply) = self.reply.take() {
+            reply.hub.complete(reply.token, reply.generation, bytes);
         }
-        res
-    }
-
-    fn respond_impl<R>(&mut self, response: Response<R>) -> Result<(), IoError>
-    where
-        R: Read,
-    {
-        let mut writer = self.extract_writer_impl();
-
-        let do_not_send_body = self.method == Method::Head;
-
-        Self::ignore_client_closing_errors(response.raw_print(
-            writer.by_ref(),
-            self.http_version.clone(),
-            &self.headers,
-            do_not_send_body,
-            None,
-        ))?;
-
-        Self::ignore_client_closing_errors(writer.flush())
-    }
-
-    fn ignore_client_closing_errors(result: io::Result<()>) -> io::Result<()> {
-        result.or_else(|err| match err.kind() {
-            ErrorKind::BrokenPipe => Ok(()),
-            ErrorKind::ConnectionAborted => Ok(()),
-            ErrorKind::ConnectionRefused => Ok(()),
-            ErrorKind::ConnectionReset => Ok(()),
-            _ => Err(err),
-        })
-    }
-
-    pub(crate) fn with_notify_sender(mut self, sender: Sender<()>) -> Self {
-        self.notify_when_responded = Some(sender);
-        self
     }
 }
 
@@ -505,32 +205,35 @@ impl fmt::Debug for Request {
 
 impl Drop for Request {
     fn drop(&mut self) {
-        if self.response_writer.is_some() {
-            let response = Response::empty(500);
-            let _ = self.respond_impl(response); // ignoring any potential error
-            if let Some(sender) = self.notify_when_responded.take() {
-                sender.send(()).unwrap();
-            }
+        if self.reply.is_some() {
+            let mut out = Vec::new();
+            let _ = Response::empty(StatusCode(500)).raw_print(
+                &mut out,
+                self.http_version.clone(),
+                false,
+            );
+            self.hand_over(out);
         }
     }
 }
 
-/// Dummy trait that regroups the `Read` and `Write` traits.
-///
-/// Automatically implemented on all types that implement both `Read` and `Write`.
-pub trait ReadWrite: Read + Write {}
-impl<T> ReadWrite for T where T: Read + Write {}
-
 #[cfg(test)]
 mod tests {
-    use super::Request;
+    use super::*;
 
     #[test]
     fn must_be_send() {
-        #![allow(dead_code)]
-        fn f<T: Send>(_: &T) {}
-        fn bar(rq: &Request) {
-            f(rq);
-        }
+        fn f<T: Send>() {}
+        f::<Request>();
+    }
+
+    #[test]
+    fn the_body_is_read_or_taken_once() {
+        let mut rq: Request = crate::TestRequest::new().with_body("hello").into();
+        let mut first = [0u8; 2];
+        rq.as_reader().read_exact(&mut first).unwrap();
+        assert_eq!(&first, b"he");
+        assert_eq!(rq.take_body(), b"llo");
+        assert_eq!(rq.take_body(), b"");
     }
 }

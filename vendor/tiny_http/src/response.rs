@@ -1,6 +1,8 @@
+//! latchkey patch: responses are always sent with `Content-Length` (never chunked), and
+//! `raw_print` serializes into memory for the connection loop; see PATCHES.md.
+
 use crate::common::{HTTPVersion, Header, StatusCode};
 use httpdate::HttpDate;
-use std::cmp::Ordering;
 use std::sync::mpsc::Receiver;
 
 use std::io::Result as IoResult;
@@ -24,51 +26,28 @@ use std::time::SystemTime;
 /// Some headers have special behaviors:
 ///
 ///  - `Content-Encoding`: If you define this header, the library
-///     will assume that the data from the `Read` object has the specified encoding
-///     and will just pass-through.
+///    will assume that the data from the `Read` object has the specified encoding
+///    and will just pass-through.
 ///
 ///  - `Content-Length`: The length of the data should be set manually
-///     using the `Reponse` object's API. Attempting to set the value of this
-///     header will be equivalent to modifying the size of the data but the header
-///     itself may not be present in the final result.
+///    using the `Reponse` object's API. Attempting to set the value of this
+///    header will be equivalent to modifying the size of the data but the header
+///    itself may not be present in the final result.
 ///
 ///  - `Content-Type`: You may only set this header to one value at a time. If you
-///     try to set it more than once, the existing value will be overwritten. This
-///     behavior differs from the default for most headers, which is to allow them to
-///     be set multiple times in the same response.
+///    try to set it more than once, the existing value will be overwritten. This
+///    behavior differs from the default for most headers, which is to allow them to
+///    be set multiple times in the same response.
 ///
 pub struct Response<R> {
     reader: R,
     status_code: StatusCode,
     headers: Vec<Header>,
     data_length: Option<usize>,
-    chunked_threshold: Option<usize>,
 }
 
 /// A `Response` without a template parameter.
 pub type ResponseBox = Response<Box<dyn Read + Send>>;
-
-/// Transfer encoding to use when sending the message.
-/// Note that only *supported* encoding are listed here.
-#[derive(Copy, Clone)]
-enum TransferEncoding {
-    Identity,
-    Chunked,
-}
-
-impl FromStr for TransferEncoding {
-    type Err = ();
-
-    fn from_str(input: &str) -> Result<TransferEncoding, ()> {
-        if input.eq_ignore_ascii_case("identity") {
-            Ok(TransferEncoding::Identity)
-        } else if input.eq_ignore_ascii_case("chunked") {
-            Ok(TransferEncoding::Chunked)
-        } else {
-            Err(())
-        }
-    }
-}
 
 /// Builds a Date: header with the current date.
 fn build_date_header() -> Header {
@@ -108,80 +87,6 @@ where
     Ok(())
 }
 
-fn choose_transfer_encoding(
-    status_code: StatusCode,
-    request_headers: &[Header],
-    http_version: &HTTPVersion,
-    entity_length: &Option<usize>,
-    has_additional_headers: bool,
-    chunked_threshold: usize,
-) -> TransferEncoding {
-    use crate::util;
-
-    // HTTP 1.0 doesn't support other encoding
-    if *http_version <= (1, 0) {
-        return TransferEncoding::Identity;
-    }
-
-    // Per section 3.3.1 of RFC7230:
-    // A server MUST NOT send a Transfer-Encoding header field in any response with a status code
-    // of 1xx (Informational) or 204 (No Content).
-    if status_code.0 < 200 || status_code.0 == 204 {
-        return TransferEncoding::Identity;
-    }
-
-    // parsing the request's TE header
-    let user_request = request_headers
-        .iter()
-        // finding TE
-        .find(|h| h.field.equiv("TE"))
-        // getting its value
-        .map(|h| h.value.clone())
-        // getting the corresponding TransferEncoding
-        .and_then(|value| {
-            // getting list of requested elements
-            let mut parse = util::parse_header_value(value.as_str()); // TODO: remove conversion
-
-            // sorting elements by most priority
-            parse.sort_by(|a, b| b.1.partial_cmp(&a.1).unwrap_or(Ordering::Equal));
-
-            // trying to parse each requested encoding
-            for value in parse.iter() {
-                // q=0 are ignored
-                if value.1 <= 0.0 {
-                    continue;
-                }
-
-                if let Ok(te) = TransferEncoding::from_str(value.0) {
-                    return Some(te);
-                }
-            }
-
-            // encoding not found
-            None
-        });
-
-    if let Some(user_request) = user_request {
-        return user_request;
-    }
-
-    // if we have additional headers, using chunked
-    if has_additional_headers {
-        return TransferEncoding::Chunked;
-    }
-
-    // if we don't have a Content-Length, or if the Content-Length is too big, using chunks writer
-    if entity_length
-        .as_ref()
-        .map_or(true, |val| *val >= chunked_threshold)
-    {
-        return TransferEncoding::Chunked;
-    }
-
-    // Identity by default
-    TransferEncoding::Identity
-}
-
 impl<R> Response<R>
 where
     R: Read,
@@ -204,7 +109,6 @@ where
             status_code,
             headers: Vec::with_capacity(16),
             data_length,
-            chunked_threshold: None,
         };
 
         for h in headers {
@@ -221,28 +125,11 @@ where
         response
     }
 
-    /// Set a threshold for `Content-Length` where we chose chunked
-    /// transfer. Notice that chunked transfer might happen regardless of
-    /// this threshold, for instance when the request headers indicate
-    /// it is wanted or when there is no `Content-Length`.
-    pub fn with_chunked_threshold(mut self, length: usize) -> Response<R> {
-        self.chunked_threshold = Some(length);
-        self
-    }
-
     /// Convert the response into the underlying `Read` type.
     ///
     /// This is mainly useful for testing as it must consume the `Response`.
     pub fn into_reader(self) -> R {
         self.reader
-    }
-
-    /// The current `Content-Length` threshold for switching over to
-    /// chunked transfer. The default is 32768 bytes. Notice that
-    /// chunked transfer is mutually exclusive with sending a
-    /// `Content-Length` header as per the HTTP spec.
-    pub fn chunked_threshold(&self) -> usize {
-        self.chunked_threshold.unwrap_or(32768)
     }
 
     /// Adds a header to the list.
@@ -317,36 +204,24 @@ where
             headers: self.headers,
             status_code: self.status_code,
             data_length,
-            chunked_threshold: self.chunked_threshold,
         }
     }
 
     /// Prints the HTTP response to a writer.
     ///
-    /// This function is the one used to send the response to the client's socket.
-    /// Therefore you shouldn't expect anything pretty-printed or even readable.
-    ///
-    /// The HTTP version and headers passed as arguments are used to
-    ///  decide which features (most notably, encoding) to use.
+    /// latchkey patch: the body is read to its end (at most `data_length` bytes when
+    /// that is set) and always sent with a `Content-Length` of what was read, never
+    /// chunked: responses are serialized into memory and written by the connection
+    /// loop, so the length is always known. 1xx, 204 and 304 answers carry no body
+    /// and no length; `do_not_send_body` (for `HEAD`) keeps the length and drops the body.
     ///
     /// Note: does not flush the writer.
     pub fn raw_print<W: Write>(
         mut self,
         mut writer: W,
         http_version: HTTPVersion,
-        request_headers: &[Header],
         do_not_send_body: bool,
-        upgrade: Option<&str>,
     ) -> IoResult<()> {
-        let mut transfer_encoding = Some(choose_transfer_encoding(
-            self.status_code,
-            request_headers,
-            &http_version,
-            &self.data_length,
-            false, /* TODO */
-            self.chunked_threshold(),
-        ));
-
         // add `Date` if not in the headers
         if !self.headers.iter().any(|h| h.field.equiv("Date")) {
             self.headers.insert(0, build_date_header());
@@ -360,95 +235,31 @@ where
             );
         }
 
-        // handling upgrade
-        if let Some(upgrade) = upgrade {
-            self.headers.insert(
-                0,
-                Header::from_bytes(&b"Upgrade"[..], upgrade.as_bytes()).unwrap(),
-            );
-            self.headers.insert(
-                0,
-                Header::from_bytes(&b"Connection"[..], &b"upgrade"[..]).unwrap(),
-            );
-            transfer_encoding = None;
-        }
-
-        // if the transfer encoding is identity, the content length must be known ; therefore if
-        // we don't know it, we buffer the entire response first here
-        // while this is an expensive operation, it is only ever needed for clients using HTTP 1.0
-        let (mut reader, data_length): (Box<dyn Read>, _) =
-            match (self.data_length, transfer_encoding) {
-                (Some(l), _) => (Box::new(self.reader), Some(l)),
-                (None, Some(TransferEncoding::Identity)) => {
-                    let mut buf = Vec::new();
-                    self.reader.read_to_end(&mut buf)?;
-                    let l = buf.len();
-                    (Box::new(Cursor::new(buf)), Some(l))
-                }
-                _ => (Box::new(self.reader), None),
-            };
-
-        // checking whether to ignore the body of the response
-        let do_not_send_body = do_not_send_body
-            || match self.status_code.0 {
-                // status code 1xx, 204 and 304 MUST not include a body
-                100..=199 | 204 | 304 => true,
-                _ => false,
-            };
-
-        // preparing headers for transfer
-        match transfer_encoding {
-            Some(TransferEncoding::Chunked) => self
-                .headers
-                .push(Header::from_bytes(&b"Transfer-Encoding"[..], &b"chunked"[..]).unwrap()),
-
-            Some(TransferEncoding::Identity) => {
-                assert!(data_length.is_some());
-                let data_length = data_length.unwrap();
-
-                self.headers.push(
-                    Header::from_bytes(
-                        &b"Content-Length"[..],
-                        format!("{}", data_length).as_bytes(),
-                    )
-                    .unwrap(),
-                )
-            }
-
-            _ => (),
+        let mut body = Vec::new();
+        match self.data_length {
+            Some(length) => (&mut self.reader)
+                .take(length as u64)
+                .read_to_end(&mut body)?,
+            None => self.reader.read_to_end(&mut body)?,
         };
 
-        // sending headers
+        // status code 1xx, 204 and 304 MUST not include a body
+        let bodiless = matches!(self.status_code.0, 100..=199 | 204 | 304);
+        if !bodiless {
+            let length = body.len().to_string();
+            self.headers
+                .push(Header::from_bytes(&b"Content-Length"[..], length.as_bytes()).unwrap());
+        }
+
         write_message_header(
             writer.by_ref(),
             &http_version,
             &self.status_code,
             &self.headers,
         )?;
-
-        // sending the body
-        if !do_not_send_body {
-            match transfer_encoding {
-                Some(TransferEncoding::Chunked) => {
-                    use chunked_transfer::Encoder;
-
-                    let mut writer = Encoder::new(writer);
-                    io::copy(&mut reader, &mut writer)?;
-                }
-
-                Some(TransferEncoding::Identity) => {
-                    assert!(data_length.is_some());
-                    let data_length = data_length.unwrap();
-
-                    if data_length >= 1 {
-                        io::copy(&mut reader, &mut writer)?;
-                    }
-                }
-
-                _ => (),
-            }
+        if !do_not_send_body && !bodiless {
+            writer.write_all(&body)?;
         }
-
         Ok(())
     }
 
@@ -479,7 +290,6 @@ where
             status_code: self.status_code,
             headers: self.headers,
             data_length: self.data_length,
-            chunked_threshold: self.chunked_threshold,
         }
     }
 }
@@ -503,6 +313,7 @@ impl Response<File> {
 }
 
 impl Response<Cursor<Vec<u8>>> {
+    /// A 200 response with `data` as its body.
     pub fn from_data<D>(data: D) -> Response<Cursor<Vec<u8>>>
     where
         D: Into<Vec<u8>>,
@@ -519,6 +330,7 @@ impl Response<Cursor<Vec<u8>>> {
         )
     }
 
+    /// A 200 `text/plain; charset=UTF-8` response with `data` as its body.
     pub fn from_string<S>(data: S) -> Response<Cursor<Vec<u8>>>
     where
         S: Into<String>,
@@ -567,7 +379,6 @@ impl Clone for Response<io::Empty> {
             status_code: self.status_code,
             headers: self.headers.clone(),
             data_length: self.data_length,
-            chunked_threshold: self.chunked_threshold,
         }
     }
 }

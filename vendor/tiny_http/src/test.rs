@@ -1,11 +1,10 @@
-use crate::{request::new_request, HTTPVersion, Header, HeaderField, Method, Request};
-use ascii::AsciiString;
+use crate::request::{Parts, Request};
+use crate::{HTTPVersion, Header, Method};
 use std::net::SocketAddr;
-use std::str::FromStr;
 
 /// A simpler version of [`Request`] that is useful for testing. No data actually goes anywhere.
 ///
-/// By default, `TestRequest` pretends to be an insecure GET request for the server root (`/`)
+/// By default, `TestRequest` pretends to be a GET request for the server root (`/`)
 /// with no headers. To create a `TestRequest` with different parameters, use the builder pattern:
 ///
 /// ```
@@ -16,34 +15,11 @@ use std::str::FromStr;
 ///     .with_body("42");
 /// ```
 ///
-/// Then, convert the `TestRequest` into a real `Request` and pass it to the server under test:
-///
-/// ```
-/// # use tiny_http::{Method, Request, Response, Server, StatusCode, TestRequest};
-/// # use std::io::Cursor;
-/// # let request = TestRequest::new()
-/// #     .with_method(Method::Post)
-/// #     .with_path("/api/widgets")
-/// #     .with_body("42");
-/// # struct TestServer {
-/// #     listener: Server,
-/// # }
-/// # let server = TestServer {
-/// #     listener: Server::http("0.0.0.0:0").unwrap(),
-/// # };
-/// # impl TestServer {
-/// #     fn handle_request(&self, request: Request) -> Response<Cursor<Vec<u8>>> {
-/// #         Response::from_string("test")
-/// #     }
-/// # }
-/// let response = server.handle_request(request.into());
-/// assert_eq!(response.status_code(), StatusCode(200));
-/// ```
+/// Then convert the `TestRequest` into a real `Request` with `.into()` and pass it to the
+/// code under test; its answer goes nowhere.
 pub struct TestRequest {
     body: &'static str,
     remote_addr: SocketAddr,
-    // true if HTTPS, false if HTTP
-    secure: bool,
     method: Method,
     path: String,
     http_version: HTTPVersion,
@@ -51,30 +27,21 @@ pub struct TestRequest {
 }
 
 impl From<TestRequest> for Request {
-    fn from(mut mock: TestRequest) -> Request {
-        // if the user didn't set the Content-Length header, then set it for them
-        // otherwise, leave it alone (it may be under test)
-        if !mock
-            .headers
-            .iter_mut()
-            .any(|h| h.field.equiv("Content-Length"))
-        {
-            mock.headers.push(Header {
-                field: HeaderField::from_str("Content-Length").unwrap(),
-                value: AsciiString::from_ascii(mock.body.len().to_string()).unwrap(),
-            });
-        }
-        new_request(
-            mock.secure,
-            mock.method,
-            mock.path,
-            mock.http_version,
-            mock.headers,
-            Some(mock.remote_addr),
-            mock.body.as_bytes(),
-            std::io::sink(),
+    fn from(mock: TestRequest) -> Request {
+        let body_length = (!mock.body.is_empty()).then_some(mock.body.len());
+        Request::new(
+            Parts {
+                method: mock.method,
+                path: mock.path,
+                http_version: mock.http_version,
+                headers: mock.headers,
+                opaque_headers: Vec::new(),
+                remote_addr: Some(mock.remote_addr),
+                body: mock.body.as_bytes().to_vec(),
+                body_length,
+            },
+            None,
         )
-        .unwrap()
     }
 }
 
@@ -82,8 +49,7 @@ impl Default for TestRequest {
     fn default() -> Self {
         TestRequest {
             body: "",
-            remote_addr: "127.0.0.1:23456".parse().unwrap(),
-            secure: false,
+            remote_addr: SocketAddr::from(([127, 0, 0, 1], 23456)),
             method: Method::Get,
             path: "/".to_string(),
             http_version: HTTPVersion::from((1, 1)),
@@ -93,33 +59,36 @@ impl Default for TestRequest {
 }
 
 impl TestRequest {
+    /// A GET of `/` over HTTP/1.1 from 127.0.0.1, no headers, no body.
     pub fn new() -> Self {
         TestRequest::default()
     }
+    /// Sets the body.
     pub fn with_body(mut self, body: &'static str) -> Self {
         self.body = body;
         self
     }
+    /// Sets the client's address.
     pub fn with_remote_addr(mut self, remote_addr: SocketAddr) -> Self {
         self.remote_addr = remote_addr;
         self
     }
-    pub fn with_https(mut self) -> Self {
-        self.secure = true;
-        self
-    }
+    /// Sets the method.
     pub fn with_method(mut self, method: Method) -> Self {
         self.method = method;
         self
     }
+    /// Sets the target.
     pub fn with_path(mut self, path: &str) -> Self {
         self.path = path.to_string();
         self
     }
+    /// Sets the HTTP version.
     pub fn with_http_version(mut self, version: HTTPVersion) -> Self {
         self.http_version = version;
         self
     }
+    /// Adds a header.
     pub fn with_header(mut self, header: Header) -> Self {
         self.headers.push(header);
         self

@@ -1,0 +1,428 @@
+//! The control socket: `control.sock` in the data directory, through which `latchkey
+//! user …` and `latchkey backup` reach a running server that holds the store (redb lets
+//! one process open the file, so the commands cannot open it beside a server).
+//!
+//! The socket is a Unix stream socket, mode 0600 in a 0700 directory; every connection
+//! is also checked by the peer's credentials (`SO_PEERCRED`): only root and the user the
+//! server runs as may use it. One request per connection: the client sends one JSON
+//! line ([`Request`]), the server answers one JSON line ([`Answer`]) and, for a backup,
+//! the copy's bytes after it, then closes. The server runs the very code the command
+//! line runs on a store it opened itself (`ops::execute`, `UserStore::backup_to`), so
+//! the output, messages and exit codes are the same either way, and a write takes
+//! effect at once in the running server.
+//!
+//! The socket is made under a temporary name and renamed into place, replacing one left
+//! by a server that crashed (one that still answers is another server: the start is
+//! refused); it is removed when the server stops cleanly.
+
+use std::fmt;
+use std::io::{self, BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::accounts::Accounts;
+use crate::ops::{self, Command, Output};
+use crate::store::{BackupInfo, UserStore};
+
+/// The socket's file name in the data directory.
+pub const SOCKET_FILE: &str = "control.sock";
+
+/// The longest request line accepted, bytes (a command with a password is far shorter).
+const MAX_REQUEST: u64 = 64 * 1024;
+
+/// How long one side waits for the other before giving up on a connection.
+const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a client asks for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "request", rename_all = "snake_case")]
+pub enum Request {
+    /// Run a `latchkey user …` command.
+    User {
+        /// The command.
+        command: Command,
+    },
+    /// Make a backup of the store and send it.
+    Backup,
+}
+
+/// The server's answer: what to print, and how many bytes of attachment follow (the
+/// backup copy).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Answer {
+    /// What the command prints and its exit code.
+    pub output: Output,
+    /// Bytes that follow the answer's line.
+    pub attachment: u64,
+    /// For a backup: what the copy holds.
+    pub backup: Option<BackupSummary>,
+}
+
+/// What a backup copy holds, as `latchkey backup` reports it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BackupSummary {
+    /// Readable users.
+    pub users: u64,
+    /// Damaged records copied as they are.
+    pub damaged: u64,
+}
+
+impl From<&BackupInfo> for BackupSummary {
+    fn from(info: &BackupInfo) -> BackupSummary {
+        BackupSummary {
+            users: info.users,
+            damaged: info.damaged,
+        }
+    }
+}
+
+/// Why the control socket could not be used.
+#[derive(Debug)]
+pub enum ControlError {
+    /// The socket exists but this user may not connect to it.
+    Denied(PathBuf),
+    /// Another server answers on the socket (at start).
+    InUse(PathBuf),
+    /// The socket could not be made, reached or spoken to.
+    Io(PathBuf, io::Error),
+    /// The other side sent something that is not the protocol.
+    Protocol(String),
+}
+
+impl fmt::Display for ControlError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ControlError::Denied(path) => write!(
+                f,
+                "permission denied on {}: only root and the user the server runs as may \
+                 manage its users while it runs (try sudo)",
+                path.display()
+            ),
+            ControlError::InUse(path) => write!(
+                f,
+                "another latchkey server answers on {}: one data directory serves one server",
+                path.display()
+            ),
+            ControlError::Io(path, e) => write!(f, "control socket {}: {e}", path.display()),
+            ControlError::Protocol(what) => {
+                write!(f, "the server's control socket answered oddly: {what}")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ControlError {}
+
+/// The running control socket; stops and removes the socket file when dropped.
+pub struct ControlSocket {
+    path: PathBuf,
+    inode: u64,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+/// What the server needs to answer requests.
+struct Context {
+    store: Arc<UserStore>,
+    accounts: Arc<Accounts>,
+    data_dir: PathBuf,
+    owner: u32,
+}
+
+impl ControlSocket {
+    /// Listens on `control.sock` in `data_dir` and answers requests on a thread of its
+    /// own, with the server's store and account rules.
+    pub fn start(
+        data_dir: &Path,
+        store: Arc<UserStore>,
+        accounts: Arc<Accounts>,
+    ) -> Result<ControlSocket, ControlError> {
+        let path = data_dir.join(SOCKET_FILE);
+        let io_err = |e| ControlError::Io(path.clone(), e);
+        if UnixStream::connect(&path).is_ok() {
+            return Err(ControlError::InUse(path));
+        }
+        let temp = data_dir.join(format!(".{SOCKET_FILE}.{}", std::process::id()));
+        let _ = std::fs::remove_file(&temp);
+        let listener = UnixListener::bind(&temp).map_err(io_err)?;
+        std::fs::set_permissions(&temp, std::fs::Permissions::from_mode(0o600))
+            .and_then(|()| std::fs::rename(&temp, &path))
+            .map_err(|e| {
+                let _ = std::fs::remove_file(&temp);
+                io_err(e)
+            })?;
+        let inode = std::fs::metadata(&path).map_err(io_err)?.ino();
+        let stop = Arc::new(AtomicBool::new(false));
+        let context = Context {
+            store,
+            accounts,
+            data_dir: data_dir.to_path_buf(),
+            // SAFETY: geteuid has no preconditions and cannot fail.
+            owner: unsafe { libc::geteuid() },
+        };
+        let thread = {
+            let stop = Arc::clone(&stop);
+            std::thread::Builder::new()
+                .name("control".into())
+                .spawn(move || serve(&listener, &context, &stop))
+                .map_err(io_err)?
+        };
+        Ok(ControlSocket {
+            path,
+            inode,
+            stop,
+            thread: Some(thread),
+        })
+    }
+
+    /// The socket's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ControlSocket {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the accept call; the thread sees the flag and ends.
+        let _ = UnixStream::connect(&self.path);
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        // Only our own socket goes: a newer server may have replaced it meanwhile.
+        if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+fn serve(listener: &UnixListener, context: &Context, stop: &AtomicBool) {
+    for stream in listener.incoming() {
+        if stop.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = stream else {
+            std::thread::sleep(Duration::from_millis(50));
+            continue;
+        };
+        let outcome =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(stream, context)));
+        match outcome {
+            Ok(Err(e)) => crate::log::debug(&format!("control socket: {e}")),
+            Err(_) => crate::log::error("control socket: a request failed unexpectedly"),
+            Ok(Ok(())) => {}
+        }
+    }
+}
+
+/// Answers one connection: checks who is asking, reads the request, runs it, replies.
+fn answer(mut stream: UnixStream, context: &Context) -> io::Result<()> {
+    stream.set_read_timeout(Some(TIMEOUT))?;
+    stream.set_write_timeout(Some(TIMEOUT))?;
+    let uid = peer_uid(&stream)?;
+    let mut line = String::new();
+    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
+    if uid != 0 && uid != context.owner {
+        let refusal = Output::fail(format!(
+            "permission denied: only root and the user the server runs as (uid {}) may \
+             manage its users; you are uid {uid}",
+            context.owner
+        ));
+        crate::log::info(&format!("control socket: refused a request from uid {uid}"));
+        return send(
+            &mut stream,
+            &Answer {
+                output: refusal,
+                ..Answer::default()
+            },
+        );
+    }
+    let request: Request = match serde_json::from_str(&line) {
+        Ok(r) => r,
+        Err(e) => {
+            let output = Output::fail(format!("the request could not be read: {e}"));
+            return send(
+                &mut stream,
+                &Answer {
+                    output,
+                    ..Answer::default()
+                },
+            );
+        }
+    };
+    match request {
+        Request::User { command } => {
+            let output = ops::execute(&command, &context.store, &context.accounts);
+            send(
+                &mut stream,
+                &Answer {
+                    output,
+                    ..Answer::default()
+                },
+            )
+        }
+        Request::Backup => backup(&mut stream, context),
+    }
+}
+
+/// Makes a backup in the data directory (never half-written, mode 0600), sends it and
+/// removes it.
+fn backup(stream: &mut UnixStream, context: &Context) -> io::Result<()> {
+    static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let temp = context.data_dir.join(format!(
+        ".control-backup-{}-{}.redb",
+        std::process::id(),
+        SERIAL.fetch_add(1, Ordering::Relaxed)
+    ));
+    let _ = std::fs::remove_file(&temp);
+    let made = context.store.backup_to(&temp);
+    let result = match made {
+        Ok(info) => match std::fs::File::open(&temp) {
+            Ok(mut file) => {
+                let answer = Answer {
+                    output: Output::ok(""),
+                    attachment: info.bytes,
+                    backup: Some(BackupSummary::from(&info)),
+                };
+                send(stream, &answer)
+                    .and_then(|()| io::copy(&mut (&mut file).take(info.bytes), stream).map(|_| ()))
+            }
+            Err(e) => send(
+                stream,
+                &Answer {
+                    output: Output::fail(format!("cannot read the backup copy: {e}")),
+                    ..Answer::default()
+                },
+            ),
+        },
+        Err(e) => send(
+            stream,
+            &Answer {
+                output: Output::fail(e),
+                ..Answer::default()
+            },
+        ),
+    };
+    let _ = std::fs::remove_file(&temp);
+    result
+}
+
+fn send(stream: &mut UnixStream, answer: &Answer) -> io::Result<()> {
+    let mut line = serde_json::to_vec(answer).map_err(io::Error::other)?;
+    line.push(b'\n');
+    stream.write_all(&line)
+}
+
+/// The user id of the process at the other end of `stream` (`SO_PEERCRED`).
+fn peer_uid(stream: &UnixStream) -> io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: u32::MAX,
+        gid: u32::MAX,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: getsockopt on a valid socket fd, writing at most `len` bytes into `cred`,
+    // which is a live ucred of that size.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// A connection to a running server's control socket.
+pub struct Client {
+    path: PathBuf,
+    stream: UnixStream,
+}
+
+/// Connects to the control socket in `data_dir`: `Ok(None)` when no server listens
+/// there (no socket, or one left by a server that is gone), so the caller opens the
+/// store itself.
+pub fn connect(data_dir: &Path) -> Result<Option<Client>, ControlError> {
+    let path = data_dir.join(SOCKET_FILE);
+    match UnixStream::connect(&path) {
+        Ok(stream) => Ok(Some(Client { path, stream })),
+        Err(e) => match e.kind() {
+            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Ok(None),
+            io::ErrorKind::PermissionDenied => Err(ControlError::Denied(path)),
+            _ => Err(ControlError::Io(path, e)),
+        },
+    }
+}
+
+impl Client {
+    /// Sends `request` and reads the answer; an attachment is left to read with
+    /// [`attachment`](Self::attachment).
+    pub fn call(&mut self, request: &Request) -> Result<Answer, ControlError> {
+        let io_err = |e| ControlError::Io(self.path.clone(), e);
+        self.stream
+            .set_read_timeout(Some(TIMEOUT * 4))
+            .map_err(io_err)?;
+        let mut line =
+            serde_json::to_vec(request).map_err(|e| ControlError::Protocol(e.to_string()))?;
+        line.push(b'\n');
+        // A server that refuses the request may answer and close before reading it all:
+        // its answer is still there to read, so a failed write is not the end.
+        let written = self.stream.write_all(&line);
+        let mut reply = Vec::new();
+        let mut byte = [0u8; 1];
+        // Byte by byte up to the newline, so the attachment stays unread on the socket.
+        loop {
+            match self.stream.read(&mut byte).map_err(io_err)? {
+                0 => break,
+                _ if byte[0] == b'\n' => break,
+                _ => reply.push(byte[0]),
+            }
+            if reply.len() as u64 > MAX_REQUEST * 16 {
+                return Err(ControlError::Protocol("an answer line too long".into()));
+            }
+        }
+        if reply.is_empty() {
+            return Err(match written {
+                Err(e) => io_err(e),
+                Ok(()) => ControlError::Protocol(
+                    "the server closed the connection without answering".into(),
+                ),
+            });
+        }
+        serde_json::from_slice(&reply).map_err(|e| ControlError::Protocol(e.to_string()))
+    }
+
+    /// Runs a `latchkey user …` command on the server.
+    pub fn user(&mut self, command: &Command) -> Result<Output, ControlError> {
+        Ok(self
+            .call(&Request::User {
+                command: command.clone(),
+            })?
+            .output)
+    }
+
+    /// Copies the `len` attachment bytes that follow an answer into `out`.
+    pub fn attachment(&mut self, len: u64, out: &mut impl Write) -> Result<(), ControlError> {
+        let copied = io::copy(&mut (&mut self.stream).take(len), out)
+            .map_err(|e| ControlError::Io(self.path.clone(), e))?;
+        if copied != len {
+            return Err(ControlError::Protocol(format!(
+                "the backup ended after {copied} of {len} bytes"
+            )));
+        }
+        Ok(())
+    }
+}
