@@ -119,6 +119,13 @@ impl JsonWriter<'_> {
             return self.small_uint(value as u32);
         }
         let (high, low) = (value / BLOCK, (value % BLOCK) as u32);
+        if (10..100).contains(&high) {
+            // 10 digits, as every timestamp until 2286: written as one piece.
+            let mut digits = [0u8; 10];
+            digits[..2].copy_from_slice(&[b'0' + high as u8 / 10, b'0' + high as u8 % 10]);
+            digits[2..].copy_from_slice(&eight_ascii(low).to_le_bytes());
+            return self.raw(&digits);
+        }
         self.uint(high)?;
         self.raw(&eight_ascii(low).to_le_bytes())
     }
@@ -657,6 +664,22 @@ mod tests {
             let padded = format!("{text}{}", "a".repeat(text.len() % 9));
             let want = padded.bytes().position(|b| b < 0x20 || b == b'"' || b == b'\\');
             proptest::prop_assert_eq!(first_to_escape(padded.as_bytes()), want);
+        }
+    }
+
+    #[test]
+    fn integers_are_written_as_serde_json_writes_them() {
+        let mut values = vec![0, 1, 9, 10, 99, 100, 99_999_999, 100_000_000, 999_999_999];
+        values.extend([1_000_000_000, 1_800_000_000, 9_999_999_999, 10_000_000_000]);
+        values.extend([i64::MAX, i64::MIN, u32::MAX as i64 + 1]);
+        for value in values.clone().into_iter().chain(values.iter().map(|v| -v.saturating_abs())) {
+            let c = Claims {
+                iat: value,
+                exp: value,
+                auth_time: value,
+                ..sample()
+            };
+            assert_eq!(layout_json(&c), serde_json::to_string(&c).expect("json"), "{value}");
         }
     }
 
