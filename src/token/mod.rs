@@ -3,7 +3,7 @@
 //!
 //! The wire format, the claims, the strictness rules and the error classes are the token
 //! contract in `docs/design.md`; `docs/token.md` explains them and this module's speed.
-//! Pure: no I/O, and time only through [`Clock`] (only [`bench`] times operations).
+//! Pure: no I/O, and time only through [`Clock`] (only [`mod@bench`] times operations).
 //!
 //! Files, one job each:
 //! - `mod.rs`: the API: [`Signer`], [`Verifier`], [`Claims`], [`TokenBuf`],
