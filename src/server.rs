@@ -204,7 +204,7 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
             config.verify_only,
         ),
         access_log: log::level() >= Level::Info,
-        connection_fault: std::sync::OnceLock::new(),
+        connections: std::sync::OnceLock::new(),
         config: config.clone(),
     };
     Ok(Prepared {
@@ -425,10 +425,20 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
         tiny_http::Server::from_listener(listener, limits)
             .map_err(|e| ServeError::Listen(addr.to_string(), e))?,
     );
-    let weak = Arc::downgrade(&server);
-    let _ = shared.connection_fault.set(Box::new(move || {
-        weak.upgrade().and_then(|server| server.health().err())
-    }));
+    let (for_health, for_metrics) = (Arc::downgrade(&server), Arc::downgrade(&server));
+    let _ = shared.connections.set(routes::Connections {
+        fault: Box::new(move || {
+            for_health
+                .upgrade()
+                .and_then(|server| server.health().err())
+        }),
+        metrics: Box::new(move || {
+            for_metrics
+                .upgrade()
+                .map(|server| connection_metrics(&server.stats(), max_connections))
+                .unwrap_or_default()
+        }),
+    });
     // The operator's commands reach the store through the control socket while serving.
     let control = match prepared.app.auth.store_handle() {
         Some(store) => Some(
@@ -510,7 +520,18 @@ fn connection_limits(
         counting
             .metrics
             .request(Outcome::unrouted().route, refusal.status, 0);
-        refusal_response(refusal, &fixed, unix_now())
+        let now = unix_now();
+        if counting.access_log {
+            // Refused before it was a request: no method to show, the target as far as read.
+            let path = refusal
+                .target
+                .as_deref()
+                .map_or("-", |t| http::split_target(t).0);
+            use std::io::Write as _;
+            let line = access_line(now, "-", path, refusal.status, 0, None);
+            let _ = io::stderr().write_all(line.as_bytes());
+        }
+        refusal_response(refusal, &fixed, now)
     });
     let exempt: Option<tiny_http::ExemptAddress> = if config.trusted_proxies.is_empty() {
         None
@@ -558,6 +579,41 @@ pub fn refusal_response(refusal: &tiny_http::Refusal, fixed: &FixedHead, now: i6
         Version::Http11,
         false,
     );
+    out
+}
+
+/// The connection layer's counters in the Prometheus text format.
+fn connection_metrics(stats: &tiny_http::Stats, max_connections: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(1024);
+    let _ = writeln!(out, "# HELP latchkey_connections Connections open now.");
+    let _ = writeln!(out, "# TYPE latchkey_connections gauge");
+    let _ = writeln!(out, "latchkey_connections {}", stats.open);
+    let _ = writeln!(
+        out,
+        "# HELP latchkey_connections_max The max_connections in force."
+    );
+    let _ = writeln!(out, "# TYPE latchkey_connections_max gauge");
+    let _ = writeln!(out, "latchkey_connections_max {max_connections}");
+    let _ = writeln!(
+        out,
+        "# HELP latchkey_connections_total Connections by what became of them."
+    );
+    let _ = writeln!(out, "# TYPE latchkey_connections_total counter");
+    for (outcome, n) in [
+        ("accepted", stats.accepted),
+        ("refused_per_address", stats.refused_per_address),
+        ("refused_full", stats.refused_full),
+        ("evicted", stats.evicted),
+        ("timed_out", stats.timed_out),
+        ("answered_by_the_connection_layer", stats.answered_here),
+        ("panicked", stats.panics),
+    ] {
+        let _ = writeln!(
+            out,
+            "latchkey_connections_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
     out
 }
 
@@ -958,7 +1014,7 @@ fn start_monitor(server: Weak<tiny_http::Server>) {
 /// Paths are printed with control characters escaped so a request cannot forge lines.
 fn access_line(
     now: i64,
-    method: &tiny_http::Method,
+    method: impl std::fmt::Display,
     path: &str,
     status: u16,
     micros: u64,
