@@ -99,7 +99,6 @@ impl std::error::Error for ServeError {}
 pub struct Prepared {
     app: App,
     workers: usize,
-    listen: String,
 }
 
 impl Prepared {
@@ -213,7 +212,6 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
             shared: Arc::new(shared),
         },
         workers: config.workers,
-        listen: config.listen,
     })
 }
 
@@ -406,16 +404,22 @@ fn load_ring(
 /// Set by the signal thread; workers seeing `recv()` fail after it is set exit quietly.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
-/// Listens and serves until SIGTERM or SIGINT; returns after every worker has finished
+/// The listening socket for `config`: the one systemd passed, or `listen` bound now.
+/// `serve` takes it before anything else, so a port in use is reported before a key,
+/// a store or a setup code is made.
+pub fn listen(config: &Config) -> Result<TcpListener, ServeError> {
+    listener(&config.listen)
+}
+
+/// Serves on `listener` until SIGTERM or SIGINT; returns after every worker has finished
 /// and the answers in flight were written.
-pub fn run(prepared: Prepared) -> Result<(), ServeError> {
+pub fn run(prepared: Prepared, listener: TcpListener) -> Result<(), ServeError> {
     return_large_blocks_to_the_os();
     let signals = block_stop_signals();
     let descriptors = raise_descriptor_limit();
-    let listener = listener(&prepared.listen)?;
     let addr = listener
         .local_addr()
-        .map_err(|e| ServeError::Listen(prepared.listen.clone(), e))?;
+        .map_err(|e| ServeError::Listen("the listening socket".into(), e))?;
     let shared = &prepared.app.shared;
     let fixed = Arc::new(fixed_head(&shared.config));
     let limits = connection_limits(shared, Arc::clone(&fixed), descriptors);

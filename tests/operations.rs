@@ -689,3 +689,31 @@ fn verify_only_instances_never_extend_a_token() {
     assert_eq!(r.status, 200);
     assert_eq!(r.set_cookies("token").len(), 1, "the issuer slides it");
 }
+
+#[test]
+fn a_port_in_use_is_reported_before_anything_is_made() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = common::TempDir::new("port");
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("LATCHKEY_DATA_DIR")
+        .env_remove("LATCHKEY_KEY_FILE")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
+    assert!(
+        !data.join("secret.key").exists() && !data.join("users.redb").exists(),
+        "no key and no store were made for a server that could not listen"
+    );
+    drop(taken);
+}
