@@ -38,14 +38,19 @@ pub struct Shared {
     /// Whether access lines are written: only then does `handle` copy the user's name
     /// into its [`Outcome`].
     pub access_log: bool,
-    /// Says why the connection layer is not serving as it should (not accepting, or its
-    /// loop stuck), when it is not; set by the server once it listens. `/healthz`
-    /// answers 503 with the reason meanwhile.
-    pub connection_fault: std::sync::OnceLock<ConnectionFault>,
+    /// The connection layer as the handlers see it, set by the server once it listens:
+    /// its faults for `/healthz` and its counters for `/metrics`.
+    pub connections: std::sync::OnceLock<Connections>,
 }
 
-/// A check of the connection layer: `Some(reason)` while it is at fault.
-pub type ConnectionFault = Box<dyn Fn() -> Option<String> + Send + Sync>;
+/// What the handlers may ask the connection layer.
+pub struct Connections {
+    /// `Some(reason)` while it is not serving as it should (not accepting, or its loop
+    /// stuck): `/healthz` answers 503 with the reason meanwhile.
+    pub fault: Box<dyn Fn() -> Option<String> + Send + Sync>,
+    /// Its counters in the Prometheus text format, appended to `/metrics`.
+    pub metrics: Box<dyn Fn() -> String + Send + Sync>,
+}
 
 /// One worker's application: its own `Auth` (keyed verifier and signer) and the shared state.
 #[derive(Clone)]
@@ -1292,9 +1297,9 @@ fn healthz(ctx: &Ctx) -> Answer {
     if let Some(fault) = ctx
         .app
         .shared
-        .connection_fault
+        .connections
         .get()
-        .and_then(|check| check())
+        .and_then(|layer| (layer.fault)())
     {
         return Ok(Reply::text(503, format!("{fault}\n")));
     }
@@ -1320,6 +1325,9 @@ fn metrics(ctx: &Ctx) -> Answer {
         return Ok(ctx.error(404, "not_found", "There is no page at this address."));
     }
     let mut text = ctx.app.shared.metrics.render();
+    if let Some(layer) = ctx.app.shared.connections.get() {
+        text.push_str(&(layer.metrics)());
+    }
     if let Some(store) = ctx.store() {
         crate::metrics::render_store(&mut text, &store.health());
     }

@@ -99,7 +99,6 @@ impl std::error::Error for ServeError {}
 pub struct Prepared {
     app: App,
     workers: usize,
-    listen: String,
 }
 
 impl Prepared {
@@ -204,7 +203,7 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
             config.verify_only,
         ),
         access_log: log::level() >= Level::Info,
-        connection_fault: std::sync::OnceLock::new(),
+        connections: std::sync::OnceLock::new(),
         config: config.clone(),
     };
     Ok(Prepared {
@@ -213,7 +212,6 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
             shared: Arc::new(shared),
         },
         workers: config.workers,
-        listen: config.listen,
     })
 }
 
@@ -406,16 +404,22 @@ fn load_ring(
 /// Set by the signal thread; workers seeing `recv()` fail after it is set exit quietly.
 static STOPPING: AtomicBool = AtomicBool::new(false);
 
-/// Listens and serves until SIGTERM or SIGINT; returns after every worker has finished
+/// The listening socket for `config`: the one systemd passed, or `listen` bound now.
+/// `serve` takes it before anything else, so a port in use is reported before a key,
+/// a store or a setup code is made.
+pub fn listen(config: &Config) -> Result<TcpListener, ServeError> {
+    listener(&config.listen)
+}
+
+/// Serves on `listener` until SIGTERM or SIGINT; returns after every worker has finished
 /// and the answers in flight were written.
-pub fn run(prepared: Prepared) -> Result<(), ServeError> {
+pub fn run(prepared: Prepared, listener: TcpListener) -> Result<(), ServeError> {
     return_large_blocks_to_the_os();
     let signals = block_stop_signals();
     let descriptors = raise_descriptor_limit();
-    let listener = listener(&prepared.listen)?;
     let addr = listener
         .local_addr()
-        .map_err(|e| ServeError::Listen(prepared.listen.clone(), e))?;
+        .map_err(|e| ServeError::Listen("the listening socket".into(), e))?;
     let shared = &prepared.app.shared;
     let fixed = Arc::new(fixed_head(&shared.config));
     let limits = connection_limits(shared, Arc::clone(&fixed), descriptors);
@@ -425,10 +429,20 @@ pub fn run(prepared: Prepared) -> Result<(), ServeError> {
         tiny_http::Server::from_listener(listener, limits)
             .map_err(|e| ServeError::Listen(addr.to_string(), e))?,
     );
-    let weak = Arc::downgrade(&server);
-    let _ = shared.connection_fault.set(Box::new(move || {
-        weak.upgrade().and_then(|server| server.health().err())
-    }));
+    let (for_health, for_metrics) = (Arc::downgrade(&server), Arc::downgrade(&server));
+    let _ = shared.connections.set(routes::Connections {
+        fault: Box::new(move || {
+            for_health
+                .upgrade()
+                .and_then(|server| server.health().err())
+        }),
+        metrics: Box::new(move || {
+            for_metrics
+                .upgrade()
+                .map(|server| connection_metrics(&server.stats(), max_connections))
+                .unwrap_or_default()
+        }),
+    });
     // The operator's commands reach the store through the control socket while serving.
     let control = match prepared.app.auth.store_handle() {
         Some(store) => Some(
@@ -510,7 +524,18 @@ fn connection_limits(
         counting
             .metrics
             .request(Outcome::unrouted().route, refusal.status, 0);
-        refusal_response(refusal, &fixed, unix_now())
+        let now = unix_now();
+        if counting.access_log {
+            // Refused before it was a request: no method to show, the target as far as read.
+            let path = refusal
+                .target
+                .as_deref()
+                .map_or("-", |t| http::split_target(t).0);
+            use std::io::Write as _;
+            let line = access_line(now, "-", path, refusal.status, 0, None);
+            let _ = io::stderr().write_all(line.as_bytes());
+        }
+        refusal_response(refusal, &fixed, now)
     });
     let exempt: Option<tiny_http::ExemptAddress> = if config.trusted_proxies.is_empty() {
         None
@@ -558,6 +583,41 @@ pub fn refusal_response(refusal: &tiny_http::Refusal, fixed: &FixedHead, now: i6
         Version::Http11,
         false,
     );
+    out
+}
+
+/// The connection layer's counters in the Prometheus text format.
+fn connection_metrics(stats: &tiny_http::Stats, max_connections: usize) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(1024);
+    let _ = writeln!(out, "# HELP latchkey_connections Connections open now.");
+    let _ = writeln!(out, "# TYPE latchkey_connections gauge");
+    let _ = writeln!(out, "latchkey_connections {}", stats.open);
+    let _ = writeln!(
+        out,
+        "# HELP latchkey_connections_max The max_connections in force."
+    );
+    let _ = writeln!(out, "# TYPE latchkey_connections_max gauge");
+    let _ = writeln!(out, "latchkey_connections_max {max_connections}");
+    let _ = writeln!(
+        out,
+        "# HELP latchkey_connections_total Connections by what became of them."
+    );
+    let _ = writeln!(out, "# TYPE latchkey_connections_total counter");
+    for (outcome, n) in [
+        ("accepted", stats.accepted),
+        ("refused_per_address", stats.refused_per_address),
+        ("refused_full", stats.refused_full),
+        ("evicted", stats.evicted),
+        ("timed_out", stats.timed_out),
+        ("answered_by_the_connection_layer", stats.answered_here),
+        ("panicked", stats.panics),
+    ] {
+        let _ = writeln!(
+            out,
+            "latchkey_connections_total{{outcome=\"{outcome}\"}} {n}"
+        );
+    }
     out
 }
 
@@ -958,7 +1018,7 @@ fn start_monitor(server: Weak<tiny_http::Server>) {
 /// Paths are printed with control characters escaped so a request cannot forge lines.
 fn access_line(
     now: i64,
-    method: &tiny_http::Method,
+    method: impl std::fmt::Display,
     path: &str,
     status: u16,
     micros: u64,

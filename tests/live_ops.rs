@@ -45,7 +45,9 @@ fn the_first_administrator_needs_the_one_time_setup_code() {
         "the log at start shows it: {}",
         server.log()
     );
-    for wrong in ["", "0000-0000", &code.replace(&code[..1], "Z")] {
+    let other_first = if code.starts_with('Z') { "Y" } else { "Z" };
+    let one_off = format!("{other_first}{}", &code[1..]);
+    for wrong in ["", "0000-0000", &one_off] {
         let r = first_registration(&server, "mallory", wrong);
         assert_eq!(r.status, 303);
         assert!(r.location().starts_with("/register"), "{wrong:?} refused");

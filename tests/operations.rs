@@ -579,6 +579,37 @@ fn health_and_metrics() {
 }
 
 #[test]
+fn requests_the_connection_layer_refuses_are_counted_and_logged() {
+    use std::io::{Read, Write};
+    let server = Server::start(&[], &[]);
+    let mut s = std::net::TcpStream::connect(server.addr).expect("connect");
+    s.write_all(b"GET /api/whatever HTTP/2.0\r\n\r\n")
+        .expect("write");
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    assert!(answer.starts_with("HTTP/1.1 505 "), "{answer}");
+    assert!(answer.contains("\"error\""), "JSON under /api/: {answer}");
+    let text = server.get("/metrics", &[]).body;
+    for line in [
+        "latchkey_connections_total{outcome=\"answered_by_the_connection_layer\"} 1",
+        "latchkey_requests_total{route=\"other\",status=\"505\"} 1",
+        "latchkey_connections ",
+        "latchkey_connections_max ",
+    ] {
+        assert!(text.contains(line), "missing {line} in\n{text}");
+    }
+    let started = std::time::Instant::now();
+    while !server.log().contains(" access - /api/whatever 505 ") {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "no access line for the refusal in\n{}",
+            server.log()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+#[test]
 fn logs_never_contain_secrets() {
     let server = Server::start(&[], &[("LATCHKEY_LOG", "debug")]);
     let password = "Secret-Pass-Word-123";
@@ -644,4 +675,32 @@ fn verify_only_instances_never_extend_a_token() {
     let r = issuer.get("/auth", &[("Cookie", &cookie)]);
     assert_eq!(r.status, 200);
     assert_eq!(r.set_cookies("token").len(), 1, "the issuer slides it");
+}
+
+#[test]
+fn a_port_in_use_is_reported_before_anything_is_made() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let port = taken.local_addr().expect("addr").port();
+    let dir = common::TempDir::new("port");
+    let data = dir.path().join("data");
+    let out = std::process::Command::new(common::bin())
+        .args([
+            "serve",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(&data)
+        .env_remove("LATCHKEY_DATA_DIR")
+        .env_remove("LATCHKEY_KEY_FILE")
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("cannot listen on 127.0.0.1:"), "{err}");
+    assert!(
+        !data.join("secret.key").exists() && !data.join("users.redb").exists(),
+        "no key and no store were made for a server that could not listen"
+    );
+    drop(taken);
 }

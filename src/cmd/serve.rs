@@ -129,11 +129,17 @@ pub fn run(args: ServeArgs) -> ExitCode {
             Err(e) => super::fail(e),
         };
     }
+    // The port first: a port in use is reported before a key, a store or a setup code
+    // is made.
+    let listener = match server::listen(&config) {
+        Ok(l) => l,
+        Err(e) => return super::fail(e),
+    };
     let prepared = match server::prepare_with(config, args.replace_key) {
         Ok(p) => p,
         Err(e) => return super::fail(e),
     };
-    match server::run(prepared) {
+    match server::run(prepared, listener) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => super::fail(e),
     }
