@@ -672,14 +672,22 @@ mod tests {
         let mut values = vec![0, 1, 9, 10, 99, 100, 99_999_999, 100_000_000, 999_999_999];
         values.extend([1_000_000_000, 1_800_000_000, 9_999_999_999, 10_000_000_000]);
         values.extend([i64::MAX, i64::MIN, u32::MAX as i64 + 1]);
-        for value in values.clone().into_iter().chain(values.iter().map(|v| -v.saturating_abs())) {
+        for value in values
+            .clone()
+            .into_iter()
+            .chain(values.iter().map(|v| -v.saturating_abs()))
+        {
             let c = Claims {
                 iat: value,
                 exp: value,
                 auth_time: value,
                 ..sample()
             };
-            assert_eq!(layout_json(&c), serde_json::to_string(&c).expect("json"), "{value}");
+            assert_eq!(
+                layout_json(&c),
+                serde_json::to_string(&c).expect("json"),
+                "{value}"
+            );
         }
     }
 
