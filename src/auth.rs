@@ -9,6 +9,17 @@
 //! or `-`. A POST is accepted only when the field matches the cookie it was made for,
 //! so another site can neither read nor forge it, and a token made before login is
 //! useless after it.
+//!
+//! Between the two steps of a login with a second factor the browser holds one more
+//! value, the `login_step` cookie: `<user id>.<ver>.<expiry>.<tag>`, where the tag is
+//! `base64url(HMAC(step_key, "<user id>.<ver>.<expiry>|" || csrf cookie))` and
+//! `step_key` is derived from the primary signing key under its own label. It says
+//! "this browser gave this user's password at most 5 minutes ago" and nothing else:
+//! only `/login/totp` reads it (it is sent to no other path); it is not a token (not a
+//! JWT, and its MAC is under a key no token, CSRF field or flash is made with), so no
+//! other route and no verifier accepts it; it is void once the user's token version
+//! moves (password changed, sessions ended, factor reset) and in any browser but the
+//! one holding the CSRF cookie it was made for.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -31,6 +42,12 @@ pub const CSRF_COOKIE: &str = "csrf";
 pub const CSRF_FIELD: &str = "csrf";
 /// Name of the one-shot notice cookie.
 pub const FLASH_COOKIE: &str = "flash";
+/// Name of the cookie held between the password and the code of a login.
+pub const LOGIN_STEP_COOKIE: &str = "login_step";
+/// The only path the `login_step` cookie is sent to.
+pub const LOGIN_STEP_PATH: &str = "/login/totp";
+/// Seconds the second step of a login may come after the first.
+pub const LOGIN_STEP_TTL: i64 = 300;
 
 /// Between the prefill and the text of a flash payload.
 const FLASH_SEPARATOR: u8 = 0x1f;
@@ -115,6 +132,8 @@ pub enum Visitor<'b> {
         /// An administrator reset the password and the user must choose a new one
         /// before anything else (known only where the store is).
         must_change: bool,
+        /// Whether the user has a second factor; `None` where there is no store to ask.
+        second_factor: Option<bool>,
     },
     /// No usable token; `rejected` says why one was refused, if one was sent.
     Anonymous {
@@ -145,6 +164,15 @@ impl<'b> Visitor<'b> {
         )
     }
 
+    /// Whether this user has a second factor (`None` when not logged in, or where no
+    /// store can tell).
+    pub fn second_factor(&self) -> Option<bool> {
+        match self {
+            Visitor::User { second_factor, .. } => *second_factor,
+            Visitor::Anonymous { .. } => None,
+        }
+    }
+
     /// The class of the token this visitor sent and was refused, if any.
     pub fn rejected(&self) -> Option<ErrorClass> {
         match self {
@@ -154,6 +182,26 @@ impl<'b> Visitor<'b> {
     }
 }
 
+/// What a valid `login_step` cookie says: this user's password was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginStep {
+    /// The user whose password it was.
+    pub user_id: u64,
+    /// Their token version then.
+    pub ver: u64,
+}
+
+/// The `login_step` cookies of a request, judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepCookie {
+    /// None was sent.
+    Absent,
+    /// One is valid for this browser, now.
+    Valid(LoginStep),
+    /// One was sent but none is valid (expired, altered, another browser's).
+    Refused,
+}
+
 /// One worker's login machinery: its own keyed verifier and signer (no locks on
 /// the hot path) and a handle to the shared store, when this instance has one.
 #[derive(Clone)]
@@ -161,6 +209,7 @@ pub struct Auth {
     verifier: Verifier,
     signer: Signer,
     csrf_key: HmacSha256,
+    step_key: HmacSha256,
     store: Option<Arc<UserStore>>,
     sessions: Sessions,
     decoding: Decoding,
@@ -196,13 +245,16 @@ impl Auth {
         store: Option<Arc<UserStore>>,
         policy: Policy,
     ) -> Auth {
-        let mut derive = hmac_sha256(ring.primary().bytes());
-        derive.update(b"latchkey csrf key v1");
-        let csrf_key = hmac_sha256(&derive.finalize().into_bytes());
+        let derive = |label: &[u8]| {
+            let mut derive = hmac_sha256(ring.primary().bytes());
+            derive.update(label);
+            hmac_sha256(&derive.finalize().into_bytes())
+        };
         Auth {
             verifier,
             signer: Signer::new(ring),
-            csrf_key,
+            csrf_key: derive(b"latchkey csrf key v1"),
+            step_key: derive(b"latchkey login step key v1"),
             store,
             sessions: Sessions::default(),
             decoding: Decoding::default(),
@@ -273,11 +325,12 @@ impl Auth {
                 continue;
             }
             return Ok(match self.check(token, now, buf)? {
-                Ok((claims, stale, must_change)) => Visitor::User {
+                Ok((claims, stale, must_change, second_factor)) => Visitor::User {
                     claims,
                     source,
                     stale,
                     must_change,
+                    second_factor,
                 },
                 Err(class) => {
                     let (class, source) = *refused.get_or_insert((class, source));
@@ -296,14 +349,15 @@ impl Auth {
 
     /// Verifies one token (decoding it into `buf`) and checks it against the store: the
     /// claims (with the store's current name and role), whether they differ from the
-    /// token's, and whether the user must change the password; or the class of the
-    /// refusal.
+    /// token's, whether the user must change the password, and whether they have a
+    /// second factor (`None` without a store); or the class of the refusal.
+    #[allow(clippy::type_complexity)]
     fn check<'b>(
         &self,
         token: &str,
         now: i64,
         buf: &'b mut TokenBuf,
-    ) -> Result<Result<(Claims<'b>, bool, bool), ErrorClass>, StoreError> {
+    ) -> Result<Result<(Claims<'b>, bool, bool, Option<bool>), ErrorClass>, StoreError> {
         let mut claims = match self.verifier.verify(token, buf) {
             Ok(claims) => claims,
             Err(e) => return Ok(Err(e.class())),
@@ -317,6 +371,7 @@ impl Auth {
         }
         let mut stale = false;
         let mut must_change = false;
+        let mut second_factor = None;
         if let Some(store) = &self.store {
             let mut sessions = self.sessions.0.borrow_mut();
             let state = match store.session_state_cached(claims.user_id, &mut sessions) {
@@ -328,6 +383,7 @@ impl Auth {
             match state {
                 Some(state) if !state.locked && state.ver == claims.ver => {
                     must_change = state.must_change_password;
+                    second_factor = Some(state.totp);
                     if state.role != claims.role || state.name != claims.name {
                         claims.role = state.role.clone().into();
                         claims.name = state.name.clone().into();
@@ -337,11 +393,12 @@ impl Auth {
                 _ => return Ok(Err(TokenError::Revoked.class())),
             }
         }
-        Ok(Ok((claims, stale, must_change)))
+        Ok(Ok((claims, stale, must_change, second_factor)))
     }
 
-    /// Fresh claims for `user`, who has just entered their password.
-    pub fn claims_for(&self, user: &User, now: i64) -> Claims<'static> {
+    /// Fresh claims for `user`, who has just logged in the way `amr` says
+    /// ([`Amr::PWD`], or [`Amr::PWD_OTP`] after a code).
+    pub fn claims_for(&self, user: &User, now: i64, amr: Amr) -> Claims<'static> {
         Claims {
             sub: user.id.to_string().into(),
             user_id: user.id,
@@ -352,7 +409,7 @@ impl Auth {
             iss: self.policy.issuer.clone().into(),
             auth_time: now,
             ver: user.ver,
-            amr: Amr::PWD,
+            amr,
         }
     }
 
@@ -492,7 +549,19 @@ impl Auth {
 
     /// A cookie with our attributes; `max_age: None` makes a browser-session cookie.
     fn cookie(&self, name: &str, value: &str, max_age: Option<i64>, same_site: &str) -> String {
-        let mut c = format!("{name}={value}; Path=/");
+        self.cookie_at(name, value, "/", max_age, same_site)
+    }
+
+    /// A cookie with our attributes, sent only to `path` and below.
+    fn cookie_at(
+        &self,
+        name: &str,
+        value: &str,
+        path: &str,
+        max_age: Option<i64>,
+        same_site: &str,
+    ) -> String {
+        let mut c = format!("{name}={value}; Path={path}");
         if let Some(max_age) = max_age {
             c.push_str(&format!("; Max-Age={max_age}"));
         }
@@ -506,6 +575,75 @@ impl Auth {
             c.push_str(domain);
         }
         c
+    }
+
+    /// `Set-Cookie` value carrying the `login_step` value for `user`, whose password was
+    /// just accepted, bound to the CSRF cookie `nonce` (the one the login form was sent
+    /// with) and valid for [`LOGIN_STEP_TTL`] seconds from `now`.
+    pub fn login_step_cookie(&self, user: &User, nonce: &str, now: i64) -> String {
+        let fields = format!("{}.{}.{}", user.id, user.ver, now + LOGIN_STEP_TTL);
+        let tag = self.step_mac(&fields, nonce).finalize().into_bytes();
+        let value = format!("{fields}.{}", URL_SAFE_NO_PAD.encode(tag));
+        self.cookie_at(
+            LOGIN_STEP_COOKIE,
+            &value,
+            LOGIN_STEP_PATH,
+            Some(LOGIN_STEP_TTL),
+            "Strict",
+        )
+    }
+
+    /// `Set-Cookie` value deleting the `login_step` cookie.
+    pub fn clear_login_step_cookie(&self) -> String {
+        self.cookie_at(LOGIN_STEP_COOKIE, "", LOGIN_STEP_PATH, Some(0), "Strict")
+    }
+
+    /// The request's `login_step` cookies, judged at `now` against its CSRF cookies.
+    pub fn login_step(&self, req: &Request, now: i64) -> StepCookie {
+        let mut sent = false;
+        for value in req.cookies(LOGIN_STEP_COOKIE) {
+            sent = true;
+            if let Some(step) = self.valid_step(req, value, now) {
+                return StepCookie::Valid(step);
+            }
+        }
+        if sent {
+            StepCookie::Refused
+        } else {
+            StepCookie::Absent
+        }
+    }
+
+    /// The step `value` stands for, when its MAC matches one of the request's CSRF
+    /// cookies (constant time) and it has not expired.
+    fn valid_step(&self, req: &Request, value: &str, now: i64) -> Option<LoginStep> {
+        let (fields, tag) = value.rsplit_once('.')?;
+        let mut parts = fields.split('.');
+        let mut number = || -> Option<u64> {
+            let part = parts.next()?;
+            if part.is_empty() || part.len() > 20 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            part.parse().ok()
+        };
+        let (user_id, ver, expiry) = (number()?, number()?, number()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        let bound = req
+            .cookies(CSRF_COOKIE)
+            .any(|nonce| self.step_mac(fields, nonce).verify_slice(&tag).is_ok());
+        let fresh = i64::try_from(expiry).is_ok_and(|e| now < e);
+        (bound && fresh).then_some(LoginStep { user_id, ver })
+    }
+
+    fn step_mac(&self, fields: &str, nonce: &str) -> HmacSha256 {
+        let mut mac = self.step_key.clone();
+        mac.update(fields.as_bytes());
+        mac.update(b"|");
+        mac.update(nonce.as_bytes());
+        mac
     }
 
     /// The CSRF field value for a form shown to this visitor (made for the first
@@ -528,11 +666,20 @@ impl Auth {
     /// (constant time per cookie): a stale cookie of the same name from another path or
     /// a parent domain must not make every form fail.
     pub fn csrf_ok(&self, req: &Request, visitor: &Visitor, field: Option<&str>) -> bool {
-        let Some(tag) = field.and_then(|f| URL_SAFE_NO_PAD.decode(f).ok()) else {
-            return false;
-        };
+        self.csrf_nonce(req, visitor, field).is_some()
+    }
+
+    /// The `csrf` cookie a POSTed CSRF field was made for, when it matches one
+    /// (constant time per cookie): what the `login_step` value is bound to.
+    pub fn csrf_nonce<'r>(
+        &self,
+        req: &'r Request,
+        visitor: &Visitor,
+        field: Option<&str>,
+    ) -> Option<&'r str> {
+        let tag = field.and_then(|f| URL_SAFE_NO_PAD.decode(f).ok())?;
         req.cookies(CSRF_COOKIE)
-            .any(|nonce| self.csrf_mac(nonce, visitor).verify_slice(&tag).is_ok())
+            .find(|nonce| self.csrf_mac(nonce, visitor).verify_slice(&tag).is_ok())
     }
 
     fn csrf_token(&self, nonce: &str, visitor: &Visitor) -> String {
