@@ -656,10 +656,7 @@ fn forward_auth_with_totp_1_needs_a_session_with_the_second_factor() {
     let r = fay.get_with("/auth?totp=1", &nginx);
     assert_eq!(r.status, 401);
     assert!(r.header("Remote-User").is_none());
-    assert_eq!(
-        location(&r),
-        "/login?totp=1&next=/secret%3Fa%3D1"
-    );
+    assert_eq!(location(&r), "/login?totp=1&next=/secret%3Fa%3D1");
     assert_eq!(r.body, "Not logged in (second factor required).\n");
     let caddy = fay.get_with(
         "/auth?role=admin&totp=1",
@@ -677,10 +674,7 @@ fn forward_auth_with_totp_1_needs_a_session_with_the_second_factor() {
     );
     let to = location(&r).to_string();
     let r = fay.get(&to);
-    assert_eq!(
-        location(&r),
-        "/account/totp?next=/secret%3Fa%3D1"
-    );
+    assert_eq!(location(&r), "/account/totp?next=/secret%3Fa%3D1");
     // Enrolled: the same session now carries otp; /auth?totp=1 lets it through.
     fay.enrol();
     let r = fay.get_with("/auth?totp=1&role=admin", &nginx);
