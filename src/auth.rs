@@ -863,6 +863,65 @@ mod tests {
     }
 
     #[test]
+    fn the_login_step_value_is_bound_to_its_csrf_cookie_and_lasts_five_minutes() {
+        let (auth, _) = auth();
+        let user = User::new(7, "ann".into(), "user".into(), "h".into(), 0);
+        let nonce = "A".repeat(22);
+        let set = auth.login_step_cookie(&user, &nonce, NOW);
+        assert!(set.contains("; Path=/login/totp; Max-Age=300; HttpOnly; SameSite=Strict"));
+        let value = set
+            .strip_prefix("login_step=")
+            .and_then(|v| v.split(';').next())
+            .expect("value");
+        let judge = |cookie: &str, at: i64| {
+            let req = Request::new(Method::Post, "/login/totp").with_header("cookie", cookie);
+            auth.login_step(&req, at)
+        };
+        let ok = StepCookie::Valid(LoginStep { user_id: 7, ver: 0 });
+        let both = format!("csrf={nonce}; login_step={value}");
+        assert_eq!(judge(&both, NOW + LOGIN_STEP_TTL - 1), ok);
+        assert_eq!(judge(&both, NOW + LOGIN_STEP_TTL), StepCookie::Refused);
+        let other = format!("csrf={}; login_step={value}", "B".repeat(22));
+        assert_eq!(judge(&other, NOW), StepCookie::Refused, "another browser");
+        assert_eq!(
+            judge(&format!("login_step={value}"), NOW),
+            StepCookie::Refused
+        );
+        assert_eq!(judge(&format!("csrf={nonce}"), NOW), StepCookie::Absent);
+        for altered in [
+            value.replacen("7.0.", "8.0.", 1),
+            value.replacen("7.0.", "7.1.", 1),
+            value.replacen("7.0.", "7.0.1.", 1),
+            value.replacen(
+                &(NOW + LOGIN_STEP_TTL).to_string(),
+                &(NOW + 9999).to_string(),
+                1,
+            ),
+            format!("{value}x"),
+        ] {
+            let cookie = format!("csrf={nonce}; login_step={altered}");
+            assert_eq!(judge(&cookie, NOW), StepCookie::Refused, "{altered}");
+        }
+        // A stale value before a valid one (a parent domain's) does not hide it.
+        let stale = format!("csrf={nonce}; login_step=1.2.3.x; login_step={value}");
+        assert_eq!(judge(&stale, NOW), ok);
+        // Not a token: as a bearer token or a cookie, it is refused as malformed.
+        let mut buf = TokenBuf::new();
+        let bearer = format!("Bearer {value}");
+        let req = Request::new(Method::Get, "/api/me").with_header("authorization", &bearer);
+        let visitor = auth.identify(&req, NOW, &mut buf).expect("no store");
+        assert_eq!(visitor.rejected(), Some(ErrorClass::Malformed));
+        // Nor a CSRF field: its tag is under another key.
+        let tag = value.rsplit('.').next().expect("tag");
+        let req = Request::new(Method::Post, "/x").with_header("cookie", &format!("csrf={nonce}"));
+        let anonymous = Visitor::Anonymous {
+            rejected: None,
+            source: None,
+        };
+        assert!(!auth.csrf_ok(&req, &anonymous, Some(tag)));
+    }
+
+    #[test]
     fn redirect_targets() {
         let own = Some("https://auth.example.com");
         let dom = Some("example.com");

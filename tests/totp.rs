@@ -496,11 +496,7 @@ fn the_required_policy_forces_enrolment_before_anything_else() {
     // Every other page sends her back there; /auth does too; the API says why.
     for page in ["/", "/account", "/admin"] {
         let r = dora.get(page);
-        assert_eq!(
-            r.location(),
-            format!("/account/totp?next={page}"),
-            "{page}"
-        );
+        assert_eq!(r.location(), format!("/account/totp?next={page}"), "{page}");
     }
     let auth = server.get(
         "/auth",

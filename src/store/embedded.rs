@@ -599,7 +599,7 @@ impl UserStore {
         step: u64,
         recovery: &[[u8; 32]],
     ) -> Result<Option<User>, UpdateError> {
-        self.update_if(id, true, |user| {
+        self.update_if(id, true, &mut |user| {
             if user.totp.is_some() || user.totp_pending.as_deref() != Some(pending) {
                 return false;
             }
@@ -625,7 +625,7 @@ impl UserStore {
         secret: &[u8],
         step: u64,
     ) -> Result<Option<User>, UpdateError> {
-        self.update_if(id, false, |user| match &mut user.totp {
+        self.update_if(id, false, &mut |user| match &mut user.totp {
             Some(factor) if factor.secret == secret && step > factor.last_step => {
                 factor.last_step = step;
                 true
@@ -638,7 +638,7 @@ impl UserStore {
     /// write transaction, only if it is there. `Ok(None)` when it is not (never issued,
     /// or already used, also by a concurrent request): nothing was written.
     pub fn use_recovery_code(&self, id: u64, hash: &[u8; 32]) -> Result<Option<User>, UpdateError> {
-        self.update_if(id, false, |user| {
+        self.update_if(id, false, &mut |user| {
             let Some(factor) = &mut user.totp else {
                 return false;
             };
@@ -798,39 +798,28 @@ impl UserStore {
         sessions: bool,
         change: impl FnOnce(&mut User),
     ) -> Result<User, UpdateError> {
-        let result = self.shared.write(sessions, |tx| {
-            let mut users = tx.open_table(USERS)?;
-            let found = users
-                .get(id)?
-                .map(|v| decode(id, v.value()))
-                .transpose()
-                .map_err(|e| Fail::Op(UpdateError::from(e)))?;
-            let Some(mut user) = found else {
-                return Err(Fail::Op(UpdateError::NotFound));
-            };
-            let was_admin = is_active_admin(&user);
-            change(&mut user);
-            if was_admin && !is_active_admin(&user) && !other_active_admin(&users, id)? {
-                return Err(Fail::Op(UpdateError::LastAdmin));
+        let mut change = Some(change);
+        let applied = self.update_if(id, sessions, &mut |user| {
+            if let Some(change) = change.take() {
+                change(user);
             }
-            let bytes = record::encode(&user).map_err(|e| Fail::Op(UpdateError::Invalid(e)))?;
-            users.insert(id, bytes.as_slice())?;
-            Ok(user)
-        });
-        if let Err(UpdateError::DamagedRecord(d)) = &result {
-            self.shared.note_damage(d);
-        }
-        result.map(|u| self.with_pending_login(u))
+            true
+        })?;
+        // `update_if` answers `None` only when its condition is false, never here.
+        applied.ok_or(UpdateError::NotFound)
     }
 
-    /// Like [`update`](Self::update), for a change that depends on the record: `change`
-    /// says whether it applies; when it does not, the transaction is aborted (nothing is
-    /// written, no commit waits for the disk) and the answer is `Ok(None)`.
+    /// Reads user `id`, applies `change` and writes it back, in one write transaction,
+    /// for a change that depends on the record: `change` says whether it applies; when
+    /// it does not, the transaction is aborted (nothing is written, no commit waits for
+    /// the disk) and the answer is `Ok(None)`. A change that would leave no active
+    /// administrator is refused (`LastAdmin`). (`change` is a trait object: the
+    /// transaction code exists once for every update.)
     fn update_if(
         &self,
         id: u64,
         sessions: bool,
-        change: impl FnOnce(&mut User) -> bool,
+        change: &mut dyn FnMut(&mut User) -> bool,
     ) -> Result<Option<User>, UpdateError> {
         /// The transaction's own outcomes: a failed update, or a condition that did not hold.
         enum Refused {
@@ -852,8 +841,17 @@ impl UserStore {
             let Some(mut user) = found else {
                 return Err(Fail::Op(Refused::Update(UpdateError::NotFound)));
             };
+            let was_admin = is_active_admin(&user);
             if !change(&mut user) {
                 return Err(Fail::Op(Refused::Condition));
+            }
+            if was_admin && !is_active_admin(&user) {
+                match other_active_admin(&users, id) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(Fail::Op(Refused::Update(UpdateError::LastAdmin))),
+                    Err(Fail::Op(e)) => return Err(Fail::Op(Refused::Update(e))),
+                    Err(Fail::Storage(e)) => return Err(Fail::Storage(e)),
+                }
             }
             let bytes = record::encode(&user)
                 .map_err(|e| Fail::Op(Refused::Update(UpdateError::Invalid(e))))?;
