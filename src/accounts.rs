@@ -1818,49 +1818,58 @@ mod tests {
         let accounts = armed(&f, true, 1);
         let (_, secret, _) = enrolled(&accounts, &f.store, "hal");
         let now = T + 90;
-        let user = accounts
-            .login(&f.store, &attempt("hal", "password!", now))
-            .expect("password")
-            .into_user();
-        for wrong in ["000000", "999999"] {
-            let wrong = if wrong == code(&secret, now) {
-                "123456"
-            } else {
-                wrong
+        // Every attempt from another address (an attacker who knows the password, spread
+        // over many): only the name's count can stop them.
+        let clients: Vec<Client> = (1..=8)
+            .map(|i| Client::Addr(format!("198.51.100.{i}").parse().expect("ip")))
+            .collect();
+        let password = |i: usize| {
+            let attempt = Attempt {
+                client: Some(&clients[i]),
+                ..attempt("hal", "password!", now)
             };
-            let err = accounts
-                .second_factor(&f.store, &code_attempt(&user, wrong, now))
-                .expect_err("wrong");
-            assert!(
-                matches!(err, CodeLoginError::Code(CodeError::Wrong)),
-                "{err:?}"
-            );
-        }
+            accounts.login(&f.store, &attempt)
+        };
+        let code_from = |i: usize, user: &User, code: &str| {
+            let attempt = CodeAttempt {
+                client: Some(&clients[i]),
+                ..code_attempt(user, code, now)
+            };
+            accounts.second_factor(&f.store, &attempt)
+        };
+        let right = code(&secret, now);
+        let wrong = if right == "000000" {
+            "999999"
+        } else {
+            "000000"
+        };
+        let user = password(0).expect("password").into_user();
+        let err = code_from(1, &user, wrong).expect_err("wrong");
+        assert!(
+            matches!(err, CodeLoginError::Code(CodeError::Wrong)),
+            "{err:?}"
+        );
         // Not a code at all: refused without counting.
-        let err = accounts
-            .second_factor(&f.store, &code_attempt(&user, "12", now))
-            .expect_err("not a code");
+        let err = code_from(2, &user, "12").expect_err("not a code");
         assert!(
             matches!(err, CodeLoginError::Code(CodeError::NotACode)),
             "{err:?}"
         );
-        // A correct password does not forget the failures of a user who still owes a code.
-        let user = accounts
-            .login(&f.store, &attempt("hal", "password!", now))
-            .expect("password")
-            .into_user();
-        let err = accounts
-            .second_factor(&f.store, &code_attempt(&user, "RECO-VERY-CODE-0000", now))
-            .expect_err("third failure");
+        // A correct password does not forget the failures of a user who still owes a
+        // code: the password again, then two more wrong codes, lock the name.
+        let user = password(3).expect("password").into_user();
+        let err = code_from(4, &user, "RECO-VERY-CODE-0000").expect_err("second failure");
         assert!(matches!(err, CodeLoginError::WrongRecovery), "{err:?}");
-        let err = accounts
-            .second_factor(&f.store, &code_attempt(&user, &code(&secret, now), now))
-            .expect_err("throttled, right code or not");
+        let user = password(5).expect("password").into_user();
+        let err = code_from(6, &user, wrong).expect_err("third failure");
+        assert!(
+            matches!(err, CodeLoginError::Code(CodeError::Wrong)),
+            "{err:?}"
+        );
+        let err = code_from(7, &user, &right).expect_err("throttled, right code or not");
         assert!(matches!(err, CodeLoginError::Throttled(_)), "{err:?}");
         assert_eq!(err.retry_after(), Some(300));
-        let err = accounts
-            .login(&f.store, &attempt("hal", "password!", now + 1))
-            .expect_err("the password too");
+        let err = password(0).expect_err("the password too");
         assert!(matches!(err, LoginError::Throttled(_)), "{err:?}");
     }
 
