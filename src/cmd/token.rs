@@ -154,6 +154,7 @@ pub fn run_token(command: TokenCommand) -> ExitCode {
                 auth_time: now,
                 ver,
                 amr: Amr::PWD,
+                jti: Some(latchkey::auth::new_login_id().into()),
             };
             println!("{}", Signer::new(&ring).sign(&claims));
             ExitCode::SUCCESS
