@@ -33,7 +33,8 @@ use crate::http::{Login, Reply, Request};
 use crate::keys::KeyRing;
 use crate::store::{ReadError, SessionCache, StoreError, User, UserStore};
 use crate::token::{
-    Amr, Claims, ErrorClass, HmacSha256, Signer, TokenBuf, TokenError, Verifier, hmac_sha256,
+    Amr, Claims, ErrorClass, HmacSha256, Signer, TOKEN_ID_LEN, TokenBuf, TokenError, Verifier,
+    hmac_sha256, token_id,
 };
 
 /// Name of the CSRF cookie.
@@ -134,6 +135,9 @@ pub enum Visitor<'b> {
         must_change: bool,
         /// Whether the user has a second factor; `None` where there is no store to ask.
         second_factor: Option<bool>,
+        /// The name logging out revokes: the login (`jti`) of the token that identified
+        /// the user, or the token itself when it has none.
+        token_id: Option<[u8; TOKEN_ID_LEN]>,
     },
     /// No usable token; `rejected` says why one was refused, if one was sent.
     Anonymous {
@@ -170,6 +174,16 @@ impl<'b> Visitor<'b> {
         match self {
             Visitor::User { second_factor, .. } => *second_factor,
             Visitor::Anonymous { .. } => None,
+        }
+    }
+
+    /// The id of the token that identified this user, if any.
+    pub fn token_id(&self) -> Option<&str> {
+        match self {
+            Visitor::User {
+                token_id: Some(id), ..
+            } => std::str::from_utf8(id).ok(),
+            _ => None,
         }
     }
 
@@ -326,6 +340,8 @@ impl Auth {
             }
             return Ok(match self.check(token, now, buf)? {
                 Ok((claims, stale, must_change, second_factor)) => Visitor::User {
+                    token_id: revocation_key(claims.jti.as_deref(), token)
+                        .and_then(|id| id.as_bytes().try_into().ok()),
                     claims,
                     source,
                     stale,
@@ -380,6 +396,13 @@ impl Auth {
                 Err(ReadError::DamagedRecord(_)) => None,
                 Err(e) => return Err(e.into()),
             };
+            // A token logged out of is refused like a revoked one, here where the store
+            // is (verify-only instances cannot know).
+            if revocation_key(claims.jti.as_deref(), token)
+                .is_some_and(|id| store.is_token_revoked(id, now))
+            {
+                return Ok(Err(TokenError::Revoked.class()));
+            }
             match state {
                 Some(state) if !state.locked && state.ver == claims.ver => {
                     must_change = state.must_change_password;
@@ -396,8 +419,9 @@ impl Auth {
         Ok(Ok((claims, stale, must_change, second_factor)))
     }
 
-    /// Fresh claims for `user`, who has just logged in the way `amr` says
-    /// ([`Amr::PWD`], or [`Amr::PWD_OTP`] after a code).
+    /// Fresh claims for `user`, who has just logged in the way `amr` says ([`Amr::PWD`],
+    /// or [`Amr::PWD_OTP`] after a code): a new login, with a new random `jti` that names
+    /// it until it ends.
     pub fn claims_for(&self, user: &User, now: i64, amr: Amr) -> Claims<'static> {
         Claims {
             sub: user.id.to_string().into(),
@@ -410,6 +434,7 @@ impl Auth {
             auth_time: now,
             ver: user.ver,
             amr,
+            jti: Some(new_nonce().into()),
         }
     }
 
@@ -707,6 +732,28 @@ fn valid_nonce(nonce: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A new login's id (the `jti` claim): 128 random bits as 22 base64url characters.
+pub fn new_login_id() -> String {
+    new_nonce()
+}
+
+/// Whether `jti` is a login id as [`new_login_id`] makes them (22 base64url characters):
+/// only those name logins in the revocation list; any other token is named by its
+/// signature.
+fn is_login_id(jti: &str) -> bool {
+    jti.len() == TOKEN_ID_LEN
+        && jti
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The name a token is revoked by when its holder logs out: its login (`jti`), so the
+/// tokens the login slid to go with it, or the token itself (its signature's start) for
+/// a token without one.
+fn revocation_key<'t>(jti: Option<&'t str>, token: &'t str) -> Option<&'t str> {
+    jti.filter(|j| is_login_id(j)).or_else(|| token_id(token))
+}
+
 fn new_nonce() -> String {
     let mut bytes = [0u8; 16];
     // getrandom fails only when the OS has no entropy source at all; then fall back
@@ -829,6 +876,7 @@ mod tests {
             auth_time,
             ver: 0,
             amr,
+            jti: None,
         }
     }
 
