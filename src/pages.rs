@@ -1,7 +1,10 @@
 //! The HTML pages, rendered with maud: one layout, one small inline stylesheet (light
 //! and dark), no JavaScript. maud escapes every spliced string; user-supplied text is
 //! only ever placed in element content or in `value` attributes, never in an attribute
-//! that can hold a URL (the `next` field is a hidden input, checked again on submit).
+//! that can hold a URL (the `next` field is a hidden input, checked again on submit). The
+//! links that do carry user data are built by latchkey with a fixed start: the enrolment
+//! page's `otpauth://totp/…` key URI (every part percent-encoded by `totp::key_uri`) and
+//! the recovery-code page's `/login?next=…` (percent-encoded, checked again there).
 
 use maud::{DOCTYPE, Escaper, Markup, PreEscaped, Render, html};
 

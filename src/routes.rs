@@ -1644,7 +1644,14 @@ fn wants_second_factor(query: &Form) -> bool {
 /// by commas (an HTTP list, RFC 9110 §5.6.1): `pwd` or `pwd,otp`. Registered values are
 /// lowercase letters only, so the identity-header encoding never changes them.
 fn remote_amr(amr: Amr) -> String {
-    http::identity_header(&amr.values().collect::<Vec<_>>().join(","))
+    let mut list = String::with_capacity(16);
+    for value in amr.values() {
+        if !list.is_empty() {
+            list.push(',');
+        }
+        list.push_str(value);
+    }
+    http::identity_header(&list)
 }
 
 fn api_login(ctx: &Ctx) -> Answer {
