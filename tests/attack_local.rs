@@ -1,0 +1,141 @@
+//! A hostile local user on the same host.
+//!
+//! The `user`, `backup` and `restore` commands use `./latchkey-data` when nothing names a
+//! data directory (falling back to `/var/lib/latchkey` only when there is no
+//! `./latchkey-data`), and talk to whatever answers on `control.sock` there: the server
+//! checks its callers' credentials, but the command never checks who the server is.
+//! A local user who can create `latchkey-data` in a directory where the operator runs
+//! `sudo latchkey user …` (`/tmp`, a shared checkout, another user's home) listens on
+//! a socket of their own there and receives the passwords the operator types, and
+//! hands `latchkey backup` a copy of their choosing (which a later restore puts in
+//! place, with the attacker's administrator).
+//!
+//! Needs root (to run the fake server as `nobody` with `runuser`) and python3.
+
+mod common;
+
+use std::io::Write;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{TempDir, bin};
+
+/// A fake control socket: answers every request with success and prints each request
+/// line it receives.
+const FAKE_SERVER: &str = r#"
+import os, socket, sys
+path = 'latchkey-data/control.sock'
+os.makedirs('latchkey-data', exist_ok=True)
+s = socket.socket(socket.AF_UNIX); s.bind(path); os.chmod(path, 0o777); s.listen(4)
+print('ready', flush=True)
+for _ in range(2):
+    c, _ = s.accept(); f = c.makefile('rb')
+    print(f.readline().decode().strip(), flush=True)
+    c.sendall(b'{"output":{"code":0,"stdout":"","stderr":""},"attachment":0,"backup":null}\n')
+    c.close()
+"#;
+
+/// A fake control socket that answers a backup request with bytes of its choosing.
+const FAKE_BACKUP: &str = r#"
+import os, socket
+path = 'latchkey-data/control.sock'
+os.makedirs('latchkey-data', exist_ok=True)
+s = socket.socket(socket.AF_UNIX); s.bind(path); os.chmod(path, 0o777); s.listen(4)
+print('ready', flush=True)
+c, _ = s.accept(); c.makefile('rb').readline()
+c.sendall(b'{"output":{"code":0,"stdout":"","stderr":""},"attachment":14,"backup":{"users":3,"damaged":0}}\n')
+c.sendall(b'not your store')
+c.close()
+"#;
+
+#[test]
+fn backup_writes_whatever_a_control_socket_another_local_user_made_sends() {
+    let dir = TempDir::new("attack-local-backup");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let mut fake = Command::new("runuser")
+        .args(["-u", "nobody", "--", "python3", "-c", FAKE_BACKUP])
+        .current_dir(&shared)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("runuser (needs root)");
+    let mut line = String::new();
+    use std::io::BufRead;
+    std::io::BufReader::new(fake.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready");
+    let dest = dir.path().join("users-backup.redb");
+    let out = Command::new("timeout")
+        .args(["20", bin(), "backup", dest.to_str().unwrap()])
+        .current_dir(&shared)
+        .env_remove("LATCHKEY_DATA_DIR")
+        .env_remove("STATE_DIRECTORY")
+        .output()
+        .unwrap();
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let written = std::fs::read(&dest).unwrap_or_default();
+    assert_ne!(
+        written,
+        b"not your store",
+        "the operator's backup holds what nobody's socket sent, reported as: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
+}
+
+#[test]
+fn the_user_command_sends_passwords_to_a_control_socket_another_local_user_made() {
+    let dir = TempDir::new("attack-local");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+
+    // The local attacker, as nobody.
+    let mut fake = Command::new("runuser")
+        .args(["-u", "nobody", "--", "python3", "-c", FAKE_SERVER])
+        .current_dir(&shared)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("runuser (needs root)");
+    let mut out = std::io::BufReader::new(fake.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    // The operator, as root, in that directory: sets the administrator's password.
+    let mut op = Command::new("timeout")
+        .args(["20", bin(), "user", "passwd", "root"])
+        .current_dir(&shared)
+        .env_remove("LATCHKEY_DATA_DIR")
+        .env_remove("STATE_DIRECTORY")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = op
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"The new admin password 42\n");
+    let started = Instant::now();
+    while op.try_wait().unwrap().is_none() && started.elapsed() < Duration::from_secs(25) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let _ = op.kill();
+    let _ = fake.kill();
+    let _ = fake.wait();
+    let mut captured = String::new();
+    std::io::Read::read_to_string(&mut out, &mut captured).unwrap();
+    assert!(
+        !captured.contains("The new admin password 42"),
+        "a control socket made by nobody received the operator's command and password: {captured}"
+    );
+}
