@@ -139,3 +139,20 @@ fn the_user_command_sends_passwords_to_a_control_socket_another_local_user_made(
         "a control socket made by nobody received the operator's command and password: {captured}"
     );
 }
+
+/// "No token, password, code, cookie or secret in any log" (docs/design.md), yet the
+/// one-time setup code, which makes whoever sends it first the administrator, is
+/// printed in the start-up log. Under systemd that is the journal, which members of
+/// `adm` and `systemd-journal` (and any log shipper) read without access to the 0700
+/// data directory that holds the same code.
+#[test]
+fn the_setup_code_that_makes_the_administrator_is_written_to_the_log() {
+    let server = common::Server::start(&[], &[]);
+    let code = server.setup_code().expect("a setup code on an empty store");
+    let log = server.log();
+    assert!(
+        !log.contains(&code),
+        "the setup code is in the log: {}",
+        log.lines().find(|l| l.contains(&code)).unwrap_or("")
+    );
+}
