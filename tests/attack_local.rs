@@ -156,3 +156,42 @@ fn the_setup_code_that_makes_the_administrator_is_written_to_the_log() {
         log.lines().find(|l| l.contains(&code)).unwrap_or("")
     );
 }
+
+/// Access lines escape control characters in the path "so a request cannot forge
+/// lines", but not the user name. On a verify-only instance the name comes from the
+/// token as signed, and tokens of the original design (another app holding the same
+/// key, whose names were free text such as `张三`) are accepted: a name with a line
+/// break writes a forged access line of the attacker's choosing.
+#[test]
+fn a_user_name_from_a_token_can_forge_access_lines_on_a_verify_only_instance() {
+    let dir = common::TempDir::new("attack-log");
+    let key = dir.path().join("shared.key");
+    let (code, _, err) = common::cli(&["key", "generate", key.to_str().unwrap()], "");
+    assert_eq!(code, 0, "{err}");
+    let server = common::Server::start(
+        &[
+            "--verify-only",
+            "--login-url",
+            "https://auth.example.com/login",
+            "--key-file",
+            key.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let now = common::token::now();
+    let forged = "eve\n1970-01-01T00:00:00Z access POST /admin/users/1/delete 303 9us root";
+    let claims = latchkey::token::Claims {
+        name: forged.into(),
+        ..common::token::user(7, "eve", "user", now)
+    };
+    let token = common::mint(&key, &claims);
+    let r = server.get("/api/me", &[("Authorization", &format!("Bearer {token}"))]);
+    assert_eq!(r.status, 200, "{}", r.body);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = server.log();
+    assert!(
+        !log.lines()
+            .any(|l| l.starts_with("1970-01-01T00:00:00Z access POST /admin/users/1/delete")),
+        "a forged access line: {log}"
+    );
+}
