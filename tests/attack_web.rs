@@ -157,3 +157,31 @@ fn a_tossed_token_with_a_longer_path_takes_over_the_victims_identity_there() {
         "the app sees the attacker, though the victim is logged in as herself"
     );
 }
+
+/// Worse: when the tossed token is due to slide (less than half its lifetime left, which
+/// the attacker only has to wait for), the answer re-issues it as latchkey's own cookie
+/// (`Path=/`), replacing the victim's: after one visit to the tossed path she is the
+/// attacker everywhere.
+#[test]
+#[ignore = "slow: waits half a token lifetime (31 s)"]
+fn a_tossed_token_due_to_slide_replaces_the_victims_own_cookie() {
+    let server = Server::start(&[], &[("LATCHKEY_TTL", "60")]);
+    add_user(&server, "root", "admin");
+    add_user(&server, "mallory", "user");
+    let mallory = logged_in(&server, "mallory");
+    let theirs = mallory.jar.get("token").unwrap().to_string();
+    std::thread::sleep(std::time::Duration::from_secs(31));
+    add_user(&server, "victim", "user");
+    let victim = logged_in(&server, "victim");
+    let hers = victim.jar.get("token").unwrap();
+    let r = server.get("/", &[("Cookie", &format!("token={theirs}; token={hers}"))]);
+    let set = r.set_cookies("token");
+    let replaced = set
+        .iter()
+        .find(|c| c.contains("Path=/;") || c.ends_with("Path=/"))
+        .map(|c| common::jwt_claims(c[6..].split(';').next().unwrap())["name"].clone());
+    assert!(
+        replaced.is_none(),
+        "the victim's own cookie (Path=/) is replaced by a fresh token for {replaced:?}"
+    );
+}
