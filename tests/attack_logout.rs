@@ -125,3 +125,37 @@ fn a_copy_that_slid_before_the_owner_logged_out_outlives_the_logout() {
         r.body
     );
 }
+
+/// A token without a `jti` (the original design's, which latchkey accepts by contract,
+/// or one issued before the `jti` claim existed) is named for logging out by its own
+/// signature, and sliding keeps it without a `jti`. So logging out with the current
+/// cookie revokes that one token only: a copy taken before the last slide, or the
+/// tokens that copy slides to, stay valid (and keep sliding) up to `absolute_limit`.
+#[test]
+fn logging_out_a_login_without_jti_leaves_its_other_tokens_valid() {
+    let server = Server::start(&[], &[]);
+    let _admin = Browser::registered(&server, "admin1", PASSWORD);
+    // ann's token as the original design (or an earlier latchkey) made it: no jti, and
+    // with less than half its hour left, so the next request slides it.
+    let now = unix_now();
+    let claims = latchkey::token::Claims {
+        jti: None,
+        ..common::token::user(1, "admin1", "admin", now - 2000)
+    };
+    let first = common::mint(&server.key_file(), &claims);
+    // The browser slides it; a thief kept the first one.
+    let r = server.get("/", &[("Cookie", &format!("token={first}"))]);
+    let current = r.cookie("token").expect("slid");
+    assert!(jwt_claims(&current).get("jti").is_none());
+    // The owner logs out with the current cookie.
+    let mut owner = Browser::new(&server);
+    owner.jar.set("token", &current);
+    log_out(&mut owner);
+    assert_eq!(me(&server, &current).status, 401);
+    let r = me(&server, &first);
+    assert_eq!(
+        r.status, 401,
+        "the earlier token of the logged-out login is still accepted: {}",
+        r.body
+    );
+}
