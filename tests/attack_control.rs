@@ -22,10 +22,7 @@ fn one_idle_control_client_blocks_every_command_and_the_shutdown() {
 
     // Another operator command meanwhile.
     let started = Instant::now();
-    let (code, _, err) = common::cli(
-        &["user", "list", "--data-dir", data.to_str().unwrap()],
-        "",
-    );
+    let (code, _, err) = common::cli(&["user", "list", "--data-dir", data.to_str().unwrap()], "");
     let waited = started.elapsed();
     // SIGTERM with an idle client connected (the first one has timed out by now).
     let _idle_again = UnixStream::connect(data.join("control.sock")).unwrap();
@@ -38,7 +35,11 @@ fn one_idle_control_client_blocks_every_command_and_the_shutdown() {
         let state = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
         let gone = state.is_empty() || state.split_whitespace().nth(2) == Some("Z");
         if gone || started.elapsed() > Duration::from_secs(40) {
-            break if gone { "exited" } else { "still running after 40 s" };
+            break if gone {
+                "exited"
+            } else {
+                "still running after 40 s"
+            };
         }
         std::thread::sleep(Duration::from_millis(20));
     };

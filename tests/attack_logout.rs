@@ -52,7 +52,10 @@ fn log_out(browser: &mut Browser<'_>) {
     let csrf = csrf_of(&page.body).expect("logout form");
     let r = browser.post("/logout", &[], &csrf);
     assert_eq!(r.status, 303, "{}", r.body);
-    assert!(browser.jar.get("token").is_none(), "logging out clears the cookie");
+    assert!(
+        browser.jar.get("token").is_none(),
+        "logging out clears the cookie"
+    );
 }
 
 fn me(server: &Server, token: &str) -> common::Response {
@@ -74,7 +77,11 @@ fn a_logged_out_cookie_is_accepted_again_within_the_leeway_and_slides_for_days()
     let stolen = ann.jar.get("token").unwrap().to_string();
     let exp = jwt_claims(&stolen)["exp"].as_i64().unwrap();
     log_out(&mut ann);
-    assert_eq!(me(&server, &stolen).status, 401, "revoked right after logout");
+    assert_eq!(
+        me(&server, &stolen).status,
+        401,
+        "revoked right after logout"
+    );
 
     // Past exp, inside the 30 s leeway: the deny list entry has lapsed, the token has not.
     sleep_until(exp + 2);

@@ -53,7 +53,10 @@ fn stalled_bodies_cost_about_80_kib_each_so_max_connections_outgrows_a_512_mb_ho
         &release_bin(),
         dir,
         &[],
-        &[("LATCHKEY_HEADER_TIMEOUT", "60"), ("LATCHKEY_BODY_TIMEOUT", "60")],
+        &[
+            ("LATCHKEY_HEADER_TIMEOUT", "60"),
+            ("LATCHKEY_BODY_TIMEOUT", "60"),
+        ],
     );
     let max = max_connections(&server);
     let (_, before) = server.memory_kb();
@@ -108,7 +111,13 @@ fn one_user_logging_in_and_out_grows_the_deny_list_without_bound() {
     let server = Server::start_bin(&release_bin(), dir, &[], &[]);
     let data = server.data_dir();
     let (code, _, err) = common::cli(
-        &["user", "add", "mallory", "--data-dir", data.to_str().unwrap()],
+        &[
+            "user",
+            "add",
+            "mallory",
+            "--data-dir",
+            data.to_str().unwrap(),
+        ],
         "correct horse battery\n",
     );
     assert_eq!(code, 0, "{err}");

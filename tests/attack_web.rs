@@ -44,7 +44,11 @@ fn a_role_requirement_is_dropped_when_the_rest_of_the_query_does_not_parse() {
     add_user(&server, "bob", "user");
     let bob = logged_in(&server, "bob");
     let cookie = format!("token={}", bob.jar.get("token").unwrap());
-    let status = |query: &str| server.get(&format!("/auth?{query}"), &[("Cookie", &cookie)]).status;
+    let status = |query: &str| {
+        server
+            .get(&format!("/auth?{query}"), &[("Cookie", &cookie)])
+            .status
+    };
     assert_eq!(status("role=admin"), 403);
     let many: String = (0..40).map(|i| format!("&f{i}=1")).collect();
     for query in [
@@ -115,7 +119,11 @@ fn a_signed_notice_made_for_one_visitor_is_shown_to_another() {
         &[("username", text), ("password", "anything at all")],
     );
     assert_eq!(r.status, 303);
-    let flash = attacker.jar.get("flash").expect("a flash cookie").to_string();
+    let flash = attacker
+        .jar
+        .get("flash")
+        .expect("a flash cookie")
+        .to_string();
 
     // A victim with her own CSRF cookie receives it from a sibling subdomain.
     let mut victim = Browser::new(&server);
