@@ -656,7 +656,8 @@ impl Ctx<'_> {
     /// A redirect carrying a one-shot notice (Post/Redirect/Get: a reload of the page
     /// it leads to never submits the form again).
     fn redirect_with_flash(&self, location: &str, flash: Flash) -> Reply {
-        Reply::see_other(location).with_header("Set-Cookie", self.app.auth.flash_cookie(&flash))
+        Reply::see_other(location)
+            .with_header("Set-Cookie", self.app.auth.flash_cookie(self.req, &flash))
     }
 
     /// What the last redirect's flash asks to put back into the form, or "".
@@ -1085,8 +1086,14 @@ fn logout(ctx: &Ctx) -> Answer {
         return Ok(Reply::see_other("/").with_login(Login::End));
     };
     ctx.form()?;
-    if let (Some(store), Some(id)) = (ctx.store(), ctx.visitor.token_id())
-        && let Err(e) = store.revoke_token(id, claims.exp)
+    // Until the login itself can no longer be valid: its tokens slide up to the
+    // absolute limit, and are accepted until the leeway after that.
+    let until = claims
+        .auth_time
+        .saturating_add(ctx.config().absolute_limit as i64)
+        .saturating_add(ctx.config().leeway as i64);
+    if let (Some(store), Some(login)) = (ctx.store(), ctx.visitor.login())
+        && let Err(e) = store.revoke_token(login.as_str(), until)
     {
         log_store_failure(&e.into());
     }
@@ -1551,7 +1558,17 @@ fn admin_action(ctx: &Ctx) -> Answer {
 /// with the second factor (else the answer for a visitor who must log in, to the login
 /// page with `totp=1`, which asks for the code or sends the user to set one up).
 fn forward_auth(ctx: &Ctx) -> Answer {
-    let query = ctx.req.query_params().unwrap_or_default();
+    // A requirement (`role=`, `totp=1`) that cannot be read must not fall away: a query
+    // that does not parse is refused, never read as empty.
+    let query = match ctx.req.query_params() {
+        Ok(query) => query,
+        Err(e) => {
+            return Ok(Reply::text(
+                400,
+                format!("The query of /auth cannot be read: {e}.\n"),
+            ));
+        }
+    };
     let must_change = ctx.visitor.must_change_password();
     let must_enrol = ctx.must_enrol();
     let mut step_up = false;

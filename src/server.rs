@@ -1019,7 +1019,8 @@ fn start_monitor(server: Weak<tiny_http::Server>) {
 }
 
 /// One access line: time, method, path (never the query), status, µs, user or `-`.
-/// Paths are printed with control characters escaped so a request cannot forge lines.
+/// Paths and user names are printed with control characters (and anything outside
+/// printable ASCII) escaped, so neither a request nor a token can forge lines.
 fn access_line(
     now: i64,
     method: impl std::fmt::Display,
@@ -1032,7 +1033,14 @@ fn access_line(
     let mut line = String::with_capacity(96 + path.len());
     let _ = write!(line, "{} access {method} ", log::timestamp(now));
     line.extend(path.chars().flat_map(char::escape_default));
-    let _ = writeln!(line, " {status} {micros}us {}", user.unwrap_or("-"));
+    let _ = write!(line, " {status} {micros}us ");
+    // The name comes from a token, which on a verify-only instance another program
+    // sharing the key may have made: escaped like the path.
+    match user {
+        Some(user) => line.extend(user.chars().flat_map(char::escape_default)),
+        None => line.push('-'),
+    }
+    line.push('\n');
     line
 }
 
