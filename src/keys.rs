@@ -178,7 +178,13 @@ pub fn try_generate_secret() -> Result<String, KeyError> {
 /// place: a crash or a full disk never leaves a short key file at `path` that would
 /// refuse every later start (and that `key generate` would then refuse to replace).
 pub fn generate(path: &Path) -> Result<(), KeyError> {
-    let secret = try_generate_secret()?;
+    write_new(path, try_generate_secret()?.as_bytes())
+}
+
+/// Writes `secret` as a new key file at `path` the way [`generate`] does (mode 0600,
+/// synced, linked into place, never over an existing file): how the server puts back
+/// its own key file when it was deleted while serving.
+pub fn write_new(path: &Path, secret: &[u8]) -> Result<(), KeyError> {
     let write_err = |source| KeyError::Write {
         path: path.to_path_buf(),
         source,
@@ -202,7 +208,7 @@ pub fn generate(path: &Path) -> Result<(), KeyError> {
         options.mode(0o600);
     }
     let written = options.open(&temp).and_then(|mut file| {
-        file.write_all(secret.as_bytes())?;
+        file.write_all(secret)?;
         file.write_all(b"\n")?;
         file.sync_all()
     });

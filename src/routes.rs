@@ -42,6 +42,8 @@ pub struct Shared {
     /// The connection layer as the handlers see it, set by the server once it listens:
     /// its faults for `/healthz` and its counters for `/metrics`.
     pub connections: std::sync::OnceLock<Connections>,
+    /// The watch over the store's file and the key files: its warning is in `/healthz`.
+    pub keeper: Arc<crate::keeper::Keeper>,
 }
 
 /// What the handlers may ask the connection layer.
@@ -1935,10 +1937,20 @@ fn healthz(ctx: &Ctx) -> Answer {
         Some(store) => {
             let health = store.health();
             let status = if health.serving() { 200 } else { 503 };
-            Reply::text(status, format!("{}\n", health.describe()))
+            Reply::text(status, with_warning(health.describe(), ctx))
         }
-        None => Reply::text(200, "ok (verify-only)\n".into()),
+        None => Reply::text(200, with_warning("ok (verify-only)".into(), ctx)),
     })
+}
+
+/// `line` with the keeper's warning (a key file the next start would refuse) appended.
+fn with_warning(mut line: String, ctx: &Ctx) -> String {
+    if let Some(warning) = ctx.app.shared.keeper.warning() {
+        line.push_str("; warning: ");
+        line.push_str(&warning);
+    }
+    line.push('\n');
+    line
 }
 
 fn metrics(ctx: &Ctx) -> Answer {

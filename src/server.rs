@@ -22,6 +22,7 @@ use crate::auth::{Auth, Policy};
 use crate::config::Config;
 use crate::control::{ControlError, ControlSocket};
 use crate::http::{self, Method, Reply, Request};
+use crate::keeper::{self, Keeper};
 use crate::keys::{self, KeyRing};
 use crate::log::{self, Level};
 use crate::metrics::Metrics;
@@ -182,6 +183,12 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
             path.display()
         ));
     }
+    let keeper = Arc::new(Keeper::new(
+        store.clone(),
+        &config.effective_key_files(),
+        &ring,
+        config.key_files.is_empty(),
+    ));
     let auth = Auth::new(&ring, Verifier::new(&ring, validation), store, policy);
     let rules = Rules {
         passwords,
@@ -208,6 +215,7 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
         ),
         access_log: log::level() >= Level::Info,
         connections: std::sync::OnceLock::new(),
+        keeper,
         config: config.clone(),
     };
     Ok(Prepared {
@@ -311,6 +319,11 @@ fn log_store_event(event: &HealthEvent) {
         HealthEvent::ReopenFailed(why) => log::info(&format!(
             "user store: cannot open the file again: {why}; retrying with back-off"
         )),
+        HealthEvent::FileRestored(path) => log::error(&format!(
+            "user store: {path} was deleted under the running server; it was written back \
+             from the server's open copy, and no user was lost"
+        )),
+        HealthEvent::FileReplaced(what) => log::error(&format!("user store: {what}")),
         HealthEvent::Damaged(damage) => log::error(&format!(
             "user store: {damage}; that user cannot log in (everyone else can); restore a \
              backup or remove the user"
@@ -488,6 +501,7 @@ pub fn run(prepared: Prepared, listener: TcpListener) -> Result<(), ServeError> 
     }
     notify("READY=1");
     start_monitor(Arc::downgrade(&server));
+    start_keeper(Arc::clone(&prepared.app.shared.keeper));
     wait_for_stop(signals);
     STOPPING.store(true, Ordering::SeqCst);
     notify("STOPPING=1");
@@ -496,6 +510,8 @@ pub fn run(prepared: Prepared, listener: TcpListener) -> Result<(), ServeError> 
     for handle in handles {
         let _ = handle.join();
     }
+    // A file deleted just before the stop is put back before the next start needs it.
+    prepared.app.shared.keeper.check();
     // A clean stop removes the socket; the commands then open the store themselves.
     drop(control);
     // The last reference: waits for the connection loop to write the last answers.
@@ -957,6 +973,23 @@ pub fn notify(state: &str) {
     };
     if let Err(e) = result {
         log::error(&format!("cannot notify systemd: {e}"));
+    }
+}
+
+/// Runs the keeper every [`keeper::INTERVAL`] until the server stops.
+fn start_keeper(keeper: Arc<Keeper>) {
+    let spawned = std::thread::Builder::new()
+        .name("keeper".into())
+        .spawn(move || {
+            while !STOPPING.load(Ordering::SeqCst) {
+                keeper.check();
+                std::thread::sleep(keeper::INTERVAL);
+            }
+        });
+    if let Err(e) = spawned {
+        log::error(&format!(
+            "cannot start the thread that keeps the files: {e}"
+        ));
     }
 }
 
