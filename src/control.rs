@@ -31,6 +31,7 @@ use serde::{Deserialize, Serialize};
 use crate::accounts::Accounts;
 use crate::ops::{self, Command, Output};
 use crate::store::{BackupInfo, UserStore};
+use crate::trust::{self, Untrusted};
 
 /// The socket's file name in the data directory.
 pub const SOCKET_FILE: &str = "control.sock";
@@ -95,6 +96,17 @@ pub enum ControlError {
     Io(PathBuf, io::Error),
     /// The other side sent something that is not the protocol.
     Protocol(String),
+    /// The data directory could have been made by another local user (see
+    /// [`crate::trust`]): nothing is sent there.
+    Untrusted(Untrusted),
+    /// The process answering on the socket runs as a user who is neither root, the
+    /// invoking user nor the data directory's owner.
+    Impostor {
+        /// The socket.
+        path: PathBuf,
+        /// The answering process's user id.
+        uid: u32,
+    },
 }
 
 impl fmt::Display for ControlError {
@@ -115,6 +127,12 @@ impl fmt::Display for ControlError {
             ControlError::Protocol(what) => {
                 write!(f, "the server's control socket answered oddly: {what}")
             }
+            ControlError::Untrusted(why) => write!(f, "{why}"),
+            ControlError::Impostor { path, uid } => write!(
+                f,
+                "refusing {}: the process answering there runs as user id {uid}, who is                  neither root, you, nor the owner of the data directory",
+                path.display()
+            ),
         }
     }
 }
@@ -354,17 +372,32 @@ pub struct Client {
 
 /// Connects to the control socket in `data_dir`: `Ok(None)` when no server listens
 /// there (no socket, or one left by a server that is gone), so the caller opens the
-/// store itself.
+/// store itself. Refuses a data directory another local user could have made
+/// ([`trust::check`]) and a socket answered by a process of such a user: the command
+/// would send them passwords, or take a backup from them.
 pub fn connect(data_dir: &Path) -> Result<Option<Client>, ControlError> {
+    trust::check(data_dir).map_err(ControlError::Untrusted)?;
     let path = data_dir.join(SOCKET_FILE);
-    match UnixStream::connect(&path) {
-        Ok(stream) => Ok(Some(Client { path, stream })),
-        Err(e) => match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Ok(None),
-            io::ErrorKind::PermissionDenied => Err(ControlError::Denied(path)),
-            _ => Err(ControlError::Io(path, e)),
-        },
+    let stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(e) => {
+            return match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Ok(None),
+                io::ErrorKind::PermissionDenied => Err(ControlError::Denied(path)),
+                _ => Err(ControlError::Io(path, e)),
+            };
+        }
+    };
+    let uid = peer_uid(&stream).map_err(|e| ControlError::Io(path.clone(), e))?;
+    let owner = std::fs::metadata(data_dir)
+        .map(|m| m.uid())
+        .map_err(|e| ControlError::Io(path.clone(), e))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if uid != 0 && uid != me && uid != owner {
+        return Err(ControlError::Impostor { path, uid });
     }
+    Ok(Some(Client { path, stream }))
 }
 
 impl Client {
