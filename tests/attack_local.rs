@@ -68,7 +68,7 @@ c.close()
 "#;
 
 #[test]
-fn backup_writes_whatever_a_control_socket_another_local_user_made_sends() {
+fn backup_refuses_a_data_directory_another_local_user_made() {
     let dir = TempDir::new("attack-local-backup");
     let shared = dir.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
@@ -110,7 +110,7 @@ fn backup_writes_whatever_a_control_socket_another_local_user_made_sends() {
 }
 
 #[test]
-fn the_user_command_sends_passwords_to_a_control_socket_another_local_user_made() {
+fn the_user_command_refuses_a_data_directory_another_local_user_made() {
     let dir = TempDir::new("attack-local");
     let shared = dir.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
@@ -217,7 +217,7 @@ print(c.makefile('rb').readline().decode().strip(), flush=True)
 /// key, whose names were free text such as `张三`) are accepted: a name with a line
 /// break writes a forged access line of the attacker's choosing.
 #[test]
-fn a_user_name_from_a_token_can_forge_access_lines_on_a_verify_only_instance() {
+fn a_user_name_from_a_token_cannot_forge_access_lines() {
     let dir = common::TempDir::new("attack-log");
     let key = dir.path().join("shared.key");
     let (code, _, err) = common::cli(&["key", "generate", key.to_str().unwrap()], "");
