@@ -130,11 +130,24 @@ impl Driver {
         }
         let dir = TempDir::new("browser");
         let log = dir.path().join("chromedriver.log");
-        let (mut child, port) = spawn_chromedriver(&log);
-        if let Err(why) = wait_ready(&mut child, port) {
-            kill_group(&mut child);
-            panic!("chromedriver did not start: {why}\n{}", read_log(&log));
-        }
+        // The free port is chosen before chromedriver binds it, so another program may
+        // take it meanwhile: then chromedriver exits at once, and another port is tried.
+        let mut attempt = 1;
+        let (mut child, port) = loop {
+            let (mut child, port) = spawn_chromedriver(&log);
+            match wait_ready(&mut child, port) {
+                Ok(()) => break (child, port),
+                Err(why) => {
+                    kill_group(&mut child);
+                    let said = read_log(&log);
+                    if attempt < 3 && said.contains("Address already in use") {
+                        attempt += 1;
+                        continue;
+                    }
+                    panic!("chromedriver did not start: {why}\n{said}");
+                }
+            }
+        };
         let profile = dir.path().join("profile");
         let mut args: Vec<String> = [
             "--headless",
@@ -389,13 +402,12 @@ impl Driver {
         );
     }
 
-    /// The whole page (not only what the viewport shows), as PNG bytes: as wide as the
-    /// emulated viewport and as tall as the page.
-    pub fn page_screenshot(&self) -> Vec<u8> {
+    /// The whole page (not only what the viewport shows), as PNG bytes: `width` CSS
+    /// pixels wide (the emulated viewport's) and as tall as the page.
+    pub fn page_screenshot(&self, width: u32) -> Vec<u8> {
         let metrics = self.cdp("Page.getLayoutMetrics", json!({}));
         let viewport = &metrics["cssLayoutViewport"];
         let content = &metrics["cssContentSize"];
-        let width = viewport["clientWidth"].as_f64().unwrap_or(0.0);
         let height = content["height"]
             .as_f64()
             .unwrap_or(0.0)
