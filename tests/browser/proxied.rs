@@ -14,7 +14,8 @@
 //! - [`a_non_ascii_name_reaches_the_app_percent_encoded`]: a token of the original design
 //!   naming `Zoë Ångström 张三` (its names were free text; latchkey's own are ASCII) opens
 //!   the gate, and the app receives `Remote-User`, `Remote-Name` and `Remote-Role`
-//!   percent-encoded as `http::identity_header` documents, decoding to the very text.
+//!   percent-encoded as `http::identity_header` documents, decoding to the very text;
+//!   the verify-only instance's own home page greets the name as it is.
 
 use crate::common::token::{now, without_kid};
 use crate::common::{Server, notice_of};
@@ -30,7 +31,7 @@ use serde_json::json;
 struct Deployment {
     nginx: Nginx,
     issuer: Server,
-    _verifier: Server,
+    verifier: Server,
     port: u16,
 }
 
@@ -65,7 +66,7 @@ impl Deployment {
         Deployment {
             nginx,
             issuer,
-            _verifier: verifier,
+            verifier,
             port,
         }
     }
@@ -240,4 +241,12 @@ fn a_non_ascii_name_reaches_the_app_percent_encoded() {
     assert_eq!(echo_field(&seen, "id"), "7", "{seen}");
     assert_eq!(echo_field(&seen, "amr"), "pwd", "{seen}");
     assert_eq!(echo_field(&seen, "uri"), "/whoami", "{seen}");
+
+    // The instance that judged it greets the name as it is, on its own page.
+    let home = format!("http://{}/", site.verifier.addr);
+    d.goto(&home);
+    d.add_cookie(json!({"name": "token", "value": token, "path": "/", "httpOnly": true}));
+    d.goto(&home);
+    d.wait_for_h1(&format!("Hello, {NAME}!"));
+    assert_eq!(d.text_of("span.badge"), ROLE);
 }
