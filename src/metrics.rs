@@ -229,6 +229,16 @@ pub fn render_store(out: &mut String, health: &crate::store::Health) {
         "latchkey_store_damaged_records {}",
         health.damage.len()
     );
+    let _ = writeln!(
+        out,
+        "# HELP latchkey_store_revoked_tokens Logged-out logins on the deny list (bounded per user)."
+    );
+    let _ = writeln!(out, "# TYPE latchkey_store_revoked_tokens gauge");
+    let _ = writeln!(
+        out,
+        "latchkey_store_revoked_tokens {}",
+        health.revoked_tokens
+    );
 }
 
 #[cfg(test)]
