@@ -107,17 +107,14 @@ pub fn tour(d: &Driver, mut at: impl FnMut(&Driver, &str)) -> Vec<&'static str> 
     let role_field = format!("input[name=role][value='{LONG_ROLE}']");
     assert_eq!(d.find_all(&role_field).len(), 1, "no {role_field}");
     stop(d, "admin");
-    let long = ids[LONG_NAME_INDEX];
+    let long = ids.long_name;
     visit(
         d,
         &format!("{base}/admin/users/{long}/password"),
         &format!("New password for {LONG_NAME}"),
     );
     stop(d, "admin-password");
-    visit_any(
-        d,
-        &format!("{base}/admin/users/{}/totp", ids[WITH_2FA_INDEX]),
-    );
+    visit_any(d, &format!("{base}/admin/users/{}/totp", ids.with_2fa));
     stop(d, "admin-totp-reset");
     visit_any(d, &format!("{base}/admin/users/{long}/delete"));
     stop(d, "admin-delete");
@@ -147,15 +144,16 @@ pub fn tour(d: &Driver, mut at: impl FnMut(&Driver, &str)) -> Vec<&'static str> 
     seen
 }
 
-/// Where [`more_users`] puts each user's id.
-const LONG_NAME_INDEX: usize = 0;
-const WITH_2FA_INDEX: usize = 3;
+/// The ids of the users the admin pages act on.
+struct Ids {
+    long_name: u64,
+    with_2fa: u64,
+}
 
 /// Adds the admin page's other users through the running server (the CLI reaches it
 /// over its control socket): the longest name, the longest role, a locked user, one with
 /// the second factor on and one half-way through setting it up, and two plain ones.
-/// Their ids, in the order of the list below.
-fn more_users(server: &Server) -> Vec<u64> {
+fn more_users(server: &Server) -> Ids {
     let data = server.data_dir();
     let users = [
         (LONG_NAME, "user", "long-name password"),
@@ -186,7 +184,10 @@ fn more_users(server: &Server) -> Vec<u64> {
     assert!(enabled["recovery_codes"].is_array(), "{enabled}");
     let token = api_login(server, PENDING_2FA, "erin password");
     api(server, &token, "/api/account/totp", json!({}));
-    ids
+    Ids {
+        long_name: ids[0],
+        with_2fa: ids[3],
+    }
 }
 
 /// `POST /api/login`: the token.
