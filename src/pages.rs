@@ -17,37 +17,39 @@ pub const STYLE: &str = "\
 :root{color-scheme:light dark;--fg:#1d2330;--muted:#5b6475;--bg:#f4f6fa;--card:#fff;--line:#dfe3ea;--input:#7a8497;--accent:#3056d3;--on-accent:#fff;--bad:#b42318;--ok:#067647;--bad-bg:#fef3f2;--bad-line:#fecdca;--ok-bg:#ecfdf3;--ok-line:#abefc6;--badge:#eef2ff}\
 @media (prefers-color-scheme:dark){:root{--fg:#e6e9ef;--muted:#a3acbb;--bg:#11151c;--card:#1a2029;--line:#303846;--input:#7b8599;--accent:#8fa8ff;--on-accent:#0b1020;--bad:#ff8a80;--ok:#6ee7a7;--bad-bg:#2a1614;--bad-line:#6b2b26;--ok-bg:#10261b;--ok-line:#1f5a3a;--badge:#232c45}}\
 *{box-sizing:border-box}\
-body{margin:0;font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:var(--fg);background:var(--bg)}\
+body{margin:0;font:16px/1.5 system-ui,-apple-system,'Segoe UI',Roboto,sans-serif;color:var(--fg);background:var(--bg);overflow-wrap:break-word}\
 a{color:var(--accent)}a:visited{color:var(--accent)}\
 header{background:var(--card);border-bottom:1px solid var(--line)}\
 nav{max-width:60rem;margin:0 auto;padding:.75rem 1rem;display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:center}\
 nav .brand{font-weight:700;margin-right:auto;color:var(--fg);text-decoration:none}\
 nav a{text-decoration:none}\
 main{max-width:60rem;margin:2rem auto;padding:0 1rem}\
+.full nav,.full main{max-width:80rem}.full form:not(.inline){max-width:30rem}\
 .card{background:var(--card);border:1px solid var(--line);border-radius:10px;padding:1.5rem;margin-bottom:1.5rem}\
 .narrow{max-width:26rem;margin-left:auto;margin-right:auto}\
 h1{font-size:1.5rem;margin:0 0 1rem}h2{font-size:1.15rem;margin:0 0 .75rem}\
-label{display:block;font-weight:600;margin:.75rem 0 .25rem}label.check{font-weight:400}\
+label{display:block;font-weight:600;margin:.75rem 0 .25rem}label.check{font-weight:400;display:flex;gap:.5rem;align-items:baseline}\
 input[type=text],input[type=password],select{width:100%;padding:.55rem .7rem;border:1px solid var(--input);border-radius:6px;font:inherit;color:var(--fg);background:var(--card)}\
-button,.button{display:inline-block;font:inherit;padding:.5rem 1rem;border:0;border-radius:6px;background:var(--accent);color:var(--on-accent);cursor:pointer;margin-top:1rem;text-decoration:none;line-height:1.5}\
+button,.button{display:inline-block;font:inherit;padding:.5rem 1rem;border:1px solid transparent;border-radius:6px;background:var(--accent);color:var(--on-accent);cursor:pointer;margin-top:1rem;text-decoration:none;line-height:1.5}\
 a.button:visited{color:var(--on-accent)}\
-button.link{background:none;color:var(--accent);padding:0;margin:0}\
+button.link{background:none;color:var(--accent);padding:0;margin:0;border:0}\
 nav .inline button.link{font-size:inherit;padding:0;margin:0;line-height:inherit}\
 .danger{background:var(--bad)!important;color:var(--on-accent)!important}\
-.secondary{background:none;color:var(--accent);border:1px solid var(--input)}\
+.secondary{background:none;color:var(--accent);border-color:var(--input)}\
 .inline{display:inline;margin:0}.inline button,.actions .button{margin:.15rem .25rem .15rem 0;padding:.25rem .6rem;font-size:.85rem}\
 .inline input,.inline select{width:7rem;padding:.25rem;font-size:.85rem}\
 .notice{padding:.75rem 1rem;border-radius:6px;margin-bottom:1rem;border:1px solid var(--line)}\
 .notice.error{background:var(--bad-bg);border-color:var(--bad-line);color:var(--bad)}\
 .notice.info{background:var(--ok-bg);border-color:var(--ok-line);color:var(--ok)}\
 table{width:100%;border-collapse:collapse;font-size:.95rem}th,td{text-align:left;padding:.5rem;border-bottom:1px solid var(--line);vertical-align:top}\
+table:not(.users) td,.users td[data-label=Name]{overflow-wrap:anywhere}.users th,.users td[data-label=Created],.users td[data-label='Last login']{white-space:nowrap}\
 .muted{color:var(--muted)}.badge{display:inline-block;padding:0 .5rem;border-radius:99px;background:var(--badge);color:var(--accent);font-size:.85rem}\
 @media (max-width:44rem){.users thead{display:none}.users,.users tbody,.users tr,.users td{display:block;width:100%}\
 .users tr{border-bottom:1px solid var(--line);padding:.5rem 0}.users td{border:0;padding:.2rem 0}\
 .users td[data-label]::before{content:attr(data-label) ': ';font-weight:600}.card{padding:1rem}}\
 .qr{display:block;width:15rem;max-width:100%;height:auto;margin:1rem 0;border:1px solid var(--line)}\
 code.key{font-size:1.05rem;word-spacing:.2rem;overflow-wrap:anywhere}\
-ol.codes{font:1.05rem/1.8 ui-monospace,Menlo,Consolas,monospace;columns:2}\
+ol.codes{font:1.05rem/1.8 ui-monospace,Menlo,Consolas,monospace}ol.codes code{white-space:nowrap}\
 input.code{font:1.25rem ui-monospace,Menlo,Consolas,monospace;letter-spacing:.1rem}\
 ";
 
@@ -140,11 +142,14 @@ fn csrf_field<'a>(chrome: &Chrome<'a>) -> CsrfField<'a> {
     CsrfField(chrome.csrf)
 }
 
-/// Page width: `Narrow` for the small single-form pages, so notices line up with the form.
+/// Page width: `Narrow` for the small single-form pages, so notices line up with the form;
+/// `Full` for the admin page, whose table of users needs room for its columns and actions
+/// (the navigation widens with it, so both keep one edge).
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Width {
     Wide,
     Narrow,
+    Full,
 }
 
 fn layout(title: &str, chrome: &Chrome, width: Width, content: Markup) -> Markup {
@@ -159,7 +164,7 @@ fn layout(title: &str, chrome: &Chrome, width: Width, content: Markup) -> Markup
                 link rel="icon" href="/favicon.svg" type="image/svg+xml";
                 style { (PreEscaped(STYLE)) }
             }
-            body {
+            body.full[width == Width::Full] {
                 header {
                     nav {
                         a.brand href="/" { "latchkey" }
@@ -602,7 +607,7 @@ pub fn admin(chrome: &Chrome, users: &[User], damaged: &[DamagedRecord]) -> Stri
             }
         }
     };
-    layout("Admin", chrome, Width::Wide, content).into_string()
+    layout("Admin", chrome, Width::Full, content).into_string()
 }
 
 /// `GET /admin/users/ID/password`: an administrator sets a user's password; every

@@ -58,10 +58,13 @@ fn a_store_file_deleted_under_the_server_is_written_back_with_every_user() {
         "the store file was not written back: {}",
         server.log()
     );
+    // The log line comes after the file is back, through the log reader: wait for it too.
     assert!(
-        server
+        within_seconds(|| server
             .log()
-            .contains("was deleted under the running server")
+            .contains("was deleted under the running server")),
+        "{}",
+        server.log()
     );
     // Writes after the move land in the file at the path.
     assert_eq!(add(&data, "erin").0, 0);

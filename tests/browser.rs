@@ -5,10 +5,25 @@
 //! logs out, has refused cookies bounced to the login page, and saves screenshots under
 //! `test-artifacts/`.
 //!
-//! Heavy and ignored by default: `.ci/run` installs `chromium chromium-driver` and runs
-//! `cargo test --test browser -- --ignored`. When asked to run without them it fails.
+//!
+//! More in its modules: [`layout`] walks every page at a phone's and a desktop's size in
+//! light and dark (nothing scrolls sideways on a phone; a screenshot set in
+//! `test-artifacts/screenshots/`), and [`proxied`] puts latchkey behind the real nginx on
+//! a port of its own, where the forms must pass the Content-Security-Policy and a name
+//! from a token of the original design must reach the app behind the gate.
+//!
+//! Heavy and ignored by default: `.ci/run` installs `chromium chromium-driver` (and
+//! `nginx-light`) and runs `cargo test --test browser -- --ignored`. When asked to run
+//! without them it fails.
 
 mod common;
+#[path = "browser/layout.rs"]
+mod layout;
+#[path = "browser/png.rs"]
+mod png;
+#[path = "browser/proxied.rs"]
+mod proxied;
+mod support;
 #[path = "browser/webdriver.rs"]
 mod webdriver;
 
@@ -63,7 +78,7 @@ fn browser_journey() {
     d.type_into("#password", PASSWORD);
     d.type_into("#confirm", PASSWORD);
     d.click("form[action='/register'] button[type=submit]");
-    wait_for_h1(d, &format!("Hello, {NAME}!"));
+    d.wait_for_h1(&format!("Hello, {NAME}!"));
     assert_eq!(d.url(), format!("{base}/"), "a 303 to the home page");
     assert_eq!(d.text_of("span.badge"), "admin");
     assert_eq!(
@@ -75,7 +90,7 @@ fn browser_journey() {
 
     // The notice is one-shot.
     d.refresh();
-    wait_for_h1(d, &format!("Hello, {NAME}!"));
+    d.wait_for_h1(&format!("Hello, {NAME}!"));
     assert_eq!(notice(d), None, "the notice is gone after a reload");
 
     // The cookies as the browser holds them.
@@ -112,7 +127,7 @@ fn browser_journey() {
 
     // The nav's "Log out" button.
     d.click("nav form[action='/logout'] button");
-    wait_for_h1(d, "Welcome");
+    d.wait_for_h1("Welcome");
     assert_eq!(d.url(), format!("{base}/"));
     assert!(d.body_text().contains("You are not logged in."));
     assert_eq!(notice(d).as_deref(), Some("You have been logged out."));
@@ -120,7 +135,7 @@ fn browser_journey() {
 
     // A user page sends an anonymous visitor to the login page.
     d.goto(&format!("{base}/account"));
-    wait_for_h1(d, "Log in");
+    d.wait_for_h1("Log in");
     assert!(
         d.url().ends_with("/login?next=/account"),
         "redirected to {}",
@@ -131,7 +146,7 @@ fn browser_journey() {
 
     // Log in and land on the page asked for.
     log_in(d, PASSWORD);
-    wait_for_h1(d, "Your account");
+    d.wait_for_h1("Your account");
     assert_eq!(d.url(), format!("{base}/account"));
     assert_eq!(d.text_of("table tr:first-child td"), NAME);
     assert!(d.cookie("token").is_some());
@@ -140,7 +155,7 @@ fn browser_journey() {
     // A damaged token cookie: the login page says so and the cookie is cleared.
     set_token(d, "not-a-token");
     d.goto(&format!("{base}/account"));
-    wait_for_h1(d, "Log in");
+    d.wait_for_h1("Log in");
     assert!(d.url().ends_with("/login?next=/account"), "{}", d.url());
     assert_eq!(
         notice(d).as_deref(),
@@ -160,13 +175,13 @@ fn browser_journey() {
 
     // The right one, then a token that expired (signed with the server's own key).
     log_in(d, PASSWORD);
-    wait_for_h1(d, "Your account");
+    d.wait_for_h1("Your account");
     assert_eq!(d.url(), format!("{base}/account"));
     let fresh = d.cookie("token").expect("logged in again");
     let expired = expired_copy(&server, fresh.value());
     set_token(d, &expired);
     d.goto(&format!("{base}/account"));
-    wait_for_h1(d, "Log in");
+    d.wait_for_h1("Log in");
     assert!(d.url().ends_with("/login?next=/account"), "{}", d.url());
     assert_eq!(
         notice(d).as_deref(),
@@ -187,13 +202,6 @@ fn notice(d: &Driver) -> Option<String> {
     let found = d.find_all("div.notice");
     assert!(found.len() <= 1, "more than one notice");
     found.first().map(|n| d.text(n))
-}
-
-/// Waits until the page's heading is `text` (a click's navigation may still run).
-fn wait_for_h1(d: &Driver, text: &str) {
-    d.wait_until(&format!("a page headed {text:?}"), |d| {
-        d.try_texts("h1").is_ok_and(|h| h == [text])
-    });
 }
 
 /// Fills the login form on the current page and clicks its button.
@@ -235,25 +243,16 @@ fn expired_copy(server: &Server, token: &str) -> String {
 fn shoot(d: &Driver, name: &str) -> PathBuf {
     let png = d.screenshot();
     assert!(
-        png.starts_with(b"\x89PNG\r\n\x1a\n"),
-        "{name} is not a PNG: {:?}",
-        &png[..png.len().min(16)]
-    );
-    assert!(
         (5_000..10_000_000).contains(&png.len()),
         "{name} has an odd size: {} bytes",
         png.len()
     );
-    assert_eq!(&png[12..16], b"IHDR", "{name}: no IHDR chunk first");
-    let width = u32::from_be_bytes(png[16..20].try_into().unwrap());
-    let height = u32::from_be_bytes(png[20..24].try_into().unwrap());
+    let png::Size { width, height } = png::check(name, &png);
     assert!(
         (WIDTH / 2..=WIDTH * 2).contains(&width) && (HEIGHT / 4..=HEIGHT * 2).contains(&height),
         "{name} is {width}x{height}"
     );
-    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("test-artifacts");
-    std::fs::create_dir_all(&dir).unwrap();
-    let path = dir.join(name);
+    let path = png::artifacts("").join(name);
     std::fs::write(&path, &png).unwrap();
     path
 }

@@ -9,20 +9,15 @@ mod common;
 mod support;
 
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
 use common::token::timed;
 use common::{Response, Server, TempDir, claims_of, jwt_claims, pct};
 use latchkey::keys::KeyRing;
 use latchkey::token::{Claims, Signer};
-use support::{Client, Nginx, Port, Shipped, add_users, get, http, metric, now};
-
-/// Starts an issuing instance whose store already holds `users` (name, role, password).
-fn issuer_with(users: &[(&str, &str, &str)], env: &[(&str, &str)]) -> Server {
-    let dir = Arc::new(TempDir::new("issuer"));
-    add_users(&dir.path().join("data"), users);
-    Server::start_in(dir, &[], env)
-}
+use support::{
+    Client, Nginx, Port, get, http, metric, now, percent_decode, render_nginx_contrib,
+    server_with_users,
+};
 
 /// Signs `claims` with the issuer's key, as any instance sharing it would.
 fn mint(issuer: &Server, claims: &Claims) -> String {
@@ -34,23 +29,6 @@ fn mint(issuer: &Server, claims: &Claims) -> String {
 /// (`a, b` when nginx tried `a` first and went on to `b`).
 fn last_upstream(value: &str) -> String {
     value.rsplit(", ").next().unwrap_or("").trim().to_string()
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::new();
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' && i + 2 < bytes.len() {
-            let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap();
-            out.push(u8::from_str_radix(hex, 16).unwrap());
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).unwrap()
 }
 
 /// The `next` parameter of a login URL, decoded.
@@ -150,7 +128,7 @@ impl Farm {
             ("LATCHKEY_COOKIE_SECURE", "false"),
             ("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1"),
         ];
-        let issuer = issuer_with(&[("alice", "admin", "alice-password")], &env);
+        let issuer = server_with_users(&[("alice", "admin", "alice-password")], &env);
         let key = issuer.key_file();
         let key = key.to_str().unwrap();
         let login_url = format!("{origin}/login");
@@ -422,51 +400,15 @@ fn verify_only_instances_do_not_extend_a_revoked_token() {
     }
 }
 
-/// `contrib/nginx.conf`, rendered for the test: loopback ports instead of 443 with TLS,
-/// the test's latchkey and stand-in app instead of 8080 and 3000. Every directive else
-/// stays as shipped; each replacement must find its target, so the file and this test
-/// cannot drift apart silently.
+/// `contrib/nginx.conf`, rendered for the test (see [`support::render_nginx_contrib`]):
+/// one latchkey answers both the portal and `/auth`; without `keep_metrics_deny` the
+/// portal's `deny` for /metrics is left out, as an operator might.
 fn render_contrib(port: u16, latchkey: &Server, app_port: u16, keep_metrics_deny: bool) -> String {
-    let mut conf = Shipped::open("contrib/nginx.conf");
-    conf.replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port};"), 2);
-    conf.replace(
-        "server 127.0.0.1:8080;",
-        &format!("server {};", latchkey.addr),
-        2,
-    );
-    conf.replace(
-        "http://127.0.0.1:3000",
-        &format!("http://127.0.0.1:{app_port}"),
-        3,
-    );
-    if !keep_metrics_deny {
-        conf.replace("location = /metrics {\n        deny all;\n    }", "", 1);
-    }
-    let before = conf.text.lines().count();
-    let conf: String = conf
-        .text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("ssl_certificate"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    assert_eq!(
-        before - conf.lines().count(),
-        4,
-        "four ssl_certificate lines"
-    );
-    // The stand-in app: echoes what nginx passed on. It is the upstream, not the gated
-    // location, so `return` is fine here.
-    conf + &format!(
-        r#"
-server {{
-    listen 127.0.0.1:{app_port};
-    location / {{
-        default_type text/plain;
-        return 200 "app: user=[$http_remote_user] name=[$http_remote_name] role=[$http_remote_role] id=[$http_remote_id] amr=[$http_remote_amr] uri=[$request_uri]\n";
-    }}
-}}
-"#
-    )
+    render_nginx_contrib(port, latchkey.addr, latchkey.addr, app_port, |conf| {
+        if !keep_metrics_deny {
+            conf.replace("location = /metrics {\n        deny all;\n    }", "", 1);
+        }
+    })
 }
 
 fn gate_env() -> [(&'static str, &'static str); 4] {
@@ -491,7 +433,7 @@ fn login(c: &mut Client, next: &str, user: &str, password: &str) -> Response {
 #[test]
 #[ignore = "heavy: needs nginx; run by .ci/run"]
 fn contrib_auth_request_gate_protects_an_app() {
-    let latchkey = issuer_with(
+    let latchkey = server_with_users(
         &[
             ("alice", "admin", "alice-password"),
             ("bob", "user", "bob-password"),
@@ -641,7 +583,7 @@ fn contrib_auth_request_gate_protects_an_app() {
 #[test]
 #[ignore = "heavy: needs nginx; run by .ci/run"]
 fn metrics_stay_loopback_only_behind_a_trusted_proxy() {
-    let latchkey = issuer_with(&[], &gate_env());
+    let latchkey = server_with_users(&[], &gate_env());
     let (listen, app) = (Port::reserve(), Port::reserve());
     let conf = render_contrib(listen.port, &latchkey, app.port, false);
     let nginx = Nginx::start(&conf, vec![listen, app]);

@@ -20,12 +20,11 @@ mod webdriver;
 
 use std::path::Path;
 use std::process::Command;
-use std::sync::Arc;
 use std::time::Duration;
 
-use common::{Browser, Response, Server, TempDir, cli, csrf_of, jwt_claims, notice_of, pct};
+use common::{Browser, Response, Server, cli, csrf_of, jwt_claims, notice_of, pct};
 use serde_json::{Value, json};
-use support::{Client, Nginx, Port, Shipped, add_users, now};
+use support::{Client, Nginx, Port, now, render_nginx_contrib, server_with_users};
 
 /// Runs a Python snippet with pyotp imported and `sys.argv[1..]` = `args`; its stdout,
 /// trimmed. Panics with the install line when pyotp is missing.
@@ -175,17 +174,10 @@ fn codes_on(page: &str) -> Vec<String> {
         .collect()
 }
 
-/// A server whose store already holds `users` (name, role, password).
-fn server_with(users: &[(&str, &str, &str)], env: &[(&str, &str)]) -> Server {
-    let dir = Arc::new(TempDir::new("totp"));
-    add_users(&dir.path().join("data"), users);
-    Server::start_in(dir, &[], env)
-}
-
 #[test]
 #[ignore = "heavy: needs python3 with pyotp; run by .ci/run"]
 fn api_enrolment_and_logins_with_pyotp_codes() {
-    let server = server_with(&[("alice", "admin", "alice password")], &[]);
+    let server = server_with_users(&[("alice", "admin", "alice password")], &[]);
     let (secret, codes) = enrol_by_api(&server, "alice", "alice password");
 
     // The password alone is no longer enough.
@@ -263,7 +255,7 @@ fn api_enrolment_and_logins_with_pyotp_codes() {
 #[test]
 #[ignore = "heavy: needs python3 with pyotp; run by .ci/run"]
 fn wrong_codes_are_throttled_like_wrong_passwords() {
-    let server = server_with(
+    let server = server_with_users(
         &[("bob", "user", "bob password")],
         &[("LATCHKEY_THROTTLE_MAX_FAILURES", "3")],
     );
@@ -311,7 +303,7 @@ fn wrong_codes_are_throttled_like_wrong_passwords() {
 #[test]
 #[ignore = "heavy: needs python3 with pyotp; run by .ci/run"]
 fn page_enrolment_two_step_login_and_the_administrators_reset() {
-    let server = server_with(
+    let server = server_with_users(
         &[
             ("root", "admin", "root password"),
             ("carol", "user", "carol password"),
@@ -478,7 +470,7 @@ fn page_enrolment_two_step_login_and_the_administrators_reset() {
 #[test]
 #[ignore = "heavy: needs python3 with pyotp; run by .ci/run"]
 fn the_required_policy_forces_enrolment_before_anything_else() {
-    let server = server_with(
+    let server = server_with_users(
         &[("dora", "user", "dora password")],
         &[("LATCHKEY_TOTP", "required")],
     );
@@ -555,7 +547,7 @@ fn auth_totp_1_directly_and_through_the_nginx_gate() {
         ("LATCHKEY_COOKIE_SECURE", "false"),
         ("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1"),
     ];
-    let latchkey = server_with(&[("erin", "admin", "erin password")], &env);
+    let latchkey = server_with_users(&[("erin", "admin", "erin password")], &env);
     let (listen, app) = (Port::reserve(), Port::reserve());
     let conf = render_contrib_with_totp(listen.port, &latchkey, app.port);
     let nginx = Nginx::start(&conf, vec![listen, app]);
@@ -684,44 +676,17 @@ fn auth_totp_1_directly_and_through_the_nginx_gate() {
 }
 
 /// `contrib/nginx.conf` rendered as `tests/nginx.rs` does (loopback ports, no TLS, the
-/// test's latchkey and stand-in app), with its role-gated part also requiring the second
-/// factor, and an app that echoes the identity headers it receives.
+/// test's latchkey and the echoing stand-in app), with its role-gated part also requiring
+/// the second factor.
 fn render_contrib_with_totp(port: u16, latchkey: &Server, app_port: u16) -> String {
-    let mut conf = Shipped::open("contrib/nginx.conf");
-    conf.replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port};"), 2);
-    conf.replace(
-        "server 127.0.0.1:8080;",
-        &format!("server {};", latchkey.addr),
-        2,
-    );
-    conf.replace(
-        "http://127.0.0.1:3000",
-        &format!("http://127.0.0.1:{app_port}"),
-        3,
-    );
-    conf.replace(
-        "proxy_pass http://latchkey_auth/auth?role=admin;",
-        "proxy_pass http://latchkey_auth/auth?role=admin&totp=1;",
-        1,
-    );
-    conf.expect("proxy_set_header Remote-Amr  $latchkey_amr;", 2);
-    let conf: String = conf
-        .text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with("ssl_certificate"))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    conf + &format!(
-        r#"
-server {{
-    listen 127.0.0.1:{app_port};
-    location / {{
-        default_type text/plain;
-        return 200 "app: user=[$http_remote_user] role=[$http_remote_role] amr=[$http_remote_amr] uri=[$request_uri]\n";
-    }}
-}}
-"#
-    )
+    render_nginx_contrib(port, latchkey.addr, latchkey.addr, app_port, |conf| {
+        conf.replace(
+            "proxy_pass http://latchkey_auth/auth?role=admin;",
+            "proxy_pass http://latchkey_auth/auth?role=admin&totp=1;",
+            1,
+        );
+        conf.expect("proxy_set_header Remote-Amr  $latchkey_amr;", 2);
+    })
 }
 
 /// The zbarimg program (Debian's `zbar-tools`); panics with the install line when missing.

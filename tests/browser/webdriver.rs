@@ -36,6 +36,50 @@ pub struct Driver {
     dir: TempDir,
 }
 
+/// A window size to lay pages out for.
+#[derive(Debug, Clone, Copy)]
+pub struct Viewport {
+    /// For file names: `desktop`, `phone`.
+    pub name: &'static str,
+    pub width: u32,
+    pub height: u32,
+    /// Whether the mobile viewport rules apply (a phone's browser).
+    pub mobile: bool,
+}
+
+/// A desktop browser window.
+pub const DESKTOP: Viewport = Viewport {
+    name: "desktop",
+    width: 1280,
+    height: 800,
+    mobile: false,
+};
+
+/// A phone held upright (the width of an iPhone 12 to 15).
+pub const PHONE: Viewport = Viewport {
+    name: "phone",
+    width: 390,
+    height: 844,
+    mobile: true,
+};
+
+/// The colour scheme a page is asked for (`prefers-color-scheme`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheme {
+    Light,
+    Dark,
+}
+
+impl Scheme {
+    /// The media feature's value, also used in file names.
+    pub fn name(self) -> &'static str {
+        match self {
+            Scheme::Light => "light",
+            Scheme::Dark => "dark",
+        }
+    }
+}
+
 /// A reference to an element of the current page.
 #[derive(Debug, Clone)]
 pub struct Element(String);
@@ -70,6 +114,13 @@ impl Driver {
     /// message when Chromium or chromedriver is not installed: a browser test that was
     /// asked to run must not pass by skipping.
     pub fn start() -> Driver {
+        Driver::start_with(&[])
+    }
+
+    /// [`start`](Driver::start) with more Chromium command-line flags (such as
+    /// `--host-resolver-rules=MAP *.example.com 127.0.0.1`, so names in the shipped proxy
+    /// configs reach loopback).
+    pub fn start_with(extra_args: &[&str]) -> Driver {
         for (path, package) in [(CHROMIUM, "chromium"), (CHROMEDRIVER, "chromium-driver")] {
             assert!(
                 Path::new(path).exists(),
@@ -79,12 +130,41 @@ impl Driver {
         }
         let dir = TempDir::new("browser");
         let log = dir.path().join("chromedriver.log");
-        let (mut child, port) = spawn_chromedriver(&log);
-        if let Err(why) = wait_ready(&mut child, port) {
-            kill_group(&mut child);
-            panic!("chromedriver did not start: {why}\n{}", read_log(&log));
-        }
+        // The free port is chosen before chromedriver binds it, so another program may
+        // take it meanwhile: then chromedriver exits at once, and another port is tried.
+        let mut attempt = 1;
+        let (mut child, port) = loop {
+            let (mut child, port) = spawn_chromedriver(&log);
+            match wait_ready(&mut child, port) {
+                Ok(()) => break (child, port),
+                Err(why) => {
+                    kill_group(&mut child);
+                    let said = read_log(&log);
+                    if attempt < 3 && said.contains("Address already in use") {
+                        attempt += 1;
+                        continue;
+                    }
+                    panic!("chromedriver did not start: {why}\n{said}");
+                }
+            }
+        };
         let profile = dir.path().join("profile");
+        let mut args: Vec<String> = [
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--disable-sync",
+            "--disable-quic",
+            // Docker gives /dev/shm 64 MB, too little for Chromium.
+            "--disable-dev-shm-usage",
+        ]
+        .map(String::from)
+        .to_vec();
+        args.push(format!("--user-data-dir={}", profile.display()));
+        args.extend(extra_args.iter().map(|a| a.to_string()));
         let capabilities = json!({
             "capabilities": {
                 "alwaysMatch": {
@@ -92,19 +172,7 @@ impl Driver {
                     "pageLoadStrategy": "normal",
                     "goog:chromeOptions": {
                         "binary": CHROMIUM,
-                        "args": [
-                            "--headless",
-                            "--no-sandbox",
-                            "--disable-gpu",
-                            "--disable-background-networking",
-                            "--disable-component-update",
-                            "--no-first-run",
-                            "--disable-sync",
-                            "--disable-quic",
-                            // Docker gives /dev/shm 64 MB, too little for Chromium.
-                            "--disable-dev-shm-usage",
-                            format!("--user-data-dir={}", profile.display()),
-                        ],
+                        "args": args,
                     },
                 },
             },
@@ -302,6 +370,66 @@ impl Driver {
         base64::engine::general_purpose::STANDARD
             .decode(data.as_str().unwrap_or_default())
             .expect("the screenshot is base64")
+    }
+
+    /// Runs a Chrome DevTools Protocol command in the session's page through
+    /// chromedriver's `goog/cdp/execute`; its result.
+    pub fn cdp(&self, command: &str, params: Value) -> Value {
+        self.cmd(
+            "POST",
+            "/goog/cdp/execute",
+            Some(&json!({"cmd": command, "params": params})),
+        )
+    }
+
+    /// Lays pages out for `view` (its width and height in CSS pixels, one device pixel
+    /// each; a phone also gets the mobile viewport rules, so `<meta name=viewport>`
+    /// counts) and for the colour `scheme` (`prefers-color-scheme`), from now on, for the
+    /// current page too (it is laid out again, not reloaded).
+    pub fn emulate(&self, view: &Viewport, scheme: Scheme) {
+        self.cdp(
+            "Emulation.setDeviceMetricsOverride",
+            json!({
+                "width": view.width,
+                "height": view.height,
+                "deviceScaleFactor": 1,
+                "mobile": view.mobile,
+            }),
+        );
+        self.cdp(
+            "Emulation.setEmulatedMedia",
+            json!({"features": [{"name": "prefers-color-scheme", "value": scheme.name()}]}),
+        );
+    }
+
+    /// The whole page (not only what the viewport shows), as PNG bytes: `width` CSS
+    /// pixels wide (the emulated viewport's) and as tall as the page.
+    pub fn page_screenshot(&self, width: u32) -> Vec<u8> {
+        let metrics = self.cdp("Page.getLayoutMetrics", json!({}));
+        let viewport = &metrics["cssLayoutViewport"];
+        let content = &metrics["cssContentSize"];
+        let height = content["height"]
+            .as_f64()
+            .unwrap_or(0.0)
+            .max(viewport["clientHeight"].as_f64().unwrap_or(0.0));
+        let shot = self.cdp(
+            "Page.captureScreenshot",
+            json!({
+                "format": "png",
+                "captureBeyondViewport": true,
+                "clip": {"x": 0, "y": 0, "width": width, "height": height, "scale": 1},
+            }),
+        );
+        base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().unwrap_or_default())
+            .expect("the screenshot is base64")
+    }
+
+    /// Waits until the page's one heading is `text` (a click's navigation may still run).
+    pub fn wait_for_h1(&self, text: &str) {
+        self.wait_until(&format!("a page headed {text:?}"), |d| {
+            d.try_texts("h1").is_ok_and(|h| h == [text])
+        });
     }
 
     /// Polls until `ready` holds (navigations started by a click finish on their own

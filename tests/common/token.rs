@@ -98,3 +98,21 @@ pub fn timed(claims: &Claims<'_>, iat: i64, exp: i64, auth_time: i64) -> Claims<
         ..claims.clone().into_owned()
     }
 }
+
+/// A token as PyJWT writes it for the original design (and for any other app holding the
+/// key): the header `{"alg":"HS256","typ":"JWT"}` without `kid`, `payload` as given,
+/// HMAC-SHA256 with `secret`. latchkey checks such tokens with its primary key.
+pub fn without_kid(secret: &[u8], payload: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use hmac::{Hmac, KeyInit, Mac};
+    let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+    let payload = URL_SAFE_NO_PAD.encode(payload.to_string());
+    let input = format!("{header}.{payload}");
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret).expect("any key length");
+    mac.update(input.as_bytes());
+    format!(
+        "{input}.{}",
+        URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
+    )
+}

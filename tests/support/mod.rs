@@ -19,7 +19,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::common::{Conn, Jar, Response, TempDir, cli, csrf_of, encode_form};
+use crate::common::{Conn, Jar, Response, Server, TempDir, cli, csrf_of, encode_form};
 
 pub use crate::common::token::now;
 
@@ -351,6 +351,110 @@ impl Shipped {
         self.expect(from, count);
         self.text = self.text.replace(from, to);
     }
+}
+
+/// `contrib/nginx.conf`, rendered for a test: both servers listen on `127.0.0.1:port` in
+/// plain HTTP (the four `ssl_certificate` lines dropped), the `latchkey` upstream (the
+/// portal) is `portal`, the `latchkey_auth` one (what answers `/auth`) is `auth`, and the
+/// app is [`NGINX_ECHO_APP`] on `app_port`, appended as a server of its own.
+/// `edit` may change more of the shipped text first. Every directive else stays as
+/// shipped; each replacement must find its target, so the file and the tests cannot drift
+/// apart silently.
+pub fn render_nginx_contrib(
+    port: u16,
+    portal: SocketAddr,
+    auth: SocketAddr,
+    app_port: u16,
+    edit: impl FnOnce(&mut Shipped),
+) -> String {
+    let mut conf = Shipped::open("contrib/nginx.conf");
+    conf.replace("listen 443 ssl;", &format!("listen 127.0.0.1:{port};"), 2);
+    conf.replace(
+        "upstream latchkey {\n    server 127.0.0.1:8080;",
+        &format!("upstream latchkey {{\n    server {portal};"),
+        1,
+    );
+    conf.replace(
+        "upstream latchkey_auth {\n    server 127.0.0.1:8080;",
+        &format!("upstream latchkey_auth {{\n    server {auth};"),
+        1,
+    );
+    conf.expect("server 127.0.0.1:8080;", 0);
+    conf.replace(
+        "http://127.0.0.1:3000",
+        &format!("http://127.0.0.1:{app_port}"),
+        3,
+    );
+    edit(&mut conf);
+    let before = conf.text.lines().count();
+    let conf: String = conf
+        .text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("ssl_certificate"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(
+        before - conf.lines().count(),
+        4,
+        "four ssl_certificate lines"
+    );
+    conf + &NGINX_ECHO_APP.replace("APP_PORT", &app_port.to_string())
+}
+
+/// The stand-in app behind the rendered `contrib/nginx.conf`: a server of nginx's own
+/// that answers every request with one line of what it received, the identity headers
+/// as they arrived (`app: user=[…] name=[…] role=[…] id=[…] amr=[…] uri=[…]`). It is the
+/// upstream, not the gated location, so `return` is fine here.
+pub const NGINX_ECHO_APP: &str = r#"
+server {
+    listen 127.0.0.1:APP_PORT;
+    location / {
+        default_type text/plain;
+        return 200 "app: user=[$http_remote_user] name=[$http_remote_name] role=[$http_remote_role] id=[$http_remote_id] amr=[$http_remote_amr] uri=[$request_uri]\n";
+    }
+}
+"#;
+
+/// One `[…]` field of the echo app's line ([`NGINX_ECHO_APP`]), e.g. `field(body, "user")`.
+pub fn echo_field<'a>(body: &'a str, name: &str) -> &'a str {
+    let start = format!("{name}=[");
+    let at = body
+        .find(&start)
+        .unwrap_or_else(|| panic!("no {name}=[…] in the app's answer: {body}"))
+        + start.len();
+    let len = body[at..]
+        .find(']')
+        .unwrap_or_else(|| panic!("{name}=[ is not closed: {body}"));
+    &body[at..at + len]
+}
+
+/// Decodes `%XX` escapes (RFC 3986) into the UTF-8 text they spell; panics on a broken
+/// escape or on bytes that are not UTF-8.
+pub fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s
+                .get(i + 1..i + 3)
+                .unwrap_or_else(|| panic!("a cut escape in {s:?}"));
+            out.push(u8::from_str_radix(hex, 16).unwrap_or_else(|_| panic!("%{hex} in {s:?}")));
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|e| panic!("{s:?} is not UTF-8 encoded: {e}"))
+}
+
+/// Starts latchkey (the fast test settings plus `env`) on a store that already holds
+/// `users` (name, role, password), made with the CLI before the start.
+pub fn server_with_users(users: &[(&str, &str, &str)], env: &[(&str, &str)]) -> Server {
+    let dir = Arc::new(TempDir::new("users"));
+    add_users(&dir.path().join("data"), users);
+    Server::start_in(dir, &[], env)
 }
 
 /// `GET target` with the given `Host` and headers, on a fresh connection (see [`http`]).
