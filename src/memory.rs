@@ -67,10 +67,10 @@ pub fn budget() -> Option<Budget> {
             .filter_map(|dir| read(&dir.join(file)))
             .filter_map(|text| limit_value(&text))
             .min();
-        if let Some(bytes) = lowest {
-            if limit.is_none_or(|l| bytes < l.bytes) {
-                limit = Some(Budget { bytes, source });
-            }
+        if let Some(bytes) = lowest
+            && limit.is_none_or(|l| bytes < l.bytes)
+        {
+            limit = Some(Budget { bytes, source });
         }
     }
     combine(limit, ram)

@@ -43,7 +43,7 @@ pub struct Request {
     /// [`Request::headers`] and [`Request::opaque_headers`], made from `fields` the
     /// first time either is asked for (an application reading [`Request::fields`]
     /// never pays for them).
-    split: OnceLock<SplitHeaders>,
+    split: OnceLock<Box<SplitHeaders>>,
     remote_addr: Option<SocketAddr>,
     body: Cursor<Vec<u8>>,
     body_length: Option<usize>,
@@ -149,7 +149,7 @@ impl Request {
                     Err(_) => opaque.push((field, value.to_vec())),
                 }
             }
-            (headers, opaque)
+            Box::new((headers, opaque))
         })
     }
 
