@@ -125,8 +125,8 @@ pub struct Config {
     pub body_timeout: u64,
     /// Seconds the whole response may take to be written.
     pub send_timeout: u64,
-    /// Connections open at once; `None`: derived at start from the descriptor limit
-    /// (`server::default_max_connections`).
+    /// Connections open at once; `None`: derived at start from the memory budget and
+    /// the descriptor limit (`server::default_max_connections`).
     pub max_connections: Option<usize>,
     /// Connections open at once from one client address (an IPv6 /64 counts as one);
     /// `trusted_proxies` are exempt.
@@ -501,7 +501,7 @@ pub const SETTINGS: &[Setting] = &[
         "max_connections",
         Number,
         Derived {
-            doc: "descriptor limit − max(64, limit / 8), at most 10,000",
+            doc: "a quarter of the memory (the cgroup limit, else the RAM) ÷ (40 KiB + `body_limit`), at most descriptor limit − max(64, limit / 8) and 10,000",
             value: |_, _| None,
         },
         "connections open at once (see [HTTP limits](#http-limits))",

@@ -3,7 +3,7 @@
 //! validate any request without a shared session store.
 //!
 //! Leaves (pure, no HTTP): `token`, `keys`, `password`, `store`, `throttle`,
-//! `metrics`, `config`, `log`. `accounts` holds the account rules on the store and
+//! `metrics`, `config`, `log`, `memory`. `accounts` holds the account rules on the store and
 //! passwords; `auth` builds the login cycle on tokens, keys and the store; `http` and
 //! `pages` are the request/response vocabulary and the HTML; `routes` maps paths to
 //! handlers that call `accounts` and `auth`; `wire` writes replies as bytes; and
@@ -17,6 +17,7 @@ pub mod http;
 pub mod keeper;
 pub mod keys;
 pub mod log;
+pub mod memory;
 pub mod metrics;
 pub mod ops;
 pub mod pages;

@@ -25,6 +25,7 @@ use crate::http::{self, Method, Reply, Request};
 use crate::keeper::{self, Keeper};
 use crate::keys::{self, KeyRing};
 use crate::log::{self, Level};
+use crate::memory;
 use crate::metrics::Metrics;
 use crate::pages;
 use crate::password::Passwords;
@@ -34,7 +35,8 @@ use crate::throttle::Limits;
 use crate::token::{Clock, Validation, Verifier};
 use crate::wire::{self, DateCache, FixedHead, Version};
 
-/// The request headers the handlers read; the others are left out of the view.
+/// The request headers the handlers read; the connection layer keeps no others (it
+/// checks them and drops them), so a request never holds bytes nobody reads.
 const HEADERS_READ: &[&str] = &[
     "cookie",
     "authorization",
@@ -446,12 +448,13 @@ pub fn run(prepared: Prepared, listener: TcpListener) -> Result<(), ServeError> 
     return_large_blocks_to_the_os();
     let signals = block_stop_signals();
     let descriptors = raise_descriptor_limit();
+    let memory = memory::budget();
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Listen("the listening socket".into(), e))?;
     let shared = &prepared.app.shared;
     let fixed = Arc::new(fixed_head(&shared.config));
-    let limits = connection_limits(shared, Arc::clone(&fixed), descriptors);
+    let limits = connection_limits(shared, Arc::clone(&fixed), descriptors, memory);
     let (max_connections, per_address) =
         (limits.max_connections, limits.max_connections_per_address);
     let server = Arc::new(
@@ -497,8 +500,12 @@ pub fn run(prepared: Prepared, listener: TcpListener) -> Result<(), ServeError> 
             .map_err(|e| ServeError::Listen(addr.to_string(), e))?;
         handles.push(handle);
     }
+    let memory = match memory {
+        Some(m) => format!("{} MiB ({})", m.bytes / (1024 * 1024), m.source),
+        None => "unknown".into(),
+    };
     log::info(&format!(
-        "listening on http://{addr} with {} workers{} (at most {max_connections} connections, {per_address} per address; descriptor limit {descriptors})",
+        "listening on http://{addr} with {} workers{} (at most {max_connections} connections, {per_address} per address; descriptor limit {descriptors}; memory {memory})",
         prepared.workers,
         if prepared.app.auth.store().is_some() {
             ""
@@ -545,12 +552,18 @@ fn connection_limits(
     shared: &Arc<Shared>,
     fixed: Arc<FixedHead>,
     descriptors: u64,
+    memory: Option<memory::Budget>,
 ) -> tiny_http::Limits {
     let config = &shared.config;
     let seconds = std::time::Duration::from_secs;
-    let max_connections = config
-        .max_connections
-        .unwrap_or_else(|| default_max_connections(descriptors));
+    let head = tiny_http::HeadLimits::default();
+    let max_connections = config.max_connections.unwrap_or_else(|| {
+        default_max_connections(
+            descriptors,
+            memory.map(|m| m.bytes),
+            connection_cost(&head, config.body_limit),
+        )
+    });
     let counting = Arc::clone(shared);
     let render: tiny_http::RenderRefusal = Arc::new(move |refusal: &tiny_http::Refusal| {
         counting
@@ -589,7 +602,8 @@ fn connection_limits(
         max_connections,
         max_connections_per_address: config.max_connections_per_address,
         max_body: config.body_limit,
-        head: tiny_http::HeadLimits::default(),
+        head,
+        keep_field: Some(Arc::new(is_read_header)),
         exempt: Some(exempt).flatten(),
         render: Some(render),
         notice: Some(notice),
@@ -653,13 +667,39 @@ fn connection_metrics(stats: &tiny_http::Stats, max_connections: usize) -> Strin
     out
 }
 
-/// The default `max_connections` for a descriptor limit `n`: `n` less headroom for the
-/// process's own descriptors (store, log, control socket, the poll) and the refusals
-/// being answered, `max(64, n / 8)`; at least 16 and at most 10,000 (memory: each
-/// connection may hold a request head of up to 32 KiB while it is read).
-pub fn default_max_connections(descriptors: u64) -> usize {
+/// Bytes of memory one connection costs besides its request head and body: its state
+/// in the connection loop (about 0.4 KiB), the kernel's socket (about 2 KiB, outside
+/// the process but on the same host), the offsets of up to 100 header fields and the
+/// allocator's rounding. Measured with `benches/stalled.py` (see README, HTTP limits).
+pub const CONNECTION_OVERHEAD: u64 = 8 * 1024;
+
+/// The most memory one connection can hold, bytes: a whole request head kept
+/// (`head.max_head`, 32 KiB by default) while a body of up to `body_limit` bytes
+/// arrives, and [`CONNECTION_OVERHEAD`]. That is the stalled request of the worst
+/// shape: a connection waiting for anything else (a head, its next request, its
+/// answer to be read) holds less.
+pub fn connection_cost(head: &tiny_http::HeadLimits, body_limit: usize) -> u64 {
+    head.max_head as u64 + body_limit as u64 + CONNECTION_OVERHEAD
+}
+
+/// The default `max_connections`: as many connections as a quarter of the memory
+/// budget (`memory`, bytes: the cgroup's limit or the RAM) holds at `connection_cost`
+/// bytes each, and no more than the descriptor limit `descriptors` allows less headroom
+/// for the process's own descriptors (store, log, control socket, the poll) and the
+/// refusals being answered, `max(64, descriptors / 8)`; at least 16 and at most 10,000.
+/// Without a known budget, only the descriptors count.
+///
+/// A quarter leaves the rest to what else a small host runs, and to latchkey's own
+/// logins (argon2 takes 19 MiB per password hashed at once).
+pub fn default_max_connections(
+    descriptors: u64,
+    memory: Option<u64>,
+    connection_cost: u64,
+) -> usize {
     let headroom = (descriptors / 8).max(64);
-    descriptors.saturating_sub(headroom).clamp(16, 10_000) as usize
+    let by_descriptors = descriptors.saturating_sub(headroom);
+    let by_memory = memory.map_or(u64::MAX, |bytes| bytes / 4 / connection_cost.max(1));
+    by_descriptors.min(by_memory).clamp(16, 10_000) as usize
 }
 
 /// Raises the soft `RLIMIT_NOFILE` to the hard limit (as Go's runtime and most servers
@@ -800,27 +840,27 @@ fn admit(request: &tiny_http::Request) -> Result<(), Refusal> {
         status,
         message: message.to_string(),
     };
-    let opaque = request
-        .opaque_headers()
-        .iter()
-        .map(|(field, value)| (field, value.len()));
     let mut cookie_bytes = 0;
-    for (field, len) in request
-        .headers()
-        .iter()
-        .map(|h| (&h.field, h.value.len()))
-        .chain(opaque)
-    {
-        if field.equiv("cookie") {
-            cookie_bytes += len;
+    for (name, value) in request.fields().iter() {
+        if name.eq_ignore_ascii_case(b"cookie") {
+            cookie_bytes += value.len();
             if cookie_bytes > MAX_COOKIE_BYTES {
                 return Err(refuse(431, "The Cookie header is too large."));
             }
-        } else if field.equiv("authorization") && len > MAX_AUTHORIZATION_BYTES {
+        } else if name.eq_ignore_ascii_case(b"authorization")
+            && value.len() > MAX_AUTHORIZATION_BYTES
+        {
             return Err(refuse(431, "The Authorization header is too large."));
         }
     }
     Ok(())
+}
+
+/// Whether the handlers read the header `name` (one of [`HEADERS_READ`]).
+fn is_read_header(name: &[u8]) -> bool {
+    HEADERS_READ
+        .iter()
+        .any(|read| name.eq_ignore_ascii_case(read.as_bytes()))
 }
 
 /// The handlers' view of an admitted request: it borrows the path and the header
@@ -829,7 +869,8 @@ fn admit(request: &tiny_http::Request) -> Result<(), Refusal> {
 /// A header holding obs-text (bytes above 0x7F, RFC 9110 §5.5) is opaque: a `Cookie`
 /// header is read as lossy UTF-8, so that the token cookie is found beside another
 /// app's `city=São Paulo` on the same domain; any other header the handlers read is
-/// treated as absent when it holds obs-text.
+/// treated as absent when it holds obs-text. The ASCII values come first, in arrival
+/// order, then the opaque cookies.
 fn view(request: &tiny_http::Request, body: Vec<u8>) -> Request<'_> {
     let method = match request.method() {
         tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
@@ -841,18 +882,30 @@ fn view(request: &tiny_http::Request, body: Vec<u8>) -> Request<'_> {
     req.body = body;
     // Room for the usual few (cookie, host, origin, content type) without regrowing.
     req.headers.reserve_exact(4);
-    for header in request.headers() {
-        if let Some(name) = HEADERS_READ.iter().find(|n| header.field.equiv(n)) {
-            req.headers
-                .push((Cow::Borrowed(name), Cow::Borrowed(header.value.as_str())));
+    let fields = request.fields();
+    let mut opaque = false;
+    for (name, value) in fields.iter() {
+        let Some(read) = HEADERS_READ
+            .iter()
+            .find(|read| name.eq_ignore_ascii_case(read.as_bytes()))
+        else {
+            continue;
+        };
+        match std::str::from_utf8(value) {
+            Ok(text) if text.is_ascii() => {
+                req.headers.push((Cow::Borrowed(read), Cow::Borrowed(text)));
+            }
+            _ => opaque = true,
         }
     }
-    for (field, value) in request.opaque_headers() {
-        if field.equiv("cookie") {
-            req.headers.push((
-                Cow::Borrowed("cookie"),
-                Cow::Owned(String::from_utf8_lossy(value).into_owned()),
-            ));
+    if opaque {
+        for (name, value) in fields.iter() {
+            if name.eq_ignore_ascii_case(b"cookie") && !value.is_ascii() {
+                req.headers.push((
+                    Cow::Borrowed("cookie"),
+                    Cow::Owned(String::from_utf8_lossy(value).into_owned()),
+                ));
+            }
         }
     }
     req
@@ -1092,6 +1145,59 @@ fn access_line(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn a_connection_costs_a_head_a_body_and_its_overhead() {
+        let head = tiny_http::HeadLimits::default();
+        // The defaults: 32 KiB head, 16 KiB body, 8 KiB overhead.
+        assert_eq!(connection_cost(&head, 16 * 1024), 56 * 1024);
+        assert_eq!(
+            connection_cost(&head, 1024 * 1024),
+            32 * 1024 + 1024 * 1024 + CONNECTION_OVERHEAD
+        );
+    }
+
+    #[test]
+    fn the_default_max_connections_follows_memory_and_descriptors() {
+        let cost = connection_cost(&tiny_http::HeadLimits::default(), 16 * 1024);
+        // A 512 MiB budget (a cgroup's MemoryMax=512M): a quarter, 128 MiB, at 56 KiB.
+        assert_eq!(default_max_connections(16_384, Some(512 * MIB), cost), 2340);
+        // A 512 MB VPS whose MemTotal is 480 MiB.
+        assert_eq!(default_max_connections(16_384, Some(480 * MIB), cost), 2194);
+        // Plenty of memory: the descriptors decide, and the ceiling.
+        assert_eq!(
+            default_max_connections(16_384, Some(24 * 1024 * MIB), cost),
+            10_000
+        );
+        assert_eq!(
+            default_max_connections(1024, Some(24 * 1024 * MIB), cost),
+            896
+        );
+        assert_eq!(default_max_connections(1024, Some(512 * MIB), cost), 896);
+        assert_eq!(default_max_connections(4096, Some(2048 * MIB), cost), 3584);
+        // No known budget: the descriptors alone, as before.
+        assert_eq!(default_max_connections(16_384, None, cost), 10_000);
+        assert_eq!(default_max_connections(1024, None, cost), 896);
+        // A tiny budget or a huge body limit still leaves a few connections.
+        assert_eq!(default_max_connections(16_384, Some(16 * MIB), cost), 73);
+        let huge_bodies = connection_cost(&tiny_http::HeadLimits::default(), 16 * 1024 * 1024);
+        assert_eq!(
+            default_max_connections(16_384, Some(512 * MIB), huge_bodies),
+            16
+        );
+        assert_eq!(default_max_connections(64, None, cost), 16);
+        assert_eq!(default_max_connections(0, Some(0), 0), 16);
+    }
+
+    #[test]
+    fn read_headers_are_kept_and_others_dropped() {
+        assert!(is_read_header(b"Cookie"));
+        assert!(is_read_header(b"X-Forwarded-For"));
+        assert!(!is_read_header(b"User-Agent"));
+        assert!(!is_read_header(b"Cookie2"));
+    }
 
     #[test]
     fn access_lines_cannot_be_forged_through_the_path() {

@@ -11,11 +11,10 @@
 //! nothing that follows on the connection can be trusted to start a request.
 
 use std::borrow::Cow;
+use std::fmt;
 use std::str::FromStr;
 
-use ascii::AsciiString;
-
-use crate::common::{HTTPVersion, Header, HeaderField, Method};
+use crate::common::{HTTPVersion, Method};
 
 /// Size limits on a request head, in bytes and fields.
 #[derive(Debug, Clone, Copy)]
@@ -62,11 +61,9 @@ pub struct Head {
     pub target: String,
     /// HTTP/1.0 or HTTP/1.1 (any other version is refused).
     pub version: HTTPVersion,
-    /// The header fields whose values are ASCII, in arrival order.
-    pub headers: Vec<Header>,
-    /// The header fields whose values hold obs-text (bytes 0x80-0xFF), kept as opaque
-    /// bytes (RFC 9110 §5.5): tiny_http's `Header` holds ASCII only.
-    pub opaque_headers: Vec<(HeaderField, Vec<u8>)>,
+    /// The header fields kept (all of them, or those the `keep` test of
+    /// [`parse_head_keeping`] accepted), in arrival order; values may hold obs-text.
+    pub fields: Fields,
     /// How the body is framed.
     pub body: BodyFraming,
     /// Whether the connection must close after the answer: `Connection: close`,
@@ -76,6 +73,209 @@ pub struct Head {
     /// Whether the client sent `Expect: 100-continue` and waits for `100 Continue`
     /// before sending the body (ignored for HTTP/1.0, RFC 9110 §10.1.1).
     pub expect_continue: bool,
+}
+
+/// The header fields of a request, kept compactly: every name and value in one buffer of
+/// exactly their size, in arrival order, and where each ends.
+///
+/// A field costs its bytes and 8 more. As tiny_http's `Header`s each field cost two
+/// allocations and 48 bytes besides (about 100 bytes for a one-byte field), so a head
+/// of many small fields held several times its size while its body was awaited.
+/// Names are tokens (RFC 9110 §5.6.2, so ASCII), as sent; values are trimmed of
+/// surrounding whitespace and may hold obs-text (bytes 0x80-0xFF, RFC 9110 §5.5).
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Fields {
+    bytes: Box<[u8]>,
+    /// For each field, where its name and then its value end in `bytes`.
+    ends: Box<[(u32, u32)]>,
+}
+
+/// Where one kept field is in the input its head was parsed from: its name's and its
+/// value's byte ranges, `(start, end)`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FieldSpan {
+    name: (u32, u32),
+    value: (u32, u32),
+}
+
+/// Where a head's kept fields are in its input, in arrival order (see [`scan_head`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldSpans(Vec<FieldSpan>);
+
+impl FieldSpans {
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no field was kept.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The bytes the fields' names and values take.
+    fn total(&self) -> usize {
+        self.0
+            .iter()
+            .map(|f| (f.name.1 - f.name.0) as usize + (f.value.1 - f.value.0) as usize)
+            .sum()
+    }
+
+    /// Whether moving every name and value towards the start of the input, in order,
+    /// never writes over bytes still to be moved (true unless a value comes from
+    /// before a field already moved: the authority of an absolute-form target).
+    fn compact_in_order(&self) -> bool {
+        let mut at = 0u32;
+        for f in &self.0 {
+            for (start, end) in [f.name, f.value] {
+                if start < at {
+                    return false;
+                }
+                at += end - start;
+            }
+        }
+        true
+    }
+}
+
+impl Fields {
+    /// The fields `(name, value)` given, in that order. Offsets are 32-bit: `None` when
+    /// the names and values come to 4 GiB or more.
+    pub fn new<'a, I>(fields: I) -> Option<Fields>
+    where
+        I: IntoIterator<Item = (&'a [u8], &'a [u8])>,
+        I::IntoIter: Clone,
+    {
+        let fields = fields.into_iter();
+        let (mut total, mut count) = (0usize, 0usize);
+        for (name, value) in fields.clone() {
+            total = total.checked_add(name.len())?.checked_add(value.len())?;
+            count += 1;
+        }
+        u32::try_from(total).ok()?;
+        let mut bytes = Vec::with_capacity(total);
+        let mut ends = Vec::with_capacity(count);
+        for (name, value) in fields {
+            bytes.extend_from_slice(name);
+            let name_end = bytes.len() as u32;
+            bytes.extend_from_slice(value);
+            ends.push((name_end, bytes.len() as u32));
+        }
+        Some(Fields {
+            bytes: bytes.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
+        })
+    }
+
+    /// The fields at `spans` of `input`, copied into a buffer of their size.
+    pub fn gather(input: &[u8], spans: &FieldSpans) -> Fields {
+        let range = |(start, end): (u32, u32)| &input[start as usize..end as usize];
+        let mut bytes = Vec::with_capacity(spans.total());
+        let mut ends = Vec::with_capacity(spans.len());
+        for f in &spans.0 {
+            bytes.extend_from_slice(range(f.name));
+            let name_end = bytes.len() as u32;
+            bytes.extend_from_slice(range(f.value));
+            ends.push((name_end, bytes.len() as u32));
+        }
+        Fields {
+            bytes: bytes.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    /// The fields at `spans` of `buffer` (the input of [`scan_head`], from its first
+    /// byte), moved together inside `buffer`, which is then cut to their size: the
+    /// memory the head arrived in becomes the fields' (a shrinking reallocation stays
+    /// in place), with no second buffer of its size and no hole left behind.
+    pub fn compact(mut buffer: Vec<u8>, spans: &FieldSpans) -> Fields {
+        if !spans.compact_in_order() {
+            return Fields::gather(&buffer, spans);
+        }
+        let mut at = 0usize;
+        let mut ends = Vec::with_capacity(spans.len());
+        for f in &spans.0 {
+            let mut move_down = |(start, end): (u32, u32)| {
+                buffer.copy_within(start as usize..end as usize, at);
+                at += (end - start) as usize;
+                at as u32
+            };
+            let name_end = move_down(f.name);
+            let value_end = move_down(f.value);
+            ends.push((name_end, value_end));
+        }
+        buffer.truncate(at);
+        Fields {
+            bytes: buffer.into_boxed_slice(),
+            ends: ends.into_boxed_slice(),
+        }
+    }
+
+    /// The number of fields.
+    pub fn len(&self) -> usize {
+        self.ends.len()
+    }
+
+    /// Whether there is no field.
+    pub fn is_empty(&self) -> bool {
+        self.ends.is_empty()
+    }
+
+    /// Every field as `(name, value)`, in arrival order.
+    pub fn iter(&self) -> impl Iterator<Item = (&[u8], &[u8])> + Clone + '_ {
+        let mut start = 0usize;
+        self.ends.iter().map(move |&(name_end, value_end)| {
+            let (name_end, value_end) = (name_end as usize, value_end as usize);
+            let field = (
+                &self.bytes[start..name_end],
+                &self.bytes[name_end..value_end],
+            );
+            start = value_end;
+            field
+        })
+    }
+
+    /// The value of the first field named `name` (compared without regard to case).
+    pub fn get(&self, name: &str) -> Option<&[u8]> {
+        self.iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name.as_bytes()))
+            .map(|(_, v)| v)
+    }
+
+    /// The bytes held for the fields (names, values and their offsets).
+    pub fn heap_bytes(&self) -> usize {
+        self.bytes.len() + self.ends.len() * std::mem::size_of::<(u32, u32)>()
+    }
+}
+
+impl fmt::Debug for Fields {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list()
+            .entries(self.iter().map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            }))
+            .finish()
+    }
+}
+
+/// Makes room in `buf` for `additional` more bytes: by doubling, as `Vec` does, so
+/// that a body arriving in many reads is copied only a few times, but never past
+/// `cap` (a declared length or the body limit) unless the bytes themselves need it,
+/// and from at least 1 KiB. A body buffer so ends at its length, and one that stalls
+/// holds at most twice what arrived, never what was merely announced.
+pub fn reserve_within(buf: &mut Vec<u8>, additional: usize, cap: usize) {
+    let needed = buf.len().saturating_add(additional);
+    if needed <= buf.capacity() {
+        return;
+    }
+    let target = needed
+        .max(buf.capacity().saturating_mul(2))
+        .max(1024)
+        .min(cap.max(needed));
+    buf.reserve_exact(target - buf.len());
 }
 
 /// A request the connection layer answers itself, then closes the connection.
@@ -164,6 +364,56 @@ const MAX_LEADING_EMPTY_LINES: usize = 8;
 /// (see `body_framing` for the Transfer-Encoding and Content-Length rules); `Expect`
 /// other than `100-continue` gets 417.
 pub fn parse_head(input: &[u8], limits: &HeadLimits) -> HeadOutcome {
+    parse_head_keeping(input, limits, &|_| true)
+}
+
+/// [`parse_head`], keeping in [`Head::fields`] only the fields whose name `keep`
+/// accepts: the others are checked by every rule above (and read for the framing when
+/// they frame) but not kept, so that a request does not hold the bytes of fields its
+/// application never reads while its body is awaited or a worker has it.
+pub fn parse_head_keeping(
+    input: &[u8],
+    limits: &HeadLimits,
+    keep: &dyn Fn(&[u8]) -> bool,
+) -> HeadOutcome {
+    match scan_head(input, limits, keep) {
+        Scanned::Partial => HeadOutcome::Partial,
+        Scanned::Refused(refusal) => HeadOutcome::Refused(refusal),
+        Scanned::Complete {
+            mut head,
+            fields,
+            len,
+        } => {
+            head.fields = Fields::gather(input, &fields);
+            HeadOutcome::Complete { head, len }
+        }
+    }
+}
+
+/// What [`scan_head`] made of the bytes received so far: [`HeadOutcome`], with the kept
+/// fields of a complete head still in the input.
+#[derive(Debug)]
+pub enum Scanned {
+    /// More bytes are needed (and the limits are not exceeded yet).
+    Partial,
+    /// A complete head taking the first `len` bytes of the input.
+    Complete {
+        /// The head; its `fields` are empty.
+        head: Head,
+        /// Where the kept fields are in the input, for [`Fields::gather`] or
+        /// [`Fields::compact`].
+        fields: FieldSpans,
+        /// Bytes of the input it took.
+        len: usize,
+    },
+    /// The head breaks a rule or a limit: answer with this and close.
+    Refused(Refusal),
+}
+
+/// [`parse_head_keeping`] without gathering the kept fields: the connection loop moves
+/// them together inside the buffer they arrived in ([`Fields::compact`]), so that a
+/// head costs no second allocation of its size.
+pub fn scan_head(input: &[u8], limits: &HeadLimits, keep: &dyn Fn(&[u8]) -> bool) -> Scanned {
     // Leading empty lines.
     let mut start = 0;
     let mut skipped = 0;
@@ -173,7 +423,7 @@ pub fn parse_head(input: &[u8], limits: &HeadLimits) -> HeadOutcome {
                 start += 2;
                 skipped += 1;
             }
-            [b'\r'] | [] => return HeadOutcome::Partial,
+            [b'\r'] | [] => return Scanned::Partial,
             _ => break,
         }
     }
@@ -182,29 +432,27 @@ pub fn parse_head(input: &[u8], limits: &HeadLimits) -> HeadOutcome {
     let Some(lf) = find_lf(&input[start..]) else {
         let line = &input[start..];
         if line.len() > limits.max_line {
-            return HeadOutcome::Refused(
+            return Scanned::Refused(
                 Refusal::new(414, LINE_TOO_LONG).at(Some(target_prefix(line))),
             );
         }
         // A version that cannot become 1.0 or 1.1 is refused without waiting.
         return match early_refusal(line) {
-            Some(r) => HeadOutcome::Refused(r),
-            None => HeadOutcome::Partial,
+            Some(r) => Scanned::Refused(r),
+            None => Scanned::Partial,
         };
     };
     let line_end = start + lf;
     if line_end == start || input[line_end - 1] != b'\r' {
-        return HeadOutcome::Refused(Refusal::new(400, BARE_LF));
+        return Scanned::Refused(Refusal::new(400, BARE_LF));
     }
     let line = &input[start..line_end - 1];
     if line.len() > limits.max_line {
-        return HeadOutcome::Refused(
-            Refusal::new(414, LINE_TOO_LONG).at(Some(target_prefix(line))),
-        );
+        return Scanned::Refused(Refusal::new(414, LINE_TOO_LONG).at(Some(target_prefix(line))));
     }
     let (method, raw_target, version) = match parse_request_line(line) {
         Ok(parts) => parts,
-        Err(refusal) => return HeadOutcome::Refused(refusal),
+        Err(refusal) => return Scanned::Refused(refusal),
     };
 
     // Header fields.
@@ -212,20 +460,18 @@ pub fn parse_head(input: &[u8], limits: &HeadLimits) -> HeadOutcome {
     let mut pos = line_end + 1;
     let head_end = loop {
         if pos - start > limits.max_head {
-            return HeadOutcome::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
+            return Scanned::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
         }
         let Some(lf) = find_lf(&input[pos..]) else {
             let partial = input.len() - pos;
             if partial > limits.max_line + 1 || input.len() - start > limits.max_head {
-                return HeadOutcome::Refused(
-                    Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)),
-                );
+                return Scanned::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
             }
-            return HeadOutcome::Partial;
+            return Scanned::Partial;
         };
         let end = pos + lf;
         if end == pos || input[end - 1] != b'\r' {
-            return HeadOutcome::Refused(Refusal::new(400, BARE_LF).at(Some(raw_target)));
+            return Scanned::Refused(Refusal::new(400, BARE_LF).at(Some(raw_target)));
         }
         let field_line = &input[pos..end - 1];
         pos = end + 1;
@@ -233,25 +479,51 @@ pub fn parse_head(input: &[u8], limits: &HeadLimits) -> HeadOutcome {
             break pos;
         }
         if field_line.len() > limits.max_line || pos - start > limits.max_head {
-            return HeadOutcome::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
+            return Scanned::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
         }
         if fields.len() == limits.max_fields {
-            return HeadOutcome::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
+            return Scanned::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
         }
         match parse_field_line(field_line) {
             Ok(field) => fields.push(field),
             Err(message) => {
-                return HeadOutcome::Refused(Refusal::new(400, message).at(Some(raw_target)));
+                return Scanned::Refused(Refusal::new(400, message).at(Some(raw_target)));
             }
         }
     };
 
+    if u32::try_from(head_end).is_err() {
+        return Scanned::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
+    }
     match interpret(method, raw_target, version, &fields) {
-        Ok(head) => HeadOutcome::Complete {
-            head,
-            len: head_end,
-        },
-        Err(refusal) => HeadOutcome::Refused(refusal.at(Some(raw_target))),
+        Ok((head, authority)) => {
+            // Where each kept field is in the input; the Host value of an
+            // absolute-form target is its authority, in the request line.
+            let at = |part: &[u8]| {
+                let from = part.as_ptr() as usize - input.as_ptr() as usize;
+                (from as u32, (from + part.len()) as u32)
+            };
+            let kept = fields
+                .iter()
+                .filter(|(name, _)| keep(name))
+                .map(|&(name, value)| {
+                    let value = match authority {
+                        Some(auth) if is_named(name, "host") => auth,
+                        _ => value,
+                    };
+                    FieldSpan {
+                        name: at(name),
+                        value: at(value),
+                    }
+                })
+                .collect();
+            Scanned::Complete {
+                head,
+                fields: FieldSpans(kept),
+                len: head_end,
+            }
+        }
+        Err(refusal) => Scanned::Refused(refusal.at(Some(raw_target))),
     }
 }
 
@@ -376,14 +648,15 @@ fn list_elements(value: &[u8]) -> impl Iterator<Item = &[u8]> {
         .filter(|e| !e.is_empty())
 }
 
-/// Builds the [`Head`] from the parsed parts: Host, target form, body framing,
-/// connection persistence and expectations.
-fn interpret(
+/// Builds the [`Head`] from the parsed parts (Host, target form, body framing,
+/// connection persistence and expectations), its fields left empty, and gives the
+/// authority of an absolute-form target, which replaces the Host value.
+fn interpret<'a>(
     method: Method,
-    raw_target: &[u8],
+    raw_target: &'a [u8],
     version: HTTPVersion,
-    fields: &[(&[u8], &[u8])],
-) -> Result<Head, Refusal> {
+    fields: &[(&'a [u8], &'a [u8])],
+) -> Result<(Head, Option<&'a [u8]>), Refusal> {
     let http11 = version == HTTPVersion(1, 1);
 
     // Host (RFC 9112 §3.2) and the target's form (§3.2.1-3.2.4).
@@ -430,33 +703,16 @@ fn interpret(
         close = true;
     }
 
-    let mut headers = Vec::with_capacity(fields.len());
-    let mut opaque_headers = Vec::new();
-    for (name, value) in fields {
-        // Names are tchar (ASCII); checked above.
-        let Ok(field) = HeaderField::from_bytes(name.to_vec()) else {
-            return Err(Refusal::new(400, BAD_FIELD));
-        };
-        let value: &[u8] = match authority {
-            Some(auth) if is_named(name, "host") => auth,
-            _ => value,
-        };
-        match AsciiString::from_ascii(value.to_vec()) {
-            Ok(value) => headers.push(Header { field, value }),
-            Err(_) => opaque_headers.push((field, value.to_vec())),
-        }
-    }
-
-    Ok(Head {
+    let head = Head {
         method,
         target,
         version,
-        headers,
-        opaque_headers,
+        fields: Fields::default(),
         body,
         close: close || framing_close,
         expect_continue: expect_continue && body != BodyFraming::None,
-    })
+    };
+    Ok((head, authority))
 }
 
 /// The target in the form the workers see, and the authority of an absolute-form
@@ -751,6 +1007,7 @@ impl ChunkedDecoder {
                 }
                 ChunkState::Data { left } => {
                     let take = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    reserve_within(out, take, limit);
                     out.extend_from_slice(&input[i..i + take]);
                     let left = left - take as u64;
                     self.state = if left == 0 {
@@ -850,11 +1107,122 @@ mod tests {
         }
     }
 
+    /// The first value of `name`, when it is ASCII (as tiny_http's `Header` holds it).
     fn value<'a>(head: &'a Head, name: &'static str) -> Option<&'a str> {
-        head.headers
+        head.fields
+            .get(name)
+            .filter(|v| v.is_ascii())
+            .and_then(|v| std::str::from_utf8(v).ok())
+    }
+
+    /// The head of `input` scanned keeping the fields `keep` accepts, with the spans.
+    fn scanned(input: &[u8], keep: &dyn Fn(&[u8]) -> bool) -> (Head, FieldSpans, usize) {
+        match scan_head(input, &HeadLimits::default(), keep) {
+            Scanned::Complete { head, fields, len } => (head, fields, len),
+            other => panic!("{:?}: {other:?}", String::from_utf8_lossy(input)),
+        }
+    }
+
+    fn pairs(fields: &Fields) -> Vec<(String, String)> {
+        fields
             .iter()
-            .find(|h| h.field.equiv(name))
-            .map(|h| h.value.as_str())
+            .map(|(n, v)| {
+                (
+                    String::from_utf8_lossy(n).into_owned(),
+                    String::from_utf8_lossy(v).into_owned(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn unkept_fields_are_checked_and_framed_but_not_kept() {
+        let cookie_only = |name: &[u8]| name.eq_ignore_ascii_case(b"cookie");
+        let input = "POST /login HTTP/1.1\r\nHost: x\r\nX-Pad: aaaa\r\nContent-Length: 3\r\n\
+                     COOKIE:  a=1 \r\nUser-Agent: t\r\ncookie: b=2\r\n\r\nabc";
+        let (head, fields, len) = scanned(input.as_bytes(), &cookie_only);
+        assert_eq!(head.body, BodyFraming::Length(3));
+        assert_eq!(&input.as_bytes()[len..], b"abc");
+        let kept = Fields::gather(input.as_bytes(), &fields);
+        assert_eq!(
+            pairs(&kept),
+            [
+                ("COOKIE".into(), "a=1".into()),
+                ("cookie".into(), "b=2".into())
+            ]
+        );
+        assert_eq!(kept.get("Cookie"), Some(&b"a=1"[..]));
+        assert_eq!(kept.heap_bytes(), "COOKIEa=1cookieb=2".len() + 2 * 8);
+        // The rules still apply to fields nobody keeps.
+        let keep_none = |_: &[u8]| false;
+        for bad in [
+            &b"GET / HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n"[..],
+            b"GET / HTTP/1.1\r\nHost: x\r\nX-A: a\r\n folded\r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: x\r\nBad Name: a\r\n\r\n",
+            b"GET / HTTP/1.1\r\nX-A: a\r\n\r\n",
+        ] {
+            assert!(
+                matches!(
+                    scan_head(bad, &HeadLimits::default(), &keep_none),
+                    Scanned::Refused(_)
+                ),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
+        }
+    }
+
+    #[test]
+    fn fields_compacted_in_their_buffer_equal_a_copy() {
+        let inputs: [&[u8]; 4] = [
+            b"GET / HTTP/1.1\r\nHost: x\r\nA: 1\r\nB:\r\nC: caf\xe9 \r\n\r\n",
+            b"GET / HTTP/1.1\r\nHost: example.org\r\n\r\nGET /next HTTP/1.1\r\n",
+            // The authority of an absolute-form target is the Host value: it comes from
+            // before the fields, so compacting falls back to a copy.
+            b"GET http://a.example/p HTTP/1.1\r\nX-A: 1\r\nHost: a.example\r\n\r\n",
+            b"\r\n\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n",
+        ];
+        for input in inputs {
+            let all = |_: &[u8]| true;
+            let short = |n: &[u8]| n.len() == 1;
+            for keep in [&all as &dyn Fn(&[u8]) -> bool, &short] {
+                let (_, spans, len) = scanned(input, keep);
+                let copied = Fields::gather(input, &spans);
+                let compacted = Fields::compact(input[..len].to_vec(), &spans);
+                assert_eq!(compacted, copied, "{:?}", String::from_utf8_lossy(input));
+                assert_eq!(compacted.heap_bytes(), copied.heap_bytes());
+            }
+        }
+        let (_, spans, len) = scanned(inputs[2], &|_| true);
+        let fields = Fields::compact(inputs[2][..len].to_vec(), &spans);
+        assert_eq!(fields.get("host"), Some(&b"a.example"[..]));
+        // Built from pairs, the same.
+        let made = Fields::new([(&b"A"[..], &b"1"[..]), (b"B", b"")]).unwrap();
+        assert_eq!(
+            pairs(&made),
+            [("A".into(), "1".into()), ("B".into(), "".into())]
+        );
+        assert!(Fields::default().is_empty());
+    }
+
+    #[test]
+    fn a_body_buffer_grows_with_what_arrives_and_never_past_its_cap() {
+        let mut body = Vec::new();
+        reserve_within(&mut body, 1, 16 * 1024);
+        assert_eq!(body.capacity(), 1024, "from 1 KiB");
+        body.resize(1024, 0);
+        reserve_within(&mut body, 1, 16 * 1024);
+        assert_eq!(body.capacity(), 2048, "by doubling");
+        body.resize(10_000, 0);
+        reserve_within(&mut body, 1, 10_001);
+        assert_eq!(body.capacity(), 10_001, "never past the cap");
+        // A cap below what the bytes need gives way to the bytes.
+        let mut small = Vec::new();
+        reserve_within(&mut small, 5000, 100);
+        assert_eq!(small.capacity(), 5000);
+        // Nothing to do when there is room.
+        reserve_within(&mut small, 10, 100);
+        assert_eq!(small.capacity(), 5000);
     }
 
     #[test]
@@ -1010,12 +1378,16 @@ mod tests {
     fn obs_text_is_kept_as_opaque_bytes() {
         let (h, _) = head("GET / HTTP/1.1\r\nHost: x\r\nCookie: city=São Paulo; token=t\r\n\r\n");
         assert_eq!(value(&h, "cookie"), None);
-        assert_eq!(h.opaque_headers.len(), 1);
-        assert!(h.opaque_headers[0].0.equiv("cookie"));
-        assert_eq!(h.opaque_headers[0].1, "city=São Paulo; token=t".as_bytes());
+        assert_eq!(h.fields.len(), 2);
+        assert_eq!(
+            h.fields.get("cookie"),
+            Some("city=São Paulo; token=t".as_bytes())
+        );
         let latin1 = b"GET / HTTP/1.1\r\nHost: x\r\nX-Original-URL: /caf\xe9\r\n\r\n";
         match parse_head(latin1, &HeadLimits::default()) {
-            HeadOutcome::Complete { head, .. } => assert_eq!(head.opaque_headers[0].1, b"/caf\xe9"),
+            HeadOutcome::Complete { head, .. } => {
+                assert_eq!(head.fields.get("x-original-url"), Some(&b"/caf\xe9"[..]))
+            }
             other => panic!("{other:?}"),
         }
     }

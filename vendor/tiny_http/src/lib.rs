@@ -39,7 +39,7 @@ use std::time::{Duration, Instant};
 
 pub use common::{HTTPVersion, Header, HeaderField, Method, StatusCode};
 pub use connection::ListenAddr;
-pub use framing::{HeadLimits, Refusal};
+pub use framing::{Fields, HeadLimits, Refusal};
 pub use request::Request;
 pub use response::{Response, ResponseBox};
 pub use test::TestRequest;
@@ -61,6 +61,12 @@ pub type RenderRefusal = Arc<dyn Fn(&Refusal) -> Vec<u8> + Send + Sync>;
 /// Says whether a client address is exempt from `max_connections_per_address` (a
 /// trusted proxy, through which many clients arrive from one address).
 pub type ExemptAddress = Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
+/// Says whether the application reads a request header field, given its name as sent
+/// (compare without regard to case). Fields it does not read are checked like any other
+/// but not kept: a request then holds only the bytes of fields someone will read, while
+/// its body is awaited and while a worker has it.
+pub type KeepField = Arc<dyn Fn(&[u8]) -> bool + Send + Sync>;
 
 /// Receives the loop's notices (accept trouble starting and ending, a panic handled),
 /// one line each, once per episode.
@@ -99,6 +105,8 @@ pub struct Limits {
     pub max_body: usize,
     /// Size limits on the request head.
     pub head: HeadLimits,
+    /// Which header fields requests keep (see [`KeepField`]); every field when `None`.
+    pub keep_field: Option<KeepField>,
     /// Addresses exempt from `max_connections_per_address`.
     pub exempt: Option<ExemptAddress>,
     /// How refusals are answered; plain text when `None`.
@@ -109,7 +117,8 @@ pub struct Limits {
 
 impl Default for Limits {
     /// 10 s for the head, the body and the answer, 30 s idle, 1,000 connections and 64
-    /// per address, 1 MiB bodies, the default head limits, no hooks.
+    /// per address, 1 MiB bodies, the default head limits, every header field kept, no
+    /// hooks.
     fn default() -> Limits {
         Limits {
             header_timeout: Duration::from_secs(10),
@@ -120,6 +129,7 @@ impl Default for Limits {
             max_connections_per_address: 64,
             max_body: 1024 * 1024,
             head: HeadLimits::default(),
+            keep_field: None,
             exempt: None,
             render: None,
             notice: None,

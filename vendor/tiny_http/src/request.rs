@@ -6,8 +6,11 @@
 use std::fmt;
 use std::io::{Cursor, Error as IoError, Read};
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
+use ascii::AsciiString;
+
+use crate::framing::Fields;
 use crate::run::Hub;
 use crate::{HTTPVersion, Header, HeaderField, Method, Response, StatusCode};
 
@@ -35,14 +38,21 @@ pub struct Request {
     method: Method,
     path: String,
     http_version: HTTPVersion,
-    headers: Vec<Header>,
-    opaque_headers: Vec<(HeaderField, Vec<u8>)>,
+    /// The header fields as read, compactly.
+    fields: Fields,
+    /// [`Request::headers`] and [`Request::opaque_headers`], made from `fields` the
+    /// first time either is asked for (an application reading [`Request::fields`]
+    /// never pays for them).
+    split: OnceLock<Box<SplitHeaders>>,
     remote_addr: Option<SocketAddr>,
     body: Cursor<Vec<u8>>,
     body_length: Option<usize>,
     /// Where the answer goes; `None` once answered (or for a detached test request).
     reply: Option<ReplyTo>,
 }
+
+/// The fields as tiny_http's types: those with ASCII values, and the others.
+type SplitHeaders = (Vec<Header>, Vec<(HeaderField, Vec<u8>)>);
 
 /// The connection a request came on, as the loop knows it.
 pub(crate) struct ReplyTo {
@@ -56,8 +66,7 @@ pub(crate) struct Parts {
     pub(crate) method: Method,
     pub(crate) path: String,
     pub(crate) http_version: HTTPVersion,
-    pub(crate) headers: Vec<Header>,
-    pub(crate) opaque_headers: Vec<(HeaderField, Vec<u8>)>,
+    pub(crate) fields: Fields,
     pub(crate) remote_addr: Option<SocketAddr>,
     pub(crate) body: Vec<u8>,
     pub(crate) body_length: Option<usize>,
@@ -70,8 +79,8 @@ impl Request {
             method: parts.method,
             path: parts.path,
             http_version: parts.http_version,
-            headers: parts.headers,
-            opaque_headers: parts.opaque_headers,
+            fields: parts.fields,
+            split: OnceLock::new(),
             remote_addr: parts.remote_addr,
             body: Cursor::new(parts.body),
             body_length: parts.body_length,
@@ -104,17 +113,44 @@ impl Request {
     ///
     /// latchkey patch: a field whose value holds bytes above 0x7F (obs-text, RFC 9110
     /// §5.5) is not here, since `Header` holds ASCII only; see [`Request::opaque_headers`].
-    #[inline]
+    /// Only the fields the server keeps are here: all of them unless
+    /// `Limits::keep_field` says otherwise. Made on the first call from
+    /// [`Request::fields`], which needs no allocation.
     pub fn headers(&self) -> &[Header] {
-        &self.headers
+        &self.split().0
     }
 
     /// latchkey patch: the header fields whose values hold obs-text (bytes 0x80-0xFF),
     /// as opaque bytes, in arrival order. They are valid HTTP and the request is
     /// served; an application decides whether such a value means anything to it.
-    #[inline]
     pub fn opaque_headers(&self) -> &[(HeaderField, Vec<u8>)] {
-        &self.opaque_headers
+        &self.split().1
+    }
+
+    /// latchkey patch: every header field kept, as `(name, value)` bytes in arrival
+    /// order, ASCII or not, without a copy: the cheap way to read the few fields an
+    /// application needs.
+    #[inline]
+    pub fn fields(&self) -> &Fields {
+        &self.fields
+    }
+
+    fn split(&self) -> &SplitHeaders {
+        self.split.get_or_init(|| {
+            let mut headers = Vec::with_capacity(self.fields.len());
+            let mut opaque = Vec::new();
+            for (name, value) in self.fields.iter() {
+                // Names are tokens, so ASCII: the conversion cannot fail.
+                let Ok(field) = HeaderField::from_bytes(name) else {
+                    continue;
+                };
+                match AsciiString::from_ascii(value) {
+                    Ok(value) => headers.push(Header { field, value }),
+                    Err(_) => opaque.push((field, value.to_vec())),
+                }
+            }
+            Box::new((headers, opaque))
+        })
     }
 
     /// Returns the HTTP version of the request: 1.0 or 1.1.

@@ -44,7 +44,9 @@ use std::time::{Duration, Instant};
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
 
-use crate::framing::{self, BodyFraming, ChunkedDecoder, Head, HeadLimits, HeadOutcome, Refusal};
+use crate::framing::{
+    self, reserve_within, BodyFraming, ChunkedDecoder, Fields, Head, HeadLimits, Refusal, Scanned,
+};
 use crate::request::{Parts, ReplyTo, Request};
 use crate::{HTTPVersion, Limits, NoticeLevel, StatusCode};
 
@@ -53,6 +55,8 @@ const WAKER: Token = Token(usize::MAX - 2);
 
 /// Bytes read from a socket at a time.
 const READ_CHUNK: usize = 16 * 1024;
+/// A connection's input buffer holds at most this many bytes more than have arrived.
+const INBUF_STEP: usize = 1024;
 /// How long a closing connection's input is drained after its answer.
 const LINGER_TIME: Duration = Duration::from_secs(2);
 /// How much of a closing connection's input is drained at most, bytes.
@@ -299,6 +303,11 @@ pub(crate) fn default_render(refusal: &Refusal) -> Vec<u8> {
 }
 
 /// Bytes received on a connection and not consumed yet.
+///
+/// The buffer grows to what has arrived (at most `INBUF_STEP` beyond it), never by
+/// doubling past that, and is given back as soon as it is empty: a connection that
+/// stalls holds the bytes it sent, not the next power of two above them. Reads go through the
+/// loop's one scratch buffer, so nothing is reserved for bytes that have not come.
 #[derive(Default)]
 struct InBuf {
     data: Vec<u8>,
@@ -316,9 +325,9 @@ impl InBuf {
 
     fn consume(&mut self, n: usize) {
         self.start += n;
-        if self.start == self.data.len() {
-            self.data.clear();
-            self.start = 0;
+        if self.start >= self.data.len() {
+            // Nothing left: the memory goes back at once.
+            *self = InBuf::default();
         } else if self.start > 4096 && self.start * 2 > self.data.len() {
             self.data.drain(..self.start);
             self.start = 0;
@@ -326,13 +335,42 @@ impl InBuf {
     }
 
     fn extend(&mut self, bytes: &[u8]) {
+        if self.data.capacity() - self.data.len() < bytes.len() {
+            if self.start > 0 {
+                self.data.drain(..self.start);
+                self.start = 0;
+            }
+            // Doubling while small, then steps of `INBUF_STEP`: a head that trickles in
+            // a byte at a time is copied a few dozen times, and never held in more
+            // than `INBUF_STEP` bytes beyond its own.
+            let needed = self.data.len() + bytes.len();
+            let want = needed.max(self.data.capacity() + self.data.capacity().min(INBUF_STEP));
+            self.data.reserve_exact(want - self.data.len());
+        }
         self.data.extend_from_slice(bytes);
     }
 
-    /// Gives the memory back (between requests, and when closing).
+    /// Takes out the first `len` bytes waiting (a request head) in the buffer they
+    /// arrived in, for [`Fields::compact`]; the bytes after them stay, in a buffer of
+    /// their size. Only when no earlier request's bytes precede them (`start` is 0):
+    /// otherwise the caller copies the head and consumes it, which moves less.
+    fn take_head(&mut self, len: usize) -> Option<Vec<u8>> {
+        if self.start != 0 || len > self.data.len() {
+            return None;
+        }
+        let rest = self.data[len..].to_vec();
+        let mut head = std::mem::replace(&mut self.data, rest);
+        head.truncate(len);
+        Some(head)
+    }
+
+    /// Gives back the memory not needed for the bytes still waiting (after a head, and
+    /// between requests): all of it when there are none.
     fn release(&mut self) {
         if self.is_empty() {
-            self.data = Vec::new();
+            *self = InBuf::default();
+        } else if self.data.capacity() > self.data.len() - self.start + INBUF_STEP {
+            self.data = self.bytes().to_vec();
             self.start = 0;
         }
     }
@@ -362,6 +400,40 @@ struct BodyState {
 enum BodyRead {
     Length(usize),
     Chunked(ChunkedDecoder),
+}
+
+impl BodyState {
+    /// Takes body bytes from `bytes`, growing the body buffer with what arrives (by
+    /// doubling, never past the declared length or `limit`): how many bytes it took,
+    /// and whether the body is complete; or the refusal of a bad chunked body.
+    fn feed(&mut self, bytes: &[u8], limit: usize) -> Result<(usize, bool), Refusal> {
+        match &mut self.read {
+            BodyRead::Length(left) => {
+                let take = (*left).min(bytes.len());
+                let length = self.body.len() + *left;
+                reserve_within(&mut self.body, take, length);
+                self.body.extend_from_slice(&bytes[..take]);
+                *left -= take;
+                Ok((take, *left == 0))
+            }
+            BodyRead::Chunked(decoder) => {
+                // The data is no longer than its chunked form: one growth per read.
+                reserve_within(&mut self.body, bytes.len(), limit);
+                decoder
+                    .decode(bytes, &mut self.body, limit)
+                    .map_err(|e| e.refusal(limit).with_target(&self.head.target))
+            }
+        }
+    }
+}
+
+/// A body is complete: the request goes to the workers.
+fn body_complete(conn: &mut Conn) -> Next {
+    let Phase::Body(state) = std::mem::replace(&mut conn.phase, Phase::Busy) else {
+        return Next::Close;
+    };
+    let BodyState { head, body, .. } = *state;
+    Next::Dispatch(Box::new(head), body)
 }
 
 struct Conn {
@@ -1134,8 +1206,7 @@ impl Loop {
             method: head.method,
             path: head.target,
             http_version: head.version,
-            headers: head.headers,
-            opaque_headers: head.opaque_headers,
+            fields: head.fields,
             remote_addr: conn.peer,
             body,
             body_length,
@@ -1228,42 +1299,44 @@ struct Cx<'a> {
     draining: bool,
 }
 
-/// Reads once into the connection's buffer: `Some(true)` when bytes came, `Some(false)`
-/// at the end of input, `None` when the socket has nothing now (or failed: then `eof`).
-fn read_some(conn: &mut Conn, scratch: &mut [u8]) -> Option<bool> {
-    match conn.stream.read(scratch) {
+/// Reads once from the socket into the loop's `scratch` buffer, at most `most` bytes:
+/// `Ok(n)` when `n` bytes came, else what the connection does next (wait for the socket,
+/// read again after an interruption, or close at the end of input or on an error).
+fn read_input(conn: &mut Conn, scratch: &mut [u8], most: usize) -> Result<usize, Next> {
+    if conn.eof {
+        return Err(Next::Close);
+    }
+    if !conn.readable {
+        return Err(Next::Wait);
+    }
+    let most = most.clamp(1, scratch.len());
+    match conn.stream.read(&mut scratch[..most]) {
         Ok(0) => {
             conn.eof = true;
-            Some(false)
+            Err(Next::Close)
         }
-        Ok(n) => {
-            conn.inbuf.extend(&scratch[..n]);
-            Some(true)
-        }
+        Ok(n) => Ok(n),
         Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
             conn.readable = false;
-            None
+            Err(Next::Wait)
         }
-        Err(e) if e.kind() == io::ErrorKind::Interrupted => Some(true),
+        Err(e) if e.kind() == io::ErrorKind::Interrupted => Err(Next::Again),
         Err(_) => {
             conn.eof = true;
-            Some(false)
+            Err(Next::Close)
         }
     }
 }
 
-/// When more input is needed: read, or say to wait or close.
+/// When more input is needed: read into the connection's buffer, or say to wait or
+/// close.
 fn need_input(conn: &mut Conn, cx: &mut Cx<'_>) -> Next {
-    if conn.eof {
-        return Next::Close;
-    }
-    if !conn.readable {
-        return Next::Wait;
-    }
-    match read_some(conn, cx.scratch) {
-        Some(true) => Next::Again,
-        Some(false) => Next::Close,
-        None => Next::Wait,
+    match read_input(conn, cx.scratch, READ_CHUNK) {
+        Ok(n) => {
+            conn.inbuf.extend(&cx.scratch[..n]);
+            Next::Again
+        }
+        Err(next) => next,
     }
 }
 
@@ -1308,14 +1381,32 @@ fn step(conn: &mut Conn, cx: &mut Cx<'_>) -> Next {
             {
                 return need_input(conn, cx);
             }
-            match framing::parse_head(bytes, cx.head_limits) {
-                HeadOutcome::Partial => {
+            let outcome = match &cx.limits.keep_field {
+                Some(keep) => framing::scan_head(bytes, cx.head_limits, keep.as_ref()),
+                None => framing::scan_head(bytes, cx.head_limits, &|_| true),
+            };
+            match outcome {
+                Scanned::Partial => {
                     conn.parsed = bytes.len();
                     need_input(conn, cx)
                 }
-                HeadOutcome::Refused(refusal) => Next::Refuse(refusal),
-                HeadOutcome::Complete { head, len } => {
-                    conn.inbuf.consume(len);
+                Scanned::Refused(refusal) => Next::Refuse(refusal),
+                Scanned::Complete {
+                    mut head,
+                    fields,
+                    len,
+                } => {
+                    // The kept fields stay in the memory they arrived in, moved together
+                    // and cut to size; what follows the head gets a buffer of its own.
+                    head.fields = match conn.inbuf.take_head(len) {
+                        Some(buffer) => Fields::compact(buffer, &fields),
+                        None => {
+                            let fields = Fields::gather(conn.inbuf.bytes(), &fields);
+                            conn.inbuf.consume(len);
+                            conn.inbuf.release();
+                            fields
+                        }
+                    };
                     conn.parsed = 0;
                     conn.received = false;
                     start_body(conn, cx, head)
@@ -1324,34 +1415,48 @@ fn step(conn: &mut Conn, cx: &mut Cx<'_>) -> Next {
         }
         Phase::Body(state) => {
             let limit = cx.limits.max_body;
-            let bytes = conn.inbuf.bytes();
-            let (used, done) = match &mut state.read {
-                BodyRead::Length(left) => {
-                    let take = (*left).min(bytes.len());
-                    state.body.extend_from_slice(&bytes[..take]);
-                    *left -= take;
-                    (take, *left == 0)
-                }
-                BodyRead::Chunked(decoder) => match decoder.decode(bytes, &mut state.body, limit) {
+            // First the bytes that came with the head, from the connection's buffer.
+            if !conn.inbuf.is_empty() {
+                let (used, done) = match state.feed(conn.inbuf.bytes(), limit) {
                     Ok(progress) => progress,
-                    Err(e) => {
-                        return Next::Refuse(e.refusal(limit).with_target(&state.head.target))
-                    }
-                },
-            };
-            conn.inbuf.consume(used);
-            if done {
-                let Phase::Body(state) = std::mem::replace(&mut conn.phase, Phase::Busy) else {
-                    return Next::Close;
+                    Err(refusal) => return Next::Refuse(refusal),
                 };
-                let BodyState { head, body, .. } = *state;
-                return Next::Dispatch(Box::new(head), body);
+                conn.inbuf.consume(used);
+                if done {
+                    return body_complete(conn);
+                }
             }
+            // A declared length is read no further than its end: what a client sends
+            // after it (a pipelined request) waits in the kernel, not here, while this
+            // request is in a worker's hands.
+            let most = match &state.read {
+                BodyRead::Length(left) => *left,
+                BodyRead::Chunked(_) => READ_CHUNK,
+            };
             // A pending `100 Continue` goes out while the body is awaited.
             if conn.written < conn.out.len() && flush(conn).is_err() {
                 return Next::Close;
             }
-            need_input(conn, cx)
+            // Then straight from the socket into the body, without a buffer between.
+            let n = match read_input(conn, cx.scratch, most) {
+                Ok(n) => n,
+                Err(next) => return next,
+            };
+            let Phase::Body(state) = &mut conn.phase else {
+                return Next::Close;
+            };
+            let (used, done) = match state.feed(&cx.scratch[..n], limit) {
+                Ok(progress) => progress,
+                Err(refusal) => return Next::Refuse(refusal),
+            };
+            if used < n {
+                // The bytes after a chunked body belong to the next request.
+                conn.inbuf.extend(&cx.scratch[used..n]);
+            }
+            if done {
+                return body_complete(conn);
+            }
+            Next::Again
         }
         Phase::Busy => Next::Wait,
         Phase::Send { close } => {
@@ -1420,13 +1525,10 @@ fn start_body(conn: &mut Conn, cx: &mut Cx<'_>, head: Head) -> Next {
     if head.expect_continue && conn.inbuf.is_empty() {
         conn.out.extend_from_slice(b"HTTP/1.1 100 Continue\r\n\r\n");
     }
-    let capacity = match read {
-        BodyRead::Length(n) => n,
-        BodyRead::Chunked(_) => 0,
-    };
+    // The body buffer grows as the body arrives, not to the declared length at once.
     conn.phase = Phase::Body(Box::new(BodyState {
         head,
-        body: Vec::with_capacity(capacity),
+        body: Vec::new(),
         read,
     }));
     cx.clock.set(conn, cx.token, cx.generation, Kind::Body);
@@ -1446,6 +1548,34 @@ mod libc_errno {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_input_buffer_holds_what_arrived_not_the_next_power_of_two() {
+        let mut buf = InBuf::default();
+        // A head trickling in a byte at a time.
+        for _ in 0..20_000 {
+            buf.extend(b"a");
+        }
+        assert_eq!(buf.bytes().len(), 20_000);
+        assert!(
+            buf.data.capacity() <= 20_000 + INBUF_STEP,
+            "capacity {}",
+            buf.data.capacity()
+        );
+        // A head taken out leaves what follows it in a buffer of its size.
+        let head = buf.take_head(19_000).expect("nothing consumed before it");
+        assert_eq!(head.len(), 19_000);
+        assert_eq!(buf.bytes().len(), 1000);
+        assert_eq!(buf.data.capacity(), 1000);
+        // Not after earlier bytes were consumed: the caller copies instead.
+        buf.consume(10);
+        assert!(buf.take_head(10).is_none());
+        buf.release();
+        assert!(buf.data.capacity() <= 990 + INBUF_STEP);
+        // Emptied, the memory goes back.
+        buf.consume(990);
+        assert_eq!(buf.data.capacity(), 0);
+    }
 
     #[test]
     fn connection_header_is_added_once() {

@@ -1,3 +1,4 @@
+use crate::framing::Fields;
 use crate::request::{Parts, Request};
 use crate::{HTTPVersion, Header, Method};
 use std::net::SocketAddr;
@@ -34,8 +35,12 @@ impl From<TestRequest> for Request {
                 method: mock.method,
                 path: mock.path,
                 http_version: mock.http_version,
-                headers: mock.headers,
-                opaque_headers: Vec::new(),
+                fields: Fields::new(
+                    mock.headers
+                        .iter()
+                        .map(|h| (h.field.as_str().as_bytes(), h.value.as_bytes())),
+                )
+                .unwrap_or_default(),
                 remote_addr: Some(mock.remote_addr),
                 body: mock.body.as_bytes().to_vec(),
                 body_length,
