@@ -307,6 +307,14 @@ fn log_store_event(event: &HealthEvent) {
         HealthEvent::ReopenFailed(why) => log::info(&format!(
             "user store: cannot open the file again: {why}; retrying with back-off"
         )),
+        HealthEvent::NotificationsFailing(why) => log::error(&format!(
+            "user store: the notification connection is down: {why}; other instances' \
+             changes are not heard, so every request reads the database until it is back \
+             (reconnecting by itself)"
+        )),
+        HealthEvent::NotificationsWork => {
+            log::info("user store: listening for other instances' changes")
+        }
         HealthEvent::Damaged(damage) => log::error(&format!(
             "user store: {damage}; that user cannot log in (everyone else can); restore a \
              backup or remove the user"

@@ -56,6 +56,10 @@ mod error;
 mod files;
 mod guard;
 mod overlay;
+#[cfg(feature = "postgres")]
+pub mod pool;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod record;
 
 use std::collections::HashMap;
@@ -398,6 +402,25 @@ pub enum HealthEvent {
     ReopenFailed(String),
     /// Damage seen for the first time.
     Damaged(Damage),
+    /// The PostgreSQL store's notification connection is down (other instances' changes
+    /// are not heard: every request reads the database until it is back); holds why.
+    NotificationsFailing(String),
+    /// The notification connection is up again.
+    NotificationsWork,
+}
+
+/// Everything a store holds, read at one moment: what `latchkey store copy` moves
+/// between backends and what a PostgreSQL store's backup is written from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every readable user, by id.
+    pub users: Vec<User>,
+    /// The records that cannot be read (not copied).
+    pub damaged: Vec<DamagedRecord>,
+    /// The next id to hand out (above every id ever handed out).
+    pub next_id: u64,
+    /// The `kid` of the key the store was last served with.
+    pub served_kid: Option<String>,
 }
 
 /// What [`UserStore::backup_to`] wrote.
