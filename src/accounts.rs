@@ -272,7 +272,17 @@ impl Accounts {
     /// failures, records the login and upgrades a hash made at weaker parameters.
     pub fn login(&self, store: &UserStore, attempt: &Attempt<'_>) -> Result<User, LoginError> {
         let keys = throttle_keys(attempt.name, attempt.client);
-        if let Some(retry) = self.throttle.retry_after(&keys, attempt.now) {
+        // A shared store (PostgreSQL) keeps the counters, so that N instances do not
+        // give N times the attempts; otherwise they are counted in memory here.
+        let shared = store.is_shared() && self.throttle.limits().max_failures > 0;
+        let retry = if shared {
+            store
+                .throttle_retry_after(&keys, attempt.now)
+                .map_err(|e| LoginError::Store(e.into()))?
+        } else {
+            self.throttle.retry_after(&keys, attempt.now)
+        };
+        if let Some(retry) = retry {
             return Err(LoginError::Throttled(retry));
         }
         let Some(_place) = self.hashing.try_enter() else {
@@ -287,12 +297,23 @@ impl Accounts {
         };
         match (user, verdict) {
             (Some(user), Verdict::Match { rehash }) if !user.locked => {
-                self.throttle.reset(&keys[0]);
+                if shared {
+                    // Best effort: a counter left behind only expires later.
+                    let _ = store.throttle_reset(&keys[0]);
+                } else {
+                    self.throttle.reset(&keys[0]);
+                }
                 // Recorded without waiting for the disk: a login needs no write.
                 Ok(store.note_login(&user, rehash.as_deref()))
             }
             _ => {
-                self.throttle.failure(&keys, attempt.now);
+                if shared {
+                    store
+                        .throttle_failure(&keys, attempt.now, self.throttle.limits())
+                        .map_err(|e| LoginError::Store(e.into()))?;
+                } else {
+                    self.throttle.failure(&keys, attempt.now);
+                }
                 Err(LoginError::Wrong)
             }
         }
@@ -324,7 +345,9 @@ impl Accounts {
         }
         check_new(&account)?;
         let claim = self.setup.claim(new.setup_code)?;
-        let user = self.create(store, &account)?;
+        // Only while the store is still empty, decided in the store's transaction: two
+        // instances sharing a store cannot both make a first administrator.
+        let user = self.create_as(store, &account, true)?;
         claim.spend();
         Ok(user)
     }
@@ -333,6 +356,15 @@ impl Accounts {
     /// takes a place under the hashing limit. Once a user exists the setup code is
     /// retired, however the user came to be.
     pub fn create(&self, store: &UserStore, new: &NewUser<'_>) -> Result<User, CreateError> {
+        self.create_as(store, new, false)
+    }
+
+    fn create_as(
+        &self,
+        store: &UserStore,
+        new: &NewUser<'_>,
+        first: bool,
+    ) -> Result<User, CreateError> {
         let name = check_new(new)?;
         let Some(_place) = self.hashing.try_enter() else {
             return Err(CreateError::Busy);
@@ -341,12 +373,22 @@ impl Accounts {
             .passwords
             .hash(new.password)
             .map_err(CreateError::Password)?;
-        match store.create(&name, new.role, &hash) {
+        let made = if first {
+            store.create_first(&name, new.role, &hash)
+        } else {
+            store.create(&name, new.role, &hash)
+        };
+        match made {
             Ok(user) => {
                 self.setup.retire();
+                if store.is_shared() {
+                    let _ = store.forget_setup_code();
+                }
                 Ok(user)
             }
             Err(store::CreateError::NameTaken(_)) => Err(CreateError::Taken),
+            // Another instance made the first account meanwhile.
+            Err(store::CreateError::NotFirst) => Err(CreateError::Closed),
             Err(store::CreateError::Invalid(e @ Invalid::Name(_))) => {
                 Err(CreateError::Name(e.into()))
             }
@@ -695,15 +737,31 @@ impl SetupCode {
             .ok()
             .map(|t| t.trim().to_string())
             .filter(|t| well_formed_code(t));
-        let code = match kept {
+        let mut code = match kept {
             Some(code) => code,
-            None => {
-                let code = new_setup_code()?;
-                write_private(&path, &format!("{code}\n"))
-                    .map_err(|e| SetupError::File(path.clone(), e))?;
-                code
-            }
+            None => new_setup_code()?,
         };
+        if store.is_shared() {
+            // Several instances share the store: the first to start keeps its code in
+            // it, and every instance uses that one (each writes it to its own file).
+            match store
+                .shared_setup_code(&code)
+                .map_err(|e| SetupError::Store(e.into()))?
+            {
+                Some(shared) => code = shared,
+                None => {
+                    remove_file(&path)?;
+                    return Ok(SetupCode::none());
+                }
+            }
+        }
+        let on_file = std::fs::read_to_string(&path)
+            .ok()
+            .map(|t| t.trim().to_string());
+        if on_file.as_deref() != Some(code.as_str()) {
+            write_private(&path, &format!("{code}\n"))
+                .map_err(|e| SetupError::File(path.clone(), e))?;
+        }
         Ok(SetupCode {
             path: Some(path),
             code: Mutex::new(Some(code)),

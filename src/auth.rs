@@ -115,6 +115,11 @@ pub enum Visitor<'b> {
         /// An administrator reset the password and the user must choose a new one
         /// before anything else (known only where the store is).
         must_change: bool,
+        /// Whether the store vouched for the token. False when the store could not be
+        /// read (a PostgreSQL server away, a store file that cannot be opened): the token
+        /// was taken on its signature alone, as a verify-only instance takes it, and is
+        /// never slid (a revocation made meanwhile cannot be seen).
+        checked: bool,
     },
     /// No usable token; `rejected` says why one was refused, if one was sent.
     Anonymous {
@@ -273,11 +278,12 @@ impl Auth {
                 continue;
             }
             return Ok(match self.check(token, now, buf)? {
-                Ok((claims, stale, must_change)) => Visitor::User {
+                Ok((claims, stale, must_change, checked)) => Visitor::User {
                     claims,
                     source,
                     stale,
                     must_change,
+                    checked,
                 },
                 Err(class) => {
                     let (class, source) = *refused.get_or_insert((class, source));
@@ -303,7 +309,7 @@ impl Auth {
         token: &str,
         now: i64,
         buf: &'b mut TokenBuf,
-    ) -> Result<Result<(Claims<'b>, bool, bool), ErrorClass>, StoreError> {
+    ) -> Result<Result<(Claims<'b>, bool, bool, bool), ErrorClass>, StoreError> {
         let mut claims = match self.verifier.verify(token, buf) {
             Ok(claims) => claims,
             Err(e) => return Ok(Err(e.class())),
@@ -323,7 +329,12 @@ impl Auth {
                 Ok(state) => state,
                 // A damaged record cannot vouch for the token: refused like a revoked one.
                 Err(ReadError::DamagedRecord(_)) => None,
-                Err(e) => return Err(e.into()),
+                // The store cannot be read right now: the token is taken on its signature
+                // alone, as a verify-only instance takes it (never slid), so verification
+                // goes on while the store is away.
+                Err(ReadError::Unavailable(_)) => {
+                    return Ok(Ok((claims, false, false, false)));
+                }
             };
             match state {
                 Some(state) if !state.locked && state.ver == claims.ver => {
@@ -337,7 +348,7 @@ impl Auth {
                 _ => return Ok(Err(TokenError::Revoked.class())),
             }
         }
-        Ok(Ok((claims, stale, must_change)))
+        Ok(Ok((claims, stale, must_change, true)))
     }
 
     /// Fresh claims for `user`, who has just entered their password.
@@ -377,6 +388,7 @@ impl Auth {
                     claims,
                     source: Source::Cookie,
                     stale,
+                    checked: true,
                     ..
                 },
             ) if self.store.is_some() => self.slide(claims, *stale, now).map(|fresh| {

@@ -77,6 +77,10 @@ pub struct Config {
     pub listen: String,
     /// Directory holding `users.redb` and the generated `secret.key`.
     pub data_dir: PathBuf,
+    /// The PostgreSQL store's URL; `None`: `users.redb` in `data_dir`.
+    pub store: Option<String>,
+    /// The file holding the PostgreSQL password.
+    pub store_password_file: Option<PathBuf>,
     /// Key files; the first signs, all verify. Empty: `secret.key` in the data dir.
     pub key_files: Vec<PathBuf>,
     /// Worker threads.
@@ -321,6 +325,33 @@ pub const SETTINGS: &[Setting] = &[
         Derived { doc: "`./latchkey-data`, or `$STATE_DIRECTORY`", value: default_data_dir },
         "holds `users.redb`, the generated `secret.key` and the other files the server keeps",
         |c, v, s| c.data_dir = PathBuf::from(s.text(v)?)),
+    setting!(
+        "store",
+        flag "store",
+        Text,
+        Unset,
+        "where users are kept: absent, `users.redb` in `data_dir`; a `postgres://user@host/db?sslmode=verify-full` URL, a PostgreSQL database every instance shares (a build with the `postgres` feature; see [Scaling out](#scaling-out))",
+        |c, v, s| {
+            let url = s.text(v)?;
+            if url.trim().is_empty() {
+                c.store = None;
+            } else if !crate::store::is_postgres_url(&url) {
+                return Err(s.bad("must be a postgres:// URL (leave it unset for users.redb in data_dir)"));
+            } else {
+                c.store = Some(url.trim().to_string());
+            }
+        }
+    ),
+    setting!(
+        "store_password_file",
+        Path,
+        Unset,
+        "a file whose first line is the PostgreSQL password, instead of one in the `store` URL",
+        |c, v, s| {
+            let path = s.text(v)?;
+            c.store_password_file = (!path.is_empty()).then(|| PathBuf::from(path));
+        }
+    ),
     setting!(
         "key_files",
         ["key_file"],
@@ -751,9 +782,26 @@ impl Config {
         }
     }
 
-    /// The user store file.
+    /// The user store file (of the embedded store).
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("users.redb")
+    }
+
+    /// Where the user store is: the `store` URL, else `users.redb` in the data dir.
+    pub fn store_location(&self) -> crate::store::Location {
+        match &self.store {
+            Some(url) => crate::store::Location::Postgres {
+                url: url.clone(),
+                password_file: self.store_password_file.clone(),
+            },
+            None => crate::store::Location::File(self.store_path()),
+        }
+    }
+
+    /// The PostgreSQL pool's bound: one connection per worker, and three for the control
+    /// socket, the login flusher and `/healthz` beside them.
+    pub fn store_pool_size(&self) -> usize {
+        self.workers + 3
     }
 }
 

@@ -41,56 +41,7 @@ pub(crate) const DOWN_GRACE: Duration = Duration::from_millis(500);
 /// How long a caller waits for a free connection when all are in use.
 pub(crate) const CHECKOUT_WAIT: Duration = Duration::from_secs(5);
 
-/// Whether `text` names a PostgreSQL store (`postgres://` or `postgresql://`).
-pub fn is_postgres_url(text: &str) -> bool {
-    let lower = text.trim_start().to_ascii_lowercase();
-    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
-}
-
-/// `url` with its password replaced by `***`: the only form of a store URL that may be
-/// shown or logged. Works on any text (it never fails), so it is safe on bad input too.
-pub fn redact(url: &str) -> String {
-    let Some(scheme_end) = url.find("://") else {
-        return url.to_string();
-    };
-    let rest_start = scheme_end + 3;
-    let rest = &url[rest_start..];
-    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
-    let authority = &rest[..authority_end];
-    let mut out = String::with_capacity(url.len());
-    out.push_str(&url[..rest_start]);
-    match authority.rfind('@') {
-        Some(at) => {
-            let userinfo = &authority[..at];
-            match userinfo.find(':') {
-                Some(colon) => {
-                    out.push_str(&userinfo[..colon]);
-                    out.push_str(":***");
-                }
-                None => out.push_str(userinfo),
-            }
-            out.push_str(&authority[at..]);
-        }
-        None => out.push_str(authority),
-    }
-    let tail = &rest[authority_end..];
-    match tail.split_once('?') {
-        Some((path, query)) => {
-            out.push_str(path);
-            out.push('?');
-            let params: Vec<String> = query
-                .split('&')
-                .map(|p| match p.split_once('=') {
-                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
-                    _ => p.to_string(),
-                })
-                .collect();
-            out.push_str(&params.join("&"));
-        }
-        None => out.push_str(tail),
-    }
-    out
-}
+pub use super::{is_postgres_url, redact};
 
 /// Why a store URL or its password file cannot be used.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -396,8 +396,8 @@ impl PgStore {
     }
 
     /// Connects without creating or changing anything: for `serve --check`, listings
-    /// and backups. Writes fail with [`Unavailable::ReadOnly`]. Tables that do not exist
-    /// yet read as an empty store.
+    /// and backups. Writes fail with [`Unavailable::ReadOnly`]. A database without
+    /// latchkey's tables is [`OpenError::Missing`] (named by the redacted URL).
     pub fn inspect(target: Target) -> Result<PgStore, OpenError> {
         PgStore::start(target, 2, true)
     }
@@ -410,7 +410,10 @@ impl PgStore {
         };
         {
             let mut client = pool.get().map_err(&failed)?;
-            prepare(&mut client, !inspect)?;
+            prepare(&mut client, !inspect).map_err(|e| match e {
+                OpenError::Missing(_) => OpenError::Missing(pool.target().display().into()),
+                other => other,
+            })?;
         }
         Ok(PgStore {
             shared: Arc::new(Shared {
@@ -1273,7 +1276,11 @@ fn prepare(client: &mut Client, migrate: bool) -> Result<(), OpenError> {
         });
     }
     if !migrate {
-        if found < PG_SCHEMA_VERSION && exists {
+        if !exists {
+            // An inspection never creates: the store does not exist yet.
+            return Err(OpenError::Missing(std::path::PathBuf::new()));
+        }
+        if found < PG_SCHEMA_VERSION {
             return Err(OpenError::Database {
                 target: String::new(),
                 what: format!(
