@@ -126,7 +126,7 @@ impl PgCluster {
             .args(["-w", "-t", "60", "-o"])
             .arg(format!(
                 "-c listen_addresses=127.0.0.1 -p {} -k {} -c fsync=off \
-                 -c synchronous_commit=off -c max_connections=300",
+                 -c max_connections=300",
                 self.port,
                 self.root.display()
             ))
