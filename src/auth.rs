@@ -159,6 +159,14 @@ impl<'b> Visitor<'b> {
     }
 }
 
+/// A token that verified, as [`Auth::identify`] builds its visitor from it.
+struct Checked<'b> {
+    claims: Claims<'b>,
+    stale: bool,
+    must_change: bool,
+    checked: bool,
+}
+
 /// One worker's login machinery: its own keyed verifier and signer (no locks on
 /// the hot path) and a handle to the shared store, when this instance has one.
 #[derive(Clone)]
@@ -278,7 +286,12 @@ impl Auth {
                 continue;
             }
             return Ok(match self.check(token, now, buf)? {
-                Ok((claims, stale, must_change, checked)) => Visitor::User {
+                Ok(Checked {
+                    claims,
+                    stale,
+                    must_change,
+                    checked,
+                }) => Visitor::User {
                     claims,
                     source,
                     stale,
@@ -309,7 +322,7 @@ impl Auth {
         token: &str,
         now: i64,
         buf: &'b mut TokenBuf,
-    ) -> Result<Result<(Claims<'b>, bool, bool, bool), ErrorClass>, StoreError> {
+    ) -> Result<Result<Checked<'b>, ErrorClass>, StoreError> {
         let mut claims = match self.verifier.verify(token, buf) {
             Ok(claims) => claims,
             Err(e) => return Ok(Err(e.class())),
@@ -333,7 +346,12 @@ impl Auth {
                 // alone, as a verify-only instance takes it (never slid), so verification
                 // goes on while the store is away.
                 Err(ReadError::Unavailable(_)) => {
-                    return Ok(Ok((claims, false, false, false)));
+                    return Ok(Ok(Checked {
+                        claims,
+                        stale: false,
+                        must_change: false,
+                        checked: false,
+                    }));
                 }
             };
             match state {
@@ -348,7 +366,12 @@ impl Auth {
                 _ => return Ok(Err(TokenError::Revoked.class())),
             }
         }
-        Ok(Ok((claims, stale, must_change, true)))
+        Ok(Ok(Checked {
+            claims,
+            stale,
+            must_change,
+            checked: true,
+        }))
     }
 
     /// Fresh claims for `user`, who has just entered their password.

@@ -1034,7 +1034,11 @@ impl PgStore {
         let mut texts: Vec<String> = keys.iter().map(Key::as_text).collect();
         texts.sort();
         texts.dedup();
-        let sweep = self.shared.throttle_writes.fetch_add(1, Ordering::Relaxed) % 64 == 0;
+        let sweep = self
+            .shared
+            .throttle_writes
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(64);
         self.shared.write(false, |tx| {
             for key in &texts {
                 tx.execute(
