@@ -1363,10 +1363,13 @@ impl Shared {
         let first = {
             let mut state = lock(&self.state);
             self.failing.store(true, Ordering::Release);
-            state
-                .failure
-                .replace(format!("{}: {why}", self.pool.target().display()))
-                .is_none()
+            let shown = self.pool.target().display();
+            let line = if why.contains(shown) {
+                why.to_string()
+            } else {
+                format!("{shown}: {why}")
+            };
+            state.failure.replace(line).is_none()
         };
         if first {
             self.emit(HealthEvent::ReadsFailing(why.to_string()));
