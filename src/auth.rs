@@ -22,7 +22,8 @@ use crate::http::{Login, Reply, Request};
 use crate::keys::KeyRing;
 use crate::store::{ReadError, SessionCache, StoreError, User, UserStore};
 use crate::token::{
-    Amr, Claims, ErrorClass, HmacSha256, Signer, TokenBuf, TokenError, Verifier, hmac_sha256,
+    Amr, Claims, ErrorClass, HmacSha256, Signer, TOKEN_ID_LEN, TokenBuf, TokenError, Verifier,
+    hmac_sha256, token_id,
 };
 
 /// Name of the CSRF cookie.
@@ -120,6 +121,9 @@ pub enum Visitor<'b> {
         /// was taken on its signature alone, as a verify-only instance takes it, and is
         /// never slid (a revocation made meanwhile cannot be seen).
         checked: bool,
+        /// The name logging out revokes: the login (`jti`) of the token that identified
+        /// the user, or the token itself when it has none.
+        token_id: Option<[u8; TOKEN_ID_LEN]>,
     },
     /// No usable token; `rejected` says why one was refused, if one was sent.
     Anonymous {
@@ -148,6 +152,16 @@ impl<'b> Visitor<'b> {
                 ..
             }
         )
+    }
+
+    /// The id of the token that identified this user, if any.
+    pub fn token_id(&self) -> Option<&str> {
+        match self {
+            Visitor::User {
+                token_id: Some(id), ..
+            } => std::str::from_utf8(id).ok(),
+            _ => None,
+        }
     }
 
     /// The class of the token this visitor sent and was refused, if any.
@@ -292,6 +306,8 @@ impl Auth {
                     must_change,
                     checked,
                 }) => Visitor::User {
+                    token_id: revocation_key(claims.jti.as_deref(), token)
+                        .and_then(|id| id.as_bytes().try_into().ok()),
                     claims,
                     source,
                     stale,
@@ -337,6 +353,14 @@ impl Auth {
         let mut stale = false;
         let mut must_change = false;
         if let Some(store) = &self.store {
+            // A token logged out of is refused like a revoked one, here where the store
+            // is (verify-only instances cannot know); also while the store cannot be
+            // read, from the list this instance holds.
+            if revocation_key(claims.jti.as_deref(), token)
+                .is_some_and(|id| store.is_token_revoked(id, now))
+            {
+                return Ok(Err(TokenError::Revoked.class()));
+            }
             let mut sessions = self.sessions.0.borrow_mut();
             let state = match store.session_state_cached(claims.user_id, &mut sessions) {
                 Ok(state) => state,
@@ -374,7 +398,8 @@ impl Auth {
         }))
     }
 
-    /// Fresh claims for `user`, who has just entered their password.
+    /// Fresh claims for `user`, who has just entered their password: a new login, with
+    /// a new random `jti` that names it until it ends.
     pub fn claims_for(&self, user: &User, now: i64) -> Claims<'static> {
         Claims {
             sub: user.id.to_string().into(),
@@ -387,6 +412,7 @@ impl Auth {
             auth_time: now,
             ver: user.ver,
             amr: Amr::PWD,
+            jti: Some(new_nonce().into()),
         }
     }
 
@@ -595,6 +621,28 @@ fn valid_nonce(nonce: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
+/// A new login's id (the `jti` claim): 128 random bits as 22 base64url characters.
+pub fn new_login_id() -> String {
+    new_nonce()
+}
+
+/// Whether `jti` is a login id as [`new_login_id`] makes them (22 base64url characters):
+/// only those name logins in the revocation list; any other token is named by its
+/// signature.
+fn is_login_id(jti: &str) -> bool {
+    jti.len() == TOKEN_ID_LEN
+        && jti
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+/// The name a token is revoked by when its holder logs out: its login (`jti`), so the
+/// tokens the login slid to go with it, or the token itself (its signature's start) for
+/// a token without one.
+fn revocation_key<'t>(jti: Option<&'t str>, token: &'t str) -> Option<&'t str> {
+    jti.filter(|j| is_login_id(j)).or_else(|| token_id(token))
+}
+
 fn new_nonce() -> String {
     let mut bytes = [0u8; 16];
     // getrandom fails only when the OS has no entropy source at all; then fall back
@@ -717,6 +765,7 @@ mod tests {
             auth_time,
             ver: 0,
             amr,
+            jti: None,
         }
     }
 

@@ -532,6 +532,7 @@ mod tests {
             auth_time: 0,
             ver: 0,
             amr: crate::token::Amr::PWD,
+            jti: None,
         }
     }
 

@@ -842,12 +842,21 @@ fn logout_page(ctx: &Ctx) -> Answer {
     Ok(ctx.form_page(200, None, pages::logout))
 }
 
+/// `POST /logout`: clears the cookie and, where the store is, revokes the token that
+/// was presented, so a copy of the cookie is refused from now on (until it would have
+/// expired). A store that cannot record it does not keep anyone logged in: the cookie
+/// is cleared all the same, and the failure logged.
 fn logout(ctx: &Ctx) -> Answer {
-    if ctx.user().is_none() {
+    let Some(claims) = ctx.user() else {
         // Nothing to protect: just make sure no cookie is left behind.
         return Ok(Reply::see_other("/").with_login(Login::End));
-    }
+    };
     ctx.form()?;
+    if let (Some(store), Some(id)) = (ctx.store(), ctx.visitor.token_id())
+        && let Err(e) = store.revoke_token(id, claims.exp)
+    {
+        log_store_failure(&e.into());
+    }
     Ok(ctx
         .redirect_with_flash("/", Flash::info("You have been logged out."))
         .with_login(Login::End))

@@ -79,10 +79,59 @@ fn key_generate_writes_mode_0600_and_refuses_overwrite() {
     );
     assert_eq!(fs::read(&path).expect("read"), before, "not overwritten");
 
-    // The default path.
+    // The default path: the key `latchkey serve` reads on the embedded defaults, in a
+    // data directory made private.
     let out = latchkey(&dir, &["key", "generate"]);
     assert!(out.status.success(), "{}", stderr(&out));
-    assert!(dir.join("latchkey.key").exists());
+    let key = dir.join("latchkey-data").join("secret.key");
+    assert!(key.exists());
+    assert_eq!(
+        fs::metadata(dir.join("latchkey-data"))
+            .expect("meta")
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    // ...and the token commands find it there too, as serve would.
+    let token = latchkey(
+        &dir,
+        &[
+            "token", "issue", "--sub", "1", "--name", "ann", "--role", "user",
+        ],
+    );
+    assert!(token.status.success(), "{}", stderr(&token));
+    let token = stdout(&token);
+    let out = latchkey(&dir, &["token", "verify", token.trim()]);
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
+    // A config file names the data directory for all of them.
+    let conf = dir.join("latchkey.toml");
+    fs::write(&conf, "data_dir = \"elsewhere\"\nissuer = \"conf\"\n").expect("config");
+    let out = latchkey(&dir, &["key", "generate", "--config", "latchkey.toml"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(dir.join("elsewhere").join("secret.key").exists());
+    let token = latchkey(
+        &dir,
+        &[
+            "token",
+            "issue",
+            "--config",
+            "latchkey.toml",
+            "--sub",
+            "1",
+            "--name",
+            "a",
+            "--role",
+            "user",
+        ],
+    );
+    let token = stdout(&token);
+    assert_eq!(common::jwt_claims(token.trim())["iss"], "conf");
+    let out = latchkey(
+        &dir,
+        &["token", "verify", "--config", "latchkey.toml", token.trim()],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", stderr(&out));
 }
 
 #[test]

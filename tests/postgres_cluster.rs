@@ -320,6 +320,31 @@ fn two_full_instances_behind_nginx_share_everything() {
     assert_eq!(me(b, &t).status, 200);
     assert_eq!(me(a, &t).status, 200);
 
+    // Logging out on A puts the login on the deny list: a copy of the cookie is refused
+    // by B within a second.
+    let mut on_a = Client::new(a.addr);
+    let host_a = a.addr.to_string();
+    let r = on_a.submit(
+        &host_a,
+        &cluster.origin,
+        "/login",
+        "/login",
+        &[("username", "bob"), ("password", "bob-password-2")],
+    );
+    assert_eq!(r.status, 303, "{}", r.body);
+    let copied = format!("token={}", on_a.jar.get("token").expect("cookie"));
+    let with_copy = |server: &Server| server.get("/api/me", &[("Cookie", &copied)]);
+    for _ in 0..16 {
+        assert_eq!(with_copy(b).status, 200);
+    }
+    let r = on_a.submit(&host_a, &cluster.origin, "/logout", "/logout", &[]);
+    assert_eq!(r.status, 303, "{}", r.body);
+    let took = within_a_second("logout", || {
+        let r = with_copy(b);
+        r.status == 401 && json(&r)["error"] == "revoked"
+    });
+    eprintln!("logout on A refused by B after {took:?}");
+
     // 8 clients register at once through nginx, racing for the same names.
     const CLIENTS: usize = 8;
     let names: Vec<String> = (0..6).map(|i| format!("Racer{i}")).collect();

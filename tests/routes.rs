@@ -853,3 +853,56 @@ fn two_administrators_demoting_each_other_at_once_leave_one() {
         store.set_role(2, "admin").expect("bea again");
     }
 }
+
+#[test]
+fn logging_out_revokes_the_presented_token_and_only_that_one() {
+    let app = App::new(&[]);
+    let mut here = Visitor::new(&app);
+    here.register("olga", "olga password");
+    // Two logins of one user within one second are two logins (each its own `jti`).
+    let mut there = Visitor::new(&app);
+    assert_eq!(there.login_outcome("olga", "olga password"), "ok");
+    assert_ne!(token_of(&here), token_of(&there));
+    let copy = format!("token={}", token_of(&here));
+    // A copy of an earlier token of the same login (before it slid) goes with it.
+    let earlier = {
+        use latchkey::keys::KeyRing;
+        use latchkey::token::{Signer, TokenBuf, Verifier};
+        let ring = KeyRing::load(&[app.dir.join("secret.key")]).expect("ring");
+        let mut buf = TokenBuf::new();
+        let verifier = Verifier::new(
+            &ring,
+            latchkey::token::Validation::new("latchkey", latchkey::token::Clock::System),
+        );
+        let current = verifier
+            .verify(&token_of(&here), &mut buf)
+            .expect("valid")
+            .into_owned();
+        assert!(current.jti.is_some(), "a login has an id");
+        let before = latchkey::token::Claims {
+            iat: current.iat - 60,
+            exp: current.exp - 60,
+            ..current
+        };
+        format!("token={}", Signer::new(&ring).sign(&before))
+    };
+    assert_eq!(auth_with_cookie(&app, &earlier).status, 200);
+    assert_eq!(auth_with_cookie(&app, &copy).status, 200);
+    let r = here.done("/", "/logout", &[]);
+    assert_eq!(
+        notice_of(&r.body).as_deref(),
+        Some("You have been logged out.")
+    );
+    // A copy of the cookie is refused from now on, as revoked, and so is every token
+    // of that login...
+    assert_eq!(auth_with_cookie(&app, &copy).status, 401);
+    assert_eq!(auth_with_cookie(&app, &earlier).status, 401);
+    let me = app.handle(&Request::new(Method::Get, "/api/me").with_header("Cookie", &copy));
+    assert!(me.body.contains("\"error\":\"revoked\""), "{}", me.body);
+    // ...while the other session goes on.
+    assert_eq!(there.get("/account").status, 200);
+    assert_eq!(
+        auth_with_cookie(&app, &format!("token={}", token_of(&there))).status,
+        200
+    );
+}

@@ -466,3 +466,36 @@ fn store_error_messages_are_actionable() {
             .contains("x/users.redb")
     );
 }
+
+on_both_stores! {
+    fn revoked_tokens_are_kept_until_their_expiry_and_across_a_reopen(s) {
+        let dir = TempDir::new("ops-revoked");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let (a, b, old) = (
+            "AAAAAAAAAAAAAAAAAAAAAA",
+            "BBBBBBBBBBBBBBBBBBBBBB",
+            "CCCCCCCCCCCCCCCCCCCCCC",
+        );
+        assert!(!s.is_token_revoked(a, now), "nothing is revoked at first");
+        s.revoke_token(old, now - 1).expect("an expired one");
+        s.revoke_token(a, now + 600).expect("revoke");
+        assert!(s.is_token_revoked(a, now));
+        assert!(!s.is_token_revoked(b, now));
+        assert!(!s.is_token_revoked(a, now + 600), "not past its expiry");
+        assert!(
+            !s.is_token_revoked(old, now),
+            "an expired entry counts for nothing"
+        );
+        // A backup carries the list.
+        s.backup_to(&dir.path().join("copy.redb")).expect("backup");
+        let s = s.reopen();
+        assert!(s.is_token_revoked(a, now), "kept across a reopen");
+        s.revoke_token(b, now + 600).expect("revoke");
+        assert!(s.is_token_revoked(a, now) && s.is_token_revoked(b, now));
+        let copy = UserStore::open(&dir.path().join("copy.redb")).expect("copy");
+        assert!(copy.is_token_revoked(a, now), "the backup holds the list");
+    }
+}

@@ -139,8 +139,8 @@ fn the_memo_answers_without_the_database_until_told_and_distrusts_a_lost_connect
     // The notification connection is cut: from then on the memo is not trusted, so a
     // change made meanwhile without a notification is seen within a second.
     sql.execute(
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN latchkey_users' \
-         AND datname = $1",
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+         WHERE application_name = 'latchkey listener' AND datname = $1",
         &[&database_name(&url)],
     )
     .expect("terminate the listener");
@@ -464,4 +464,33 @@ fn copies_and_backups_keep_every_field() {
         other.create("next", "user", HASH).expect("create").id,
         gone.id + 1
     );
+}
+
+#[test]
+fn a_logout_on_one_instance_is_refused_by_the_other_within_a_second() {
+    let url = pg::fresh_database();
+    let (a, b) = (open(&url), open(&url));
+    assert!(b.listen(Duration::from_secs(5)), "B listens");
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock")
+        .as_secs() as i64;
+    let id = "LoggedOutLoginId000000";
+    assert!(!b.is_token_revoked(id, now));
+    a.revoke_token(id, now + 600).expect("log out on A");
+    let started = Instant::now();
+    while !b.is_token_revoked(id, now) {
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "B still accepts the logged-out token"
+        );
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    eprintln!(
+        "logout seen by the other instance after {:?}",
+        started.elapsed()
+    );
+    // A third instance starting later loads the list.
+    assert!(open(&url).is_token_revoked(id, now));
+    assert!(!b.is_token_revoked(id, now + 600), "not past its expiry");
 }

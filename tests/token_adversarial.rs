@@ -44,6 +44,7 @@ fn members() -> Vec<(&'static str, String)> {
         ("iss", r#""latchkey""#.into()),
         ("auth_time", (NOW - 600).to_string()),
         ("ver", "0".into()),
+        ("jti", r#""fixtureLoginId00000042""#.into()),
     ]
 }
 
@@ -174,6 +175,13 @@ fn the_baseline_and_tolerated_variants_verify() {
 #[test]
 fn amr_reads_as_a_set_of_registered_methods() {
     let v = verifier();
+    // A `jti` with escapes takes the strict path and reads the same.
+    let escaped = verify(
+        &v,
+        &signed(&[("jti", Some(r#""fixture\u004coginId00000042""#))]),
+    )
+    .expect("escaped jti");
+    assert_eq!(escaped.jti.as_deref(), Some("fixtureLoginId00000042"));
     let amr = |value: &str| verify(&v, &signed(&[("amr", Some(value))])).map(|c| c.amr);
     let hwk = Amr::from_value("hwk").expect("registered");
     assert_eq!(amr(r#"["pwd"]"#), Ok(Amr::PWD));
@@ -304,6 +312,9 @@ fn hostile_tokens_get_their_exact_class() {
         ("amr with a number", signed(&[("amr", Some(r#"["unknown",1]"#))]), Invalid, E::WrongType { part: Part::Payload, name: "amr" }),
         ("amr nested", signed(&[("amr", Some(r#"[["pwd"]]"#))]), Invalid, E::WrongType { part: Part::Payload, name: "amr" }),
         ("amr twice as a member", signed(&[("amr", Some(r#"["pwd"],"amr":["pwd"]"#))]), Invalid, E::Duplicate { part: Part::Payload }),
+        ("jti a number", signed(&[("jti", Some("7"))]), Invalid, E::WrongType { part: Part::Payload, name: "jti" }),
+        ("jti null", signed(&[("jti", Some("null"))]), Invalid, E::WrongType { part: Part::Payload, name: "jti" }),
+        ("jti twice", signed(&[("jti", Some(r#""a","jti":"b""#))]), Invalid, E::Duplicate { part: Part::Payload }),
         ("amr unregistered, expired", signed(&[("amr", Some(r#"["x"]"#)), ("exp", Some("0"))]), Expired, E::Expired { exp: 0, now: NOW }),
         ("amr unclosed", signed(&[("amr", Some(r#"["pwd""#))]), Malformed, E::Json { part: Part::Payload }),
     ];

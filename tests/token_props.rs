@@ -34,6 +34,7 @@ prop_compose! {
             auth_time,
             ver,
             amr: if otp { Amr::PWD_OTP } else { Amr::PWD },
+            jti: None,
         }
     }
 }

@@ -27,6 +27,7 @@ fn claims_from(value: &Value) -> Claims<'static> {
             Some(amr) => serde_json::from_value(amr.clone()).expect("amr"),
             None => Amr::PWD,
         },
+        jti: None,
     }
 }
 

@@ -689,3 +689,19 @@ fn graceful_stop_on_sigterm() {
     let _ = idle.raw().set_read_timeout(Some(Duration::from_secs(2)));
     let _ = idle.raw().read(&mut buf);
 }
+
+#[test]
+fn a_copy_of_a_logged_out_cookie_is_refused_also_after_a_restart() {
+    let dir = std::sync::Arc::new(common::TempDir::new("logout"));
+    let server = Server::start_in(std::sync::Arc::clone(&dir), &[], &[]);
+    let mut b = Browser::registered(&server, "root", "root-password");
+    let copy = b.jar.header();
+    assert_eq!(server.get("/auth", &[("Cookie", &copy)]).status, 200);
+    let csrf = csrf_of(&b.get("/account").body).expect("form");
+    assert_eq!(b.post("/logout", &[], &csrf).status, 303);
+    let r = server.get("/api/me", &[("Cookie", &copy)]);
+    assert!(r.body.contains("\"error\":\"revoked\""), "{}", r.body);
+    assert!(server.stop().success());
+    let again = Server::start_in(dir, &[], &[]);
+    assert_eq!(again.get("/auth", &[("Cookie", &copy)]).status, 401);
+}

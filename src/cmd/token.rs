@@ -7,28 +7,70 @@
 //! refuses, lifetimes outside the `ttl` setting's bounds.
 
 use std::io::BufRead;
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::process::ExitCode;
+
+use latchkey::config::{Config, ConfigError, Value};
 
 use latchkey::keys::{self, KeyRing};
 use latchkey::store;
 use latchkey::token::bench::{Timing, Workload, interleaved};
 use latchkey::token::{
-    Amr, Claims, Clock, DEFAULT_ISSUER, DEFAULT_LEEWAY, DEFAULT_TTL, ErrorClass, MAX_TTL, MIN_TTL,
-    Signer, TokenBuf, Validation, Verifier,
+    Amr, Claims, Clock, ErrorClass, MAX_TTL, MIN_TTL, Signer, TokenBuf, Validation, Verifier,
 };
 
-/// The key file used when none is given and `LATCHKEY_KEY_FILE` is unset.
-const DEFAULT_KEY_FILE: &str = "latchkey-data/secret.key";
+use super::serve::ConfigArgs;
+
+/// Where the keys and token settings come from: the configuration `latchkey serve`
+/// builds (defaults, `--config`, `LATCHKEY_*`, these flags), so the commands use the
+/// server's key files, issuer, leeway and lifetime unless told otherwise.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct TokenConfig {
+    #[command(flatten)]
+    source: ConfigArgs,
+    /// The data directory (its secret.key is the key when no key file is named).
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// Key file; repeat for several keys (the first signs, all verify) [default: the
+    /// server's: $CREDENTIALS_DIRECTORY/latchkey.key, else <data_dir>/secret.key].
+    #[arg(long = "key-file", value_name = "FILE")]
+    key_files: Vec<PathBuf>,
+}
+
+impl TokenConfig {
+    /// The configuration with these flags and `more` applied.
+    fn load(&self, more: &[(&'static str, Value)]) -> Result<Config, ConfigError> {
+        let mut flags: Vec<(&str, Value)> = more.to_vec();
+        if let Some(dir) = &self.data_dir {
+            flags.push(("data_dir", Value::Text(dir.to_string_lossy().into_owned())));
+        }
+        if !self.key_files.is_empty() {
+            let files = self
+                .key_files
+                .iter()
+                .map(|p| p.to_string_lossy().into_owned())
+                .collect();
+            flags.push(("key_files", Value::List(files)));
+        }
+        self.source.load(&flags)
+    }
+}
 
 /// The key subcommands.
 #[derive(clap::Subcommand)]
 pub enum KeyCommand {
     /// Write a new random key file (256 bits, mode 0600); never overwrites.
     Generate {
-        /// Where to write the key.
-        #[arg(default_value = "latchkey.key")]
-        path: PathBuf,
+        /// Where to write the key [default: secret.key in the data directory, the file
+        /// `latchkey serve` reads when no key file is configured].
+        path: Option<PathBuf>,
+        #[command(flatten)]
+        source: ConfigArgs,
+        /// The data directory [default: the config file's, else $STATE_DIRECTORY, else
+        /// ./latchkey-data].
+        #[arg(long, value_name = "DIR")]
+        data_dir: Option<PathBuf>,
     },
 }
 
@@ -37,29 +79,26 @@ pub enum KeyCommand {
 pub enum TokenCommand {
     /// Verify a token: claims JSON on stdout; exit 0 valid, 3 expired, 4 malformed, 5 invalid.
     Verify {
-        /// Key file; repeat for several keys (all verify).
-        #[arg(long = "key-file", value_name = "F", env = "LATCHKEY_KEY_FILE",
-              default_value = DEFAULT_KEY_FILE)]
-        key_files: Vec<PathBuf>,
-        /// The required issuer (`iss`).
-        #[arg(long, value_name = "I", default_value = DEFAULT_ISSUER)]
-        issuer: String,
-        /// Seconds of clock skew tolerated.
-        #[arg(long, value_name = "S", default_value_t = DEFAULT_LEEWAY)]
-        leeway: u64,
-        /// Lifetime assumed for tokens of the original design that carry no `iat`.
-        #[arg(long, value_name = "S", default_value_t = DEFAULT_TTL)]
-        ttl: u64,
+        #[command(flatten)]
+        keys: TokenConfig,
+        /// The required issuer (`iss`) [default: the configured issuer].
+        #[arg(long, value_name = "I")]
+        issuer: Option<String>,
+        /// Seconds of clock skew tolerated [default: the configured leeway].
+        #[arg(long, value_name = "S")]
+        leeway: Option<u64>,
+        /// Lifetime assumed for tokens of the original design that carry no `iat`
+        /// [default: the configured ttl].
+        #[arg(long, value_name = "S")]
+        ttl: Option<u64>,
         /// The token, or `-` to read it from one line of stdin (keeps it out of `ps`).
         token: String,
     },
-    /// Issue a token signed with the key file's key and print it (as a login would:
-    /// `iat` = `auth_time` = now, `amr` ["pwd"]).
+    /// Issue a token signed with the primary key and print it (as a login would:
+    /// `iat` = `auth_time` = now, `amr` ["pwd"], a login id of its own).
     Issue {
-        /// The signing key file.
-        #[arg(long = "key-file", value_name = "F", env = "LATCHKEY_KEY_FILE",
-              default_value = DEFAULT_KEY_FILE)]
-        key_file: PathBuf,
+        #[command(flatten)]
+        keys: TokenConfig,
         /// The user id.
         #[arg(long, value_name = "ID")]
         sub: u64,
@@ -73,13 +112,14 @@ pub enum TokenCommand {
         /// with an older version is refused as revoked by the server holding the store.
         #[arg(long, value_name = "V", default_value_t = 0)]
         ver: u64,
-        /// Lifetime in seconds, within the `ttl` setting's bounds (60 s to 30 days).
-        #[arg(long, value_name = "S", default_value_t = DEFAULT_TTL,
+        /// Lifetime in seconds, within the `ttl` setting's bounds (60 s to 30 days)
+        /// [default: the configured ttl].
+        #[arg(long, value_name = "S",
               value_parser = clap::value_parser!(u64).range(MIN_TTL..=MAX_TTL))]
-        ttl: u64,
-        /// The issuer (`iss`).
-        #[arg(long, value_name = "I", default_value = DEFAULT_ISSUER)]
-        issuer: String,
+        ttl: Option<u64>,
+        /// The issuer (`iss`) [default: the configured issuer].
+        #[arg(long, value_name = "I")]
+        issuer: Option<String>,
     },
     /// Time verification, forged-signature rejection and signing on this host against
     /// the floor (a keyed HMAC-SHA256 and a compare); a throwaway key, no data dir.
@@ -97,7 +137,35 @@ pub enum TokenCommand {
 /// Runs a key subcommand.
 pub fn run_key(command: KeyCommand) -> ExitCode {
     match command {
-        KeyCommand::Generate { path } => {
+        KeyCommand::Generate {
+            path,
+            source,
+            data_dir,
+        } => {
+            let path = match path {
+                Some(path) => path,
+                None => {
+                    let mut flags = Vec::new();
+                    if let Some(dir) = &data_dir {
+                        flags.push(("data_dir", Value::Text(dir.to_string_lossy().into_owned())));
+                    }
+                    let dir = match source.load(&flags) {
+                        Ok(config) => config.data_dir,
+                        Err(err) => return super::fail(err),
+                    };
+                    if let Err(err) = std::fs::DirBuilder::new()
+                        .recursive(true)
+                        .mode(0o700)
+                        .create(&dir)
+                    {
+                        return super::fail(format_args!(
+                            "cannot create the data directory {}: {err}",
+                            dir.display()
+                        ));
+                    }
+                    dir.join("secret.key")
+                }
+            };
             if let Err(err) = keys::generate(&path) {
                 return super::fail(err);
             }
@@ -116,14 +184,29 @@ pub fn run_key(command: KeyCommand) -> ExitCode {
 pub fn run_token(command: TokenCommand) -> ExitCode {
     match command {
         TokenCommand::Verify {
-            key_files,
+            keys,
             issuer,
             leeway,
             ttl,
             token,
-        } => verify(&key_files, issuer, leeway, ttl, token),
+        } => {
+            let mut more = Vec::new();
+            if let Some(issuer) = issuer {
+                more.push(("issuer", Value::Text(issuer)));
+            }
+            if let Some(leeway) = leeway {
+                more.push(("leeway", Value::Text(leeway.to_string())));
+            }
+            if let Some(ttl) = ttl {
+                more.push(("ttl", Value::Text(ttl.to_string())));
+            }
+            match keys.load(&more) {
+                Ok(config) => verify(&config, token),
+                Err(err) => super::fail(err),
+            }
+        }
         TokenCommand::Issue {
-            key_file,
+            keys,
             sub,
             name,
             role,
@@ -138,11 +221,20 @@ pub fn run_token(command: TokenCommand) -> ExitCode {
             if let Err(err) = store::validate_role(&role) {
                 return super::fail(err);
             }
-            let ring = match KeyRing::load(&[key_file]) {
+            let mut more = Vec::new();
+            if let Some(issuer) = issuer {
+                more.push(("issuer", Value::Text(issuer)));
+            }
+            let config = match keys.load(&more) {
+                Ok(config) => config,
+                Err(err) => return super::fail(err),
+            };
+            let ring = match KeyRing::load(&config.effective_key_files()) {
                 Ok(ring) => ring,
                 Err(err) => return super::fail(err),
             };
             let now = Clock::System.now();
+            let ttl = ttl.unwrap_or(config.ttl);
             let claims = Claims {
                 sub: sub.to_string().into(),
                 user_id: sub,
@@ -150,10 +242,11 @@ pub fn run_token(command: TokenCommand) -> ExitCode {
                 role: role.into(),
                 iat: now,
                 exp: now.saturating_add(i64::try_from(ttl).unwrap_or(i64::MAX)),
-                iss: issuer.into(),
+                iss: config.issuer.into(),
                 auth_time: now,
                 ver,
                 amr: Amr::PWD,
+                jti: Some(latchkey::auth::new_login_id().into()),
             };
             println!("{}", Signer::new(&ring).sign(&claims));
             ExitCode::SUCCESS
@@ -222,8 +315,8 @@ fn bench(json: bool, rounds: u32) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-fn verify(key_files: &[PathBuf], issuer: String, leeway: u64, ttl: u64, token: String) -> ExitCode {
-    let ring = match KeyRing::load(key_files) {
+fn verify(config: &Config, token: String) -> ExitCode {
+    let ring = match KeyRing::load(&config.effective_key_files()) {
         Ok(ring) => ring,
         Err(err) => return super::fail(err),
     };
@@ -237,9 +330,9 @@ fn verify(key_files: &[PathBuf], issuer: String, leeway: u64, ttl: u64, token: S
         token
     };
     let validation = Validation {
-        issuer,
-        leeway,
-        ttl,
+        issuer: config.issuer.clone(),
+        leeway: config.leeway,
+        ttl: config.ttl,
         clock: Clock::System,
     };
     let mut buf = TokenBuf::new();

@@ -42,7 +42,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -65,6 +65,8 @@ const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
 const NAMES: TableDefinition<&str, u64> = TableDefinition::new("user_names");
 const META: TableDefinition<&str, u64> = TableDefinition::new("meta");
 const META_TEXT: TableDefinition<&str, &str> = TableDefinition::new("meta_text");
+/// Tokens revoked one by one (logout): token id → its `exp`, kept until then.
+const REVOKED: TableDefinition<&str, i64> = TableDefinition::new("revoked_tokens");
 const META_SCHEMA: &str = "schema_version";
 const META_NEXT_ID: &str = "next_id";
 const META_PROBE: &str = "write_probe";
@@ -117,6 +119,10 @@ struct Shared {
     logins: Mutex<Logins>,
     wake: Condvar,
     observer: RwLock<Option<Observer>>,
+    /// The `revoked_tokens` table in memory (this process is the store's only writer),
+    /// and its size without the lock: empty, the per-request check costs one load.
+    revoked: RwLock<HashMap<String, i64>>,
+    revoked_count: AtomicUsize,
 }
 
 enum Slot {
@@ -250,7 +256,7 @@ impl UserStore {
         };
         prepare(&db, path)?;
         tighten_mode(path);
-        Ok(UserStore::new(path, db, false))
+        UserStore::new(path, db, false).load_revoked()
     }
 
     /// Opens an existing store to look at it without ever writing to the file: reads come
@@ -262,7 +268,7 @@ impl UserStore {
     pub fn inspect(path: &Path) -> Result<UserStore, OpenError> {
         let db = checked_overlay(path)?;
         prepare(&db, path)?;
-        Ok(UserStore::new(path, db, true))
+        UserStore::new(path, db, true).load_revoked()
     }
 
     fn new(path: &Path, db: Database, inspect: bool) -> UserStore {
@@ -293,9 +299,83 @@ impl UserStore {
                 logins: Mutex::new(Logins::default()),
                 wake: Condvar::new(),
                 observer: RwLock::new(None),
+                revoked: RwLock::new(HashMap::new()),
+                revoked_count: AtomicUsize::new(0),
             }),
             flusher: Mutex::new(None),
         }
+    }
+
+    /// Reads the revoked tokens into memory (at open).
+    fn load_revoked(self) -> Result<UserStore, OpenError> {
+        let path = self.shared.path.clone();
+        let entries = self
+            .shared
+            .read(|tx| {
+                let mut entries = HashMap::new();
+                match tx.open_table(REVOKED) {
+                    Ok(table) => {
+                        for entry in table.iter()? {
+                            let (id, exp) = entry?;
+                            entries.insert(id.value().to_string(), exp.value());
+                        }
+                    }
+                    Err(TableError::TableDoesNotExist(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                Ok(entries)
+            })
+            .map_err(|e: ReadError| OpenError::damaged(&path, e.to_string()))?;
+        self.shared.set_revoked(entries);
+        Ok(self)
+    }
+
+    /// Revokes one token (logging out) until `exp`, its expiry; `id` names the token
+    /// (`token::token_id`: the start of its signature, unique per token). [`is_token_revoked`]
+    /// answers true for it from now on. Entries past their expiry are dropped in the
+    /// same transaction, so the table holds only tokens that could still be presented.
+    ///
+    /// [`is_token_revoked`]: Self::is_token_revoked
+    pub fn revoke_token(&self, id: &str, exp: i64) -> Result<(), UpdateError> {
+        let now = now();
+        let kept = self
+            .shared
+            .write(true, |tx| -> Result<_, Fail<UpdateError>> {
+                let mut table = tx.open_table(REVOKED)?;
+                let mut expired = Vec::new();
+                for entry in table.iter()? {
+                    let (key, at) = entry?;
+                    if at.value() <= now {
+                        expired.push(key.value().to_string());
+                    }
+                }
+                for key in &expired {
+                    table.remove(key.as_str())?;
+                }
+                table.insert(id, exp)?;
+                let mut kept = HashMap::new();
+                for entry in table.iter()? {
+                    let (key, at) = entry?;
+                    kept.insert(key.value().to_string(), at.value());
+                }
+                Ok(kept)
+            })?;
+        self.shared.set_revoked(kept);
+        Ok(())
+    }
+
+    /// Whether the token `id` was revoked on its own (logged out) and could still be
+    /// presented. Costs one atomic load while no token is revoked.
+    pub fn is_token_revoked(&self, id: &str, now: i64) -> bool {
+        if self.shared.revoked_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.shared
+            .revoked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .is_some_and(|exp| *exp > now)
     }
 
     /// The file this store lives in.
@@ -926,6 +1006,11 @@ impl UserStore {
                 Err(TableError::TableDoesNotExist(_)) => None,
                 Err(e) => return Err(e.into()),
             };
+            let revoked = match tx.open_table(REVOKED) {
+                Ok(t) => Some(t),
+                Err(TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
             let mut info = BackupInfo {
                 users: 0,
                 damaged: 0,
@@ -965,6 +1050,14 @@ impl UserStore {
                     .map_err(|e| target_err(e.into()))?;
                 if let Some(meta_text) = &meta_text {
                     for entry in meta_text.iter()? {
+                        let (key, value) = entry?;
+                        t.insert(key.value(), value.value())
+                            .map_err(|e| target_err(e.into()))?;
+                    }
+                }
+                let mut t = out.open_table(REVOKED).map_err(|e| target_err(e.into()))?;
+                if let Some(revoked) = &revoked {
+                    for entry in revoked.iter()? {
                         let (key, value) = entry?;
                         t.insert(key.value(), value.value())
                             .map_err(|e| target_err(e.into()))?;
@@ -1028,6 +1121,12 @@ fn decode(id: u64, bytes: &[u8]) -> Result<User, ReadError> {
 }
 
 impl Shared {
+    fn set_revoked(&self, entries: HashMap<String, i64>) {
+        let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
+        self.revoked_count.store(entries.len(), Ordering::Release);
+        *revoked = entries;
+    }
+
     fn emit(&self, event: HealthEvent) {
         if let Some(observer) = self
             .observer
@@ -1677,6 +1776,7 @@ fn prepare(db: &Database, path: &Path) -> Result<(), OpenError> {
             tx.open_table(USERS)?;
             tx.open_table(NAMES)?;
             tx.open_table(META_TEXT)?;
+            tx.open_table(REVOKED)?;
             let mut meta = tx.open_table(META)?;
             meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
             if meta.get(META_NEXT_ID)?.is_none() {
@@ -1709,6 +1809,7 @@ fn schema_of(db: &Database) -> Result<(u64, bool), redb::Error> {
         tx.open_table(USERS).map(|_| ()),
         tx.open_table(NAMES).map(|_| ()),
         tx.open_table(META_TEXT).map(|_| ()),
+        tx.open_table(REVOKED).map(|_| ()),
     ] {
         match exists {
             Ok(()) => {}
@@ -1947,6 +2048,10 @@ pub(crate) fn write_snapshot(dest: &Path, snapshot: &Snapshot) -> Result<BackupI
                 if let Some(kid) = &snapshot.served_kid {
                     text.insert(TEXT_SERVED_KID, kid.as_str())?;
                 }
+                let mut revoked = tx.open_table(REVOKED)?;
+                for (id, exp) in &snapshot.revoked {
+                    revoked.insert(id.as_str(), *exp)?;
+                }
             }
             tx.commit()?;
             Ok(())
@@ -2007,6 +2112,16 @@ impl UserStore {
                 Err(TableError::TableDoesNotExist(_)) => None,
                 Err(e) => return Err(e.into()),
             };
+            match tx.open_table(REVOKED) {
+                Ok(t) => {
+                    for entry in t.iter()? {
+                        let (id, exp) = entry?;
+                        snapshot.revoked.push((id.value().to_string(), exp.value()));
+                    }
+                }
+                Err(TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
             Ok::<_, Fail<ReadError>>(snapshot)
         })
     }

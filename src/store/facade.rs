@@ -325,6 +325,18 @@ impl UserStore {
         each!(self, s => s.delete(id))
     }
 
+    /// Revokes one token (logging out) until `exp`, its expiry (on PostgreSQL, for every
+    /// instance: they hear of it by notification).
+    pub fn revoke_token(&self, id: &str, exp: i64) -> Result<(), UpdateError> {
+        each!(self, s => s.revoke_token(id, exp))
+    }
+
+    /// Whether the token `id` was logged out of and could still be presented; answered
+    /// from memory (on PostgreSQL, from the database while not listening).
+    pub fn is_token_revoked(&self, id: &str, now: i64) -> bool {
+        each!(self, s => s.is_token_revoked(id, now))
+    }
+
     /// The `kid` of the primary key the store was last served with.
     pub fn served_kid(&self) -> Result<Option<String>, ReadError> {
         each!(self, s => s.served_kid())

@@ -476,6 +476,8 @@ pub struct Snapshot {
     pub next_id: u64,
     /// The `kid` of the key the store was last served with.
     pub served_kid: Option<String>,
+    /// Tokens logged out of (token id, `exp`), kept until they expire.
+    pub revoked: Vec<(String, i64)>,
 }
 
 /// What [`UserStore::backup_to`] wrote.

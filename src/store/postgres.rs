@@ -10,7 +10,11 @@
 //!   row, so they are dense and never reused, and a failed create uses none), and
 //!   `served_kid`, `setup_code`;
 //! - `latchkey_throttle (key, window_start, failures, locked_until)`: failed-login
-//!   counters shared by every instance.
+//!   counters shared by every instance;
+//! - `latchkey_revoked_tokens (id, exp)`: tokens logged out of, until they expire. Every
+//!   instance holds the list in memory (checked on every request without a round trip)
+//!   and reloads it when told by a `revoked` notification, or when its notification
+//!   connection is back; while that connection is down, the database is asked.
 //!
 //! # Guarantees
 //! - Every change is one transaction at READ COMMITTED; an update first locks the user's
@@ -40,7 +44,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -105,6 +109,10 @@ CREATE TABLE latchkey_meta (
     text text
 );
 INSERT INTO latchkey_meta (key, number) VALUES ('next_id', 1);
+CREATE TABLE latchkey_revoked_tokens (
+    id text PRIMARY KEY,
+    exp bigint NOT NULL
+);
 CREATE TABLE latchkey_throttle (
     key text PRIMARY KEY,
     window_start bigint NOT NULL,
@@ -142,6 +150,9 @@ struct Shared {
     wake: Condvar,
     observer: RwLock<Option<Observer>>,
     throttle_writes: AtomicU64,
+    /// The revoked tokens (id → exp), and their number without the lock.
+    revoked: RwLock<HashMap<String, i64>>,
+    revoked_count: AtomicUsize,
 }
 
 #[derive(Default)]
@@ -378,6 +389,39 @@ fn other_active_admin(tx: &mut Transaction<'_>, id: u64) -> Result<bool, postgre
     row.try_get(0)
 }
 
+/// The revoked tokens that could still be presented.
+fn load_revoked(client: &mut Client, now: i64) -> Result<HashMap<String, i64>, postgres::Error> {
+    let exists: bool = client
+        .query_one(
+            "SELECT to_regclass('latchkey_revoked_tokens') IS NOT NULL",
+            &[],
+        )?
+        .try_get(0)?;
+    if !exists {
+        return Ok(HashMap::new());
+    }
+    let rows = client.query(
+        "SELECT id, exp FROM latchkey_revoked_tokens WHERE exp > $1",
+        &[&now],
+    )?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
+fn load_revoked_tx(
+    tx: &mut Transaction<'_>,
+    now: i64,
+) -> Result<HashMap<String, i64>, postgres::Error> {
+    let rows = tx.query(
+        "SELECT id, exp FROM latchkey_revoked_tokens WHERE exp > $1",
+        &[&now],
+    )?;
+    rows.iter()
+        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
+        .collect()
+}
+
 fn retryable(e: &postgres::Error) -> bool {
     matches!(
         e.code(),
@@ -408,14 +452,15 @@ impl PgStore {
             target: pool.target().display().to_string(),
             what,
         };
-        {
+        let revoked = {
             let mut client = pool.get().map_err(&failed)?;
             prepare(&mut client, !inspect).map_err(|e| match e {
                 OpenError::Missing(_) => OpenError::Missing(pool.target().display().into()),
                 other => other,
             })?;
-        }
-        Ok(PgStore {
+            load_revoked(&mut client, now()).map_err(|e| failed(describe(&e)))?
+        };
+        let store = PgStore {
             shared: Arc::new(Shared {
                 pool,
                 inspect,
@@ -429,10 +474,60 @@ impl PgStore {
                 wake: Condvar::new(),
                 observer: RwLock::new(None),
                 throttle_writes: AtomicU64::new(0),
+                revoked: RwLock::new(HashMap::new()),
+                revoked_count: AtomicUsize::new(0),
             }),
             flusher: Mutex::new(None),
             listener: Mutex::new(None),
-        })
+        };
+        store.shared.set_revoked(revoked);
+        Ok(store)
+    }
+
+    /// Revokes one token (logging out) until `exp`; every instance hears of it (a
+    /// `revoked` notification) and reloads its list. Expired entries are dropped in the
+    /// same transaction.
+    pub fn revoke_token(&self, id: &str, exp: i64) -> Result<(), UpdateError> {
+        let now = now();
+        let kept = self.shared.write(false, |tx| -> Result<_, Fail<UpdateError>> {
+            tx.execute("DELETE FROM latchkey_revoked_tokens WHERE exp <= $1", &[&now])?;
+            tx.execute(
+                "INSERT INTO latchkey_revoked_tokens (id, exp) VALUES ($1, $2) \
+                 ON CONFLICT (id) DO UPDATE SET exp = greatest(latchkey_revoked_tokens.exp, EXCLUDED.exp)",
+                &[&id, &exp],
+            )?;
+            tx.execute("SELECT pg_notify($1, 'revoked')", &[&CHANNEL])?;
+            Ok(load_revoked_tx(tx, now)?)
+        })?;
+        self.shared.set_revoked(kept);
+        Ok(())
+    }
+
+    /// Whether the token `id` was logged out of and could still be presented: from
+    /// memory while listening (one atomic load while none is revoked), else from the
+    /// database (and from memory when the database cannot be asked).
+    pub fn is_token_revoked(&self, id: &str, now: i64) -> bool {
+        if !self.shared.inspect && !self.shared.listening.load(Ordering::SeqCst) {
+            let asked: Result<Option<i64>, ReadError> = self.shared.read(|c| {
+                let row = c.query_opt(
+                    "SELECT exp FROM latchkey_revoked_tokens WHERE id = $1",
+                    &[&id],
+                )?;
+                Ok(row.map(|r| r.try_get::<_, i64>(0)).transpose()?)
+            });
+            if let Ok(exp) = asked {
+                return exp.is_some_and(|exp| exp > now);
+            }
+        }
+        if self.shared.revoked_count.load(Ordering::Acquire) == 0 {
+            return false;
+        }
+        self.shared
+            .revoked
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(id)
+            .is_some_and(|exp| *exp > now)
     }
 
     /// The store's URL with the password replaced by `***`.
@@ -1168,6 +1263,12 @@ impl PgStore {
                 .map(|r| r.try_get::<_, Option<String>>(0))
                 .transpose()?
                 .flatten();
+            for row in tx.query(
+                "SELECT id, exp FROM latchkey_revoked_tokens ORDER BY id",
+                &[],
+            )? {
+                snapshot.revoked.push((row.try_get(0)?, row.try_get(1)?));
+            }
             tx.commit()?;
             Ok(snapshot)
         })
@@ -1205,6 +1306,14 @@ impl PgStore {
                     &[kid],
                 )?;
             }
+            tx.execute("DELETE FROM latchkey_revoked_tokens", &[])?;
+            for (id, exp) in &snapshot.revoked {
+                tx.execute(
+                    "INSERT INTO latchkey_revoked_tokens (id, exp) VALUES ($1, $2)",
+                    &[id, exp],
+                )?;
+            }
+            tx.execute("SELECT pg_notify($1, 'revoked')", &[&CHANNEL])?;
             Ok(snapshot.users.len() as u64)
         })?;
         Ok(users)
@@ -1334,6 +1443,12 @@ fn db_open(e: postgres::Error) -> OpenError {
 }
 
 impl Shared {
+    fn set_revoked(&self, entries: HashMap<String, i64>) {
+        let mut revoked = self.revoked.write().unwrap_or_else(PoisonError::into_inner);
+        self.revoked_count.store(entries.len(), Ordering::Release);
+        *revoked = entries;
+    }
+
     fn emit(&self, event: HealthEvent) {
         if let Some(observer) = self
             .observer
@@ -1605,7 +1720,10 @@ fn listen_loop(shared: &Shared) {
                 continue;
             }
         };
-        if let Err(e) = client.batch_execute(&format!("LISTEN {CHANNEL}")) {
+        // Named, so that operators can tell it in pg_stat_activity.
+        if let Err(e) = client.batch_execute(&format!(
+            "SET application_name = 'latchkey listener'; LISTEN {CHANNEL}"
+        )) {
             shared.listener_changed(false, &describe(&e));
             if shared.stopped_within(backoff) {
                 return;
@@ -1613,7 +1731,17 @@ fn listen_loop(shared: &Shared) {
             continue;
         }
         // Changes may have been missed while not listening: nothing cached before this
-        // point is trusted.
+        // point is trusted, and the list of revoked tokens is read again.
+        match load_revoked(&mut client, now()) {
+            Ok(list) => shared.set_revoked(list),
+            Err(e) => {
+                shared.listener_changed(false, &describe(&e));
+                if shared.stopped_within(backoff) {
+                    return;
+                }
+                continue;
+            }
+        }
         shared.generation.fetch_add(1, Ordering::SeqCst);
         shared.listening.store(true, Ordering::SeqCst);
         shared.listener_changed(true, "");
@@ -1625,11 +1753,17 @@ fn listen_loop(shared: &Shared) {
                 return;
             }
             let mut broken = None;
+            let mut reload = false;
             {
                 let mut notifications = client.notifications();
                 let mut iter = notifications.timeout_iter(Duration::from_millis(200));
                 loop {
                     match postgres::fallible_iterator::FallibleIterator::next(&mut iter) {
+                        Ok(Some(n)) if n.payload() == "revoked" => {
+                            reload = true;
+                            // Nothing arrives while the list is read: read it now.
+                            break;
+                        }
                         Ok(Some(_)) => {
                             shared.generation.fetch_add(1, Ordering::SeqCst);
                         }
@@ -1643,6 +1777,12 @@ fn listen_loop(shared: &Shared) {
             }
             if let Some(why) = broken {
                 break why;
+            }
+            if reload {
+                match load_revoked(&mut client, now()) {
+                    Ok(list) => shared.set_revoked(list),
+                    Err(e) => break describe(&e),
+                }
             }
             if client.is_closed() {
                 break "the server closed the notification connection".to_string();

@@ -56,6 +56,7 @@ impl Workload {
             auth_time: now - 7200,
             ver: 3,
             amr: Amr::PWD,
+            jti: Some("q7Xb2LmN9pRt4VwYz0Ac1D".into()),
         };
         let signer = Signer::new(&ring);
         let token = signer.sign(&claims);

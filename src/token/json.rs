@@ -448,6 +448,7 @@ pub(super) struct PayloadMembers {
     pub ver: Option<u64>,
     /// Present: the set, or [`TokenError::AuthMethods`] when the values make none.
     pub amr: Option<Result<Amr, TokenError>>,
+    pub jti: Option<RawStr>,
 }
 
 impl<'a> Members<'a> for PayloadMembers {
@@ -464,6 +465,7 @@ impl<'a> Members<'a> for PayloadMembers {
             Some(b"auth_time") => s.slot(&mut self.auth_time, |s| s.i64_value("auth_time")),
             Some(b"ver") => s.slot(&mut self.ver, |s| s.u64_value("ver")),
             Some(b"amr") => s.slot(&mut self.amr, Scanner::amr_value),
+            Some(b"jti") => s.slot(&mut self.jti, |s| s.str_value("jti")),
             _ => Ok(false),
         }
     }

@@ -35,8 +35,8 @@ pub(super) fn write_claims(claims: &Claims<'_>, buf: &mut [u8]) -> Option<usize>
     w.raw(br#","ver":"#)?;
     w.uint(claims.ver)?;
     match claims.amr {
-        Amr::PWD => w.raw(br#","amr":["pwd"]}"#)?,
-        Amr::PWD_OTP => w.raw(br#","amr":["pwd","otp"]}"#)?,
+        Amr::PWD => w.raw(br#","amr":["pwd"]"#)?,
+        Amr::PWD_OTP => w.raw(br#","amr":["pwd","otp"]"#)?,
         other => {
             w.raw(br#","amr":["#)?;
             for (i, value) in other.values().enumerate() {
@@ -47,20 +47,27 @@ pub(super) fn write_claims(claims: &Claims<'_>, buf: &mut [u8]) -> Option<usize>
                 w.raw(value.as_bytes())?;
                 w.raw(b"\"")?;
             }
-            w.raw(b"]}")?;
+            w.raw(b"]")?;
         }
     }
+    if let Some(jti) = &claims.jti {
+        w.raw(br#","jti":""#)?;
+        w.string_body(jti)?;
+        w.raw(b"\"")?;
+    }
+    w.raw(b"}")?;
     Some(w.len)
 }
 
 /// The most bytes [`write_claims`] can need for `claims`: every string byte escaped as
 /// `\u00XX`, every integer at its longest.
 pub(super) fn max_json_len(claims: &Claims<'_>) -> usize {
-    let strings = claims.sub.len() + claims.name.len() + claims.role.len() + claims.iss.len();
+    let jti = claims.jti.as_ref().map_or(0, |j| j.len());
+    let strings = claims.sub.len() + claims.name.len() + claims.role.len() + claims.iss.len() + jti;
     let amr: usize = claims.amr.values().map(|v| v.len() + 3).sum();
-    // The fixed text (names, quotes, colons, commas, brackets, braces) is 93 bytes; six
-    // integers take at most 20 characters each.
-    93 + 6 * strings + 6 * 20 + amr
+    // The fixed text (names, quotes, colons, commas, brackets, braces) is 93 bytes, 9 more
+    // with `jti`; six integers take at most 20 characters each.
+    93 + 9 + 6 * strings + 6 * 20 + amr
 }
 
 /// Appends JSON pieces to a fixed buffer.
@@ -180,6 +187,7 @@ pub(super) struct Layout {
     pub auth_time: i64,
     pub ver: u64,
     pub amr: Option<Amr>,
+    pub jti: Option<Range<usize>>,
     /// Every byte is ASCII (so the payload is UTF-8 without checking it again).
     pub ascii: bool,
 }
@@ -219,12 +227,20 @@ pub(super) fn read(json: &[u8]) -> Option<Layout> {
     let auth_time = r.int()?;
     r.lit(br#","ver":"#)?;
     let ver = r.uint()?;
-    let amr = match &json[r.at..] {
-        b"}" => None,
-        br#","amr":["pwd"]}"# => Some(Amr::PWD),
-        br#","amr":["pwd","otp"]}"# => Some(Amr::PWD_OTP),
-        _ => return None,
+    let amr = if r.lit(br#","amr":["pwd"]"#).is_some() {
+        Some(Amr::PWD)
+    } else if r.lit(br#","amr":["pwd","otp"]"#).is_some() {
+        Some(Amr::PWD_OTP)
+    } else {
+        None
     };
+    let jti = match r.lit(br#","jti":""#) {
+        Some(()) => Some(r.string()?),
+        None => None,
+    };
+    if &json[r.at..] != b"}" {
+        return None;
+    }
     Some(Layout {
         sub,
         user_id,
@@ -236,6 +252,7 @@ pub(super) fn read(json: &[u8]) -> Option<Layout> {
         auth_time,
         ver,
         amr,
+        jti,
         // The fixed text and the digits are ASCII; the strings were looked at whole.
         ascii: r.high & HIGH == 0,
     })
@@ -461,6 +478,7 @@ mod tests {
             auth_time: i64::MIN,
             ver: u64::MAX,
             amr: Amr::PWD_OTP,
+            jti: None,
         }
     }
 
@@ -498,6 +516,7 @@ mod tests {
             ver: m.ver.unwrap_or(0),
             amr: m.amr.transpose()?,
             ascii: json.is_ascii(),
+            jti: None,
         }))
     }
 
@@ -564,6 +583,7 @@ mod tests {
                 sub: user_id.to_string().into(), user_id, name: name.into(), role: role.into(),
                 iat, exp, iss: iss.into(), auth_time, ver,
                 amr: if otp { Amr::PWD_OTP } else { Amr::PWD },
+                jti: None,
             };
             let json = layout_json(&c);
             proptest::prop_assert_eq!(&json, &serde_json::to_string(&c).expect("json"));
@@ -738,6 +758,7 @@ mod tests {
             user_id: u64::MAX,
             ver: u64::MAX,
             amr: Amr::PWD_OTP,
+            jti: None,
         };
         let json = layout_json(&c);
         assert!(json.len() <= max_json_len(&c));

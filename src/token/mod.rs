@@ -104,6 +104,11 @@ pub struct Claims<'a> {
     /// How the user authenticated (RFC 8176); a token without it reads as `["pwd"]`.
     #[serde(default)]
     pub amr: Amr,
+    /// The login this token belongs to (`jti`, RFC 7519 §4.1.7): random, made when the
+    /// password was entered and kept when the token slides, so logging out can revoke
+    /// that login and nothing else. Tokens of the original design have none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<Cow<'a, str>>,
 }
 
 impl Claims<'_> {
@@ -121,6 +126,7 @@ impl Claims<'_> {
             auth_time: self.auth_time,
             ver: self.ver,
             amr: self.amr,
+            jti: self.jti.map(|j| Cow::Owned(j.into_owned())),
         }
     }
 }
@@ -369,6 +375,7 @@ struct RawClaims<'b> {
     ver: Option<u64>,
     /// Present: the set, or why its values make none.
     amr: Option<Result<Amr, TokenError>>,
+    jti: Option<&'b str>,
 }
 
 impl Verifier {
@@ -557,6 +564,7 @@ impl Verifier {
             auth_time: raw.auth_time.unwrap_or(iat),
             ver: raw.ver.unwrap_or(0),
             amr,
+            jti: raw.jti.map(Cow::Borrowed),
         })
     }
 }
@@ -590,6 +598,7 @@ fn read_payload(json: &mut [u8]) -> Result<RawClaims<'_>, TokenError> {
             auth_time: Some(found.auth_time),
             ver: Some(found.ver),
             amr: found.amr.map(Ok),
+            jti: found.jti.and_then(|range| text.get(range)),
         });
     }
     read_payload_strictly(json)
@@ -604,7 +613,8 @@ fn read_payload_strictly(json: &mut [u8]) -> Result<RawClaims<'_>, TokenError> {
     let text = std::str::from_utf8(json).map_err(|_| utf8)?;
     let mut m = PayloadMembers::default();
     json::read_object(text, Part::Payload, &mut m)?;
-    let [sub, name, role, iss] = json::unescape_strs(json, [m.sub, m.name, m.role, m.iss]);
+    let [sub, name, role, iss, jti] =
+        json::unescape_strs(json, [m.sub, m.name, m.role, m.iss, m.jti]);
     Ok(RawClaims {
         sub,
         sub_is_user_id: false,
@@ -618,6 +628,7 @@ fn read_payload_strictly(json: &mut [u8]) -> Result<RawClaims<'_>, TokenError> {
         auth_time: m.auth_time,
         ver: m.ver,
         amr: m.amr,
+        jti,
     })
 }
 
@@ -711,6 +722,22 @@ fn decode_odd_signature(segment: &str) -> Option<()> {
     base64url::decode(segment.as_bytes(), &mut buf).map(drop)
 }
 
+/// Characters of a token's signature segment that name it ([`token_id`]).
+pub const TOKEN_ID_LEN: usize = 22;
+
+/// The id of one signed token: the first [`TOKEN_ID_LEN`] characters (132 bits) of its
+/// signature segment, unique to the token (an HMAC-SHA256 output) and never a secret
+/// (the token carries it). `None` when the token has no signature segment that long.
+/// Logging out revokes the presented token by this id.
+pub fn token_id(token: &str) -> Option<&str> {
+    let (_, signature) = token.rsplit_once('.')?;
+    signature.get(..TOKEN_ID_LEN).filter(|s| {
+        s.len() == TOKEN_ID_LEN
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -735,6 +762,7 @@ mod tests {
             auth_time: 1,
             ver: 0,
             amr: Amr::PWD,
+            jti: None,
         }
     }
 

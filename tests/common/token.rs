@@ -61,7 +61,8 @@ pub fn verify(verifier: &Verifier, token: &str) -> Result<Claims<'static>, Token
 }
 
 /// The claims latchkey issues to user `id` called `name` with `role` on a password
-/// login at `at`: an hour's lifetime, token version 0, issuer `latchkey`.
+/// login at `at`: an hour's lifetime, token version 0, issuer `latchkey`, a login id
+/// (`jti`, 22 characters) of its own.
 pub fn user(id: u64, name: &str, role: &str, at: i64) -> Claims<'static> {
     Claims {
         sub: id.to_string().into(),
@@ -74,6 +75,7 @@ pub fn user(id: u64, name: &str, role: &str, at: i64) -> Claims<'static> {
         auth_time: at,
         ver: 0,
         amr: Amr::PWD,
+        jti: Some(format!("fixtureLoginId{id:08}").into()),
     }
 }
 
