@@ -494,3 +494,47 @@ fn a_logout_on_one_instance_is_refused_by_the_other_within_a_second() {
     assert!(open(&url).is_token_revoked(id, now));
     assert!(!b.is_token_revoked(id, now + 600), "not past its expiry");
 }
+
+#[test]
+fn tls_is_used_when_the_url_asks_and_the_certificate_is_checked_when_asked() {
+    let cluster = PgCluster::start_tls();
+    let url = cluster.database();
+    let at = |host: &str, params: &str| url.replace("127.0.0.1", host) + params;
+    // The server takes TCP connections over TLS only: without TLS, refused.
+    let err = Location::parse(&at("127.0.0.1", "?sslmode=disable"), None)
+        .open(2)
+        .expect_err("plain TCP is refused by the server");
+    assert!(!err.to_string().contains(pg::PASSWORD), "{err}");
+    // require: encrypted, the certificate not checked (libpq's meaning).
+    let s = Location::parse(&at("127.0.0.1", "?sslmode=require"), None)
+        .open(2)
+        .expect("TLS");
+    s.create("tls", "user", HASH).expect("write over TLS");
+    // prefer (the default) uses TLS when the server offers it.
+    Location::parse(&url, None).open(2).expect("prefer");
+    // verify-full: the self-signed certificate is not trusted by the system roots...
+    let err = Location::parse(&at("localhost", "?sslmode=verify-full"), None)
+        .open(2)
+        .expect_err("an unknown certificate authority");
+    assert!(!err.to_string().contains(pg::PASSWORD), "{err}");
+    // ...but is with sslrootcert, for the name it carries.
+    let root = format!("&sslrootcert={}", cluster.certificate().display());
+    let s = Location::parse(
+        &at("localhost", &format!("?sslmode=verify-full{root}")),
+        None,
+    )
+    .open(2)
+    .expect("verified");
+    assert_eq!(s.count().expect("read over TLS"), 1);
+    // verify-full checks the host name too: 127.0.0.1 is not in the certificate.
+    Location::parse(
+        &at("127.0.0.1", &format!("?sslmode=verify-full{root}")),
+        None,
+    )
+    .open(2)
+    .expect_err("the host name does not match");
+    // verify-ca checks the chain only.
+    Location::parse(&at("127.0.0.1", &format!("?sslmode=verify-ca{root}")), None)
+        .open(2)
+        .expect("the chain is enough");
+}

@@ -115,6 +115,68 @@ impl PgCluster {
         cluster
     }
 
+    /// A server that accepts TCP connections only over TLS (`hostssl` in pg_hba.conf),
+    /// with a self-signed certificate for `localhost` made by the `openssl` command; its
+    /// PEM file is [`certificate`](Self::certificate).
+    pub fn start_tls() -> PgCluster {
+        let cluster = PgCluster::start();
+        cluster.kill();
+        let (crt, key) = (
+            cluster.root.join("server.crt"),
+            cluster.root.join("server.key"),
+        );
+        let mut req = Command::new("openssl");
+        req.args([
+            "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+        ])
+        .args([
+            "-subj",
+            "/CN=localhost",
+            "-addext",
+            "subjectAltName=DNS:localhost",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&crt);
+        run(req, "openssl req");
+        let mut own = Command::new("chown");
+        own.arg("postgres:postgres").arg(&crt).arg(&key);
+        run(own, "chown");
+        let mut mode = Command::new("chmod");
+        mode.arg("600").arg(&key);
+        run(mode, "chmod");
+        let data = cluster.root.join("data");
+        let conf = data.join("postgresql.conf");
+        let mut text = std::fs::read_to_string(&conf).expect("postgresql.conf");
+        text.push_str(&format!(
+            "\nssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            crt.display(),
+            key.display()
+        ));
+        std::fs::write(&conf, text).expect("write postgresql.conf");
+        let hba = data.join("pg_hba.conf");
+        let text = std::fs::read_to_string(&hba).expect("pg_hba.conf");
+        let text: String = text
+            .lines()
+            .map(|l| {
+                if l.starts_with("host ") {
+                    format!("hostssl{}\n", &l[4..])
+                } else {
+                    format!("{l}\n")
+                }
+            })
+            .collect();
+        std::fs::write(&hba, text).expect("write pg_hba.conf");
+        cluster.resume();
+        cluster
+    }
+
+    /// The certificate of a [`start_tls`](Self::start_tls) server (PEM).
+    pub fn certificate(&self) -> PathBuf {
+        self.root.join("server.crt")
+    }
+
     /// Starts the (stopped) server again on the same port and data.
     pub fn resume(&self) {
         let mut start = as_postgres(&self.bin, "pg_ctl");
@@ -192,9 +254,13 @@ impl PgCluster {
             std::process::id(),
             N.fetch_add(1, Ordering::SeqCst)
         );
-        self.client("postgres")
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .expect("create database");
+        // Over the private socket directory: works whatever pg_hba.conf asks of TCP.
+        let mut psql = as_postgres(&self.bin, "psql");
+        psql.arg("-h")
+            .arg(&self.root)
+            .args(["-p", &self.port.to_string(), "-U", "postgres", "-qc"])
+            .arg(format!("CREATE DATABASE {name}"));
+        run(psql, "psql CREATE DATABASE");
         self.url(&name)
     }
 
