@@ -14,12 +14,14 @@ use std::path::{Path, PathBuf};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::config::TotpMode;
 use crate::http::Client;
 use crate::password::{self, PasswordError, Passwords, Verdict};
 use crate::store::{
     self, Invalid, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, UpdateError, User, UserStore,
 };
 use crate::throttle::{Key, Limits, Throttle};
+use crate::totp::{self, CodeError};
 
 /// The account machinery one server shares between its workers: password hashing at
 /// the configured cost, failed-login throttling, the hashing limit and the sign-up rule.
@@ -30,6 +32,7 @@ pub struct Accounts {
     hashing: Gate,
     signup_open: bool,
     setup: SetupCode,
+    totp: TotpPolicy,
 }
 
 /// The settings the account rules depend on.
@@ -45,6 +48,161 @@ pub struct Rules {
     pub signup_open: bool,
     /// The code the first registration needs (see [`SetupCode`]).
     pub setup: SetupCode,
+    /// Who may and who must have a second factor.
+    pub totp: TotpPolicy,
+}
+
+/// Who may and who must have a second factor (settings `totp` and
+/// `totp_required_roles`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TotpPolicy {
+    /// Off, optional, or required for everyone.
+    pub mode: TotpMode,
+    /// Roles that must have one while the mode is `optional`.
+    pub required_roles: Vec<String>,
+}
+
+impl TotpPolicy {
+    /// Whether second factors are in use at all: enrolment offered, codes asked for.
+    pub fn enabled(&self) -> bool {
+        self.mode != TotpMode::Off
+    }
+
+    /// Whether a user with this role must have a second factor.
+    pub fn required_for(&self, role: &str) -> bool {
+        match self.mode {
+            TotpMode::Off => false,
+            TotpMode::Required => true,
+            TotpMode::Optional => self.required_roles.iter().any(|r| r == role),
+        }
+    }
+
+    /// Whether a user with this role, who has (`has_factor`) or has not a second factor,
+    /// must enrol before using anything else.
+    pub fn must_enrol(&self, role: &str, has_factor: bool) -> bool {
+        !has_factor && self.required_for(role)
+    }
+
+    /// Whether `user`'s login needs a code after the password.
+    pub fn asks_code(&self, user: &User) -> bool {
+        self.enabled() && user.totp.is_some()
+    }
+}
+
+/// A correct password, and what the login still needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PasswordLogin {
+    /// Nothing more: the user is logged in with the password (`amr` `["pwd"]`).
+    Done(User),
+    /// The user has a second factor: the login is complete only once a code is
+    /// accepted ([`Accounts::second_factor`]). The name's failed attempts are not
+    /// forgotten yet, so a known password does not buy fresh guesses at the code.
+    NeedsCode(User),
+}
+
+impl PasswordLogin {
+    /// The user whose password it was.
+    pub fn user(&self) -> &User {
+        match self {
+            PasswordLogin::Done(user) | PasswordLogin::NeedsCode(user) => user,
+        }
+    }
+
+    /// The user whose password it was, by value.
+    pub fn into_user(self) -> User {
+        match self {
+            PasswordLogin::Done(user) | PasswordLogin::NeedsCode(user) => user,
+        }
+    }
+}
+
+/// A code entered after the password, to complete the login of user `user_id`.
+#[derive(Debug, Clone, Copy)]
+pub struct CodeAttempt<'a> {
+    /// The user whose password was accepted.
+    pub user_id: u64,
+    /// Their token version when it was: a change since (password, sessions ended,
+    /// second factor reset) voids the half-done login.
+    pub ver: u64,
+    /// A six-digit TOTP code or a recovery code, as typed.
+    pub code: &'a str,
+    /// The client, when known: failures are also counted against it.
+    pub client: Option<&'a Client>,
+    /// Unix seconds.
+    pub now: i64,
+}
+
+/// A login completed with a code.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CodeLogin {
+    /// The user, as stored after the code was recorded.
+    pub user: User,
+    /// When a recovery code was used: how many are left.
+    pub recovery_left: Option<usize>,
+}
+
+/// Why a code was not accepted.
+#[derive(Debug)]
+pub enum CodeLoginError {
+    /// Not a code, a wrong or too old one, or one used already (counted as a failure,
+    /// except when it is not a code at all).
+    Code(CodeError),
+    /// A recovery code that is not one of the user's unused ones.
+    WrongRecovery,
+    /// Too many recent failures for this name or address; retry after this many seconds.
+    Throttled(u64),
+    /// The login the code was to complete no longer stands (the password was changed,
+    /// sessions were ended, the account was locked or deleted, the second factor was
+    /// removed or switched off): start again with the password.
+    Stale,
+    /// The store could not be used.
+    Store(StoreError),
+}
+
+/// A new enrolment: the secret to show, and its key URI.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Enrolment {
+    /// The secret, [`totp::SECRET_LEN`] bytes.
+    pub secret: Vec<u8>,
+    /// The `otpauth://` URI authenticator apps read (issuer, user name, secret).
+    pub uri: String,
+}
+
+impl fmt::Debug for Enrolment {
+    /// Never the secret, nor the URI that holds it.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Enrolment").finish_non_exhaustive()
+    }
+}
+
+/// Why a second-factor change (enrolment, switching on or off) was refused.
+#[derive(Debug)]
+pub enum TotpError {
+    /// Second factors are switched off on this server (`totp = "off"`).
+    Off,
+    /// The user has a second factor already.
+    AlreadyOn,
+    /// No enrolment was started.
+    NotStarted,
+    /// The enrolment changed meanwhile (started over in another window): the code was
+    /// for the old key.
+    Changed,
+    /// The user has no second factor to switch off.
+    NotOn,
+    /// The code was not accepted.
+    Code(CodeError),
+    /// A recovery code that is not one of the user's unused ones.
+    WrongRecovery,
+    /// The current password was not accepted (wrong, throttled, busy, store).
+    Password(LoginError),
+    /// Too many recent failures for this name or address; retry after this many seconds.
+    Throttled(u64),
+    /// The system random source failed.
+    Random(String),
+    /// The user no longer exists.
+    NotFound,
+    /// The store could not be used.
+    Store(StoreError),
 }
 
 /// A password login attempt.
@@ -248,7 +406,13 @@ impl Accounts {
             hashing: Gate::new(rules.login_concurrency),
             signup_open: rules.signup_open,
             setup: rules.setup,
+            totp: rules.totp,
         }
+    }
+
+    /// Who may and who must have a second factor.
+    pub fn totp_policy(&self) -> &TotpPolicy {
+        &self.totp
     }
 
     /// The setup code, while the first registration still needs one.
@@ -268,21 +432,17 @@ impl Accounts {
 
     /// Checks a name and password: refused while the name or the client address is
     /// throttled or every hashing place is taken; unknown names cost a hash like known
-    /// ones; a locked account fails like a wrong password. A success forgets the name's
-    /// failures, records the login and upgrades a hash made at weaker parameters.
-    pub fn login(&self, store: &UserStore, attempt: &Attempt<'_>) -> Result<User, LoginError> {
+    /// ones; a locked account fails like a wrong password. A success records the login
+    /// and upgrades a hash made at weaker parameters; it forgets the name's failures
+    /// only when the login is complete ([`PasswordLogin::Done`]): a user with a second
+    /// factor must still enter a code, whose failures count in the same throttle.
+    pub fn login(
+        &self,
+        store: &UserStore,
+        attempt: &Attempt<'_>,
+    ) -> Result<PasswordLogin, LoginError> {
         let keys = throttle_keys(attempt.name, attempt.client);
-        // A shared store (PostgreSQL) keeps the counters, so that N instances do not
-        // give N times the attempts; otherwise they are counted in memory here.
-        let shared = store.is_shared() && self.throttle.limits().max_failures > 0;
-        let retry = if shared {
-            store
-                .throttle_retry_after(&keys, attempt.now)
-                .map_err(|e| LoginError::Store(e.into()))?
-        } else {
-            self.throttle.retry_after(&keys, attempt.now)
-        };
-        if let Some(retry) = retry {
+        if let Some(retry) = self.throttled(store, &keys, attempt.now) {
             return Err(LoginError::Throttled(retry));
         }
         let Some(_place) = self.hashing.try_enter() else {
@@ -297,26 +457,57 @@ impl Accounts {
         };
         match (user, verdict) {
             (Some(user), Verdict::Match { rehash }) if !user.locked => {
-                if shared {
-                    // Best effort: a counter left behind only expires later.
-                    let _ = store.throttle_reset(&keys[0]);
-                } else {
-                    self.throttle.reset(&keys[0]);
-                }
                 // Recorded without waiting for the disk: a login needs no write.
-                Ok(store.note_login(&user, rehash.as_deref()))
+                let user = store.note_login(&user, rehash.as_deref());
+                if self.totp.asks_code(&user) {
+                    return Ok(PasswordLogin::NeedsCode(user));
+                }
+                self.forget_failures(store, &keys[0]);
+                Ok(PasswordLogin::Done(user))
             }
             _ => {
-                if shared {
-                    store
-                        .throttle_failure(&keys, attempt.now, self.throttle.limits())
-                        .map_err(|e| LoginError::Store(e.into()))?;
-                } else {
-                    self.throttle.failure(&keys, attempt.now);
-                }
+                self.count_failure(store, &keys, attempt.now);
                 Err(LoginError::Wrong)
             }
         }
+    }
+
+    /// Seconds until any of `keys` may try again. A shared store (PostgreSQL) keeps the
+    /// counters, so that N instances do not give N times the attempts; otherwise they
+    /// are counted in memory here. A shared store that cannot be read throttles nothing
+    /// (logged): the attempt needs the store anyway and fails there.
+    fn throttled(&self, store: &UserStore, keys: &[Key], now: i64) -> Option<u64> {
+        if !self.shares_throttle(store) {
+            return self.throttle.retry_after(keys, now);
+        }
+        store.throttle_retry_after(keys, now).unwrap_or_else(|e| {
+            crate::log::debug(&format!("failed-login counters: {e}"));
+            None
+        })
+    }
+
+    /// Counts a failed attempt against `keys` (in the shared store when there is one;
+    /// a failure to count there is logged).
+    fn count_failure(&self, store: &UserStore, keys: &[Key], now: i64) {
+        if !self.shares_throttle(store) {
+            return self.throttle.failure(keys, now);
+        }
+        if let Err(e) = store.throttle_failure(keys, now, self.throttle.limits()) {
+            crate::log::error(&format!("a failed login could not be counted: {e}"));
+        }
+    }
+
+    /// Forgets `key`'s failures after a complete login (best effort in a shared store: a
+    /// counter left behind only expires later).
+    fn forget_failures(&self, store: &UserStore, key: &Key) {
+        if !self.shares_throttle(store) {
+            return self.throttle.reset(key);
+        }
+        let _ = store.throttle_reset(key);
+    }
+
+    fn shares_throttle(&self, store: &UserStore) -> bool {
+        store.is_shared() && self.throttle.limits().max_failures > 0
     }
 
     /// Whether a visitor may register now: sign-up is open, or the store is empty (the
@@ -414,7 +605,8 @@ impl Accounts {
         password::check_rules(new).map_err(PasswordChangeError::Password)?;
         let user = self
             .login(store, current)
-            .map_err(PasswordChangeError::Current)?;
+            .map_err(PasswordChangeError::Current)?
+            .into_user();
         let Some(_place) = self.hashing.try_enter() else {
             return Err(PasswordChangeError::Current(LoginError::Busy));
         };
@@ -425,6 +617,205 @@ impl Accounts {
         store
             .set_password(user.id, &hash)
             .map_err(|e| PasswordChangeError::Store(e.into()))
+    }
+
+    /// The second step of a login: a TOTP code (one step either side of now, never one
+    /// accepted before) or an unused recovery code (spent by this use) for the user
+    /// whose password was accepted, while that login still stands. Refused while the
+    /// name or the client address is throttled; a wrong code counts as a failure there,
+    /// like a wrong password; a success forgets the name's failures.
+    pub fn second_factor(
+        &self,
+        store: &UserStore,
+        attempt: &CodeAttempt<'_>,
+    ) -> Result<CodeLogin, CodeLoginError> {
+        let user = match store.get(attempt.user_id) {
+            Ok(Some(user)) => user,
+            Ok(None) | Err(ReadError::DamagedRecord(_)) => return Err(CodeLoginError::Stale),
+            Err(e) => return Err(CodeLoginError::Store(e.into())),
+        };
+        if user.ver != attempt.ver || user.locked || !self.totp.asks_code(&user) {
+            return Err(CodeLoginError::Stale);
+        }
+        let keys = throttle_keys(&user.name, attempt.client);
+        if let Some(retry) = self.throttled(store, &keys, attempt.now) {
+            return Err(CodeLoginError::Throttled(retry));
+        }
+        match self.check_code(store, &user, attempt.code, &keys, attempt.now) {
+            Ok(done) => {
+                self.forget_failures(store, &keys[0]);
+                Ok(done)
+            }
+            Err(Refusal::Code(e)) => Err(CodeLoginError::Code(e)),
+            Err(Refusal::WrongRecovery) => Err(CodeLoginError::WrongRecovery),
+            Err(Refusal::Gone) => Err(CodeLoginError::Stale),
+            Err(Refusal::Store(e)) => Err(CodeLoginError::Store(e)),
+        }
+    }
+
+    /// Checks `code` for `user`, who has a second factor: a recovery code (16
+    /// characters) is looked up among the hashes and spent; anything else is checked as
+    /// a TOTP code and its step recorded. Both writes are compare-and-set, so a code
+    /// presented twice at once is accepted once. A wrong code (not one that is no code
+    /// at all) is counted against `keys`.
+    fn check_code(
+        &self,
+        store: &UserStore,
+        user: &User,
+        code: &str,
+        keys: &[Key],
+        now: i64,
+    ) -> Result<CodeLogin, Refusal> {
+        let Some(factor) = &user.totp else {
+            return Err(Refusal::Gone);
+        };
+        let fail = |refusal: Refusal| {
+            self.count_failure(store, keys, now);
+            Err(refusal)
+        };
+        if totp::is_recovery_code(code) {
+            let Some(at) = totp::match_recovery(&factor.recovery, code) else {
+                return fail(Refusal::WrongRecovery);
+            };
+            return match store.use_recovery_code(user.id, &factor.recovery[at]) {
+                Ok(Some(user)) => {
+                    let left = user.totp.as_ref().map_or(0, |f| f.recovery.len());
+                    Ok(CodeLogin {
+                        user,
+                        recovery_left: Some(left),
+                    })
+                }
+                // Spent by a concurrent request, or the factor went meanwhile.
+                Ok(None) => fail(Refusal::WrongRecovery),
+                Err(e) => Err(Refusal::from(e)),
+            };
+        }
+        let step = match totp::verify(&factor.secret, code, now, factor.last_step) {
+            Ok(step) => step,
+            Err(e @ CodeError::NotACode) => return Err(Refusal::Code(e)),
+            Err(e) => return fail(Refusal::Code(e)),
+        };
+        match store.use_totp_step(user.id, &factor.secret, step) {
+            Ok(Some(user)) => Ok(CodeLogin {
+                user,
+                recovery_left: None,
+            }),
+            // A concurrent request used this step (or a later one) first.
+            Ok(None) => fail(Refusal::Code(CodeError::Replayed)),
+            Err(e) => Err(Refusal::from(e)),
+        }
+    }
+
+    /// Starts (or starts over) an enrolment for user `id`: a fresh 160-bit secret is
+    /// kept as the pending one and returned with its key URI (`issuer` and the user's
+    /// name as the label). Nothing is in force until [`enable_totp`](Self::enable_totp).
+    pub fn begin_totp(
+        &self,
+        store: &UserStore,
+        id: u64,
+        issuer: &str,
+    ) -> Result<Enrolment, TotpError> {
+        if !self.totp.enabled() {
+            return Err(TotpError::Off);
+        }
+        let user = get_user(store, id)?;
+        if user.totp.is_some() {
+            return Err(TotpError::AlreadyOn);
+        }
+        let secret = totp::new_secret().map_err(|e| TotpError::Random(e.to_string()))?;
+        let user = store
+            .begin_totp(id, &secret)
+            .map_err(TotpError::from_update)?;
+        Ok(Enrolment {
+            uri: totp::key_uri(issuer, &user.name, &secret),
+            secret,
+        })
+    }
+
+    /// The enrolment `user` has in progress, to show again (a reload of the page).
+    pub fn pending_enrolment(&self, user: &User, issuer: &str) -> Option<Enrolment> {
+        let secret = user.totp_pending.as_ref().filter(|_| user.totp.is_none())?;
+        Some(Enrolment {
+            uri: totp::key_uri(issuer, &user.name, secret),
+            secret: secret.clone(),
+        })
+    }
+
+    /// Switches the second factor of user `id` on once `code` is right for the pending
+    /// secret (the app was set up correctly). Returns the user (their `ver` bumped:
+    /// every earlier session ends) and 10 new recovery codes, to show once; only their
+    /// hashes are kept. A wrong code counts in the login throttle.
+    pub fn enable_totp(
+        &self,
+        store: &UserStore,
+        id: u64,
+        code: &str,
+        client: Option<&Client>,
+        now: i64,
+    ) -> Result<(User, Vec<String>), TotpError> {
+        if !self.totp.enabled() {
+            return Err(TotpError::Off);
+        }
+        let user = get_user(store, id)?;
+        if user.totp.is_some() {
+            return Err(TotpError::AlreadyOn);
+        }
+        let Some(pending) = &user.totp_pending else {
+            return Err(TotpError::NotStarted);
+        };
+        let keys = throttle_keys(&user.name, client);
+        if let Some(retry) = self.throttled(store, &keys, now) {
+            return Err(TotpError::Throttled(retry));
+        }
+        let step = match totp::verify(pending, code, now, 0) {
+            Ok(step) => step,
+            Err(e @ CodeError::NotACode) => return Err(TotpError::Code(e)),
+            Err(e) => {
+                self.count_failure(store, &keys, now);
+                return Err(TotpError::Code(e));
+            }
+        };
+        let (codes, hashes) =
+            totp::new_recovery_codes().map_err(|e| TotpError::Random(e.to_string()))?;
+        match store.enable_totp(id, pending, step, &hashes) {
+            Ok(Some(user)) => Ok((user, codes)),
+            Ok(None) => Err(TotpError::Changed),
+            Err(e) => Err(TotpError::from_update(e)),
+        }
+    }
+
+    /// Switches the second factor off: needs the current password (`current`, throttled
+    /// like a login) and a current code or an unused recovery code. Every session of the
+    /// user ends (`ver` is bumped), as after an administrator's reset.
+    pub fn disable_totp(
+        &self,
+        store: &UserStore,
+        current: &Attempt<'_>,
+        code: &str,
+    ) -> Result<User, TotpError> {
+        if !self.totp.enabled() {
+            return Err(TotpError::Off);
+        }
+        let user = self
+            .login(store, current)
+            .map_err(TotpError::Password)?
+            .into_user();
+        if user.totp.is_none() {
+            return Err(TotpError::NotOn);
+        }
+        let keys = throttle_keys(&user.name, current.client);
+        if let Some(retry) = self.throttled(store, &keys, current.now) {
+            return Err(TotpError::Throttled(retry));
+        }
+        match self.check_code(store, &user, code, &keys, current.now) {
+            Ok(_) => {}
+            Err(Refusal::Code(e)) => return Err(TotpError::Code(e)),
+            Err(Refusal::WrongRecovery) => return Err(TotpError::WrongRecovery),
+            Err(Refusal::Gone) => return Err(TotpError::NotOn),
+            Err(Refusal::Store(e)) => return Err(TotpError::Store(e)),
+        }
+        self.forget_failures(store, &keys[0]);
+        store.reset_totp(user.id).map_err(TotpError::from_update)
     }
 
     /// Ends every session of user `id` ("log out everywhere").
@@ -515,6 +906,61 @@ impl Accounts {
             e @ StoreError::Invalid(Invalid::Role(_)) => AdminError::Role(e),
             e => AdminError::Store(e),
         })
+    }
+}
+
+/// Why [`Accounts::check_code`] refused a code.
+enum Refusal {
+    Code(CodeError),
+    WrongRecovery,
+    /// The user or their factor is gone.
+    Gone,
+    Store(StoreError),
+}
+
+impl From<UpdateError> for Refusal {
+    fn from(e: UpdateError) -> Refusal {
+        match e {
+            UpdateError::NotFound | UpdateError::DamagedRecord(_) => Refusal::Gone,
+            e => Refusal::Store(e.into()),
+        }
+    }
+}
+
+impl TotpError {
+    fn from_update(e: UpdateError) -> TotpError {
+        match e {
+            UpdateError::NotFound => TotpError::NotFound,
+            e => TotpError::Store(e.into()),
+        }
+    }
+
+    /// Seconds the client should wait before retrying, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            TotpError::Throttled(seconds) => Some(*seconds),
+            TotpError::Password(e) => e.retry_after(),
+            _ => None,
+        }
+    }
+}
+
+impl CodeLoginError {
+    /// Seconds the client should wait before retrying, for `Retry-After`.
+    pub fn retry_after(&self) -> Option<u64> {
+        match self {
+            CodeLoginError::Throttled(seconds) => Some(*seconds),
+            _ => None,
+        }
+    }
+}
+
+/// User `id`, or why not.
+fn get_user(store: &UserStore, id: u64) -> Result<User, TotpError> {
+    match store.get(id) {
+        Ok(Some(user)) => Ok(user),
+        Ok(None) => Err(TotpError::NotFound),
+        Err(e) => Err(TotpError::Store(e.into())),
     }
 }
 
@@ -633,6 +1079,65 @@ impl fmt::Display for AdminError {
     }
 }
 
+impl fmt::Display for CodeLoginError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CodeLoginError::Code(e) => write!(f, "{}", sentence(e)),
+            CodeLoginError::WrongRecovery => write!(
+                f,
+                "That recovery code is wrong or was used already. Enter the code your app shows, or another recovery code."
+            ),
+            CodeLoginError::Throttled(retry) => write!(
+                f,
+                "Too many failed attempts. Try again in {} min.",
+                retry.div_ceil(60)
+            ),
+            CodeLoginError::Stale => write!(
+                f,
+                "Your login took too long or no longer stands. Please enter your password again."
+            ),
+            CodeLoginError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl fmt::Display for TotpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TotpError::Off => write!(
+                f,
+                "Two-factor authentication is switched off on this server (setting totp = \"off\")."
+            ),
+            TotpError::AlreadyOn => write!(f, "Two-factor authentication is on already."),
+            TotpError::NotStarted => {
+                write!(f, "No set-up is in progress: start by showing a new key.")
+            }
+            TotpError::Changed => write!(
+                f,
+                "The key was replaced meanwhile (in another window?): scan the key shown now and enter its code."
+            ),
+            TotpError::NotOn => write!(f, "Two-factor authentication is not on."),
+            TotpError::Code(e) => write!(f, "{}", sentence(e)),
+            TotpError::WrongRecovery => {
+                write!(f, "That recovery code is wrong or was used already.")
+            }
+            TotpError::Password(LoginError::Wrong) => write!(f, "The password is wrong."),
+            TotpError::Password(LoginError::Throttled(_)) | TotpError::Throttled(_) => {
+                write!(f, "Too many failed attempts. Try again later.")
+            }
+            TotpError::Password(e) => write!(f, "{e}"),
+            TotpError::Random(e) => write!(
+                f,
+                "The server could not make a random key ({e}); please try again."
+            ),
+            TotpError::NotFound => write!(f, "There is no such user."),
+            TotpError::Store(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl std::error::Error for CodeLoginError {}
+impl std::error::Error for TotpError {}
 impl std::error::Error for LoginError {}
 impl std::error::Error for CreateError {}
 impl std::error::Error for PasswordChangeError {}
@@ -945,6 +1450,7 @@ mod tests {
             },
             login_concurrency,
             signup_open,
+            totp: TotpPolicy::default(),
         }
     }
 
@@ -1116,7 +1622,8 @@ mod tests {
         register(&accounts, &f.store, "dave", "right password").expect("user");
         let user = accounts
             .login(&f.store, &attempt("DAVE ", "right password", 100))
-            .expect("login ignores case and spaces");
+            .expect("login ignores case and spaces")
+            .into_user();
         assert!(user.last_login.is_some());
         for _ in 0..2 {
             let err = accounts
@@ -1232,6 +1739,297 @@ mod tests {
             .administer(&f.store, admin.id, user.id, AdminAction::Lock)
             .expect_err("gone");
         assert!(matches!(err, AdminError::NotFound));
+    }
+
+    /// Far enough from any step boundary that "now" stays within one step.
+    const T: i64 = 1_800_000_010;
+
+    fn code(secret: &[u8], at: i64) -> String {
+        format!("{:06}", totp::code_at(secret, at))
+    }
+
+    fn code_attempt<'a>(user: &User, code: &'a str, now: i64) -> CodeAttempt<'a> {
+        CodeAttempt {
+            user_id: user.id,
+            ver: user.ver,
+            code,
+            client: Some(&CLIENT),
+            now,
+        }
+    }
+
+    /// A user with a second factor switched on at `T`: the user, the secret, the
+    /// recovery codes.
+    fn enrolled(
+        accounts: &Accounts,
+        store: &UserStore,
+        name: &str,
+    ) -> (User, Vec<u8>, Vec<String>) {
+        let user = register(accounts, store, name, "password!").expect("user");
+        let enrolment = accounts
+            .begin_totp(store, user.id, "latchkey")
+            .expect("begin");
+        assert!(
+            enrolment
+                .uri
+                .starts_with(&format!("otpauth://totp/latchkey:{name}?secret="))
+        );
+        let (user, codes) = accounts
+            .enable_totp(
+                store,
+                user.id,
+                &code(&enrolment.secret, T),
+                Some(&CLIENT),
+                T,
+            )
+            .expect("enable");
+        (user, enrolment.secret, codes)
+    }
+
+    #[test]
+    fn the_policy_says_who_must_have_a_second_factor() {
+        let policy = |mode, roles: &[&str]| TotpPolicy {
+            mode,
+            required_roles: roles.iter().map(|r| r.to_string()).collect(),
+        };
+        let optional = policy(TotpMode::Optional, &["admin"]);
+        assert!(optional.must_enrol("admin", false) && !optional.must_enrol("admin", true));
+        assert!(!optional.must_enrol("user", false));
+        let required = policy(TotpMode::Required, &[]);
+        assert!(required.must_enrol("user", false) && !required.must_enrol("user", true));
+        let off = policy(TotpMode::Off, &[]);
+        assert!(!off.enabled() && !off.must_enrol("admin", false));
+        let mut user = User::new(1, "a".into(), "user".into(), "h".into(), 0);
+        assert!(!required.asks_code(&user));
+        user.totp = Some(store::TotpFactor {
+            secret: vec![1; 20],
+            last_step: 0,
+            recovery: Vec::new(),
+        });
+        assert!(required.asks_code(&user) && optional.asks_code(&user));
+        assert!(
+            !off.asks_code(&user),
+            "off: factors are kept but not asked for"
+        );
+    }
+
+    #[test]
+    fn a_login_with_a_second_factor_takes_a_fresh_code_once() {
+        let f = fixture("totp-login");
+        // The address's failures are not forgotten on a success: room for this test's.
+        let accounts = Accounts::new(Rules {
+            setup: SetupCode::arm(&f.dir, &f.store).expect("armed"),
+            throttle: Limits {
+                max_failures: 10,
+                window: 60,
+                lockout: 300,
+                capacity: 100,
+            },
+            ..rules(true, 1)
+        });
+        let (user, secret, codes) = enrolled(&accounts, &f.store, "gail");
+        assert_eq!(codes.len(), totp::RECOVERY_CODES);
+        assert_eq!(user.totp.as_ref().expect("on").last_step, totp::step(T));
+        let step = accounts
+            .login(&f.store, &attempt("gail", "password!", T))
+            .expect("password");
+        let PasswordLogin::NeedsCode(user) = step else {
+            panic!("a user with a factor needs a code: {step:?}");
+        };
+        let now = T + 30;
+        // The code that switched the factor on was used; so is an older one.
+        for (old, why) in [(T, CodeError::Replayed), (T - 60, CodeError::Wrong)] {
+            let err = accounts
+                .second_factor(&f.store, &code_attempt(&user, &code(&secret, old), now))
+                .expect_err("refused");
+            assert!(
+                matches!(err, CodeLoginError::Code(e) if e == why),
+                "{err:?}"
+            );
+        }
+        let done = accounts
+            .second_factor(&f.store, &code_attempt(&user, &code(&secret, now), now))
+            .expect("the current code");
+        assert_eq!(done.recovery_left, None);
+        assert_eq!(done.user.totp.expect("on").last_step, totp::step(now));
+        let err = accounts
+            .second_factor(&f.store, &code_attempt(&user, &code(&secret, now), now))
+            .expect_err("replay");
+        assert!(
+            matches!(err, CodeLoginError::Code(CodeError::Replayed)),
+            "{err:?}"
+        );
+        // One step ahead (a fast phone clock) is fine, once.
+        accounts
+            .second_factor(
+                &f.store,
+                &code_attempt(&user, &code(&secret, now + 30), now),
+            )
+            .expect("one step ahead");
+        // Recovery codes: once each, any case and spacing.
+        let typed = codes[3].to_lowercase().replace('-', " ");
+        let done = accounts
+            .second_factor(&f.store, &code_attempt(&user, &typed, now))
+            .expect("recovery code");
+        assert_eq!(done.recovery_left, Some(totp::RECOVERY_CODES - 1));
+        let err = accounts
+            .second_factor(&f.store, &code_attempt(&user, &codes[3], now))
+            .expect_err("spent");
+        assert!(matches!(err, CodeLoginError::WrongRecovery), "{err:?}");
+        // A change to the account since the password voids the half-done login.
+        accounts.revoke_all(&f.store, user.id).expect("revoke");
+        let err = accounts
+            .second_factor(
+                &f.store,
+                &code_attempt(&user, &code(&secret, now + 60), now + 60),
+            )
+            .expect_err("stale");
+        assert!(matches!(err, CodeLoginError::Stale), "{err:?}");
+    }
+
+    #[test]
+    fn wrong_codes_count_in_the_login_throttle() {
+        let f = fixture("totp-throttle");
+        let accounts = armed(&f, true, 1);
+        let (_, secret, _) = enrolled(&accounts, &f.store, "hal");
+        let now = T + 90;
+        // Every attempt from another address (an attacker who knows the password, spread
+        // over many): only the name's count can stop them.
+        let clients: Vec<Client> = (1..=8)
+            .map(|i| Client::Addr(format!("198.51.100.{i}").parse().expect("ip")))
+            .collect();
+        let password = |i: usize| {
+            let attempt = Attempt {
+                client: Some(&clients[i]),
+                ..attempt("hal", "password!", now)
+            };
+            accounts.login(&f.store, &attempt)
+        };
+        let code_from = |i: usize, user: &User, code: &str| {
+            let attempt = CodeAttempt {
+                client: Some(&clients[i]),
+                ..code_attempt(user, code, now)
+            };
+            accounts.second_factor(&f.store, &attempt)
+        };
+        let right = code(&secret, now);
+        let wrong = if right == "000000" {
+            "999999"
+        } else {
+            "000000"
+        };
+        let user = password(0).expect("password").into_user();
+        let err = code_from(1, &user, wrong).expect_err("wrong");
+        assert!(
+            matches!(err, CodeLoginError::Code(CodeError::Wrong)),
+            "{err:?}"
+        );
+        // Not a code at all: refused without counting.
+        let err = code_from(2, &user, "12").expect_err("not a code");
+        assert!(
+            matches!(err, CodeLoginError::Code(CodeError::NotACode)),
+            "{err:?}"
+        );
+        // A correct password does not forget the failures of a user who still owes a
+        // code: the password again, then two more wrong codes, lock the name.
+        let user = password(3).expect("password").into_user();
+        let err = code_from(4, &user, "RECO-VERY-CODE-0000").expect_err("second failure");
+        assert!(matches!(err, CodeLoginError::WrongRecovery), "{err:?}");
+        let user = password(5).expect("password").into_user();
+        let err = code_from(6, &user, wrong).expect_err("third failure");
+        assert!(
+            matches!(err, CodeLoginError::Code(CodeError::Wrong)),
+            "{err:?}"
+        );
+        let err = code_from(7, &user, &right).expect_err("throttled, right code or not");
+        assert!(matches!(err, CodeLoginError::Throttled(_)), "{err:?}");
+        assert_eq!(err.retry_after(), Some(300));
+        let err = password(0).expect_err("the password too");
+        assert!(matches!(err, LoginError::Throttled(_)), "{err:?}");
+    }
+
+    #[test]
+    fn enrolment_and_switching_off_follow_the_rules() {
+        let f = fixture("totp-enrol");
+        let accounts = armed(&f, true, 1);
+        let user = register(&accounts, &f.store, "ivy", "password!").expect("user");
+        let err = accounts
+            .enable_totp(&f.store, user.id, "123456", None, T)
+            .expect_err("nothing started");
+        assert!(matches!(err, TotpError::NotStarted), "{err:?}");
+        let first = accounts
+            .begin_totp(&f.store, user.id, "Acme")
+            .expect("begin");
+        let again = accounts
+            .begin_totp(&f.store, user.id, "Acme")
+            .expect("start over");
+        assert_ne!(first.secret, again.secret);
+        assert_eq!(
+            format!("{first:?}"),
+            "Enrolment { .. }",
+            "no secret in Debug"
+        );
+        let stored = f.store.get(user.id).expect("get").expect("ivy");
+        assert_eq!(
+            accounts.pending_enrolment(&stored, "Acme"),
+            Some(again.clone())
+        );
+        // The first key's code does not switch on the second.
+        let err = accounts
+            .enable_totp(&f.store, user.id, &code(&first.secret, T), None, T)
+            .expect_err("old key");
+        assert!(matches!(err, TotpError::Code(CodeError::Wrong)), "{err:?}");
+        let (on, codes) = accounts
+            .enable_totp(&f.store, user.id, &code(&again.secret, T), None, T)
+            .expect("enable");
+        assert_eq!(on.ver, user.ver + 1, "sessions from before end");
+        let hashes = &on.totp.as_ref().expect("on").recovery;
+        assert!(
+            codes
+                .iter()
+                .all(|c| totp::match_recovery(hashes, c).is_some())
+        );
+        let err = accounts
+            .begin_totp(&f.store, user.id, "Acme")
+            .expect_err("already on");
+        assert!(matches!(err, TotpError::AlreadyOn), "{err:?}");
+        assert_eq!(accounts.pending_enrolment(&on, "Acme"), None);
+
+        // Off needs the password and a code.
+        let now = T + 60;
+        let err = accounts
+            .disable_totp(
+                &f.store,
+                &attempt("ivy", "wrong!", now),
+                &code(&again.secret, now),
+            )
+            .expect_err("wrong password");
+        assert_eq!(err.to_string(), "The password is wrong.");
+        let err = accounts
+            .disable_totp(&f.store, &attempt("ivy", "password!", now), "000000")
+            .expect_err("no code");
+        assert!(matches!(err, TotpError::Code(_)), "{err:?}");
+        let off = accounts
+            .disable_totp(&f.store, &attempt("ivy", "password!", now), &codes[0])
+            .expect("a recovery code does too");
+        assert!(off.totp.is_none() && off.ver == on.ver + 1);
+        let err = accounts
+            .disable_totp(&f.store, &attempt("ivy", "password!", now), "123456")
+            .expect_err("not on");
+        assert!(matches!(err, TotpError::NotOn), "{err:?}");
+
+        // Switched off on the server: nothing is offered.
+        let off_server = Accounts::new(Rules {
+            totp: TotpPolicy {
+                mode: TotpMode::Off,
+                required_roles: Vec::new(),
+            },
+            ..rules(true, 1)
+        });
+        let err = off_server
+            .begin_totp(&f.store, user.id, "Acme")
+            .expect_err("off");
+        assert!(matches!(err, TotpError::Off), "{err:?}");
     }
 
     #[test]

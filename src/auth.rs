@@ -9,6 +9,17 @@
 //! or `-`. A POST is accepted only when the field matches the cookie it was made for,
 //! so another site can neither read nor forge it, and a token made before login is
 //! useless after it.
+//!
+//! Between the two steps of a login with a second factor the browser holds one more
+//! value, the `login_step` cookie: `<user id>.<ver>.<expiry>.<tag>`, where the tag is
+//! `base64url(HMAC(step_key, "<user id>.<ver>.<expiry>|" || csrf cookie))` and
+//! `step_key` is derived from the primary signing key under its own label. It says
+//! "this browser gave this user's password at most 5 minutes ago" and nothing else:
+//! only `/login/totp` reads it (it is sent to no other path); it is not a token (not a
+//! JWT, and its MAC is under a key no token, CSRF field or flash is made with), so no
+//! other route and no verifier accepts it; it is void once the user's token version
+//! moves (password changed, sessions ended, factor reset) and in any browser but the
+//! one holding the CSRF cookie it was made for.
 
 use std::cell::RefCell;
 use std::sync::Arc;
@@ -32,6 +43,12 @@ pub const CSRF_COOKIE: &str = "csrf";
 pub const CSRF_FIELD: &str = "csrf";
 /// Name of the one-shot notice cookie.
 pub const FLASH_COOKIE: &str = "flash";
+/// Name of the cookie held between the password and the code of a login.
+pub const LOGIN_STEP_COOKIE: &str = "login_step";
+/// The only path the `login_step` cookie is sent to.
+pub const LOGIN_STEP_PATH: &str = "/login/totp";
+/// Seconds the second step of a login may come after the first.
+pub const LOGIN_STEP_TTL: i64 = 300;
 
 /// Between the prefill and the text of a flash payload.
 const FLASH_SEPARATOR: u8 = 0x1f;
@@ -121,6 +138,9 @@ pub enum Visitor<'b> {
         /// was taken on its signature alone, as a verify-only instance takes it, and is
         /// never slid (a revocation made meanwhile cannot be seen).
         checked: bool,
+        /// Whether the user has a second factor; `None` where there is no store to ask
+        /// (also while the store cannot be read).
+        second_factor: Option<bool>,
         /// The name logging out revokes: the login (`jti`) of the token that identified
         /// the user, or the token itself when it has none.
         token_id: Option<[u8; TOKEN_ID_LEN]>,
@@ -154,6 +174,15 @@ impl<'b> Visitor<'b> {
         )
     }
 
+    /// Whether this user has a second factor (`None` when not logged in, or where no
+    /// store can tell).
+    pub fn second_factor(&self) -> Option<bool> {
+        match self {
+            Visitor::User { second_factor, .. } => *second_factor,
+            Visitor::Anonymous { .. } => None,
+        }
+    }
+
     /// The id of the token that identified this user, if any.
     pub fn token_id(&self) -> Option<&str> {
         match self {
@@ -179,6 +208,27 @@ struct Checked<'b> {
     stale: bool,
     must_change: bool,
     checked: bool,
+    second_factor: Option<bool>,
+}
+
+/// What a valid `login_step` cookie says: this user's password was accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginStep {
+    /// The user whose password it was.
+    pub user_id: u64,
+    /// Their token version then.
+    pub ver: u64,
+}
+
+/// The `login_step` cookies of a request, judged.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StepCookie {
+    /// None was sent.
+    Absent,
+    /// One is valid for this browser, now.
+    Valid(LoginStep),
+    /// One was sent but none is valid (expired, altered, another browser's).
+    Refused,
 }
 
 /// One worker's login machinery: its own keyed verifier and signer (no locks on
@@ -188,6 +238,7 @@ pub struct Auth {
     verifier: Verifier,
     signer: Signer,
     csrf_key: HmacSha256,
+    step_key: HmacSha256,
     store: Option<Arc<UserStore>>,
     sessions: Sessions,
     decoding: Decoding,
@@ -223,13 +274,16 @@ impl Auth {
         store: Option<Arc<UserStore>>,
         policy: Policy,
     ) -> Auth {
-        let mut derive = hmac_sha256(ring.primary().bytes());
-        derive.update(b"latchkey csrf key v1");
-        let csrf_key = hmac_sha256(&derive.finalize().into_bytes());
+        let derive = |label: &[u8]| {
+            let mut derive = hmac_sha256(ring.primary().bytes());
+            derive.update(label);
+            hmac_sha256(&derive.finalize().into_bytes())
+        };
         Auth {
             verifier,
             signer: Signer::new(ring),
-            csrf_key,
+            csrf_key: derive(b"latchkey csrf key v1"),
+            step_key: derive(b"latchkey login step key v1"),
             store,
             sessions: Sessions::default(),
             decoding: Decoding::default(),
@@ -305,6 +359,7 @@ impl Auth {
                     stale,
                     must_change,
                     checked,
+                    second_factor,
                 }) => Visitor::User {
                     token_id: revocation_key(claims.jti.as_deref(), token)
                         .and_then(|id| id.as_bytes().try_into().ok()),
@@ -313,6 +368,7 @@ impl Auth {
                     stale,
                     must_change,
                     checked,
+                    second_factor,
                 },
                 Err(class) => {
                     let (class, source) = *refused.get_or_insert((class, source));
@@ -331,8 +387,8 @@ impl Auth {
 
     /// Verifies one token (decoding it into `buf`) and checks it against the store: the
     /// claims (with the store's current name and role), whether they differ from the
-    /// token's, and whether the user must change the password; or the class of the
-    /// refusal.
+    /// token's, whether the user must change the password, and whether they have a
+    /// second factor (`None` without a store); or the class of the refusal.
     fn check<'b>(
         &self,
         token: &str,
@@ -352,6 +408,7 @@ impl Auth {
         }
         let mut stale = false;
         let mut must_change = false;
+        let mut second_factor = None;
         if let Some(store) = &self.store {
             // A token logged out of is refused like a revoked one, here where the store
             // is (verify-only instances cannot know); also while the store cannot be
@@ -375,12 +432,14 @@ impl Auth {
                         stale: false,
                         must_change: false,
                         checked: false,
+                        second_factor: None,
                     }));
                 }
             };
             match state {
                 Some(state) if !state.locked && state.ver == claims.ver => {
                     must_change = state.must_change_password;
+                    second_factor = Some(state.totp);
                     if state.role != claims.role || state.name != claims.name {
                         claims.role = state.role.clone().into();
                         claims.name = state.name.clone().into();
@@ -395,12 +454,14 @@ impl Auth {
             stale,
             must_change,
             checked: true,
+            second_factor,
         }))
     }
 
-    /// Fresh claims for `user`, who has just entered their password: a new login, with
-    /// a new random `jti` that names it until it ends.
-    pub fn claims_for(&self, user: &User, now: i64) -> Claims<'static> {
+    /// Fresh claims for `user`, who has just logged in the way `amr` says ([`Amr::PWD`],
+    /// or [`Amr::PWD_OTP`] after a code): a new login, with a new random `jti` that names
+    /// it until it ends.
+    pub fn claims_for(&self, user: &User, now: i64, amr: Amr) -> Claims<'static> {
         Claims {
             sub: user.id.to_string().into(),
             user_id: user.id,
@@ -411,7 +472,7 @@ impl Auth {
             iss: self.policy.issuer.clone().into(),
             auth_time: now,
             ver: user.ver,
-            amr: Amr::PWD,
+            amr,
             jti: Some(new_nonce().into()),
         }
     }
@@ -553,7 +614,19 @@ impl Auth {
 
     /// A cookie with our attributes; `max_age: None` makes a browser-session cookie.
     fn cookie(&self, name: &str, value: &str, max_age: Option<i64>, same_site: &str) -> String {
-        let mut c = format!("{name}={value}; Path=/");
+        self.cookie_at(name, value, "/", max_age, same_site)
+    }
+
+    /// A cookie with our attributes, sent only to `path` and below.
+    fn cookie_at(
+        &self,
+        name: &str,
+        value: &str,
+        path: &str,
+        max_age: Option<i64>,
+        same_site: &str,
+    ) -> String {
+        let mut c = format!("{name}={value}; Path={path}");
         if let Some(max_age) = max_age {
             c.push_str(&format!("; Max-Age={max_age}"));
         }
@@ -567,6 +640,75 @@ impl Auth {
             c.push_str(domain);
         }
         c
+    }
+
+    /// `Set-Cookie` value carrying the `login_step` value for `user`, whose password was
+    /// just accepted, bound to the CSRF cookie `nonce` (the one the login form was sent
+    /// with) and valid for [`LOGIN_STEP_TTL`] seconds from `now`.
+    pub fn login_step_cookie(&self, user: &User, nonce: &str, now: i64) -> String {
+        let fields = format!("{}.{}.{}", user.id, user.ver, now + LOGIN_STEP_TTL);
+        let tag = self.step_mac(&fields, nonce).finalize().into_bytes();
+        let value = format!("{fields}.{}", URL_SAFE_NO_PAD.encode(tag));
+        self.cookie_at(
+            LOGIN_STEP_COOKIE,
+            &value,
+            LOGIN_STEP_PATH,
+            Some(LOGIN_STEP_TTL),
+            "Strict",
+        )
+    }
+
+    /// `Set-Cookie` value deleting the `login_step` cookie.
+    pub fn clear_login_step_cookie(&self) -> String {
+        self.cookie_at(LOGIN_STEP_COOKIE, "", LOGIN_STEP_PATH, Some(0), "Strict")
+    }
+
+    /// The request's `login_step` cookies, judged at `now` against its CSRF cookies.
+    pub fn login_step(&self, req: &Request, now: i64) -> StepCookie {
+        let mut sent = false;
+        for value in req.cookies(LOGIN_STEP_COOKIE) {
+            sent = true;
+            if let Some(step) = self.valid_step(req, value, now) {
+                return StepCookie::Valid(step);
+            }
+        }
+        if sent {
+            StepCookie::Refused
+        } else {
+            StepCookie::Absent
+        }
+    }
+
+    /// The step `value` stands for, when its MAC matches one of the request's CSRF
+    /// cookies (constant time) and it has not expired.
+    fn valid_step(&self, req: &Request, value: &str, now: i64) -> Option<LoginStep> {
+        let (fields, tag) = value.rsplit_once('.')?;
+        let mut parts = fields.split('.');
+        let mut number = || -> Option<u64> {
+            let part = parts.next()?;
+            if part.is_empty() || part.len() > 20 || !part.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            part.parse().ok()
+        };
+        let (user_id, ver, expiry) = (number()?, number()?, number()?);
+        if parts.next().is_some() {
+            return None;
+        }
+        let tag = URL_SAFE_NO_PAD.decode(tag).ok()?;
+        let bound = req
+            .cookies(CSRF_COOKIE)
+            .any(|nonce| self.step_mac(fields, nonce).verify_slice(&tag).is_ok());
+        let fresh = i64::try_from(expiry).is_ok_and(|e| now < e);
+        (bound && fresh).then_some(LoginStep { user_id, ver })
+    }
+
+    fn step_mac(&self, fields: &str, nonce: &str) -> HmacSha256 {
+        let mut mac = self.step_key.clone();
+        mac.update(fields.as_bytes());
+        mac.update(b"|");
+        mac.update(nonce.as_bytes());
+        mac
     }
 
     /// The CSRF field value for a form shown to this visitor (made for the first
@@ -589,11 +731,20 @@ impl Auth {
     /// (constant time per cookie): a stale cookie of the same name from another path or
     /// a parent domain must not make every form fail.
     pub fn csrf_ok(&self, req: &Request, visitor: &Visitor, field: Option<&str>) -> bool {
-        let Some(tag) = field.and_then(|f| URL_SAFE_NO_PAD.decode(f).ok()) else {
-            return false;
-        };
+        self.csrf_nonce(req, visitor, field).is_some()
+    }
+
+    /// The `csrf` cookie a POSTed CSRF field was made for, when it matches one
+    /// (constant time per cookie): what the `login_step` value is bound to.
+    pub fn csrf_nonce<'r>(
+        &self,
+        req: &'r Request,
+        visitor: &Visitor,
+        field: Option<&str>,
+    ) -> Option<&'r str> {
+        let tag = field.and_then(|f| URL_SAFE_NO_PAD.decode(f).ok())?;
         req.cookies(CSRF_COOKIE)
-            .any(|nonce| self.csrf_mac(nonce, visitor).verify_slice(&tag).is_ok())
+            .find(|nonce| self.csrf_mac(nonce, visitor).verify_slice(&tag).is_ok())
     }
 
     fn csrf_token(&self, nonce: &str, visitor: &Visitor) -> String {
@@ -797,6 +948,65 @@ mod tests {
             let visitor = auth.identify(&req, NOW, &mut buf).expect("no store");
             assert_eq!(visitor.rejected(), expected, "auth_time {auth_time}");
         }
+    }
+
+    #[test]
+    fn the_login_step_value_is_bound_to_its_csrf_cookie_and_lasts_five_minutes() {
+        let (auth, _) = auth();
+        let user = User::new(7, "ann".into(), "user".into(), "h".into(), 0);
+        let nonce = "A".repeat(22);
+        let set = auth.login_step_cookie(&user, &nonce, NOW);
+        assert!(set.contains("; Path=/login/totp; Max-Age=300; HttpOnly; SameSite=Strict"));
+        let value = set
+            .strip_prefix("login_step=")
+            .and_then(|v| v.split(';').next())
+            .expect("value");
+        let judge = |cookie: &str, at: i64| {
+            let req = Request::new(Method::Post, "/login/totp").with_header("cookie", cookie);
+            auth.login_step(&req, at)
+        };
+        let ok = StepCookie::Valid(LoginStep { user_id: 7, ver: 0 });
+        let both = format!("csrf={nonce}; login_step={value}");
+        assert_eq!(judge(&both, NOW + LOGIN_STEP_TTL - 1), ok);
+        assert_eq!(judge(&both, NOW + LOGIN_STEP_TTL), StepCookie::Refused);
+        let other = format!("csrf={}; login_step={value}", "B".repeat(22));
+        assert_eq!(judge(&other, NOW), StepCookie::Refused, "another browser");
+        assert_eq!(
+            judge(&format!("login_step={value}"), NOW),
+            StepCookie::Refused
+        );
+        assert_eq!(judge(&format!("csrf={nonce}"), NOW), StepCookie::Absent);
+        for altered in [
+            value.replacen("7.0.", "8.0.", 1),
+            value.replacen("7.0.", "7.1.", 1),
+            value.replacen("7.0.", "7.0.1.", 1),
+            value.replacen(
+                &(NOW + LOGIN_STEP_TTL).to_string(),
+                &(NOW + 9999).to_string(),
+                1,
+            ),
+            format!("{value}x"),
+        ] {
+            let cookie = format!("csrf={nonce}; login_step={altered}");
+            assert_eq!(judge(&cookie, NOW), StepCookie::Refused, "{altered}");
+        }
+        // A stale value before a valid one (a parent domain's) does not hide it.
+        let stale = format!("csrf={nonce}; login_step=1.2.3.x; login_step={value}");
+        assert_eq!(judge(&stale, NOW), ok);
+        // Not a token: as a bearer token or a cookie, it is refused as malformed.
+        let mut buf = TokenBuf::new();
+        let bearer = format!("Bearer {value}");
+        let req = Request::new(Method::Get, "/api/me").with_header("authorization", &bearer);
+        let visitor = auth.identify(&req, NOW, &mut buf).expect("no store");
+        assert_eq!(visitor.rejected(), Some(ErrorClass::Malformed));
+        // Nor a CSRF field: its tag is under another key.
+        let tag = value.rsplit('.').next().expect("tag");
+        let req = Request::new(Method::Post, "/x").with_header("cookie", &format!("csrf={nonce}"));
+        let anonymous = Visitor::Anonymous {
+            rejected: None,
+            source: None,
+        };
+        assert!(!auth.csrf_ok(&req, &anonymous, Some(tag)));
     }
 
     #[test]

@@ -24,6 +24,21 @@ pub enum MetricsAccess {
     On,
 }
 
+/// The second-factor policy (setting `totp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TotpMode {
+    /// No enrolment is offered and no code is asked for; factors enrolled earlier are
+    /// kept, unused, for when the setting changes back.
+    Off,
+    /// Users may enrol; whoever has a factor enters a code at every login;
+    /// `totp_required_roles` must.
+    #[default]
+    Optional,
+    /// Every user must have a factor: one who has none is sent to enrolment right after
+    /// the password, before any other page.
+    Required,
+}
+
 /// A network range of trusted proxies (`10.0.0.0/8`, `::1`, `127.0.0.1`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Cidr {
@@ -139,6 +154,10 @@ pub struct Config {
     pub verify_only: bool,
     /// Where verify-only instances send visitors to log in.
     pub login_url: Option<String>,
+    /// Whether second factors are off, optional or required for everyone.
+    pub totp: TotpMode,
+    /// Roles whose users must have a second factor even when `totp` is `optional`.
+    pub totp_required_roles: Vec<String>,
 }
 
 /// How a setting's value is written: decides how an environment variable is read (lists
@@ -601,6 +620,32 @@ pub const SETTINGS: &[Setting] = &[
             }
         }
     ),
+    setting!(
+        "totp",
+        Choice,
+        Is("optional"),
+        "second factor (TOTP, RFC 6238): `optional` lets users enrol, `required` makes everyone enrol, `off` neither offers it nor asks for codes",
+        |c, v, s| {
+            c.totp = [TotpMode::Off, TotpMode::Optional, TotpMode::Required]
+                [s.choice(v, &["off", "optional", "required"])?]
+        }
+    ),
+    setting!(
+        "totp_required_roles",
+        List,
+        Unset,
+        "roles whose users must have a second factor even when `totp` is `optional` (e.g. `[\"admin\"]`)",
+        |c, v, s| {
+            let mut roles = Vec::new();
+            for role in s.list(v)? {
+                let role = role.trim().to_string();
+                crate::store::validate_role(&role)
+                    .map_err(|e| s.bad(format!("\"{role}\": {e}")))?;
+                roles.push(role);
+            }
+            c.totp_required_roles = roles;
+        }
+    ),
     setting!("verify_only", flag "verify-only", Bool, Is("false"),
         "run without a user store: verify tokens only, send logins to `login_url`",
         |c, v, s| c.verify_only = s.boolean(v)?),
@@ -763,6 +808,12 @@ impl Config {
         }
         if self.absolute_limit < self.ttl {
             return rule("absolute_limit", "must be at least ttl");
+        }
+        if self.totp == TotpMode::Off && !self.totp_required_roles.is_empty() {
+            return rule(
+                "totp_required_roles",
+                "has no effect while totp is \"off\": remove it, or set totp to \"optional\"",
+            );
         }
         if self.argon2.m_kib < 8 * self.argon2.p {
             return rule(
@@ -1154,6 +1205,7 @@ mod tests {
         assert_eq!((c.body_timeout, c.send_timeout), (10, 10));
         assert_eq!(c.max_connections, None);
         assert_eq!(c.max_connections_per_address, 64);
+        assert_eq!(c.totp, TotpMode::Optional);
     }
 
     #[test]
@@ -1221,6 +1273,42 @@ mod tests {
         let flags = [("public_url", Value::Text("https://a.example/path".into()))];
         let err = Config::load(None, &Env::default(), &flags).unwrap_err();
         assert!(err.to_string().contains("\"public_url\""), "{err}");
+    }
+
+    #[test]
+    fn the_second_factor_policy() {
+        let c = Config::load(None, &Env::default(), &[]).unwrap();
+        assert_eq!(
+            (c.totp, c.totp_required_roles.len()),
+            (TotpMode::Optional, 0)
+        );
+        let file =
+            write_temp("totp = \"optional\"\ntotp_required_roles = [\"admin\", \" ops \"]\n");
+        let c = Config::load(Some(&file), &Env::default(), &[]).unwrap();
+        assert_eq!(c.totp_required_roles, ["admin", "ops"]);
+        let env = Env::from_pairs(&[("LATCHKEY_TOTP", "required")]);
+        assert_eq!(
+            Config::load(None, &env, &[]).unwrap().totp,
+            TotpMode::Required
+        );
+        let env = Env::from_pairs(&[("LATCHKEY_TOTP", "on")]);
+        let err = Config::load(None, &env, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("must be \"off\", \"optional\" or \"required\""),
+            "{err}"
+        );
+        let env = Env::from_pairs(&[("LATCHKEY_TOTP_REQUIRED_ROLES", "admin,Admin")]);
+        let err = Config::load(None, &env, &[]).unwrap_err().to_string();
+        assert!(err.contains("\"Admin\": bad role"), "{err}");
+        let env = Env::from_pairs(&[
+            ("LATCHKEY_TOTP", "off"),
+            ("LATCHKEY_TOTP_REQUIRED_ROLES", "admin"),
+        ]);
+        let err = Config::load(None, &env, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("\"totp_required_roles\"") && err.contains("no effect"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,10 @@
 //! The HTML pages, rendered with maud: one layout, one small inline stylesheet (light
 //! and dark), no JavaScript. maud escapes every spliced string; user-supplied text is
 //! only ever placed in element content or in `value` attributes, never in an attribute
-//! that can hold a URL (the `next` field is a hidden input, checked again on submit).
+//! that can hold a URL (the `next` field is a hidden input, checked again on submit). The
+//! links that do carry user data are built by latchkey with a fixed start: the enrolment
+//! page's `otpauth://totp/…` key URI (every part percent-encoded by `totp::key_uri`) and
+//! the recovery-code page's `/login?next=…` (percent-encoded, checked again there).
 
 use maud::{DOCTYPE, Escaper, Markup, PreEscaped, Render, html};
 
@@ -42,6 +45,10 @@ table{width:100%;border-collapse:collapse;font-size:.95rem}th,td{text-align:left
 @media (max-width:44rem){.users thead{display:none}.users,.users tbody,.users tr,.users td{display:block;width:100%}\
 .users tr{border-bottom:1px solid var(--line);padding:.5rem 0}.users td{border:0;padding:.2rem 0}\
 .users td[data-label]::before{content:attr(data-label) ': ';font-weight:600}.card{padding:1rem}}\
+.qr{display:block;width:15rem;max-width:100%;height:auto;margin:1rem 0;border:1px solid var(--line)}\
+code.key{font-size:1.05rem;word-spacing:.2rem;overflow-wrap:anywhere}\
+ol.codes{font:1.05rem/1.8 ui-monospace,Menlo,Consolas,monospace;columns:2}\
+input.code{font:1.25rem ui-monospace,Menlo,Consolas,monospace;letter-spacing:.1rem}\
 ";
 
 /// The site's icon: a key, as SVG (served at `/favicon.svg` and `/favicon.ico`).
@@ -274,8 +281,148 @@ pub fn register(chrome: &Chrome, username: &str, first: bool) -> String {
     layout("Register", chrome, Width::Narrow, content).into_string()
 }
 
-/// `GET /account`: name, role, session expiry, password change, log out everywhere.
-pub fn account(chrome: &Chrome, expires_in: i64) -> String {
+/// `GET /login/totp`: the second step of a login, after the password.
+pub fn login_totp(chrome: &Chrome, next: &str) -> String {
+    let content = html! {
+        div.card.narrow {
+            h1 { "Enter your code" }
+            p.muted { "Open your authenticator app and enter the 6-digit code it shows for this site. Lost your phone? Enter one of your recovery codes instead." }
+            form method="post" action="/login/totp" {
+                (csrf_field(chrome))
+                input type="hidden" name="next" value=(next);
+                label for="code" { "Code" }
+                input #code.code type="text" name="code" inputmode="numeric" autocomplete="one-time-code" spellcheck="false" maxlength="32" required autofocus;
+                button type="submit" { "Log in" }
+            }
+            p.muted { a href="/login" { "Start again with your password" } }
+        }
+    };
+    layout("Enter your code", chrome, Width::Narrow, content).into_string()
+}
+
+/// What `/account/totp` shows.
+#[derive(Debug, Clone, Copy)]
+pub enum TotpSetup<'a> {
+    /// Second factors are switched off on this server.
+    Off,
+    /// No factor and no enrolment in progress: a button to show a new key.
+    Start,
+    /// An enrolment in progress: the key as a QR code and as text, and the form for a
+    /// code from the app.
+    Pending {
+        /// The QR code of `uri`, an inline `<svg>` made by `totp::qr_svg`.
+        qr_svg: &'a str,
+        /// The secret in base32, in groups of four.
+        key: &'a str,
+        /// The `otpauth://` key URI.
+        uri: &'a str,
+    },
+    /// The factor is on: how many recovery codes are left, and the form to switch it off.
+    On {
+        /// Unused recovery codes.
+        recovery_left: usize,
+    },
+}
+
+/// `GET /account/totp`: set up, confirm or switch off the second factor. `required`
+/// says the user must have one before going on; `next` is carried through the forms.
+pub fn totp_setup(chrome: &Chrome, setup: TotpSetup, required: bool, next: &str) -> String {
+    let content = html! {
+        div.card.narrow {
+            h1 { "Two-factor authentication" }
+            @match setup {
+                TotpSetup::Off => {
+                    p { "Two-factor authentication is switched off on this server." }
+                    p { a href="/account" { "Back to your account" } }
+                }
+                TotpSetup::Start => {
+                    @if required {
+                        p { strong { "Your account must have a second factor before you go on." } }
+                    }
+                    p { "After your password, you will also enter a 6-digit code from an authenticator app on your phone (any app for one-time codes, RFC 6238), so a stolen password alone is not enough." }
+                    form method="post" action="/account/totp" {
+                        (csrf_field(chrome))
+                        input type="hidden" name="action" value="start";
+                        input type="hidden" name="next" value=(next);
+                        button type="submit" { "Set up two-factor authentication" }
+                    }
+                }
+                TotpSetup::Pending { qr_svg, key, uri } => {
+                    @if required {
+                        p { strong { "Your account must have a second factor before you go on." } }
+                    }
+                    p { "1. Scan this code with your authenticator app:" }
+                    (PreEscaped(qr_svg))
+                    p { "Or enter this key by hand (time-based, 6 digits, 30 seconds):" }
+                    p { code.key #key { (key) } }
+                    p.muted { "On this phone? " a href=(uri) { "Open the key in your app" } "." }
+                    form method="post" action="/account/totp" {
+                        (csrf_field(chrome))
+                        input type="hidden" name="action" value="enable";
+                        input type="hidden" name="next" value=(next);
+                        label for="code" { "2. Enter the code the app shows" }
+                        input #code.code type="text" name="code" inputmode="numeric" autocomplete="one-time-code" spellcheck="false" maxlength="32" required autofocus;
+                        button type="submit" { "Turn on" }
+                    }
+                    form method="post" action="/account/totp" {
+                        (csrf_field(chrome))
+                        input type="hidden" name="action" value="start";
+                        input type="hidden" name="next" value=(next);
+                        button.secondary type="submit" { "Show a new key instead" }
+                    }
+                }
+                TotpSetup::On { recovery_left } => {
+                    p { "Two-factor authentication is " strong { "on" } ": every login asks for a code from your app after the password." }
+                    p.muted { (recovery_left) " unused recovery code" (if recovery_left == 1 { "" } else { "s" }) " left." }
+                    h2 { "Turn it off" }
+                    p.muted { "Needs your password and a current code (or a recovery code). Every session of your account ends." }
+                    form method="post" action="/account/totp" {
+                        (csrf_field(chrome))
+                        input type="hidden" name="action" value="disable";
+                        label for="password" { "Password" }
+                        input #password type="password" name="password" autocomplete="current-password" required;
+                        label for="code" { "Code" }
+                        input #code.code type="text" name="code" inputmode="numeric" autocomplete="one-time-code" spellcheck="false" maxlength="32" required;
+                        button.danger type="submit" { "Turn off" }
+                    }
+                }
+            }
+        }
+    };
+    layout("Two-factor authentication", chrome, Width::Narrow, content).into_string()
+}
+
+/// The answer to switching the second factor on: the recovery codes, shown this once
+/// (only their hashes are kept), and a link on to `continue_to`, a local URL of this
+/// site (`/login?next=…` carries a `next` target, which that page checks again).
+pub fn recovery_codes(chrome: &Chrome, codes: &[String], continue_to: &str) -> String {
+    let content = html! {
+        div.card.narrow {
+            h1 { "Two-factor authentication is on" }
+            p { "Keep these recovery codes somewhere safe, apart from your phone. Each one logs you in once instead of a code from the app, if you lose it. " strong { "They are shown only this once." } }
+            ol.codes {
+                @for code in codes { li { code { (code) } } }
+            }
+            p { a.button href=(continue_to) { "Continue" } }
+        }
+    };
+    layout("Recovery codes", chrome, Width::Narrow, content).into_string()
+}
+
+/// What the account page says about the second factor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TotpStatus {
+    /// Not offered (switched off, or no store here to manage it).
+    Unavailable,
+    /// Offered, not set up.
+    Off,
+    /// Set up.
+    On,
+}
+
+/// `GET /account`: name, role, session expiry, second factor, password change, log out
+/// everywhere.
+pub fn account(chrome: &Chrome, expires_in: i64, totp: TotpStatus) -> String {
     let Some(user) = chrome.user else {
         return String::new();
     };
@@ -286,6 +433,19 @@ pub fn account(chrome: &Chrome, expires_in: i64) -> String {
                 tr { th { "Name" } td { (user.name) } }
                 tr { th { "Role" } td { span.badge { (user.role) } } }
                 tr { th { "Session" } td { "expires in " (human_duration(expires_in)) " unless you stay active" } }
+                tr { th { "Logged in with" } td { (if user.amr.has_otp() { "password and one-time code" } else { "password" }) } }
+            }
+        }
+        @if totp != TotpStatus::Unavailable {
+            div.card {
+                h2 { "Two-factor authentication" }
+                @if totp == TotpStatus::On {
+                    p { "On: every login asks for a code from your authenticator app." }
+                    a.button.secondary href="/account/totp" { "Manage…" }
+                } @else {
+                    p { "Off: your password alone logs you in." }
+                    a.button href="/account/totp" { "Set up…" }
+                }
             }
         }
         @if chrome.has_store {
@@ -367,7 +527,7 @@ pub fn admin(chrome: &Chrome, users: &[User], damaged: &[DamagedRecord]) -> Stri
             h1 { "Users" }
             table.users {
                 thead {
-                    tr { th { "Id" } th { "Name" } th { "Role" } th { "State" } th { "Created" } th { "Last login" } th { "Actions" } }
+                    tr { th { "Id" } th { "Name" } th { "Role" } th { "State" } th { "2FA" } th { "Created" } th { "Last login" } th { "Actions" } }
                 }
                 tbody {
                     @for user in users {
@@ -386,6 +546,9 @@ pub fn admin(chrome: &Chrome, users: &[User], damaged: &[DamagedRecord]) -> Stri
                                 }
                             }
                             td data-label="State" { @if user.locked { "locked" } @else { "active" } }
+                            td data-label="2FA" {
+                                @if user.totp.is_some() { "on" } @else if user.totp_pending.is_some() { span.muted { "setting up" } } @else { span.muted { "off" } }
+                            }
                             td data-label="Created" { (date(user.created)) }
                             td data-label="Last login" {
                                 @match user.last_login { Some(t) => (date(t)), None => span.muted { "never" } }
@@ -403,6 +566,9 @@ pub fn admin(chrome: &Chrome, users: &[User], damaged: &[DamagedRecord]) -> Stri
                                 }
                                 @if user.id != me {
                                     a.button href={ "/admin/users/" (user.id) "/password" } { "Password…" }
+                                    @if user.totp.is_some() || user.totp_pending.is_some() {
+                                        a.button href={ "/admin/users/" (user.id) "/totp" } { "Reset 2FA…" }
+                                    }
                                     a.button.danger href={ "/admin/users/" (user.id) "/delete" } { "Delete…" }
                                 }
                             }
@@ -411,7 +577,7 @@ pub fn admin(chrome: &Chrome, users: &[User], damaged: &[DamagedRecord]) -> Stri
                     @for record in damaged {
                         tr.damaged {
                             td data-label="Id" { (record.id) }
-                            td colspan="5" data-label="Damaged" {
+                            td colspan="6" data-label="Damaged" {
                                 "damaged record: " (record.why) "; restore a backup, or delete it"
                             }
                             td.actions data-label="Actions" {
@@ -575,8 +741,16 @@ mod tests {
         for page in [
             login(&chrome(None, None), "/next", "bob", false),
             register(&chrome(None, None), "", true),
-            account(&chrome(Some(&c), None), 100),
+            account(&chrome(Some(&c), None), 100, TotpStatus::Off),
             admin(&chrome(Some(&c), None), &[], &[]),
+            login_totp(&chrome(None, None), "/next"),
+            totp_setup(&chrome(Some(&c), None), TotpSetup::Start, false, "/"),
+            totp_setup(
+                &chrome(Some(&c), None),
+                TotpSetup::On { recovery_left: 3 },
+                false,
+                "/",
+            ),
             logout(&chrome(Some(&c), None)),
             confirm(
                 &chrome(Some(&c), None),
@@ -591,7 +765,7 @@ mod tests {
         }
         let mut hostile = chrome(Some(&c), None);
         hostile.csrf = "\"><script>";
-        let page = account(&hostile, 100);
+        let page = account(&hostile, 100, TotpStatus::Unavailable);
         assert!(
             page.contains("value=\"&quot;&gt;&lt;script&gt;\">"),
             "{page}"

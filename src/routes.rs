@@ -15,16 +15,17 @@ use std::sync::OnceLock;
 use serde_json::json;
 
 use crate::accounts::{
-    self, Accounts, AdminAction, AdminError, Attempt, CreateError, LoginError, NewUser,
-    PasswordChangeError, Registration,
+    self, Accounts, AdminAction, AdminError, Attempt, CodeAttempt, CodeLoginError, CreateError,
+    LoginError, NewUser, PasswordChangeError, PasswordLogin, Registration, TotpError,
 };
-use crate::auth::{self, Auth, CSRF_COOKIE, CSRF_FIELD, Flash, Source, Visitor};
+use crate::auth::{self, Auth, CSRF_COOKIE, CSRF_FIELD, Flash, Source, StepCookie, Visitor};
 use crate::config::{Config, MetricsAccess, origin_of};
 use crate::http::{self, Client, Form, Login, Method, Reply, Request, percent_encode};
 use crate::metrics::{LoginOutcome, Metrics};
-use crate::pages::{self, Chrome, Notice, Welcome};
-use crate::store::{Entry, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, User, UserStore};
-use crate::token::{Claims, ErrorClass};
+use crate::pages::{self, Chrome, Notice, TotpSetup, TotpStatus, Welcome};
+use crate::store::{Entry, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, UserStore};
+use crate::token::{Amr, Claims, ErrorClass};
+use crate::totp;
 
 /// State shared by every worker.
 pub struct Shared {
@@ -140,6 +141,8 @@ const ROUTES: &[Route] = {
         route(Get, Exact("/"), "home", home),
         route(Get, Exact("/login"), "login", login_page),
         route(Post, Exact("/login"), "login", login_submit),
+        route(Get, Exact("/login/totp"), "login", login_totp_page),
+        route(Post, Exact("/login/totp"), "login", login_totp_submit),
         route(Get, Exact("/logout"), "logout", logout_page),
         route(Post, Exact("/logout"), "logout", logout),
         route(Get, Exact("/register"), "register", register_page),
@@ -148,13 +151,18 @@ const ROUTES: &[Route] = {
         route(Post, Exact("/account/password"), "account", change_password),
         route(Get, Exact("/account/revoke"), "account", revoke_own_confirm),
         route(Post, Exact("/account/revoke"), "account", revoke_own),
+        route(Get, Exact("/account/totp"), "account", totp_page),
+        route(Post, Exact("/account/totp"), "account", totp_submit),
         route(Get, Exact("/admin"), "admin", admin_page),
         route(Post, Exact("/admin/users"), "admin", admin_create),
         route(Get, Around("/admin/users/", "/delete"), "admin", admin_delete_confirm),
         route(Get, Around("/admin/users/", "/password"), "admin", admin_password_page),
+        route(Get, Around("/admin/users/", "/totp"), "admin", admin_totp_confirm),
         route(Post, Under("/admin/users/"), "admin", admin_action),
         route(Get, Exact("/auth"), "auth", forward_auth),
         route(Post, Exact("/api/login"), "api_login", api_login),
+        route(Post, Exact("/api/account/totp"), "api_account", api_totp_begin),
+        route(Post, Exact("/api/account/totp/enable"), "api_account", api_totp_enable),
         route(Get, Exact("/api/me"), "api_me", api_me),
         route(Get, Exact("/healthz"), "healthz", healthz),
         route(Get, Exact("/metrics"), "metrics", metrics),
@@ -245,6 +253,9 @@ pub fn handle(app: &App, req: &Request, now: i64) -> (Reply, Outcome) {
         Some(_) if visitor.must_change_password() && !open_before_password_change(req.path) => {
             (label_of(row.unwrap_or(0)), Ok(ctx.to_password_change()))
         }
+        Some(_) if ctx.must_enrol() && !open_before_enrolment(req.path) => {
+            (label_of(row.unwrap_or(0)), Ok(ctx.to_enrolment()))
+        }
         Some(row) => (label_of(row), (ROUTES[row].handler)(&ctx)),
         None => (other_label(), Ok(not_routed(&ctx))),
     };
@@ -290,6 +301,33 @@ fn open_before_password_change(path: &str) -> bool {
             | "/favicon.ico"
     )
 }
+
+/// The paths a user who must have a second factor and has none may still use before
+/// enrolling: the enrolment page and its API, logging out, and the endpoints that only
+/// report (`/auth` answers for such a user on its own terms).
+fn open_before_enrolment(path: &str) -> bool {
+    matches!(
+        path,
+        "/account/totp"
+            | "/api/account/totp"
+            | "/api/account/totp/enable"
+            | "/logout"
+            | "/auth"
+            | "/api/me"
+            | "/healthz"
+            | "/metrics"
+            | "/favicon.svg"
+            | "/favicon.ico"
+    )
+}
+
+/// The notice of a user sent to set up a second factor.
+const MUST_ENROL: &str =
+    "Your account must have two-factor authentication: set it up before you go on.";
+
+/// The notice of a user whose half-done login (password, then code) no longer stands.
+const STEP_GONE: &str =
+    "Your login took too long or no longer stands: please enter your password again.";
 
 /// The notice of a user sent to choose a new password.
 const MUST_CHANGE: &str =
@@ -431,13 +469,77 @@ impl Ctx<'_> {
     }
 
     /// Checks a name and password through the account rules and counts the outcome.
-    fn login(&self, store: &UserStore, name: &str, password: &str) -> Result<User, LoginError> {
+    fn login(
+        &self,
+        store: &UserStore,
+        name: &str,
+        password: &str,
+    ) -> Result<PasswordLogin, LoginError> {
         let client = self.client();
         let result = self
             .accounts()
             .login(store, &self.attempt(name, password, &client));
         self.count_login(result.as_ref().map(|_| ()));
         result
+    }
+
+    /// Whether the visitor must set up a second factor before anything else: the policy
+    /// requires one for their role and the store says they have none.
+    fn must_enrol(&self) -> bool {
+        match (self.user(), self.visitor.second_factor()) {
+            (Some(claims), Some(has)) => {
+                self.accounts().totp_policy().must_enrol(&claims.role, has)
+            }
+            _ => false,
+        }
+    }
+
+    /// Where a user who must set up a second factor goes instead of the page asked for:
+    /// the enrolment page, back here afterwards (JSON `totp_enrolment_required` under
+    /// `/api/`).
+    fn to_enrolment(&self) -> Reply {
+        if self.is_api() {
+            return Reply::api_error(
+                403,
+                "totp_enrolment_required",
+                "Set up two-factor authentication first: POST /api/account/totp, then \
+                 /api/account/totp/enable with a code.",
+            );
+        }
+        let target = if self.req.method == Method::Get {
+            with_next("/account/totp", &self.here())
+        } else {
+            "/account/totp".to_string()
+        };
+        self.redirect_with_flash(&target, Flash::error(MUST_ENROL))
+    }
+
+    /// The logged-in user and the store for `/api/account/…`: a Bearer token only
+    /// (cookies are refused there, as JSON carries no CSRF field).
+    fn require_bearer(&self) -> Result<(&Claims<'_>, &UserStore), Reply> {
+        let Some(store) = self.store() else {
+            return Err(Reply::api_error(
+                404,
+                "not_found",
+                "This instance has no user store; use the issuing instance.",
+            ));
+        };
+        match self.visitor {
+            Visitor::User {
+                claims,
+                source: Source::Bearer,
+                ..
+            } => Ok((claims, store)),
+            Visitor::User { .. } => Err(Reply::api_error(
+                401,
+                "bearer_required",
+                "Send the token as Authorization: Bearer <token>; the login cookie is not accepted here.",
+            )),
+            Visitor::Anonymous { rejected, .. } => Err(match rejected {
+                Some(class) => Reply::api_error(401, class.as_str(), rejection_message(*class)),
+                None => Reply::api_error(401, "none", "No token: log in first."),
+            }),
+        }
     }
 
     /// Counts a password check in `latchkey_logins_total` (store failures are not
@@ -700,6 +802,28 @@ impl Ctx<'_> {
         self.redirect_with_flash("/account", Flash::error(MUST_CHANGE))
     }
 
+    /// The JSON answer carrying a new token for `claims` (`{token, token_type,
+    /// expires_in}`), with the recovery codes just made when there are some.
+    fn token_answer(&self, claims: &Claims, recovery_codes: Option<Vec<String>>) -> Reply {
+        let token = self.app.auth.sign(claims);
+        let mut body = json!({
+            "token": token,
+            "token_type": "Bearer",
+            "expires_in": self.config().ttl,
+        });
+        if let Some(codes) = recovery_codes {
+            body["recovery_codes"] = json!(codes);
+        }
+        Reply::json(200, &body).private()
+    }
+
+    /// Back to the password, when the half-done login the browser holds is gone (too
+    /// old, or the account changed): the notice says so and the value is cleared.
+    fn step_gone(&self, next: &str) -> Reply {
+        self.redirect_with_flash(&with_next("/login", next), Flash::error(STEP_GONE))
+            .with_header("Set-Cookie", self.app.auth.clear_login_step_cookie())
+    }
+
     /// When a browser's token cookie was refused, a page request goes to the login page
     /// with a notice saying why; the after step clears the cookie.
     fn bounce_rejected(&self) -> Option<Reply> {
@@ -799,10 +923,32 @@ fn login_page(ctx: &Ctx) -> Answer {
     let Some(store) = ctx.store() else {
         return Ok(Reply::see_other(&ctx.login_redirect(&next)));
     };
-    if ctx.user().is_some() {
-        return Ok(Reply::see_other(&next));
+    // `?totp=1`: the page `next` leads to needs a login with the second factor (`/auth`
+    // sends a session without one here).
+    let step_up = wants_second_factor(&query);
+    let mut notice = ctx.visitor.rejected().map(Notice::for_rejection);
+    if let Some(claims) = ctx.user() {
+        if !step_up || claims.amr.has_otp() {
+            return Ok(Reply::see_other(&next));
+        }
+        if !ctx.accounts().totp_policy().enabled() {
+            return Ok(ctx.error(
+                403,
+                "forbidden",
+                "This page needs two-factor authentication, which is switched off on this server.",
+            ));
+        }
+        if ctx.visitor.second_factor() == Some(false) {
+            return Ok(ctx.redirect_with_flash(
+                &with_next("/account/totp", &next),
+                Flash::error("This page needs two-factor authentication: set it up to go on."),
+            ));
+        }
+        notice = Some(Notice::Error(
+            "This page needs your second factor: log in again with your password and a code."
+                .into(),
+        ));
     }
-    let notice = ctx.visitor.rejected().map(Notice::for_rejection);
     let signup = ctx.accounts().signup_open(store).unwrap_or(false);
     let name = ctx.prefill();
     Ok(ctx.form_page(200, notice, |c| pages::login(c, &next, &name, signup)))
@@ -823,17 +969,104 @@ fn login_submit(ctx: &Ctx) -> Answer {
     if name.is_empty() || password.is_empty() {
         return Ok(again("Please enter your user name and password."));
     }
+    let start = |user| Login::Start(Box::new(ctx.app.auth.claims_for(user, ctx.now, Amr::PWD)));
     match ctx.login(store, name, password) {
-        Ok(user) if user.must_change_password => Ok(ctx
+        Ok(PasswordLogin::NeedsCode(user)) => {
+            // The form passed the CSRF check, so a cookie matched; the half-done login
+            // is bound to it.
+            let Some(nonce) = ctx
+                .app
+                .auth
+                .csrf_nonce(ctx.req, ctx.visitor, form.get(CSRF_FIELD))
+            else {
+                return Ok(again("The form had expired. Please try again."));
+            };
+            Ok(
+                Reply::see_other(&with_next("/login/totp", &next)).with_header(
+                    "Set-Cookie",
+                    ctx.app.auth.login_step_cookie(&user, nonce, ctx.now),
+                ),
+            )
+        }
+        Ok(PasswordLogin::Done(user)) if user.must_change_password => Ok(ctx
             .redirect_with_flash("/account", Flash::error(MUST_CHANGE))
-            .with_login(Login::Start(Box::new(
-                ctx.app.auth.claims_for(&user, ctx.now),
-            )))),
-        Ok(user) => Ok(Reply::see_other(&next).with_login(Login::Start(Box::new(
-            ctx.app.auth.claims_for(&user, ctx.now),
-        )))),
+            .with_login(start(&user))),
+        Ok(PasswordLogin::Done(user))
+            if ctx.accounts().totp_policy().must_enrol(&user.role, false) =>
+        {
+            Ok(ctx
+                .redirect_with_flash(&with_next("/account/totp", &next), Flash::error(MUST_ENROL))
+                .with_login(start(&user)))
+        }
+        Ok(PasswordLogin::Done(user)) => Ok(Reply::see_other(&next).with_login(start(&user))),
         Err(LoginError::Store(e)) => Err(e.into()),
         Err(e) => Ok(again(&e.to_string())),
+    }
+}
+
+/// `GET /login/totp`: the code form, while the browser holds a valid `login_step`
+/// value; otherwise back to the password.
+fn login_totp_page(ctx: &Ctx) -> Answer {
+    ctx.require_store()?;
+    let query = ctx.req.query_params().unwrap_or_default();
+    let next = ctx.safe_next(query.get("next"));
+    match ctx.app.auth.login_step(ctx.req, ctx.now) {
+        StepCookie::Valid(_) => Ok(ctx
+            .form_page(200, None, |c| pages::login_totp(c, &next))
+            .private()),
+        StepCookie::Refused => Ok(ctx.step_gone(&next)),
+        StepCookie::Absent => Ok(Reply::see_other(&with_next("/login", &next))),
+    }
+}
+
+/// `POST /login/totp`: completes the login with a code (`amr` `["pwd","otp"]`).
+fn login_totp_submit(ctx: &Ctx) -> Answer {
+    let store = ctx.require_store()?;
+    let form = ctx.form()?;
+    let next = ctx.safe_next(form.get("next"));
+    let StepCookie::Valid(step) = ctx.app.auth.login_step(ctx.req, ctx.now) else {
+        return Ok(ctx.step_gone(&next));
+    };
+    let client = ctx.client();
+    let attempt = CodeAttempt {
+        user_id: step.user_id,
+        ver: step.ver,
+        code: form.get("code").unwrap_or(""),
+        client: client.as_ref(),
+        now: ctx.now,
+    };
+    match ctx.accounts().second_factor(store, &attempt) {
+        Ok(done) => {
+            let claims = ctx.app.auth.claims_for(&done.user, ctx.now, Amr::PWD_OTP);
+            let reply = if done.user.must_change_password {
+                ctx.redirect_with_flash("/account", Flash::error(MUST_CHANGE))
+            } else if let Some(left) = done.recovery_left {
+                ctx.redirect_with_flash(
+                    &next,
+                    Flash::info(format!(
+                        "You logged in with a recovery code; {left} left. If you lost your \
+                         phone, set up two-factor authentication again on your account page."
+                    )),
+                )
+            } else {
+                Reply::see_other(&next)
+            };
+            Ok(reply
+                .with_header("Set-Cookie", ctx.app.auth.clear_login_step_cookie())
+                .with_login(Login::Start(Box::new(claims))))
+        }
+        Err(CodeLoginError::Stale) => Ok(ctx.step_gone(&next)),
+        Err(CodeLoginError::Store(e)) => Err(e.into()),
+        Err(e) => {
+            let reply = ctx.redirect_with_flash(
+                &with_next("/login/totp", &next),
+                Flash::error(e.to_string()),
+            );
+            Ok(match e.retry_after() {
+                Some(seconds) => reply.with_header("Retry-After", seconds.to_string()),
+                None => reply,
+            })
+        }
     }
 }
 
@@ -888,9 +1121,11 @@ fn register_submit(ctx: &Ctx) -> Answer {
     match ctx.accounts().register(store, &registration) {
         Ok(user) => Ok(ctx
             .redirect_with_flash("/", Flash::info("Your account was created. Welcome!"))
-            .with_login(Login::Start(Box::new(
-                ctx.app.auth.claims_for(&user, ctx.now),
-            )))),
+            .with_login(Login::Start(Box::new(ctx.app.auth.claims_for(
+                &user,
+                ctx.now,
+                Amr::PWD,
+            ))))),
         Err(CreateError::Store(e)) => Err(e.into()),
         Err(e @ CreateError::Closed) => Ok(ctx.error(403, "forbidden", &e.to_string())),
         Err(e) => Ok(ctx.redirect_with_flash(
@@ -915,8 +1150,18 @@ fn account(ctx: &Ctx) -> Answer {
             .map_or(claims.exp, |fresh| fresh.exp),
         _ => claims.exp,
     };
+    let totp = match ctx.store() {
+        Some(_) if ctx.accounts().totp_policy().enabled() => {
+            if ctx.visitor.second_factor() == Some(true) {
+                TotpStatus::On
+            } else {
+                TotpStatus::Off
+            }
+        }
+        _ => TotpStatus::Unavailable,
+    };
     Ok(ctx
-        .page(200, None, |c| pages::account(c, exp - ctx.now))
+        .page(200, None, |c| pages::account(c, exp - ctx.now, totp))
         .private())
 }
 
@@ -938,10 +1183,11 @@ fn change_password(ctx: &Ctx) -> Answer {
         Err(_) => {}
     }
     match result {
+        // The session goes on as it was logged in (with or without the second factor).
         Ok(user) => Ok(ctx
             .redirect_with_flash("/account", Flash::info("Your password was changed."))
             .with_login(Login::Start(Box::new(
-                ctx.app.auth.claims_for(&user, ctx.now),
+                ctx.app.auth.claims_for(&user, ctx.now, claims.amr),
             )))),
         Err(PasswordChangeError::Store(e) | PasswordChangeError::Current(LoginError::Store(e))) => {
             Err(e.into())
@@ -979,6 +1225,136 @@ fn revoke_own(ctx: &Ctx) -> Answer {
             Flash::info("You have been logged out on every device."),
         )
         .with_login(Login::End))
+}
+
+/// `GET /account/totp`: set up, confirm or switch off the second factor.
+fn totp_page(ctx: &Ctx) -> Answer {
+    let claims = ctx.require_user()?;
+    let store = ctx.require_store()?;
+    let query = ctx.req.query_params().unwrap_or_default();
+    let next = ctx.safe_next(query.get("next").or(Some("/account")));
+    let policy = ctx.accounts().totp_policy();
+    if !policy.enabled() {
+        return Ok(ctx
+            .page(200, None, |c| {
+                pages::totp_setup(c, TotpSetup::Off, false, &next)
+            })
+            .private());
+    }
+    let Some(user) = store.get(claims.user_id)? else {
+        return Ok(ctx.error(404, "not_found", "There is no such user."));
+    };
+    let required = policy.must_enrol(&user.role, user.totp.is_some());
+    let issuer = &ctx.config().issuer;
+    let enrolment = ctx.accounts().pending_enrolment(&user, issuer);
+    let qr = match &enrolment {
+        Some(e) => match totp::qr_svg(&e.uri) {
+            Ok(svg) => Some(svg),
+            Err(e) => {
+                crate::log::error(&format!("the key's QR code could not be made: {e}"));
+                return Ok(ctx.error(
+                    500,
+                    "internal",
+                    "The QR code of the key could not be made; enter the key by hand.",
+                ));
+            }
+        },
+        None => None,
+    };
+    let key = enrolment
+        .as_ref()
+        .map(|e| totp::base32_grouped(&e.secret))
+        .unwrap_or_default();
+    let setup = match (&user.totp, &enrolment, &qr) {
+        (Some(factor), _, _) => TotpSetup::On {
+            recovery_left: factor.recovery.len(),
+        },
+        (None, Some(e), Some(qr)) => TotpSetup::Pending {
+            qr_svg: qr,
+            key: &key,
+            uri: &e.uri,
+        },
+        _ => TotpSetup::Start,
+    };
+    Ok(ctx
+        .page(200, None, |c| pages::totp_setup(c, setup, required, &next))
+        .private())
+}
+
+/// `POST /account/totp`, field `action`: `start` (show a new key), `enable` (with
+/// `code`: switch on and show the recovery codes, the one form answered with a page:
+/// the codes exist nowhere else to redirect to), `disable` (with `password` and `code`).
+fn totp_submit(ctx: &Ctx) -> Answer {
+    let claims = ctx.require_user()?;
+    let store = ctx.require_store()?;
+    let form = ctx.form()?;
+    let next = ctx.safe_next(form.get("next").or(Some("/account")));
+    let back = with_next("/account/totp", &next);
+    let client = ctx.client();
+    let failed = |e: TotpError| -> Answer {
+        match e {
+            TotpError::Store(e) | TotpError::Password(LoginError::Store(e)) => Err(e.into()),
+            e => {
+                let reply = ctx.redirect_with_flash(&back, Flash::error(e.to_string()));
+                Ok(match e.retry_after() {
+                    Some(seconds) => reply.with_header("Retry-After", seconds.to_string()),
+                    None => reply,
+                })
+            }
+        }
+    };
+    match form.get("action") {
+        Some("start") => {
+            match ctx
+                .accounts()
+                .begin_totp(store, claims.user_id, &ctx.config().issuer)
+            {
+                Ok(_) => Ok(Reply::see_other(&back)),
+                Err(e) => failed(e),
+            }
+        }
+        Some("enable") => {
+            let code = form.get("code").unwrap_or("");
+            match ctx
+                .accounts()
+                .enable_totp(store, claims.user_id, code, client.as_ref(), ctx.now)
+            {
+                Ok((user, codes)) => {
+                    let fresh = ctx.app.auth.claims_for(&user, ctx.now, Amr::PWD_OTP);
+                    let onward = with_next("/login", &next);
+                    Ok(ctx
+                        .page(200, None, |c| pages::recovery_codes(c, &codes, &onward))
+                        .private()
+                        .with_login(Login::Start(Box::new(fresh))))
+                }
+                Err(e) => failed(e),
+            }
+        }
+        Some("disable") => {
+            let current = ctx.attempt(&claims.name, form.get("password").unwrap_or(""), &client);
+            let code = form.get("code").unwrap_or("");
+            match ctx.accounts().disable_totp(store, &current, code) {
+                Ok(user) => Ok(ctx
+                    .redirect_with_flash(
+                        "/account",
+                        Flash::info(
+                            "Two-factor authentication is off; your other sessions were ended.",
+                        ),
+                    )
+                    .with_login(Login::Start(Box::new(ctx.app.auth.claims_for(
+                        &user,
+                        ctx.now,
+                        Amr::PWD,
+                    ))))),
+                Err(e) => failed(e),
+            }
+        }
+        _ => Ok(ctx.error(
+            400,
+            "bad_request",
+            "The form field \"action\" must be start, enable or disable.",
+        )),
+    }
 }
 
 fn admin_page(ctx: &Ctx) -> Answer {
@@ -1034,7 +1410,7 @@ fn admin_target<'p>(ctx: &Ctx, path: &'p str) -> Result<(u64, &'p str), Reply> {
         .map_err(|_| not_found("There is no such user."))?;
     if !matches!(
         action,
-        "role" | "lock" | "unlock" | "revoke" | "delete" | "password"
+        "role" | "lock" | "unlock" | "revoke" | "delete" | "password" | "totp"
     ) {
         return Err(not_found("There is no page at this address."));
     }
@@ -1056,6 +1432,35 @@ fn admin_password_page(ctx: &Ctx) -> Answer {
     }
     Ok(ctx
         .page(200, None, |c| pages::admin_password(c, &user))
+        .private())
+}
+
+/// `GET /admin/users/ID/totp`: asks before removing a user's second factor.
+fn admin_totp_confirm(ctx: &Ctx) -> Answer {
+    let (me, store) = ctx.require_admin()?;
+    let (id, _) = admin_target(ctx, ctx.req.path)?;
+    let Some(user) = store.get(id)? else {
+        return Ok(ctx.error(404, "not_found", "There is no such user."));
+    };
+    if user.id == me.user_id {
+        return Ok(ctx.redirect_with_flash(
+            "/admin",
+            Flash::error("Manage your own second factor on your account page."),
+        ));
+    }
+    let question = format!("Reset the second factor of {}?", user.name);
+    let detail = format!(
+        "{} can then log in with the password alone, until they set up two-factor \
+         authentication again (at once, where the policy requires it). Their recovery codes \
+         stop working and every session of theirs ends. Do this when they lost their phone \
+         and their recovery codes, after making sure it is them who asks.",
+        user.name
+    );
+    let action = format!("/admin/users/{}/totp", user.id);
+    Ok(ctx
+        .page(200, None, |c| {
+            pages::confirm(c, &question, &detail, &action, "Reset", "/admin")
+        })
         .private())
 }
 
@@ -1121,6 +1526,7 @@ fn admin_action(ctx: &Ctx) -> Answer {
         "lock" => AdminAction::Lock,
         "unlock" => AdminAction::Unlock,
         "revoke" => AdminAction::Revoke,
+        "totp" => AdminAction::ResetTotp,
         "password" => {
             let password = form.get("password").unwrap_or("");
             if form.get("confirm") != Some(password) {
@@ -1145,25 +1551,34 @@ fn admin_action(ctx: &Ctx) -> Answer {
 }
 
 /// `GET /auth`, the forward-auth check for nginx `auth_request`, Caddy and Traefik.
+/// `?role=R1,R2` needs one of the roles (else 403); `?totp=1` needs a session logged in
+/// with the second factor (else the answer for a visitor who must log in, to the login
+/// page with `totp=1`, which asks for the code or sends the user to set one up).
 fn forward_auth(ctx: &Ctx) -> Answer {
     let query = ctx.req.query_params().unwrap_or_default();
     let must_change = ctx.visitor.must_change_password();
-    if let Some(claims) = ctx.user().filter(|_| !must_change) {
+    let must_enrol = ctx.must_enrol();
+    let mut step_up = false;
+    if let Some(claims) = ctx.user().filter(|_| !must_change && !must_enrol) {
         if let Some(wanted) = query.get("role")
             && !wanted.split(',').any(|r| r.trim() == claims.role)
         {
             return Ok(Reply::text(403, "Your role does not allow this.\n".into()).private());
         }
-        // Every identity header, always, each percent-encoded where it must be: a
-        // proxy that copies only the headers present would otherwise pass a client's
-        // own forged `Remote-User` on to the app.
-        let name = http::identity_header(&claims.name);
-        return Ok(Reply::text(200, String::new())
-            .with_header("Remote-User", name.clone())
-            .with_header("Remote-Name", name)
-            .with_header("Remote-Role", http::identity_header(&claims.role))
-            .with_header("Remote-Id", http::identity_header(&claims.sub))
-            .private());
+        if !wants_second_factor(&query) || claims.amr.has_otp() {
+            // Every identity header, always, each percent-encoded where it must be: a
+            // proxy that copies only the headers present would otherwise pass a client's
+            // own forged `Remote-User` on to the app.
+            let name = http::identity_header(&claims.name);
+            return Ok(Reply::text(200, String::new())
+                .with_header("Remote-User", name.clone())
+                .with_header("Remote-Name", name)
+                .with_header("Remote-Role", http::identity_header(&claims.role))
+                .with_header("Remote-Id", http::identity_header(&claims.sub))
+                .with_header("Remote-Amr", remote_amr(claims.amr))
+                .private());
+        }
+        step_up = true;
     }
     // nginx passes the original URL in X-Original-URL and wants 401 + Location;
     // Caddy and Traefik pass X-Forwarded-* and forward a 302 to the browser as is.
@@ -1184,19 +1599,36 @@ fn forward_auth(ctx: &Ctx) -> Answer {
         },
     };
     let next = original.filter(|u| ctx.may_redirect_to(u));
-    // A user who must change the password is sent to the form, not to log in again.
-    let page = if must_change { "/account" } else { "/login" };
-    let base = match (&ctx.config().public_url, ctx.store()) {
+    // A user who must change the password is sent to the form, one who must set up a
+    // second factor to the enrolment page, not to log in again.
+    let page = if must_change {
+        "/account"
+    } else if must_enrol {
+        "/account/totp"
+    } else if step_up {
+        "/login?totp=1"
+    } else {
+        "/login"
+    };
+    let mut base = match (&ctx.config().public_url, ctx.store()) {
         (_, None) => ctx.login_url().to_string(),
         (Some(origin), Some(_)) => format!("{origin}{page}"),
         (None, Some(_)) => page.to_string(),
     };
+    if step_up && ctx.store().is_none() {
+        base.push(if base.contains('?') { '&' } else { '?' });
+        base.push_str("totp=1");
+    }
     let location = match next {
         Some(next) if !must_change => with_next(&base, &next),
         _ => base,
     };
     let why = if must_change {
         "password change required"
+    } else if must_enrol {
+        "second factor enrolment required"
+    } else if step_up {
+        "second factor required"
     } else {
         ctx.visitor.rejected().map_or("none", ErrorClass::as_str)
     };
@@ -1205,6 +1637,25 @@ fn forward_auth(ctx: &Ctx) -> Answer {
         format!("Not logged in ({why}).\n"),
     )
     .with_header("Location", location))
+}
+
+/// Whether a query asks for the second factor: `totp` with any value but `0`.
+fn wants_second_factor(query: &Form) -> bool {
+    query.get("totp").is_some_and(|v| v != "0")
+}
+
+/// The `Remote-Amr` value: the token's RFC 8176 methods in their one order, separated
+/// by commas (an HTTP list, RFC 9110 §5.6.1): `pwd` or `pwd,otp`. Registered values are
+/// lowercase letters only, so the identity-header encoding never changes them.
+fn remote_amr(amr: Amr) -> String {
+    let mut list = String::with_capacity(16);
+    for value in amr.values() {
+        if !list.is_empty() {
+            list.push(',');
+        }
+        list.push_str(value);
+    }
+    http::identity_header(&list)
 }
 
 fn api_login(ctx: &Ctx) -> Answer {
@@ -1227,6 +1678,10 @@ fn api_login(ctx: &Ctx) -> Answer {
     struct Credentials {
         username: String,
         password: String,
+        #[serde(default)]
+        otp: Option<String>,
+        #[serde(default)]
+        recovery_code: Option<String>,
     }
     let creds: Credentials = match serde_json::from_slice(&ctx.req.body) {
         Ok(c) => c,
@@ -1234,7 +1689,10 @@ fn api_login(ctx: &Ctx) -> Answer {
             return Ok(Reply::api_error(
                 400,
                 "bad_request",
-                &format!("Expected {{\"username\": ..., \"password\": ...}}: {e}"),
+                &format!(
+                    "Expected {{\"username\": ..., \"password\": ...}} and, for an account \
+                     with two-factor authentication, \"otp\" or \"recovery_code\": {e}"
+                ),
             ));
         }
     };
@@ -1245,22 +1703,79 @@ fn api_login(ctx: &Ctx) -> Answer {
             "The user name or password is too long.",
         ));
     }
-    match ctx.login(store, &creds.username, &creds.password) {
-        Ok(user) if user.must_change_password => Ok(Reply::api_error(
-            403,
-            "password_change_required",
-            "An administrator reset this password: log in with a browser and choose a new one first.",
-        )),
-        Ok(user) => {
-            let claims = ctx.app.auth.claims_for(&user, ctx.now);
-            let token = ctx.app.auth.sign(&claims);
-            Ok(Reply::json(
-                200,
-                &json!({ "token": token, "token_type": "Bearer", "expires_in": ctx.config().ttl }),
-            )
-            .private())
+    let code = match (&creds.otp, &creds.recovery_code) {
+        (Some(_), Some(_)) => {
+            return Ok(Reply::api_error(
+                400,
+                "bad_request",
+                "Send either \"otp\" or \"recovery_code\", not both.",
+            ));
         }
-        Err(LoginError::Store(e)) => Err(e.into()),
+        (Some(c), None) | (None, Some(c)) if c.len() > 64 => {
+            return Ok(Reply::api_error(
+                400,
+                "bad_request",
+                "The code is too long.",
+            ));
+        }
+        // Each field takes its own kind of code.
+        (Some(c), None) if totp::is_recovery_code(c) => {
+            return Ok(Reply::api_error(
+                400,
+                "bad_request",
+                "\"otp\" takes the 6-digit code of the app; send a recovery code as \"recovery_code\".",
+            ));
+        }
+        (None, Some(c)) if !totp::is_recovery_code(c) => {
+            return Ok(Reply::api_error(
+                400,
+                "bad_request",
+                "\"recovery_code\" takes a recovery code (16 characters); send the app's code as \"otp\".",
+            ));
+        }
+        (otp, recovery) => otp.as_deref().or(recovery.as_deref()),
+    };
+    let (user, amr) = match ctx.login(store, &creds.username, &creds.password) {
+        Ok(PasswordLogin::Done(user)) => (user, Amr::PWD),
+        Ok(PasswordLogin::NeedsCode(user)) => {
+            let Some(code) = code else {
+                return Ok(Reply::api_error(
+                    401,
+                    "otp_required",
+                    "This account has two-factor authentication: send the app's current code \
+                     as \"otp\" (or a recovery code as \"recovery_code\") with the password.",
+                ));
+            };
+            let client = ctx.client();
+            let attempt = CodeAttempt {
+                user_id: user.id,
+                ver: user.ver,
+                code,
+                client: client.as_ref(),
+                now: ctx.now,
+            };
+            match ctx.accounts().second_factor(store, &attempt) {
+                Ok(done) => (done.user, Amr::PWD_OTP),
+                Err(CodeLoginError::Store(e)) => return Err(e.into()),
+                Err(e @ CodeLoginError::Throttled(_)) => {
+                    return Ok(Reply::api_error(
+                        429,
+                        "throttled",
+                        "Too many failed logins; try again later.",
+                    )
+                    .with_header("Retry-After", e.retry_after().unwrap_or(1).to_string()));
+                }
+                Err(CodeLoginError::Stale) => {
+                    return Ok(Reply::api_error(
+                        409,
+                        "conflict",
+                        "The account changed during the login; try again.",
+                    ));
+                }
+                Err(e) => return Ok(Reply::api_error(401, "wrong_otp", &e.to_string())),
+            }
+        }
+        Err(LoginError::Store(e)) => return Err(e.into()),
         Err(e) => {
             let (error, message) = match e {
                 LoginError::Wrong => ("wrong_credentials", "Wrong username or password."),
@@ -1269,12 +1784,99 @@ fn api_login(ctx: &Ctx) -> Answer {
                 }
                 _ => ("busy", "Too many logins at once; try again in a moment."),
             };
-            Ok(with_retry(
+            return Ok(with_retry(
                 Reply::api_error(login_status(&e), error, message),
                 &e,
-            ))
+            ));
         }
+    };
+    if user.must_change_password {
+        return Ok(Reply::api_error(
+            403,
+            "password_change_required",
+            "An administrator reset this password: log in with a browser and choose a new one first.",
+        ));
     }
+    Ok(ctx.token_answer(&ctx.app.auth.claims_for(&user, ctx.now, amr), None))
+}
+
+/// `POST /api/account/totp` (Bearer): starts an enrolment (or starts over) and answers
+/// `{"secret": <base32>, "uri": <otpauth URI>}`.
+fn api_totp_begin(ctx: &Ctx) -> Answer {
+    let (claims, store) = ctx.require_bearer()?;
+    match ctx
+        .accounts()
+        .begin_totp(store, claims.user_id, &ctx.config().issuer)
+    {
+        Ok(enrolment) => Ok(Reply::json(
+            200,
+            &json!({ "secret": totp::base32(&enrolment.secret), "uri": enrolment.uri }),
+        )
+        .private()),
+        Err(e) => api_totp_error(e),
+    }
+}
+
+/// `POST /api/account/totp/enable` (Bearer) with `{"code"}`: switches the factor on and
+/// answers the recovery codes (shown this once) and a new token: switching it on ends
+/// every earlier session, the token used for this request included.
+fn api_totp_enable(ctx: &Ctx) -> Answer {
+    let (claims, store) = ctx.require_bearer()?;
+    if !ctx.req.is_json() {
+        return Ok(Reply::api_error(
+            415,
+            "unsupported_media_type",
+            "Send {\"code\": \"123456\"} as application/json.",
+        ));
+    }
+    #[derive(serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Enable {
+        code: String,
+    }
+    let body: Enable = match serde_json::from_slice(&ctx.req.body) {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(Reply::api_error(
+                400,
+                "bad_request",
+                &format!("Expected {{\"code\": \"123456\"}}: {e}"),
+            ));
+        }
+    };
+    let client = ctx.client();
+    match ctx
+        .accounts()
+        .enable_totp(store, claims.user_id, &body.code, client.as_ref(), ctx.now)
+    {
+        Ok((user, codes)) => {
+            let fresh = ctx.app.auth.claims_for(&user, ctx.now, Amr::PWD_OTP);
+            Ok(ctx.token_answer(&fresh, Some(codes)))
+        }
+        Err(e) => api_totp_error(e),
+    }
+}
+
+/// The JSON answer to a refused second-factor change.
+fn api_totp_error(e: TotpError) -> Answer {
+    let (status, error) = match e {
+        TotpError::Store(e) | TotpError::Password(LoginError::Store(e)) => return Err(e.into()),
+        TotpError::Off => (403, "totp_off"),
+        TotpError::AlreadyOn => (409, "totp_already_enabled"),
+        TotpError::NotStarted => (409, "totp_not_started"),
+        TotpError::Changed => (409, "totp_changed"),
+        TotpError::NotOn => (409, "totp_not_enabled"),
+        TotpError::Code(_) | TotpError::WrongRecovery => (400, "wrong_otp"),
+        TotpError::Password(_) => (401, "wrong_credentials"),
+        TotpError::Throttled(_) => (429, "throttled"),
+        TotpError::NotFound => (401, "revoked"),
+        TotpError::Random(_) => (503, "unavailable"),
+    };
+    let reply = Reply::api_error(status, error, &e.to_string());
+    Ok(match e.retry_after() {
+        Some(seconds) => reply.with_header("Retry-After", seconds.to_string()),
+        None => reply,
+    })
 }
 
 fn api_me(ctx: &Ctx) -> Answer {

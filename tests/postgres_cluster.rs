@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use common::pg::PgCluster;
 use common::{Response, Server, TempDir, cli};
+use serde_json::json;
 use support::{Client, Nginx, Port, Shipped};
 
 const ROOT_PASSWORD: &str = "root-password-1";
@@ -455,6 +456,58 @@ fn two_full_instances_behind_nginx_share_everything() {
         "{}",
         cluster.nginx.error_log()
     );
+
+    // The second factor across instances: enrolment started on A and confirmed on B; the
+    // code that confirmed it is refused as a replay on A; a recovery code spent on A is
+    // refused on B.
+    cluster.user(&["add", "dora", "--role", "user"], "dora-password-1\n");
+    let json_post = |server: &Server, path: &str, bearer: Option<&str>, body: serde_json::Value| {
+        let auth = bearer.map(|t| format!("Bearer {t}"));
+        let mut headers = vec![("Content-Type", "application/json")];
+        if let Some(auth) = &auth {
+            headers.push(("Authorization", auth));
+        }
+        server.request("POST", path, &headers, body.to_string().as_bytes())
+    };
+    let login = json!({"username": "dora", "password": "dora-password-1"});
+    let r = json_post(a, "/api/login", None, login.clone());
+    assert_eq!(r.status, 200, "{}", r.body);
+    let t = json(&r)["token"].as_str().expect("token").to_string();
+    let r = json_post(a, "/api/account/totp", Some(&t), json!({}));
+    assert_eq!(r.status, 200, "{}", r.body);
+    let secret = data_encoding::BASE32_NOPAD
+        .decode(json(&r)["secret"].as_str().expect("secret").as_bytes())
+        .expect("base32");
+    let now = support::now();
+    let code = format!("{:06}", latchkey::totp::code_at(&secret, now));
+    let r = json_post(
+        b,
+        "/api/account/totp/enable",
+        Some(&t),
+        json!({"code": code}),
+    );
+    assert_eq!(r.status, 200, "enabled on B what A began: {}", r.body);
+    let recovery = json(&r)["recovery_codes"][0]
+        .as_str()
+        .expect("codes")
+        .to_string();
+    let r = json_post(a, "/api/login", None, login.clone());
+    assert_eq!(r.status, 401, "{}", r.body);
+    assert_eq!(json(&r)["error"], "otp_required");
+    let mut with_code = login.clone();
+    with_code["otp"] = json!(code);
+    let r = json_post(a, "/api/login", None, with_code);
+    assert_ne!(
+        r.status, 200,
+        "the enrolment's code again, on A: {}",
+        r.body
+    );
+    let mut with_recovery = login.clone();
+    with_recovery["recovery_code"] = json!(recovery);
+    let r = json_post(a, "/api/login", None, with_recovery.clone());
+    assert_eq!(r.status, 200, "a recovery code on A: {}", r.body);
+    let r = json_post(b, "/api/login", None, with_recovery);
+    assert_ne!(r.status, 200, "the same recovery code on B: {}", r.body);
 
     // Failed logins are counted once for both instances: three wrong passwords through
     // nginx (round robin: two on one instance, one on the other) lock the name, so the

@@ -683,8 +683,14 @@ fn graceful_stop_on_sigterm() {
     let mut idle = Conn::open(server.addr);
     let r = idle.send("GET", "/healthz", &[], b"");
     assert_eq!(r.status, 200);
+    let asked = std::time::Instant::now();
     let status = server.stop();
     assert!(status.success(), "{status:?}");
+    assert!(
+        asked.elapsed() < Duration::from_millis(500),
+        "an idle server stops promptly: {:?}",
+        asked.elapsed()
+    );
     let mut buf = [0u8; 1];
     let _ = idle.raw().set_read_timeout(Some(Duration::from_secs(2)));
     let _ = idle.raw().read(&mut buf);

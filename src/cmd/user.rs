@@ -17,7 +17,7 @@ use std::os::unix::fs::DirBuilderExt;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use latchkey::accounts::{Accounts, Rules, SetupCode};
+use latchkey::accounts::{Accounts, Rules, SetupCode, TotpPolicy};
 use latchkey::config::{Config, Value};
 use latchkey::control;
 use latchkey::ops::{self, Command, Output};
@@ -263,6 +263,10 @@ fn offline_accounts(config: &Config) -> Result<Accounts> {
         login_concurrency: 1,
         signup_open: config.signup_open,
         setup: SetupCode::none(),
+        totp: TotpPolicy {
+            mode: config.totp,
+            required_roles: config.totp_required_roles.clone(),
+        },
     }))
 }
 

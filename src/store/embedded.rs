@@ -57,8 +57,8 @@ use super::overlay::Overlay;
 use super::{
     BackupError, BackupInfo, CreateError, Damage, DamagedRecord, Entry, Health, HealthEvent,
     OpenError, ReadError, RestoreError, Restored, SCHEMA_VERSION, Scan, SessionCache, SessionState,
-    Snapshot, Unavailable, UpdateError, User, WriteFailure, files, guard, record, validate_hash,
-    validate_name, validate_role,
+    Snapshot, TotpFactor, Unavailable, UpdateError, User, WriteFailure, files, guard, record,
+    validate_hash, validate_name, validate_role,
 };
 
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
@@ -655,6 +655,79 @@ impl UserStore {
         })
     }
 
+    /// Starts (or starts over) an enrolment in the second factor: `secret` becomes the
+    /// pending secret, shown to the user until they confirm it with a code. A confirmed
+    /// factor, the token version and `updated` are left as they are: nothing is in force
+    /// until [`enable_totp`](Self::enable_totp).
+    pub fn begin_totp(&self, id: u64, secret: &[u8]) -> Result<User, UpdateError> {
+        self.update(id, false, |user| {
+            user.totp_pending = Some(secret.to_vec());
+        })
+    }
+
+    /// Switches the second factor on, in one write transaction, only if the pending
+    /// secret is still `pending` (the one the user's code was checked against: another
+    /// tab may have started over meanwhile) and no factor is on yet: the pending secret
+    /// becomes the factor's, with `step` (the step of the code that confirmed it) as its
+    /// last used step and `recovery` as its recovery code hashes; the pending secret is
+    /// cleared and `ver` bumped, so every session from before ends. `Ok(None)` when the
+    /// condition does not hold: nothing was written.
+    pub fn enable_totp(
+        &self,
+        id: u64,
+        pending: &[u8],
+        step: u64,
+        recovery: &[[u8; 32]],
+    ) -> Result<Option<User>, UpdateError> {
+        self.update_if(id, true, &mut |user| {
+            if user.totp.is_some() || user.totp_pending.as_deref() != Some(pending) {
+                return false;
+            }
+            user.totp = user.totp_pending.take().map(|secret| TotpFactor {
+                secret,
+                last_step: step,
+                recovery: recovery.to_vec(),
+            });
+            user.ver = user.ver.saturating_add(1);
+            user.updated = now();
+            true
+        })
+    }
+
+    /// Records that the code of time step `step` was accepted for the factor whose secret
+    /// is `secret`, as a compare-and-set in one write transaction: only if the user still
+    /// has that factor and `step` is later than its last used step. Of two requests
+    /// presenting the same code at once, exactly one gets `Ok(Some(_))`; `Ok(None)` (a
+    /// replay, or the factor was reset or replaced meanwhile) writes nothing.
+    pub fn use_totp_step(
+        &self,
+        id: u64,
+        secret: &[u8],
+        step: u64,
+    ) -> Result<Option<User>, UpdateError> {
+        self.update_if(id, false, &mut |user| match &mut user.totp {
+            Some(factor) if factor.secret == secret && step > factor.last_step => {
+                factor.last_step = step;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Spends a recovery code: removes the hash `hash` from the user's factor, in one
+    /// write transaction, only if it is there. `Ok(None)` when it is not (never issued,
+    /// or already used, also by a concurrent request): nothing was written.
+    pub fn use_recovery_code(&self, id: u64, hash: &[u8; 32]) -> Result<Option<User>, UpdateError> {
+        self.update_if(id, false, &mut |user| {
+            let Some(factor) = &mut user.totp else {
+                return false;
+            };
+            let before = factor.recovery.len();
+            factor.recovery.retain(|h| h != hash);
+            factor.recovery.len() < before
+        })
+    }
+
     /// Locks (bumping `ver`, on every call) or unlocks (keeping `ver`).
     pub fn set_locked(&self, id: u64, locked: bool) -> Result<User, UpdateError> {
         self.update(id, true, |user| {
@@ -805,29 +878,76 @@ impl UserStore {
         sessions: bool,
         change: impl FnOnce(&mut User),
     ) -> Result<User, UpdateError> {
+        let mut change = Some(change);
+        let applied = self.update_if(id, sessions, &mut |user| {
+            if let Some(change) = change.take() {
+                change(user);
+            }
+            true
+        })?;
+        // `update_if` answers `None` only when its condition is false, never here.
+        applied.ok_or(UpdateError::NotFound)
+    }
+
+    /// Reads user `id`, applies `change` and writes it back, in one write transaction,
+    /// for a change that depends on the record: `change` says whether it applies; when
+    /// it does not, the transaction is aborted (nothing is written, no commit waits for
+    /// the disk) and the answer is `Ok(None)`. A change that would leave no active
+    /// administrator is refused (`LastAdmin`). (`change` is a trait object: the
+    /// transaction code exists once for every update.)
+    fn update_if(
+        &self,
+        id: u64,
+        sessions: bool,
+        change: &mut dyn FnMut(&mut User) -> bool,
+    ) -> Result<Option<User>, UpdateError> {
+        /// The transaction's own outcomes: a failed update, or a condition that did not hold.
+        enum Refused {
+            Update(UpdateError),
+            Condition,
+        }
+        impl From<Unavailable> for Refused {
+            fn from(e: Unavailable) -> Refused {
+                Refused::Update(e.into())
+            }
+        }
         let result = self.shared.write(sessions, |tx| {
             let mut users = tx.open_table(USERS)?;
             let found = users
                 .get(id)?
                 .map(|v| decode(id, v.value()))
                 .transpose()
-                .map_err(|e| Fail::Op(UpdateError::from(e)))?;
+                .map_err(|e| Fail::Op(Refused::Update(e.into())))?;
             let Some(mut user) = found else {
-                return Err(Fail::Op(UpdateError::NotFound));
+                return Err(Fail::Op(Refused::Update(UpdateError::NotFound)));
             };
             let was_admin = is_active_admin(&user);
-            change(&mut user);
-            if was_admin && !is_active_admin(&user) && !other_active_admin(&users, id)? {
-                return Err(Fail::Op(UpdateError::LastAdmin));
+            if !change(&mut user) {
+                return Err(Fail::Op(Refused::Condition));
             }
-            let bytes = record::encode(&user).map_err(|e| Fail::Op(UpdateError::Invalid(e)))?;
+            if was_admin && !is_active_admin(&user) {
+                match other_active_admin(&users, id) {
+                    Ok(true) => {}
+                    Ok(false) => return Err(Fail::Op(Refused::Update(UpdateError::LastAdmin))),
+                    Err(Fail::Op(e)) => return Err(Fail::Op(Refused::Update(e))),
+                    Err(Fail::Storage(e)) => return Err(Fail::Storage(e)),
+                }
+            }
+            let bytes = record::encode(&user)
+                .map_err(|e| Fail::Op(Refused::Update(UpdateError::Invalid(e))))?;
             users.insert(id, bytes.as_slice())?;
             Ok(user)
         });
-        if let Err(UpdateError::DamagedRecord(d)) = &result {
-            self.shared.note_damage(d);
+        match result {
+            Ok(user) => Ok(Some(self.with_pending_login(user))),
+            Err(Refused::Condition) => Ok(None),
+            Err(Refused::Update(e)) => {
+                if let UpdateError::DamagedRecord(d) = &e {
+                    self.shared.note_damage(d);
+                }
+                Err(e)
+            }
         }
-        result.map(|u| self.with_pending_login(u))
     }
 
     /// The `kid` of the primary signing key the store was last served with, or `None`

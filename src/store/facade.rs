@@ -295,6 +295,42 @@ impl UserStore {
         each!(self, s => s.reset_totp(id))
     }
 
+    /// Starts (or starts over) an enrolment in the second factor: `secret` becomes the
+    /// pending secret; nothing is in force until [`enable_totp`](Self::enable_totp).
+    pub fn begin_totp(&self, id: u64, secret: &[u8]) -> Result<User, UpdateError> {
+        each!(self, s => s.begin_totp(id, secret))
+    }
+
+    /// Switches the second factor on, only if the pending secret is still `pending` and
+    /// no factor is on yet (bumping `ver`); `Ok(None)` when that does not hold.
+    pub fn enable_totp(
+        &self,
+        id: u64,
+        pending: &[u8],
+        step: u64,
+        recovery: &[[u8; 32]],
+    ) -> Result<Option<User>, UpdateError> {
+        each!(self, s => s.enable_totp(id, pending, step, recovery))
+    }
+
+    /// Records the accepted code's time step, only if the factor is still `secret`'s and
+    /// `step` is later than its last one (of two requests with one code, exactly one
+    /// wins); `Ok(None)` otherwise.
+    pub fn use_totp_step(
+        &self,
+        id: u64,
+        secret: &[u8],
+        step: u64,
+    ) -> Result<Option<User>, UpdateError> {
+        each!(self, s => s.use_totp_step(id, secret, step))
+    }
+
+    /// Spends a recovery code (its hash), only if it is still there; `Ok(None)`
+    /// otherwise.
+    pub fn use_recovery_code(&self, id: u64, hash: &[u8; 32]) -> Result<Option<User>, UpdateError> {
+        each!(self, s => s.use_recovery_code(id, hash))
+    }
+
     /// Locks (bumping `ver`) or unlocks.
     pub fn set_locked(&self, id: u64, locked: bool) -> Result<User, UpdateError> {
         each!(self, s => s.set_locked(id, locked))

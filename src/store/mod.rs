@@ -270,6 +270,9 @@ pub struct SessionState {
     pub role: String,
     /// Current name.
     pub name: String,
+    /// Whether the user has a confirmed second factor (the policy gate sends users who
+    /// must have one and do not to enrolment).
+    pub totp: bool,
 }
 
 /// One worker's memo of [`UserStore::session_state`] answers, valid until the store's

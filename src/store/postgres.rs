@@ -730,8 +730,8 @@ impl PgStore {
     pub fn session_state(&self, id: u64) -> Result<Option<SessionState>, ReadError> {
         let found = self.shared.read(|c| {
             let row = c.query_opt(
-                "SELECT ver, locked, must_change_password, role, name FROM latchkey_users \
-                 WHERE id = $1",
+                "SELECT ver, locked, must_change_password, role, name, \
+                 totp_secret IS NOT NULL FROM latchkey_users WHERE id = $1",
                 &[&big(id)],
             )?;
             let Some(row) = row else {
@@ -749,6 +749,7 @@ impl PgStore {
                 must_change_password: row.try_get(2)?,
                 role: row.try_get(3)?,
                 name: row.try_get(4)?,
+                totp: row.try_get(5)?,
             };
             Ok(Some(state))
         });
@@ -1015,28 +1016,139 @@ impl PgStore {
         sessions: bool,
         change: impl Fn(&mut User) -> Result<(), UpdateError>,
     ) -> Result<User, UpdateError> {
+        let mut failed = None;
+        let applied = self.update_if(id, sessions, &mut |user| match change(user) {
+            Ok(()) => true,
+            Err(e) => {
+                failed = Some(e);
+                false
+            }
+        })?;
+        match (applied, failed) {
+            (Some(user), _) => Ok(user),
+            (None, Some(e)) => Err(e),
+            // `update_if` answers `None` only when the change declined.
+            (None, None) => Err(UpdateError::NotFound),
+        }
+    }
+
+    /// Locks user `id`'s row and applies `change`, which says whether it applies; when
+    /// it does not, the transaction is rolled back and the answer is `Ok(None)` (a
+    /// compare-and-set: the row lock makes two concurrent ones take turns). A change that
+    /// would leave no active administrator is refused (`LastAdmin`). The notification
+    /// (with `sessions`) is sent only for a change that applied.
+    fn update_if(
+        &self,
+        id: u64,
+        sessions: bool,
+        change: &mut dyn FnMut(&mut User) -> bool,
+    ) -> Result<Option<User>, UpdateError> {
+        /// The transaction's own outcomes: a failed update, or a condition that did
+        /// not hold.
+        enum Refused {
+            Update(UpdateError),
+            Condition,
+        }
+        impl From<Unavailable> for Refused {
+            fn from(e: Unavailable) -> Refused {
+                Refused::Update(e.into())
+            }
+        }
         let result = self.shared.write(sessions, |tx| {
             let Some(row) = tx.query_opt(
                 &format!("SELECT {COLUMNS} FROM latchkey_users WHERE id = $1 FOR UPDATE"),
                 &[&big(id)],
             )?
             else {
-                return Err(Fail::Op(UpdateError::NotFound));
+                return Err(Fail::Op(Refused::Update(UpdateError::NotFound)));
             };
-            let mut user = user_of(&row).map_err(|d| Fail::Op(UpdateError::DamagedRecord(d)))?;
+            let mut user = user_of(&row)
+                .map_err(|d| Fail::Op(Refused::Update(UpdateError::DamagedRecord(d))))?;
             let was_admin = is_active_admin(&user);
-            change(&mut user).map_err(Fail::Op)?;
-            if was_admin && !is_active_admin(&user) && !other_active_admin(tx, id)? {
-                return Err(Fail::Op(UpdateError::LastAdmin));
+            if !change(&mut user) {
+                return Err(Fail::Op(Refused::Condition));
             }
-            record::check(&user).map_err(|e| Fail::Op(UpdateError::Invalid(e)))?;
+            if was_admin && !is_active_admin(&user) && !other_active_admin(tx, id)? {
+                return Err(Fail::Op(Refused::Update(UpdateError::LastAdmin)));
+            }
+            record::check(&user).map_err(|e| Fail::Op(Refused::Update(UpdateError::Invalid(e))))?;
             write_user(tx, &user)?;
             Ok(user)
         });
-        if let Err(UpdateError::DamagedRecord(d)) = &result {
-            self.shared.note_damage(d);
+        match result {
+            Ok(user) => Ok(Some(self.with_pending_login(user))),
+            Err(Refused::Condition) => Ok(None),
+            Err(Refused::Update(e)) => {
+                if let UpdateError::DamagedRecord(d) = &e {
+                    self.shared.note_damage(d);
+                }
+                Err(e)
+            }
         }
-        result.map(|u| self.with_pending_login(u))
+    }
+
+    /// Starts (or starts over) an enrolment: `secret` becomes the pending secret; the
+    /// factor in force, `ver` and `updated` are left as they are.
+    pub fn begin_totp(&self, id: u64, secret: &[u8]) -> Result<User, UpdateError> {
+        self.update(id, false, |user| {
+            user.totp_pending = Some(secret.to_vec());
+            Ok(())
+        })
+    }
+
+    /// Switches the second factor on, in one transaction, only if the pending secret is
+    /// still `pending` and no factor is on yet (see the redb backend: the same rule);
+    /// bumps `ver`. `Ok(None)` when the condition does not hold: nothing was written.
+    pub fn enable_totp(
+        &self,
+        id: u64,
+        pending: &[u8],
+        step: u64,
+        recovery: &[[u8; 32]],
+    ) -> Result<Option<User>, UpdateError> {
+        self.update_if(id, true, &mut |user| {
+            if user.totp.is_some() || user.totp_pending.as_deref() != Some(pending) {
+                return false;
+            }
+            user.totp = user.totp_pending.take().map(|secret| TotpFactor {
+                secret,
+                last_step: step,
+                recovery: recovery.to_vec(),
+            });
+            user.ver = user.ver.saturating_add(1);
+            user.updated = now();
+            true
+        })
+    }
+
+    /// Records that the code of time step `step` was accepted for the factor whose
+    /// secret is `secret`: a compare-and-set under the row lock, so of two instances
+    /// presenting the same code at once exactly one gets `Ok(Some(_))`.
+    pub fn use_totp_step(
+        &self,
+        id: u64,
+        secret: &[u8],
+        step: u64,
+    ) -> Result<Option<User>, UpdateError> {
+        self.update_if(id, false, &mut |user| match &mut user.totp {
+            Some(factor) if factor.secret == secret && step > factor.last_step => {
+                factor.last_step = step;
+                true
+            }
+            _ => false,
+        })
+    }
+
+    /// Spends a recovery code (its hash) only if it is still there, under the row lock.
+    pub fn use_recovery_code(&self, id: u64, hash: &[u8; 32]) -> Result<Option<User>, UpdateError> {
+        self.update_if(id, false, &mut |user| {
+            let Some(factor) = &mut user.totp else {
+                return false;
+            };
+            let before = factor.recovery.len();
+            factor.recovery.retain(|h| h != hash);
+            factor.recovery.len() < before
+        })
     }
 
     /// The `kid` of the primary key the store was last served with.

@@ -284,7 +284,8 @@ pub(crate) fn decode_v1(id: u64, record: &[u8]) -> Result<User, Why> {
     user_from(id, header, &mut r)
 }
 
-/// Decodes only what a request needs (header, name, role), skipping the rest.
+/// Decodes only what a request needs (header, name, role), skipping the rest; whether a
+/// second factor is on is a header flag, so the factor itself is not read.
 pub(crate) fn decode_session(record: &[u8]) -> Result<SessionState, Why> {
     let mut r = Reader { rest: record };
     let header = r.header(FORMAT)?;
@@ -296,6 +297,7 @@ pub(crate) fn decode_session(record: &[u8]) -> Result<SessionState, Why> {
         must_change_password: header.flags & FLAG_MUST_CHANGE != 0,
         role,
         name,
+        totp: header.flags & FLAG_TOTP != 0,
     })
 }
 
@@ -370,9 +372,17 @@ mod tests {
                     s.locked,
                     s.must_change_password,
                     s.role.as_str(),
-                    s.name.as_str()
+                    s.name.as_str(),
+                    s.totp,
                 ),
-                (u.ver, u.locked, u.must_change_password, "admin", "Alice")
+                (
+                    u.ver,
+                    u.locked,
+                    u.must_change_password,
+                    "admin",
+                    "Alice",
+                    u.totp.is_some()
+                )
             );
         }
     }

@@ -22,8 +22,8 @@ use crate::common::token::timed;
 use super::{Client, get, http, now};
 use crate::common::{Server, claims_of, jwt_claims, mint};
 
-/// The identity headers latchkey's `/auth` answers 200 with (DESIGN's contract; `Remote-Amr`
-/// is the newest), each of which a proxy config should copy.
+/// The identity headers latchkey's `/auth` answers 200 with (DESIGN's contract; `Remote-Amr`,
+/// how the user logged in, is the newest), each of which a proxy config should copy.
 pub const IDENTITY: &[&str] = &[
     "Remote-User",
     "Remote-Name",
@@ -450,6 +450,13 @@ impl Gate<'_> {
         assert_eq!(seen.one("Remote-Name"), "alice");
         assert_eq!(seen.one("Remote-Role"), "admin");
         assert_eq!(seen.one("Remote-Id"), id);
+        if self.copied.contains(&"Remote-Amr") {
+            assert_eq!(
+                seen.one("Remote-Amr"),
+                "pwd",
+                "a login with the password alone"
+            );
+        }
         self.assert_identity(&seen, &cookie);
         // An identity header the config does not copy is the client's own at the app
         // (docs/proxies.md says which configs leave which out).
