@@ -93,7 +93,7 @@ pub struct Config {
     /// Directory holding `users.redb` and the generated `secret.key`.
     pub data_dir: PathBuf,
     /// The PostgreSQL store's URL; `None`: `users.redb` in `data_dir`.
-    pub store: Option<String>,
+    pub store: Option<StoreUrl>,
     /// The file holding the PostgreSQL password.
     pub store_password_file: Option<PathBuf>,
     /// Key files; the first signs, all verify. Empty: `secret.key` in the data dir.
@@ -158,6 +158,24 @@ pub struct Config {
     pub totp: TotpMode,
     /// Roles whose users must have a second factor even when `totp` is `optional`.
     pub totp_required_roles: Vec<String>,
+}
+
+/// The `store` setting's URL. It may carry a password, so its `Debug` shows it with the
+/// password replaced by `***` (a configuration printed for debugging never leaks it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// The URL as given (password included: hand it only to the store).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::store::redact(&self.0))
+    }
 }
 
 /// How a setting's value is written: decides how an environment variable is read (lists
@@ -357,7 +375,7 @@ pub const SETTINGS: &[Setting] = &[
             } else if !crate::store::is_postgres_url(&url) {
                 return Err(s.bad("must be a postgres:// URL (leave it unset for users.redb in data_dir)"));
             } else {
-                c.store = Some(url.trim().to_string());
+                c.store = Some(StoreUrl(url.trim().to_string()));
             }
         }
     ),
@@ -842,7 +860,7 @@ impl Config {
     pub fn store_location(&self) -> crate::store::Location {
         match &self.store {
             Some(url) => crate::store::Location::Postgres {
-                url: url.clone(),
+                url: url.0.clone(),
                 password_file: self.store_password_file.clone(),
             },
             None => crate::store::Location::File(self.store_path()),
@@ -1174,6 +1192,28 @@ impl std::error::Error for ConfigError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_url_is_checked_and_its_password_never_debug_printed() {
+        let env = Env::default();
+        let flags = [(
+            "store",
+            Value::Text("postgres://app:s3cret@db.example.org/latchkey".into()),
+        )];
+        let config = Config::load(None, &env, &flags).expect("a postgres URL");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(format!("{config:?}").contains("postgres://app:***@db.example.org"));
+        assert!(config.store_location().is_postgres());
+        let bad = [("store", Value::Text("mysql://app:s3cret@db/x".into()))];
+        let err = Config::load(None, &env, &bad).expect_err("not postgres");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(
+            !Config::load(None, &env, &[])
+                .expect("default")
+                .store_location()
+                .is_postgres()
+        );
+    }
 
     fn write_temp(text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(
