@@ -986,11 +986,24 @@ fn is_empty(store: &UserStore) -> Result<bool, StoreError> {
 fn throttle_keys(name: &str, client: Option<&Client>) -> Vec<Key> {
     let mut keys = vec![Key::Name(name.trim().to_lowercase())];
     match client {
-        Some(Client::Addr(addr)) => keys.push(Key::Addr(*addr)),
+        Some(Client::Addr(addr)) => keys.push(Key::Addr(throttle_network(*addr))),
         Some(Client::Named(name)) => keys.push(Key::Client(name.clone())),
         None => {}
     }
     keys
+}
+
+/// The network a client address is throttled as: an IPv4 address itself, an IPv6
+/// address's /64 (one subscriber gets a /64 or more, so its addresses are one client),
+/// as the connection limits count them.
+fn throttle_network(addr: std::net::IpAddr) -> std::net::IpAddr {
+    match addr.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
 }
 
 impl LoginError {
@@ -2030,6 +2043,21 @@ mod tests {
             .begin_totp(&f.store, user.id, "Acme")
             .expect_err("off");
         assert!(matches!(err, TotpError::Off), "{err:?}");
+    }
+
+    #[test]
+    fn ipv6_clients_are_throttled_by_their_64() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert_eq!(
+            throttle_network(ip("2001:db8:1:2:aaaa::1")),
+            throttle_network(ip("2001:db8:1:2:bbbb::9"))
+        );
+        assert_ne!(
+            throttle_network(ip("2001:db8:1:2::1")),
+            throttle_network(ip("2001:db8:1:3::1"))
+        );
+        assert_eq!(throttle_network(ip("192.0.2.7")), ip("192.0.2.7"));
+        assert_eq!(throttle_network(ip("::ffff:192.0.2.7")), ip("192.0.2.7"));
     }
 
     #[test]

@@ -34,7 +34,7 @@ use crate::keys::KeyRing;
 use crate::store::{ReadError, SessionCache, StoreError, User, UserStore};
 use crate::token::{
     Amr, Claims, ErrorClass, HmacSha256, Signer, TOKEN_ID_LEN, TokenBuf, TokenError, Verifier,
-    hmac_sha256, token_id,
+    hmac_sha256,
 };
 
 /// Name of the CSRF cookie.
@@ -120,6 +120,9 @@ pub enum Source {
 }
 
 /// Who is asking, as decided by the before step.
+// One per request, on the stack: boxing the larger variant would cost an allocation
+// on every logged-in request to save a few dozen bytes of stack.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Visitor<'b> {
     /// A verified user.
@@ -141,9 +144,8 @@ pub enum Visitor<'b> {
         /// Whether the user has a second factor; `None` where there is no store to ask
         /// (also while the store cannot be read).
         second_factor: Option<bool>,
-        /// The name logging out revokes: the login (`jti`) of the token that identified
-        /// the user, or the token itself when it has none.
-        token_id: Option<[u8; TOKEN_ID_LEN]>,
+        /// The login logging out revokes (see [`LoginKey`]).
+        login: LoginKey,
     },
     /// No usable token; `rejected` says why one was refused, if one was sent.
     Anonymous {
@@ -183,13 +185,11 @@ impl<'b> Visitor<'b> {
         }
     }
 
-    /// The id of the token that identified this user, if any.
-    pub fn token_id(&self) -> Option<&str> {
+    /// The login of the token that identified this user (what logging out revokes).
+    pub fn login(&self) -> Option<&LoginKey> {
         match self {
-            Visitor::User {
-                token_id: Some(id), ..
-            } => std::str::from_utf8(id).ok(),
-            _ => None,
+            Visitor::User { login, .. } => Some(login),
+            Visitor::Anonymous { .. } => None,
         }
     }
 
@@ -342,17 +342,42 @@ impl Auth {
         buf: &'b mut TokenBuf,
     ) -> Result<Visitor<'b>, StoreError> {
         let mut refused: Option<(ErrorClass, Source)> = None;
-        let mut tokens = self.tokens(req).peekable();
-        while let Some((token, source)) = tokens.next() {
-            // An earlier candidate of several is judged first, since the buffer is needed
-            // again when it fails; the last one (usually the only one), or one that
-            // passed, is read into the buffer for good.
-            if tokens.peek().is_some()
-                && let Err(class) = self.check(token, now, &mut *buf)?
-            {
-                refused.get_or_insert((class, source));
-                continue;
+        let mut tokens = self.tokens(req);
+        let chosen = match (tokens.next(), tokens.next()) {
+            (None, _) => None,
+            // The usual case: one token, read into the buffer once.
+            (Some(only), None) => Some(only),
+            // Several: each is judged first (the buffer is reused), then the one that
+            // identifies is read into it for good.
+            (Some(_), Some(_)) => {
+                let mut first: Option<((&str, Source), u64)> = None;
+                let mut users_differ = false;
+                for (token, source) in self.tokens(req) {
+                    match self.check(token, now, &mut *buf)? {
+                        Ok(Checked { claims, .. }) => match first {
+                            None => first = Some(((token, source), claims.user_id)),
+                            Some((_, user)) => users_differ |= user != claims.user_id,
+                        },
+                        Err(class) => {
+                            refused.get_or_insert((class, source));
+                        }
+                    }
+                }
+                if users_differ {
+                    // Tokens of two users at once: a token set by another site on a
+                    // shared domain (cookie tossing) must not decide who this is, and
+                    // there is no telling which cookie is whose, so nobody is logged
+                    // in and nothing is cleared or slid.
+                    crate::log::debug("a request carried valid tokens of different users");
+                    return Ok(Visitor::Anonymous {
+                        rejected: None,
+                        source: None,
+                    });
+                }
+                first.map(|(candidate, _)| candidate)
             }
+        };
+        if let Some((token, source)) = chosen {
             return Ok(match self.check(token, now, buf)? {
                 Ok(Checked {
                     claims,
@@ -361,8 +386,7 @@ impl Auth {
                     checked,
                     second_factor,
                 }) => Visitor::User {
-                    token_id: revocation_key(claims.jti.as_deref(), token)
-                        .and_then(|id| id.as_bytes().try_into().ok()),
+                    login: LoginKey::of(&claims),
                     claims,
                     source,
                     stale,
@@ -413,9 +437,7 @@ impl Auth {
             // A token logged out of is refused like a revoked one, here where the store
             // is (verify-only instances cannot know); also while the store cannot be
             // read, from the list this instance holds.
-            if revocation_key(claims.jti.as_deref(), token)
-                .is_some_and(|id| store.is_token_revoked(id, now))
-            {
+            if store.is_token_revoked(LoginKey::of(&claims).as_str(), now) {
                 return Ok(Err(TokenError::Revoked.class()));
             }
             let mut sessions = self.sessions.0.borrow_mut();
@@ -550,10 +572,15 @@ impl Auth {
         self.cookie(&self.policy.cookie_name, "", Some(0), "Lax")
     }
 
-    /// `Set-Cookie` value carrying `flash` to the page a redirect leads to: the notice
-    /// and the value to put back in the form, signed with the CSRF key (so a cookie set
-    /// by another site on a shared domain cannot put its text on our pages), for 2 min.
-    pub fn flash_cookie(&self, flash: &Flash) -> String {
+    /// `Set-Cookie` value carrying `flash` to the page a redirect answering `req` leads
+    /// to: the notice and the value to put back in the form, signed with the CSRF key
+    /// and bound to the visitor's CSRF cookie (so neither another site on a shared domain
+    /// nor another visitor can put its text on this visitor's pages), for 2 min.
+    pub fn flash_cookie(&self, req: &Request, flash: &Flash) -> String {
+        let nonce = req
+            .cookies(CSRF_COOKIE)
+            .find(|c| valid_nonce(c))
+            .unwrap_or("");
         let mut payload = Vec::with_capacity(2 + flash.prefill.len() + flash.text.len());
         payload.push(if flash.error { b'e' } else { b'i' });
         payload.extend(
@@ -571,7 +598,7 @@ impl Auth {
                 .filter(|&b| b != FLASH_SEPARATOR)
                 .take(512),
         );
-        let tag = self.flash_mac(&payload).finalize().into_bytes();
+        let tag = self.flash_mac(&payload, nonce).finalize().into_bytes();
         let value = format!(
             "{}.{}",
             URL_SAFE_NO_PAD.encode(&payload),
@@ -585,7 +612,8 @@ impl Auth {
         self.cookie(FLASH_COOKIE, "", Some(0), "Lax")
     }
 
-    /// The flash a request carries, when one of its `flash` cookies is ours and intact.
+    /// The flash a request carries, when one of its `flash` cookies is ours, intact, and
+    /// made for this visitor (one of its CSRF cookies, or none when it has none).
     pub fn read_flash(&self, req: &Request) -> Option<Flash> {
         req.cookies(FLASH_COOKIE).find_map(|value| {
             let (payload, tag) = value.split_once('.')?;
@@ -594,7 +622,17 @@ impl Auth {
             if tag.len() != FLASH_TAG_LEN {
                 return None;
             }
-            self.flash_mac(&payload).verify_truncated_left(&tag).ok()?;
+            let made_here = req
+                .cookies(CSRF_COOKIE)
+                .chain(std::iter::once(""))
+                .any(|nonce| {
+                    self.flash_mac(&payload, nonce)
+                        .verify_truncated_left(&tag)
+                        .is_ok()
+                });
+            if !made_here {
+                return None;
+            }
             let (&kind, rest) = payload.split_first()?;
             let at = rest.iter().position(|&b| b == FLASH_SEPARATOR)?;
             Some(Flash {
@@ -605,9 +643,13 @@ impl Auth {
         })
     }
 
-    fn flash_mac(&self, payload: &[u8]) -> HmacSha256 {
+    /// HMAC(csrf_key, "flash|" || nonce || "|" || payload); the nonce is a CSRF cookie
+    /// (22 base64url characters) or empty, so the fields cannot run into each other.
+    fn flash_mac(&self, payload: &[u8], nonce: &str) -> HmacSha256 {
         let mut mac = self.csrf_key.clone();
         mac.update(b"flash|");
+        mac.update(nonce.as_bytes());
+        mac.update(b"|");
         mac.update(payload);
         mac
     }
@@ -787,11 +829,50 @@ fn is_login_id(jti: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The name a token is revoked by when its holder logs out: its login (`jti`), so the
-/// tokens the login slid to go with it, or the token itself (its signature's start) for
-/// a token without one.
-fn revocation_key<'t>(jti: Option<&'t str>, token: &'t str) -> Option<&'t str> {
-    jti.filter(|j| is_login_id(j)).or_else(|| token_id(token))
+/// The name a login is revoked by when its holder logs out: its id (`jti`, made when
+/// the password was entered and kept when the token slides), or, for a token without
+/// one (the original design's), the user and the moment the password was entered
+/// (`u<user_id>@<auth_time>`), which its slid tokens keep too. Made on the stack: the
+/// per-request check allocates nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoginKey {
+    text: [u8; LoginKey::MAX],
+    len: u8,
+}
+
+impl LoginKey {
+    /// The longest key: `u` + 20 digits + `@` + a sign and 19 digits.
+    const MAX: usize = 42;
+
+    /// The login of `claims`.
+    pub fn of(claims: &Claims<'_>) -> LoginKey {
+        let mut key = LoginKey {
+            text: [0; LoginKey::MAX],
+            len: 0,
+        };
+        match claims.jti.as_deref().filter(|j| is_login_id(j)) {
+            Some(jti) => key.push(jti.as_bytes()),
+            None => {
+                key.push(b"u");
+                key.push(itoa::Buffer::new().format(claims.user_id).as_bytes());
+                key.push(b"@");
+                key.push(itoa::Buffer::new().format(claims.auth_time).as_bytes());
+            }
+        }
+        key
+    }
+
+    fn push(&mut self, bytes: &[u8]) {
+        let at = usize::from(self.len);
+        let end = (at + bytes.len()).min(LoginKey::MAX);
+        self.text[at..end].copy_from_slice(&bytes[..end - at]);
+        self.len = end as u8;
+    }
+
+    /// The key as text (ASCII by construction).
+    pub fn as_str(&self) -> &str {
+        std::str::from_utf8(&self.text[..usize::from(self.len)]).unwrap_or("")
+    }
 }
 
 fn new_nonce() -> String {

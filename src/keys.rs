@@ -173,8 +173,33 @@ pub fn try_generate_secret() -> Result<String, KeyError> {
 }
 
 /// Writes a new random key file with mode 0600; refuses to overwrite an existing file.
+///
+/// The key is written and synced under a temporary name beside `path`, then linked into
+/// place: a crash or a full disk never leaves a short key file at `path` that would
+/// refuse every later start (and that `key generate` would then refuse to replace).
 pub fn generate(path: &Path) -> Result<(), KeyError> {
-    let secret = try_generate_secret()?;
+    write_new(path, try_generate_secret()?.as_bytes())
+}
+
+/// Writes `secret` as a new key file at `path` the way [`generate`] does (mode 0600,
+/// synced, linked into place, never over an existing file): how the server puts back
+/// its own key file when it was deleted while serving.
+pub fn write_new(path: &Path, secret: &[u8]) -> Result<(), KeyError> {
+    let write_err = |source| KeyError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    if std::fs::symlink_metadata(path).is_ok() {
+        return Err(KeyError::Exists {
+            path: path.to_path_buf(),
+        });
+    }
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| "key".into());
+    let temp = path.with_file_name(format!(".{name}.new-{}", std::process::id()));
+    let _ = std::fs::remove_file(&temp);
     let mut options = OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -182,23 +207,28 @@ pub fn generate(path: &Path) -> Result<(), KeyError> {
         use std::os::unix::fs::OpenOptionsExt;
         options.mode(0o600);
     }
-    let write_err = |source| KeyError::Write {
-        path: path.to_path_buf(),
-        source,
-    };
-    let mut file = options.open(path).map_err(|source| {
-        if source.kind() == io::ErrorKind::AlreadyExists {
-            KeyError::Exists {
-                path: path.to_path_buf(),
-            }
-        } else {
-            write_err(source)
+    let written = options.open(&temp).and_then(|mut file| {
+        file.write_all(secret)?;
+        file.write_all(b"\n")?;
+        file.sync_all()
+    });
+    let placed = written.and_then(|()| std::fs::hard_link(&temp, path));
+    let _ = std::fs::remove_file(&temp);
+    match placed {
+        Ok(()) => {
+            let dir = match path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            std::fs::File::open(dir)
+                .and_then(|d| d.sync_all())
+                .map_err(write_err)
         }
-    })?;
-    file.write_all(secret.as_bytes())
-        .and_then(|()| file.write_all(b"\n"))
-        .and_then(|()| file.sync_all())
-        .map_err(write_err)
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => Err(KeyError::Exists {
+            path: path.to_path_buf(),
+        }),
+        Err(e) => Err(write_err(e)),
+    }
 }
 
 /// How the configured primary key relates to the key the user store was last served

@@ -14,6 +14,7 @@ pub mod auth;
 pub mod config;
 pub mod control;
 pub mod http;
+pub mod keeper;
 pub mod keys;
 pub mod log;
 pub mod metrics;

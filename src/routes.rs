@@ -42,6 +42,8 @@ pub struct Shared {
     /// The connection layer as the handlers see it, set by the server once it listens:
     /// its faults for `/healthz` and its counters for `/metrics`.
     pub connections: std::sync::OnceLock<Connections>,
+    /// The watch over the store's file and the key files: its warning is in `/healthz`.
+    pub keeper: Arc<crate::keeper::Keeper>,
 }
 
 /// What the handlers may ask the connection layer.
@@ -656,7 +658,8 @@ impl Ctx<'_> {
     /// A redirect carrying a one-shot notice (Post/Redirect/Get: a reload of the page
     /// it leads to never submits the form again).
     fn redirect_with_flash(&self, location: &str, flash: Flash) -> Reply {
-        Reply::see_other(location).with_header("Set-Cookie", self.app.auth.flash_cookie(&flash))
+        Reply::see_other(location)
+            .with_header("Set-Cookie", self.app.auth.flash_cookie(self.req, &flash))
     }
 
     /// What the last redirect's flash asks to put back into the form, or "".
@@ -1085,8 +1088,14 @@ fn logout(ctx: &Ctx) -> Answer {
         return Ok(Reply::see_other("/").with_login(Login::End));
     };
     ctx.form()?;
-    if let (Some(store), Some(id)) = (ctx.store(), ctx.visitor.token_id())
-        && let Err(e) = store.revoke_token(id, claims.exp)
+    // Until the login itself can no longer be valid: its tokens slide up to the
+    // absolute limit, and are accepted until the leeway after that.
+    let until = claims
+        .auth_time
+        .saturating_add(ctx.config().absolute_limit as i64)
+        .saturating_add(ctx.config().leeway as i64);
+    if let (Some(store), Some(login)) = (ctx.store(), ctx.visitor.login())
+        && let Err(e) = store.revoke_token(login.as_str(), until)
     {
         log_store_failure(&e.into());
     }
@@ -1555,7 +1564,17 @@ fn admin_action(ctx: &Ctx) -> Answer {
 /// with the second factor (else the answer for a visitor who must log in, to the login
 /// page with `totp=1`, which asks for the code or sends the user to set one up).
 fn forward_auth(ctx: &Ctx) -> Answer {
-    let query = ctx.req.query_params().unwrap_or_default();
+    // A requirement (`role=`, `totp=1`) that cannot be read must not fall away: a query
+    // that does not parse is refused, never read as empty.
+    let query = match ctx.req.query_params() {
+        Ok(query) => query,
+        Err(e) => {
+            return Ok(Reply::text(
+                400,
+                format!("The query of /auth cannot be read: {e}.\n"),
+            ));
+        }
+    };
     let must_change = ctx.visitor.must_change_password();
     let must_enrol = ctx.must_enrol();
     let mut step_up = false;
@@ -1922,10 +1941,20 @@ fn healthz(ctx: &Ctx) -> Answer {
         Some(store) => {
             let health = store.health();
             let status = if health.serving() { 200 } else { 503 };
-            Reply::text(status, format!("{}\n", health.describe()))
+            Reply::text(status, with_warning(health.describe(), ctx))
         }
-        None => Reply::text(200, "ok (verify-only)\n".into()),
+        None => Reply::text(200, with_warning("ok (verify-only)".into(), ctx)),
     })
+}
+
+/// `line` with the keeper's warning (a key file the next start would refuse) appended.
+fn with_warning(mut line: String, ctx: &Ctx) -> String {
+    if let Some(warning) = ctx.app.shared.keeper.warning() {
+        line.push_str("; warning: ");
+        line.push_str(&warning);
+    }
+    line.push('\n');
+    line
 }
 
 fn metrics(ctx: &Ctx) -> Answer {

@@ -22,6 +22,7 @@ use crate::auth::{Auth, Policy};
 use crate::config::Config;
 use crate::control::{ControlError, ControlSocket};
 use crate::http::{self, Method, Reply, Request};
+use crate::keeper::{self, Keeper};
 use crate::keys::{self, KeyRing};
 use crate::log::{self, Level};
 use crate::metrics::Metrics;
@@ -201,6 +202,12 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
             path.display()
         ));
     }
+    let keeper = Arc::new(Keeper::new(
+        store.clone(),
+        &config.effective_key_files(),
+        &ring,
+        config.key_files.is_empty(),
+    ));
     let auth = Auth::new(&ring, Verifier::new(&ring, validation), store, policy);
     let rules = Rules {
         passwords,
@@ -227,6 +234,7 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
         ),
         access_log: log::level() >= Level::Info,
         connections: std::sync::OnceLock::new(),
+        keeper,
         config: config.clone(),
     };
     Ok(Prepared {
@@ -339,6 +347,11 @@ fn log_store_event(event: &HealthEvent) {
         HealthEvent::NotificationsWork => {
             log::info("user store: listening for other instances' changes")
         }
+        HealthEvent::FileRestored(path) => log::error(&format!(
+            "user store: {path} was deleted under the running server; it was written back \
+             from the server's open copy, and no user was lost"
+        )),
+        HealthEvent::FileReplaced(what) => log::error(&format!("user store: {what}")),
         HealthEvent::Damaged(damage) => log::error(&format!(
             "user store: {damage}; that user cannot log in (everyone else can); restore a \
              backup or remove the user"
@@ -516,6 +529,7 @@ pub fn run(prepared: Prepared, listener: TcpListener) -> Result<(), ServeError> 
     }
     notify("READY=1");
     start_monitor(Arc::downgrade(&server));
+    start_keeper(Arc::clone(&prepared.app.shared.keeper));
     wait_for_stop(signals);
     STOPPING.store(true, Ordering::SeqCst);
     notify("STOPPING=1");
@@ -524,6 +538,8 @@ pub fn run(prepared: Prepared, listener: TcpListener) -> Result<(), ServeError> 
     for handle in handles {
         let _ = handle.join();
     }
+    // A file deleted just before the stop is put back before the next start needs it.
+    prepared.app.shared.keeper.check();
     // A clean stop removes the socket; the commands then open the store themselves.
     drop(control);
     // The last reference: waits for the connection loop to write the last answers.
@@ -988,6 +1004,23 @@ pub fn notify(state: &str) {
     }
 }
 
+/// Runs the keeper every [`keeper::INTERVAL`] until the server stops.
+fn start_keeper(keeper: Arc<Keeper>) {
+    let spawned = std::thread::Builder::new()
+        .name("keeper".into())
+        .spawn(move || {
+            while !STOPPING.load(Ordering::SeqCst) {
+                keeper.check();
+                std::thread::sleep(keeper::INTERVAL);
+            }
+        });
+    if let Err(e) = spawned {
+        log::error(&format!(
+            "cannot start the thread that keeps the files: {e}"
+        ));
+    }
+}
+
 /// Watches the connection layer: logs when it falls into a fault (not accepting, or
 /// its loop stuck) and when it recovers, once per episode; and, when systemd asks for a
 /// watchdog (`WATCHDOG_USEC`), pings `WATCHDOG=1` every half period **only while the
@@ -1047,7 +1080,8 @@ fn start_monitor(server: Weak<tiny_http::Server>) {
 }
 
 /// One access line: time, method, path (never the query), status, µs, user or `-`.
-/// Paths are printed with control characters escaped so a request cannot forge lines.
+/// Paths and user names are printed with control characters (and anything outside
+/// printable ASCII) escaped, so neither a request nor a token can forge lines.
 fn access_line(
     now: i64,
     method: impl std::fmt::Display,
@@ -1060,7 +1094,14 @@ fn access_line(
     let mut line = String::with_capacity(96 + path.len());
     let _ = write!(line, "{} access {method} ", log::timestamp(now));
     line.extend(path.chars().flat_map(char::escape_default));
-    let _ = writeln!(line, " {status} {micros}us {}", user.unwrap_or("-"));
+    let _ = write!(line, " {status} {micros}us ");
+    // The name comes from a token, which on a verify-only instance another program
+    // sharing the key may have made: escaped like the path.
+    match user {
+        Some(user) => line.extend(user.chars().flat_map(char::escape_default)),
+        None => line.push('-'),
+    }
+    line.push('\n');
     line
 }
 

@@ -123,6 +123,11 @@ struct Shared {
     /// and its size without the lock: empty, the per-request check costs one load.
     revoked: RwLock<HashMap<String, i64>>,
     revoked_count: AtomicUsize,
+    /// Every commit, counted: a copy taken at one count is current while it holds.
+    commits: AtomicU64,
+    /// The device and inode of the file the handle has open, to notice it deleted or
+    /// replaced under the server.
+    identity: Mutex<Option<(u64, u64)>>,
 }
 
 enum Slot {
@@ -147,6 +152,8 @@ struct State {
     last_write_failure: Option<Instant>,
     /// A write succeeded since the last failure; the episode ends after [`HOLD_DOWN`].
     recovering: bool,
+    /// While another file stands where the store's file was: what to do.
+    file_fault: Option<String>,
 }
 
 #[derive(Default)]
@@ -295,12 +302,15 @@ impl UserStore {
                     probe_backoff: FIRST_RETRY,
                     last_write_failure: None,
                     recovering: false,
+                    file_fault: None,
                 }),
                 logins: Mutex::new(Logins::default()),
                 wake: Condvar::new(),
                 observer: RwLock::new(None),
                 revoked: RwLock::new(HashMap::new()),
                 revoked_count: AtomicUsize::new(0),
+                commits: AtomicU64::new(0),
+                identity: Mutex::new(file_identity(path)),
             }),
             flusher: Mutex::new(None),
         }
@@ -433,6 +443,99 @@ impl UserStore {
             read_failure: state.read_failure.clone(),
             write_failure: state.write_failure.clone(),
             damage,
+            file_fault: state.file_fault.clone(),
+        }
+    }
+
+    /// Checks that the path still names the file this handle writes to. When the file
+    /// was deleted under the server (a careless `rm`, a clean-up script), a copy is made
+    /// from this handle's snapshot, put at the path (never over a file), and the handle
+    /// moves to it, all while no write can run: nothing acknowledged is lost, and the
+    /// next start finds every user. When another file stands there (a restore while
+    /// serving, a copy over it), neither file is touched and [`health`](Self::health)
+    /// says what to do until the server restarts. The server calls this every few
+    /// seconds; it costs one `stat` while all is well.
+    pub fn keep_file(&self) {
+        if self.shared.inspect {
+            return;
+        }
+        let known = *lock(&self.shared.identity);
+        let now = file_identity(&self.shared.path);
+        if now.is_some() && now == known {
+            return;
+        }
+        if now.is_some() || std::fs::symlink_metadata(&self.shared.path).is_ok() {
+            let what = format!(
+                "another file was put where the user store {} was while the server runs; \
+                 the server still writes to the old one, which ends with it: take a backup \
+                 now (`latchkey backup FILE`), stop the server, put the file you want in \
+                 place (`latchkey restore`), and start it",
+                self.shared.path.display()
+            );
+            let first = lock(&self.shared.state)
+                .file_fault
+                .replace(what.clone())
+                .is_none();
+            if first {
+                self.shared.emit(HealthEvent::FileReplaced(what));
+            }
+            return;
+        }
+        for _ in 0..5 {
+            let temp = files::temp_beside(&self.shared.path, "kept");
+            let _ = std::fs::remove_file(&temp);
+            let taken_at = self.shared.commits.load(Ordering::SeqCst);
+            if self.backup_to(&temp).is_err() {
+                let _ = std::fs::remove_file(&temp);
+                return;
+            }
+            let Ok(_only_me) = self.shared.reopening.lock() else {
+                let _ = std::fs::remove_file(&temp);
+                return;
+            };
+            let mut slot = self
+                .shared
+                .db
+                .write()
+                .unwrap_or_else(PoisonError::into_inner);
+            if self.shared.commits.load(Ordering::SeqCst) != taken_at {
+                // Something was written since the copy: take it again.
+                drop(slot);
+                let _ = std::fs::remove_file(&temp);
+                continue;
+            }
+            if files::place_new(&temp, &self.shared.path).is_err() {
+                let _ = std::fs::remove_file(&temp);
+                return;
+            }
+            let old = std::mem::replace(
+                &mut *slot,
+                Slot::Closed("moving to the restored file".into()),
+            );
+            if let Slot::Open(db) = old {
+                close_quietly(db);
+            }
+            match guard::quietly(|| Builder::new().open(&self.shared.path)) {
+                Ok(Ok(db)) => {
+                    *slot = Slot::Open(db);
+                    self.shared.closed.store(false, Ordering::Release);
+                }
+                Ok(Err(e)) => {
+                    *slot = Slot::Closed(open_failure(&self.shared.path, e).to_string());
+                    self.shared.closed.store(true, Ordering::Release);
+                }
+                Err(panic) => {
+                    *slot = Slot::Closed(stopped(&panic));
+                    self.shared.closed.store(true, Ordering::Release);
+                }
+            }
+            *lock(&self.shared.identity) = file_identity(&self.shared.path);
+            drop(slot);
+            self.shared.generation.fetch_add(1, Ordering::SeqCst);
+            self.shared.emit(HealthEvent::FileRestored(
+                self.shared.path.display().to_string(),
+            ));
+            return;
         }
     }
 
@@ -1330,6 +1433,7 @@ impl Shared {
         match outcome {
             Err(why) => Err(Unavailable::Closed(why).into()),
             Ok(Ok(Ok(value))) => {
+                self.commits.fetch_add(1, Ordering::SeqCst);
                 if sessions {
                     self.generation.fetch_add(1, Ordering::SeqCst);
                 }
@@ -1501,6 +1605,9 @@ impl Shared {
                 Ok(db) => {
                     *slot = Slot::Open(db);
                     self.closed.store(false, Ordering::Release);
+                    // The handle now has whatever file the path names.
+                    *lock(&self.identity) = file_identity(&self.path);
+                    state.file_fault = None;
                     state.reopen_backoff = FIRST_RETRY;
                     state.reopen_failing = false;
                     Some(HealthEvent::Reopened)
@@ -1843,6 +1950,12 @@ fn open_failure(path: &Path, e: DatabaseError) -> OpenError {
             source: Box::new(other.into()),
         },
     }
+}
+
+/// The device and inode of the file `path` names (through a symlink), if any.
+fn file_identity(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 /// Sets the file's mode to 0600 when group or others may use it (stores made before

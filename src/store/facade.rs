@@ -214,6 +214,17 @@ impl UserStore {
         each!(self, s => s.health())
     }
 
+    /// Keeps the store's file fit for the next start (a redb file deleted under the
+    /// server is written back from its open copy; see the embedded backend). Nothing for
+    /// PostgreSQL, whose files are the database server's.
+    pub fn keep_file(&self) {
+        match self {
+            UserStore::Embedded(s) => s.keep_file(),
+            #[cfg(feature = "postgres")]
+            UserStore::Postgres(_) => {}
+        }
+    }
+
     /// Creates a user with `ver` 0; `NameTaken` when the name exists ignoring case.
     pub fn create(&self, name: &str, role: &str, password_hash: &str) -> Result<User, CreateError> {
         each!(self, s => s.create(name, role, password_hash))

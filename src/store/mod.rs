@@ -401,18 +401,23 @@ pub struct Health {
     /// Damage known from the last full scan and from reads since (a deleted record's
     /// damage is forgotten).
     pub damage: Vec<Damage>,
+    /// While another file stands where the store's file was (see
+    /// [`UserStore::keep_file`]): what to do.
+    pub file_fault: Option<String>,
 }
 
 impl Health {
     /// Whether the store can be read and written: what a load balancer needs to know.
     /// Damaged records do not make it false: every other user is served.
     pub fn serving(&self) -> bool {
-        self.read_failure.is_none() && self.write_failure.is_none()
+        self.read_failure.is_none() && self.write_failure.is_none() && self.file_fault.is_none()
     }
 
     /// One line for `/healthz` and the logs: `ok`, or what is wrong.
     pub fn describe(&self) -> String {
-        let mut out = if let Some(why) = &self.read_failure {
+        let mut out = if let Some(why) = &self.file_fault {
+            format!("unavailable: {why}")
+        } else if let Some(why) = &self.read_failure {
             format!("unavailable: the user store cannot be read: {why}")
         } else if let Some(w) = &self.write_failure {
             format!(
@@ -465,6 +470,11 @@ pub enum HealthEvent {
     NotificationsFailing(String),
     /// The notification connection is up again.
     NotificationsWork,
+    /// The store's file had been deleted under the server and was put back from the
+    /// server's open copy; holds the path.
+    FileRestored(String),
+    /// Another file was put where the store's file was; holds what to do.
+    FileReplaced(String),
 }
 
 /// Everything a store holds, read at one moment: what `latchkey store copy` moves

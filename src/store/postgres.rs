@@ -593,6 +593,8 @@ impl PgStore {
             read_failure: state.failure.clone(),
             write_failure: None,
             damage,
+            // No file to lose: the database keeps its own.
+            file_fault: None,
         }
     }
 

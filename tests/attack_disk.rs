@@ -1,0 +1,111 @@
+//! A bad disk at the wrong moment. The key file is created before its bytes are written,
+//! so a full disk at the first start leaves an empty `secret.key` behind; once there is
+//! room again, every later start (and `latchkey key generate`, which its own error
+//! message recommends) refuses to run until someone deletes the file by hand: a lasting
+//! outage from a passing fault.
+//!
+//! Mounts a tmpfs: needs root.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use common::{TempDir, bin};
+
+/// A tmpfs mounted for the life of the value; unmounted on drop.
+struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    fn mount(at: &Path, size: &str) -> Tmpfs {
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Fills the file system holding `dir` to the last byte; returns the filler file.
+fn fill(dir: &Path) -> PathBuf {
+    use std::io::Write;
+    let path = dir.join("filler");
+    let mut f = std::fs::File::create(&path).expect("filler");
+    for chunk in [65536usize, 4096, 512, 1] {
+        let block = vec![0x55u8; chunk];
+        while f.write_all(&block).is_ok() {}
+    }
+    let _ = f.sync_all();
+    path
+}
+
+/// `latchkey ARGS` with a bounded run time; (exit code, stderr).
+fn run(args: &[&str]) -> (i32, String) {
+    let out = Command::new("timeout")
+        .arg("10")
+        .arg(bin())
+        .args(args)
+        .env_remove("LATCHKEY_DATA_DIR")
+        .env_remove("LATCHKEY_KEY_FILE")
+        .env_remove("LATCHKEY_KEY_FILES")
+        .env("LATCHKEY_ARGON2_MEMORY_KIB", "64")
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn a_full_disk_at_the_first_start_leaves_an_empty_key_that_blocks_every_later_start() {
+    let dir = TempDir::new("attack-key-disk");
+    let _mount = Tmpfs::mount(dir.path(), "1m");
+    let data = dir.path().join("data");
+    std::fs::create_dir(&data).unwrap();
+    let d = data.to_str().unwrap();
+    let filler = fill(dir.path());
+
+    // First start on a full disk: refused, as it must be.
+    let (code, err) = run(&["serve", "--listen", "127.0.0.1:0", "--data-dir", d]);
+    assert_eq!(code, 1, "{err}");
+    assert!(err.contains("No space left"), "{err}");
+
+    // The disk has room again. A start must now succeed (or at least not be blocked by
+    // what the failed start left behind).
+    std::fs::remove_file(&filler).unwrap();
+    let key = data.join("secret.key");
+    let left = std::fs::metadata(&key).map(|m| m.len());
+    let (code, err) = run(&["serve", "--check", "--data-dir", d]);
+    let (gen_code, gen_err) = run(&["key", "generate", "--data-dir", d]);
+    assert!(
+        code == 0 && left.is_err(),
+        "after a failed first start on a full disk, secret.key is left with {left:?} bytes and \
+         every later start is refused once there is room again (check exit {code}: {err}); \
+         the remedy the message names fails too (key generate exit {gen_code}: {gen_err})"
+    );
+}
