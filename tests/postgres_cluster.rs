@@ -262,7 +262,12 @@ fn two_full_instances_behind_nginx_share_everything() {
         assert_eq!(r.header("x-app-user"), Some("root"));
     }
     let both: HashSet<String> = [a.addr.to_string(), b.addr.to_string()].into();
-    assert_eq!(seen, both, "round robin over both instances");
+    assert_eq!(
+        seen,
+        both,
+        "round robin over both instances; nginx's error log:\n{}",
+        cluster.nginx.error_log()
+    );
 
     // Bob logs in through the API (through nginx); each change below is made on A and
     // must be applied by B within a second (B's memo of bob is warm before each).
@@ -442,7 +447,12 @@ fn two_full_instances_behind_nginx_share_everything() {
     for t in threads {
         upstreams.extend(t.join().expect("admin"));
     }
-    assert_eq!(upstreams, both, "revokes went through both instances");
+    assert_eq!(
+        upstreams,
+        both,
+        "revokes went through both instances; nginx's error log:\n{}",
+        cluster.nginx.error_log()
+    );
     let ver = cluster
         .users()
         .iter()
@@ -538,7 +548,12 @@ fn two_full_instances_behind_nginx_share_everything() {
         assert_eq!(r.status, 401, "{}", r.body);
         upstreams.insert(r.header("x-upstream").unwrap_or("").to_string());
     }
-    assert_eq!(upstreams, both, "the failures went to both instances");
+    assert_eq!(
+        upstreams,
+        both,
+        "the failures went to both instances; nginx's error log:\n{}",
+        cluster.nginx.error_log()
+    );
     for server in [a, b] {
         let r = login_from(
             server.addr,
