@@ -5,8 +5,11 @@
 //! The socket is a Unix stream socket, mode 0600 in a 0700 directory; every connection
 //! is also checked by the peer's credentials (`SO_PEERCRED`): only root and the user the
 //! server runs as may use it. One request per connection: the client sends one JSON
-//! line ([`Request`]), the server answers one JSON line ([`Answer`]) and, for a backup,
-//! the copy's bytes after it, then closes. The server runs the very code the command
+//! line ([`Request`]) within 10 s, the server answers one JSON line ([`Answer`]) and,
+//! for a backup, the copy's bytes after it, then closes. Each connection is answered on
+//! a thread of its own (at most 8 at once; one more is told to try again), so a stuck
+//! or forgotten client delays neither the other commands nor a stop, which waits only
+//! for commands already running, up to 5 s. The server runs the very code the command
 //! line runs on a store it opened itself (`ops::execute`, `UserStore::backup_to`), so
 //! the output, messages and exit codes are the same either way, and a write takes
 //! effect at once in the running server.
@@ -16,21 +19,22 @@
 //! refused); it is removed when the server stops cleanly.
 
 use std::fmt;
-use std::io::{self, BufRead, BufReader, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
 use crate::accounts::Accounts;
 use crate::ops::{self, Command, Output};
 use crate::store::{BackupInfo, UserStore};
+use crate::trust::{self, Untrusted};
 
 /// The socket's file name in the data directory.
 pub const SOCKET_FILE: &str = "control.sock";
@@ -38,8 +42,21 @@ pub const SOCKET_FILE: &str = "control.sock";
 /// The longest request line accepted, bytes (a command with a password is far shorter).
 const MAX_REQUEST: u64 = 64 * 1024;
 
-/// How long one side waits for the other before giving up on a connection.
+/// How long the client waits for an answer, and the server for a reader to take each
+/// part of one (a backup may be long: this bounds each write, not the whole).
 const TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long a client has to send its whole request line, from the accept on: an idle
+/// or trickling client is dropped after it, whatever it sends meanwhile.
+const REQUEST_DEADLINE: Duration = Duration::from_secs(10);
+
+/// How many connections are answered at once; one more is told to try again at once,
+/// so a stuck client never makes the others wait.
+const MAX_CLIENTS: usize = 8;
+
+/// How long a stopping server waits for commands that are running (not for clients
+/// still sending) to finish and answer.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 
 /// What a client asks for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -95,6 +112,17 @@ pub enum ControlError {
     Io(PathBuf, io::Error),
     /// The other side sent something that is not the protocol.
     Protocol(String),
+    /// The data directory could have been made by another local user (see
+    /// [`crate::trust`]): nothing is sent there.
+    Untrusted(Untrusted),
+    /// The process answering on the socket runs as a user who is neither root, the
+    /// invoking user nor the data directory's owner.
+    Impostor {
+        /// The socket.
+        path: PathBuf,
+        /// The answering process's user id.
+        uid: u32,
+    },
 }
 
 impl fmt::Display for ControlError {
@@ -115,6 +143,12 @@ impl fmt::Display for ControlError {
             ControlError::Protocol(what) => {
                 write!(f, "the server's control socket answered oddly: {what}")
             }
+            ControlError::Untrusted(why) => write!(f, "{why}"),
+            ControlError::Impostor { path, uid } => write!(
+                f,
+                "refusing {}: the process answering there runs as user id {uid}, who is                  neither root, you, nor the owner of the data directory",
+                path.display()
+            ),
         }
     }
 }
@@ -127,6 +161,50 @@ pub struct ControlSocket {
     inode: u64,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
+    clients: Arc<Clients>,
+}
+
+/// The connections being answered: how many, and how many of them run a command.
+#[derive(Default)]
+struct Clients {
+    counts: Mutex<(usize, usize)>,
+    idle: Condvar,
+}
+
+impl Clients {
+    /// Takes a place for a new connection, unless [`MAX_CLIENTS`] are being answered.
+    fn enter(&self) -> bool {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        if counts.0 >= MAX_CLIENTS {
+            return false;
+        }
+        counts.0 += 1;
+        true
+    }
+
+    fn leave(&self) {
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.0 -= 1;
+    }
+
+    /// Runs `work` counted as a running command (what a stop waits for).
+    fn running<T>(&self, work: impl FnOnce() -> T) -> T {
+        self.counts.lock().unwrap_or_else(PoisonError::into_inner).1 += 1;
+        let out = work();
+        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        counts.1 -= 1;
+        self.idle.notify_all();
+        out
+    }
+
+    /// Waits up to `limit` for the running commands to finish.
+    fn wait_for_running(&self, limit: Duration) {
+        let counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
+        let _ = self
+            .idle
+            .wait_timeout_while(counts, limit, |c| c.1 > 0)
+            .map_err(|_| ());
+    }
 }
 
 /// What the server needs to answer requests.
@@ -168,11 +246,13 @@ impl ControlSocket {
             // SAFETY: geteuid has no preconditions and cannot fail.
             owner: unsafe { libc::geteuid() },
         };
+        let clients = Arc::new(Clients::default());
         let thread = {
-            let stop = Arc::clone(&stop);
+            let (stop, clients) = (Arc::clone(&stop), Arc::clone(&clients));
+            let context = Arc::new(context);
             std::thread::Builder::new()
                 .name("control".into())
-                .spawn(move || serve(&listener, &context, &stop))
+                .spawn(move || serve(&listener, &context, &stop, &clients))
                 .map_err(io_err)?
         };
         Ok(ControlSocket {
@@ -180,6 +260,7 @@ impl ControlSocket {
             inode,
             stop,
             thread: Some(thread),
+            clients,
         })
     }
 
@@ -197,6 +278,8 @@ impl Drop for ControlSocket {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
+        // Commands under way finish and answer; clients still sending are left behind.
+        self.clients.wait_for_running(STOP_GRACE);
         // Only our own socket goes: a newer server may have replaced it meanwhile.
         if std::fs::metadata(&self.path).is_ok_and(|m| m.ino() == self.inode) {
             let _ = std::fs::remove_file(&self.path);
@@ -204,7 +287,14 @@ impl Drop for ControlSocket {
     }
 }
 
-fn serve(listener: &UnixListener, context: &Context, stop: &AtomicBool) {
+/// Accepts connections and answers each on a thread of its own, at most
+/// [`MAX_CLIENTS`] at once.
+fn serve(
+    listener: &UnixListener,
+    context: &Arc<Context>,
+    stop: &AtomicBool,
+    clients: &Arc<Clients>,
+) {
     for stream in listener.incoming() {
         if stop.load(Ordering::SeqCst) {
             return;
@@ -213,23 +303,85 @@ fn serve(listener: &UnixListener, context: &Context, stop: &AtomicBool) {
             std::thread::sleep(Duration::from_millis(50));
             continue;
         };
-        let outcome =
-            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(stream, context)));
-        match outcome {
-            Ok(Err(e)) => crate::log::debug(&format!("control socket: {e}")),
-            Err(_) => crate::log::error("control socket: a request failed unexpectedly"),
-            Ok(Ok(())) => {}
+        if !clients.enter() {
+            busy(stream);
+            continue;
+        }
+        let (context, mine) = (Arc::clone(context), Arc::clone(clients));
+        let spawned = std::thread::Builder::new()
+            .name("control-client".into())
+            .spawn(move || {
+                let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    answer(stream, &context, &mine)
+                }));
+                mine.leave();
+                match outcome {
+                    Ok(Err(e)) => crate::log::debug(&format!("control socket: {e}")),
+                    Err(_) => crate::log::error("control socket: a request failed unexpectedly"),
+                    Ok(Ok(())) => {}
+                }
+            });
+        if let Err(e) = spawned {
+            clients.leave();
+            crate::log::error(&format!("control socket: cannot answer a connection: {e}"));
         }
     }
 }
 
+/// Tells a connection over [`MAX_CLIENTS`] to try again, without waiting on it.
+fn busy(mut stream: UnixStream) {
+    let _ = stream.set_write_timeout(Some(Duration::from_millis(200)));
+    let output = Output::fail(format!(
+        "the server is answering {MAX_CLIENTS} other commands; try again in a moment"
+    ));
+    let _ = send(
+        &mut stream,
+        &Answer {
+            output,
+            ..Answer::default()
+        },
+    );
+}
+
+/// Reads one request line within [`REQUEST_DEADLINE`] of now, at most [`MAX_REQUEST`]
+/// bytes: a client that trickles bytes cannot stretch it.
+fn read_request(stream: &mut UnixStream) -> io::Result<String> {
+    let deadline = Instant::now() + REQUEST_DEADLINE;
+    let mut line = Vec::new();
+    let mut chunk = [0u8; 4096];
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "the request did not arrive in time",
+            ));
+        }
+        stream.set_read_timeout(Some(left))?;
+        let n = stream.read(&mut chunk)?;
+        if n == 0 {
+            break;
+        }
+        line.extend_from_slice(&chunk[..n]);
+        if let Some(end) = line.iter().position(|&b| b == b'\n') {
+            line.truncate(end);
+            break;
+        }
+        if line.len() as u64 > MAX_REQUEST {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the request line is too long",
+            ));
+        }
+    }
+    String::from_utf8(line).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+}
+
 /// Answers one connection: checks who is asking, reads the request, runs it, replies.
-fn answer(mut stream: UnixStream, context: &Context) -> io::Result<()> {
-    stream.set_read_timeout(Some(TIMEOUT))?;
+fn answer(mut stream: UnixStream, context: &Context, clients: &Clients) -> io::Result<()> {
     stream.set_write_timeout(Some(TIMEOUT))?;
     let uid = peer_uid(&stream)?;
-    let mut line = String::new();
-    BufReader::new((&stream).take(MAX_REQUEST)).read_line(&mut line)?;
+    let line = read_request(&mut stream)?;
     if uid != 0 && uid != context.owner {
         let refusal = Output::fail(format!(
             "permission denied: only root and the user the server runs as (uid {}) may \
@@ -260,7 +412,8 @@ fn answer(mut stream: UnixStream, context: &Context) -> io::Result<()> {
     };
     match request {
         Request::User { command } => {
-            let output = ops::execute(&command, &context.store, &context.accounts);
+            let output =
+                clients.running(|| ops::execute(&command, &context.store, &context.accounts));
             send(
                 &mut stream,
                 &Answer {
@@ -269,13 +422,13 @@ fn answer(mut stream: UnixStream, context: &Context) -> io::Result<()> {
                 },
             )
         }
-        Request::Backup => backup(&mut stream, context),
+        Request::Backup => backup(&mut stream, context, clients),
     }
 }
 
 /// Makes a backup in the data directory (never half-written, mode 0600), sends it and
 /// removes it.
-fn backup(stream: &mut UnixStream, context: &Context) -> io::Result<()> {
+fn backup(stream: &mut UnixStream, context: &Context, clients: &Clients) -> io::Result<()> {
     static SERIAL: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
     let temp = context.data_dir.join(format!(
         ".control-backup-{}-{}.redb",
@@ -283,7 +436,7 @@ fn backup(stream: &mut UnixStream, context: &Context) -> io::Result<()> {
         SERIAL.fetch_add(1, Ordering::Relaxed)
     ));
     let _ = std::fs::remove_file(&temp);
-    let made = context.store.backup_to(&temp);
+    let made = clients.running(|| context.store.backup_to(&temp));
     let result = match made {
         Ok(info) => match std::fs::File::open(&temp) {
             Ok(mut file) => {
@@ -354,17 +507,32 @@ pub struct Client {
 
 /// Connects to the control socket in `data_dir`: `Ok(None)` when no server listens
 /// there (no socket, or one left by a server that is gone), so the caller opens the
-/// store itself.
+/// store itself. Refuses a data directory another local user could have made
+/// ([`trust::check`]) and a socket answered by a process of such a user: the command
+/// would send them passwords, or take a backup from them.
 pub fn connect(data_dir: &Path) -> Result<Option<Client>, ControlError> {
+    trust::check(data_dir).map_err(ControlError::Untrusted)?;
     let path = data_dir.join(SOCKET_FILE);
-    match UnixStream::connect(&path) {
-        Ok(stream) => Ok(Some(Client { path, stream })),
-        Err(e) => match e.kind() {
-            io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Ok(None),
-            io::ErrorKind::PermissionDenied => Err(ControlError::Denied(path)),
-            _ => Err(ControlError::Io(path, e)),
-        },
+    let stream = match UnixStream::connect(&path) {
+        Ok(stream) => stream,
+        Err(e) => {
+            return match e.kind() {
+                io::ErrorKind::NotFound | io::ErrorKind::ConnectionRefused => Ok(None),
+                io::ErrorKind::PermissionDenied => Err(ControlError::Denied(path)),
+                _ => Err(ControlError::Io(path, e)),
+            };
+        }
+    };
+    let uid = peer_uid(&stream).map_err(|e| ControlError::Io(path.clone(), e))?;
+    let owner = std::fs::metadata(data_dir)
+        .map(|m| m.uid())
+        .map_err(|e| ControlError::Io(path.clone(), e))?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let me = unsafe { libc::geteuid() };
+    if uid != 0 && uid != me && uid != owner {
+        return Err(ControlError::Impostor { path, uid });
     }
+    Ok(Some(Client { path, stream }))
 }
 
 impl Client {

@@ -27,6 +27,7 @@ pub mod store;
 pub mod throttle;
 pub mod token;
 pub mod totp;
+pub mod trust;
 pub mod wire;
 
 pub use auth::{Auth, Visitor};

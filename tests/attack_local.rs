@@ -2,13 +2,12 @@
 //!
 //! The `user`, `backup` and `restore` commands use `./latchkey-data` when nothing names a
 //! data directory (falling back to `/var/lib/latchkey` only when there is no
-//! `./latchkey-data`), and talk to whatever answers on `control.sock` there: the server
-//! checks its callers' credentials, but the command never checks who the server is.
-//! A local user who can create `latchkey-data` in a directory where the operator runs
-//! `sudo latchkey user …` (`/tmp`, a shared checkout, another user's home) listens on
-//! a socket of their own there and receives the passwords the operator types, and
-//! hands `latchkey backup` a copy of their choosing (which a later restore puts in
-//! place, with the attacker's administrator).
+//! `./latchkey-data`), and talked to whatever answered on `control.sock` there. A local
+//! user who can create `latchkey-data` in a directory where the operator runs
+//! `sudo latchkey user …` (`/tmp`, a shared checkout) listened on a socket of their own
+//! and received the passwords the operator typed, and handed `latchkey backup` a copy of
+//! their choosing. The commands now refuse a data directory others could have made, and
+//! a socket answered by a process of another user.
 //!
 //! Needs root (to run the fake server as `nobody` with `runuser`) and python3.
 
@@ -20,6 +19,25 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::{TempDir, bin};
+
+/// Starts `command` in a process group of its own, so that [`kill_group`] stops the
+/// fake server behind `runuser` too.
+fn spawn_group(command: &mut Command) -> std::process::Child {
+    use std::os::unix::process::CommandExt;
+    command
+        .process_group(0)
+        .spawn()
+        .expect("runuser and python3 (needs root)")
+}
+
+/// Kills the group [`spawn_group`] made and reaps its leader.
+fn kill_group(child: &mut std::process::Child) {
+    // SAFETY: kill(2) on a process group this test started.
+    unsafe {
+        libc::kill(-(child.id() as i32), libc::SIGKILL);
+    }
+    let _ = child.wait();
+}
 
 /// A fake control socket: answers every request with success and prints each request
 /// line it receives.
@@ -56,12 +74,12 @@ fn backup_writes_whatever_a_control_socket_another_local_user_made_sends() {
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let mut fake = Command::new("runuser")
-        .args(["-u", "nobody", "--", "python3", "-c", FAKE_BACKUP])
-        .current_dir(&shared)
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("runuser (needs root)");
+    let mut fake = spawn_group(
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3", "-c", FAKE_BACKUP])
+            .current_dir(&shared)
+            .stdout(Stdio::piped()),
+    );
     let mut line = String::new();
     use std::io::BufRead;
     std::io::BufReader::new(fake.stdout.take().unwrap())
@@ -76,9 +94,13 @@ fn backup_writes_whatever_a_control_socket_another_local_user_made_sends() {
         .env_remove("STATE_DIRECTORY")
         .output()
         .unwrap();
-    let _ = fake.kill();
-    let _ = fake.wait();
+    kill_group(&mut fake);
     let written = std::fs::read(&dest).unwrap_or_default();
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && said.contains("refusing the data directory"),
+        "{said}"
+    );
     assert_ne!(
         written,
         b"not your store",
@@ -96,13 +118,13 @@ fn the_user_command_sends_passwords_to_a_control_socket_another_local_user_made(
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
 
     // The local attacker, as nobody.
-    let mut fake = Command::new("runuser")
-        .args(["-u", "nobody", "--", "python3", "-c", FAKE_SERVER])
-        .current_dir(&shared)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("runuser (needs root)");
+    let mut fake = spawn_group(
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3", "-c", FAKE_SERVER])
+            .current_dir(&shared)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
     let mut out = std::io::BufReader::new(fake.stdout.take().unwrap());
     let mut line = String::new();
     use std::io::BufRead;
@@ -130,8 +152,7 @@ fn the_user_command_sends_passwords_to_a_control_socket_another_local_user_made(
         std::thread::sleep(Duration::from_millis(50));
     }
     let _ = op.kill();
-    let _ = fake.kill();
-    let _ = fake.wait();
+    kill_group(&mut fake);
     let mut captured = String::new();
     std::io::Read::read_to_string(&mut out, &mut captured).unwrap();
     assert!(
@@ -140,20 +161,53 @@ fn the_user_command_sends_passwords_to_a_control_socket_another_local_user_made(
     );
 }
 
-/// "No token, password, code, cookie or secret in any log" (docs/design.md), yet the
-/// one-time setup code, which makes whoever sends it first the administrator, is
-/// printed in the start-up log. Under systemd that is the journal, which members of
-/// `adm` and `systemd-journal` (and any log shipper) read without access to the 0700
-/// data directory that holds the same code.
+/// A socket in a data directory only root could have made, but answered by a process
+/// of another user (bound as root, then listening as `nobody`): the command refuses it
+/// before sending anything.
 #[test]
-fn the_setup_code_that_makes_the_administrator_is_written_to_the_log() {
-    let server = common::Server::start(&[], &[]);
-    let code = server.setup_code().expect("a setup code on an empty store");
-    let log = server.log();
+fn the_user_command_refuses_a_socket_answered_by_another_user() {
+    const IMPOSTOR: &str = r#"
+import os, socket
+os.makedirs('latchkey-data', mode=0o700, exist_ok=True)
+s = socket.socket(socket.AF_UNIX); s.bind('latchkey-data/control.sock')
+os.chmod('latchkey-data/control.sock', 0o777)
+os.setgid(65534); os.setuid(65534)
+s.listen(4)
+print('ready', flush=True)
+c, _ = s.accept()
+print(c.makefile('rb').readline().decode().strip(), flush=True)
+"#;
+    let dir = TempDir::new("attack-local-impostor");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let mut fake = spawn_group(
+        Command::new("python3")
+            .args(["-c", IMPOSTOR])
+            .current_dir(dir.path())
+            .stdout(Stdio::piped()),
+    );
+    let mut out = std::io::BufReader::new(fake.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    let op = Command::new("timeout")
+        .args(["20", bin(), "user", "list"])
+        .current_dir(dir.path())
+        .env_remove("LATCHKEY_DATA_DIR")
+        .env_remove("STATE_DIRECTORY")
+        .output()
+        .unwrap();
+    kill_group(&mut fake);
+    let mut captured = String::new();
+    std::io::Read::read_to_string(&mut out, &mut captured).unwrap();
+    let said = String::from_utf8_lossy(&op.stderr);
     assert!(
-        !log.contains(&code),
-        "the setup code is in the log: {}",
-        log.lines().find(|l| l.contains(&code)).unwrap_or("")
+        !op.status.success() && said.contains("runs as user id 65534"),
+        "{said}"
+    );
+    assert!(
+        captured.trim().is_empty(),
+        "the impostor received: {captured}"
     );
 }
 

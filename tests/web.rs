@@ -37,10 +37,22 @@ fn with_users(server: &Server) -> (Browser<'_>, Browser<'_>) {
 
 /// The notice shown by the page a redirect leads to, carried there by the redirect's
 /// signed flash cookie.
+/// The notice a cookie-less visitor sees after the redirect `r`: the flash is bound to
+/// the CSRF cookie set with it.
 fn flash_notice(server: &Server, r: &common::Response) -> Option<String> {
     let flash = r.cookie("flash")?;
-    let page = server.get(r.location(), &[("Cookie", &format!("flash={flash}"))]);
+    let csrf = r.cookie("csrf").unwrap_or_default();
+    let page = server.get(
+        r.location(),
+        &[("Cookie", &format!("flash={flash}; csrf={csrf}"))],
+    );
     notice_of(&page.body)
+}
+
+/// The notice `browser` sees after the redirect `r` it was given.
+fn notice_after(browser: &mut Browser, r: &common::Response) -> Option<String> {
+    assert_eq!(r.status, 303, "{}", r.body);
+    notice_of(&browser.get(r.location()).body)
 }
 
 const REVOKED: &str = "Your session was ended (password changed, account locked or logged out everywhere), please log in again.";
@@ -336,7 +348,7 @@ fn password_change_and_logout_everywhere_revoke_old_cookies() {
         &[("username", "bob"), ("password", "bob-password")],
     );
     assert_eq!(
-        flash_notice(&server, &r).as_deref(),
+        notice_after(&mut again, &r).as_deref(),
         Some("Wrong username or password.")
     );
     let r = again.submit(
@@ -457,7 +469,7 @@ fn admin_is_for_admins_and_role_changes_reach_the_next_token() {
     let r = admin.done("/admin", "/admin/users/2/lock", &[]);
     assert_eq!(notice_of(&r.body).as_deref(), Some("bob is locked."));
     let r = bob.get("/account");
-    assert_eq!(flash_notice(&server, &r).as_deref(), Some(REVOKED));
+    assert_eq!(notice_after(&mut bob, &r).as_deref(), Some(REVOKED));
     let mut again = Browser::new(&server);
     let r = again.submit(
         "/login",
@@ -465,7 +477,7 @@ fn admin_is_for_admins_and_role_changes_reach_the_next_token() {
         &[("username", "bob"), ("password", "bob-password")],
     );
     assert_eq!(
-        flash_notice(&server, &r).as_deref(),
+        notice_after(&mut again, &r).as_deref(),
         Some("Wrong username or password."),
         "a locked user gets the same answer as a wrong password"
     );

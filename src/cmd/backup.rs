@@ -130,12 +130,20 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
             args.file.display()
         ));
     }
-    if let Ok(Some(_)) = control::connect(&dir) {
-        return super::fail(format!(
-            "a server is running on {}: stop it first (`systemctl stop latchkey`), restore, \
-             then start it again",
-            dir.display()
-        ));
+    match control::connect(&dir) {
+        Ok(None) => {}
+        Ok(Some(_)) => {
+            return super::fail(format!(
+                "a server is running on {}: stop it first (`systemctl stop latchkey`), \
+                 restore, then start it again",
+                dir.display()
+            ));
+        }
+        // Never a store put where another local user could reach or replace it.
+        Err(e @ control::ControlError::Untrusted(_)) => return super::fail(e),
+        // A socket that cannot be reached (or answers oddly) is no proof a server runs:
+        // the store's own lock is, when the copy is put in place.
+        Err(_) => {}
     }
     if let Err(e) = std::fs::DirBuilder::new()
         .recursive(true)
