@@ -11,12 +11,12 @@
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use crate::config::TotpMode;
 use crate::http::Client;
-use crate::password::{self, PasswordError, Passwords, Verdict};
+use crate::password::{self, CostMix, Params, PasswordError, Passwords, Verdict};
 use crate::store::{
     self, Invalid, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, UpdateError, User, UserStore,
 };
@@ -33,6 +33,31 @@ pub struct Accounts {
     signup_open: bool,
     setup: SetupCode,
     totp: TotpPolicy,
+    /// How the stored hashes' costs are spread, counted at most every [`COSTS_RECOUNT`].
+    costs: Mutex<Costs>,
+    /// The secret that spreads unknown names over those costs (see
+    /// [`with_name_key`](Accounts::with_name_key)).
+    name_key: NameKey,
+}
+
+/// The secret of [`Accounts::with_name_key`]; never shown by `Debug`.
+struct NameKey([u8; 32]);
+
+impl fmt::Debug for NameKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NameKey(..)")
+    }
+}
+
+/// How often, at most, the stored hashes' costs are counted again (a read of every
+/// user, at the start of a login, whatever the name).
+const COSTS_RECOUNT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The last count of the stored hashes' costs.
+#[derive(Debug, Default)]
+struct Costs {
+    mix: CostMix,
+    counted: Option<std::time::Instant>,
 }
 
 /// The settings the account rules depend on.
@@ -407,7 +432,76 @@ impl Accounts {
             signup_open: rules.signup_open,
             setup: rules.setup,
             totp: rules.totp,
+            costs: Mutex::new(Costs::default()),
+            name_key: NameKey(random_key()),
         }
+    }
+
+    /// Sets the secret that decides, for each unknown name, which stored cost it is
+    /// checked at. The server derives it from its signing key, so that the same name
+    /// costs the same on every instance and after a restart (a random one would move
+    /// unknown names, and only them, between costs at each start).
+    pub fn with_name_key(mut self, key: [u8; 32]) -> Accounts {
+        self.name_key = NameKey(key);
+        self
+    }
+
+    /// Counts the stored hashes' costs again when the last count is older than
+    /// [`COSTS_RECOUNT`]. A store that cannot be read keeps the last count.
+    fn recount_costs(&self, store: &UserStore) {
+        let mut costs = self.costs.lock().unwrap_or_else(PoisonError::into_inner);
+        if costs.counted.is_some_and(|at| at.elapsed() < COSTS_RECOUNT) {
+            return;
+        }
+        let configured = self.passwords.params();
+        let mut mix = CostMix::default();
+        let mut after = 0;
+        loop {
+            let Ok(page) = store.list(after, 1024) else {
+                return;
+            };
+            let Some(last) = page.last() else {
+                break;
+            };
+            after = last.id();
+            for entry in &page {
+                if let crate::store::Entry::User(user) = entry {
+                    // An unreadable hash is checked like an unknown name, at the
+                    // configured cost.
+                    mix.add(password::stored_params(&user.password_hash).unwrap_or(configured));
+                }
+            }
+        }
+        costs.mix = mix;
+        costs.counted = Some(std::time::Instant::now());
+    }
+
+    #[cfg(test)]
+    fn lock_costs(&self) -> std::sync::MutexGuard<'_, Costs> {
+        self.costs.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The cost an unknown `name` is checked at: one of the stored costs, each for its
+    /// share of the users, always the same one for the same name (a keyed hash of its
+    /// canonical form picks it).
+    fn unknown_cost(&self, name: &str) -> Params {
+        use hmac::{KeyInit, Mac};
+        let configured = self.passwords.params();
+        let costs = self.costs.lock().unwrap_or_else(PoisonError::into_inner);
+        if costs.mix.only(configured) {
+            return configured;
+        }
+        let Ok(mut mac) = <hmac::Hmac<sha2::Sha256>>::new_from_slice(&self.name_key.0) else {
+            return configured;
+        };
+        mac.update(name.trim().to_ascii_lowercase().as_bytes());
+        let digest = mac.finalize().into_bytes();
+        let mut position = [0u8; 8];
+        position.copy_from_slice(&digest[..8]);
+        costs
+            .mix
+            .pick(u64::from_be_bytes(position))
+            .unwrap_or(configured)
     }
 
     /// Who may and who must have a second factor.
@@ -448,12 +542,15 @@ impl Accounts {
         let Some(_place) = self.hashing.try_enter() else {
             return Err(LoginError::Busy);
         };
+        self.recount_costs(store);
         let user = store
             .get_by_name(attempt.name)
             .map_err(|e| LoginError::Store(e.into()))?;
         let verdict = match &user {
             Some(user) => self.passwords.verify(attempt.password, &user.password_hash),
-            None => self.passwords.verify_unknown(attempt.password),
+            None => self
+                .passwords
+                .verify_unknown_at(attempt.password, self.unknown_cost(attempt.name)),
         };
         match (user, verdict) {
             (Some(user), Verdict::Match { rehash }) if !user.locked => {
@@ -1417,6 +1514,14 @@ impl Drop for GatePass<'_> {
     }
 }
 
+/// 32 random bytes (a fixed fallback if the system has no randomness: the key only
+/// spreads unknown names over costs, and the server sets its own).
+fn random_key() -> [u8; 32] {
+    let mut key = [0u8; 32];
+    let _ = getrandom::fill(&mut key);
+    key
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1504,6 +1609,50 @@ mod tests {
             client: Some(&CLIENT),
             now,
         }
+    }
+
+    #[test]
+    fn unknown_names_are_checked_at_the_stored_costs_each_name_always_at_one() {
+        let f = fixture("costs");
+        let old = Params {
+            m_kib: 128,
+            t: 2,
+            p: 1,
+        };
+        let hash = Passwords::new(old)
+            .expect("params")
+            .hash("correct horse battery")
+            .expect("hash");
+        f.store.create("carol", ROLE_USER, &hash).expect("create");
+        let accounts = Accounts::new(rules(false, 4)).with_name_key([7; 32]);
+        let configured = accounts.passwords().params();
+        // Before any count: the configured cost.
+        assert_eq!(accounts.unknown_cost("nobody"), configured);
+        let _ = accounts.login(&f.store, &attempt("nobody", "wrong guess 1", 0));
+        // Every stored hash is at the old cost: so is every unknown name.
+        for name in ["nobody", "NoBody ", "someone", "x"] {
+            assert_eq!(accounts.unknown_cost(name), old, "{name}");
+        }
+        // Half the users at each cost: names split, each always the same way (case and
+        // spaces as the store compares names).
+        let new_hash = accounts.passwords().hash("another password").expect("hash");
+        f.store
+            .create("dave", ROLE_USER, &new_hash)
+            .expect("create");
+        accounts.lock_costs().counted = None;
+        let _ = accounts.login(&f.store, &attempt("nobody", "wrong guess 2", 0));
+        let picks: Vec<Params> = (0..200)
+            .map(|i| accounts.unknown_cost(&format!("name{i}")))
+            .collect();
+        let at_old = picks.iter().filter(|p| **p == old).count();
+        assert!(
+            (60..=140).contains(&at_old),
+            "{at_old} of 200 at the old cost"
+        );
+        assert_eq!(
+            accounts.unknown_cost("Name7"),
+            accounts.unknown_cost(" name7")
+        );
     }
 
     #[test]

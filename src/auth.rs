@@ -829,11 +829,12 @@ fn is_login_id(jti: &str) -> bool {
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
 }
 
-/// The name a login is revoked by when its holder logs out: its id (`jti`, made when
-/// the password was entered and kept when the token slides), or, for a token without
-/// one (the original design's), the user and the moment the password was entered
-/// (`u<user_id>@<auth_time>`), which its slid tokens keep too. Made on the stack: the
-/// per-request check allocates nothing.
+/// The name a login is revoked by when its holder logs out: the user's id, `/`, then
+/// the login's id (`jti`, made when the password was entered and kept when the token
+/// slides), or, for a token without one (the original design's), `@` and the moment
+/// the password was entered (`<user_id>/@<auth_time>`), which its slid tokens keep too.
+/// The user's id comes first so that the store can bound the entries of one user. Made
+/// on the stack: the per-request check allocates nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LoginKey {
     text: [u8; LoginKey::MAX],
@@ -841,8 +842,8 @@ pub struct LoginKey {
 }
 
 impl LoginKey {
-    /// The longest key: `u` + 20 digits + `@` + a sign and 19 digits.
-    const MAX: usize = 42;
+    /// The longest key: 20 digits, `/`, then a `jti` or `@`, a sign and 19 digits.
+    const MAX: usize = 20 + 1 + if TOKEN_ID_LEN > 21 { TOKEN_ID_LEN } else { 21 };
 
     /// The login of `claims`.
     pub fn of(claims: &Claims<'_>) -> LoginKey {
@@ -850,11 +851,11 @@ impl LoginKey {
             text: [0; LoginKey::MAX],
             len: 0,
         };
+        key.push(itoa::Buffer::new().format(claims.user_id).as_bytes());
+        key.push(b"/");
         match claims.jti.as_deref().filter(|j| is_login_id(j)) {
             Some(jti) => key.push(jti.as_bytes()),
             None => {
-                key.push(b"u");
-                key.push(itoa::Buffer::new().format(claims.user_id).as_bytes());
                 key.push(b"@");
                 key.push(itoa::Buffer::new().format(claims.auth_time).as_bytes());
             }

@@ -196,39 +196,36 @@ impl Metrics {
 }
 
 /// Appends the user store's health gauges to a rendering: whether it can be read and
-/// written, and how many damaged records it knows of (the same `Health` value `/healthz`
-/// reports).
+/// written, how many damaged records it knows of (the same `Health` value `/healthz`
+/// reports), and the size of the logout deny list.
 pub fn render_store(out: &mut String, health: &crate::store::Health) {
-    let _ = writeln!(
-        out,
-        "# HELP latchkey_store_readable Whether the user store can be read (1) or not (0)."
-    );
-    let _ = writeln!(out, "# TYPE latchkey_store_readable gauge");
-    let _ = writeln!(
-        out,
-        "latchkey_store_readable {}",
-        u8::from(health.read_failure.is_none())
-    );
-    let _ = writeln!(
-        out,
-        "# HELP latchkey_store_writable Whether the user store can be written (1) or writes fail (0)."
-    );
-    let _ = writeln!(out, "# TYPE latchkey_store_writable gauge");
-    let _ = writeln!(
-        out,
-        "latchkey_store_writable {}",
-        u8::from(health.write_failure.is_none())
-    );
-    let _ = writeln!(
-        out,
-        "# HELP latchkey_store_damaged_records Findings of damage in the user store (damaged records, broken indexes)."
-    );
-    let _ = writeln!(out, "# TYPE latchkey_store_damaged_records gauge");
-    let _ = writeln!(
-        out,
-        "latchkey_store_damaged_records {}",
-        health.damage.len()
-    );
+    let gauges: [(&str, &str, usize); 4] = [
+        (
+            "latchkey_store_readable",
+            "Whether the user store can be read (1) or not (0).",
+            usize::from(health.read_failure.is_none()),
+        ),
+        (
+            "latchkey_store_writable",
+            "Whether the user store can be written (1) or writes fail (0).",
+            usize::from(health.write_failure.is_none()),
+        ),
+        (
+            "latchkey_store_damaged_records",
+            "Findings of damage in the user store (damaged records, broken indexes).",
+            health.damage.len(),
+        ),
+        (
+            "latchkey_store_revoked_tokens",
+            "Logged-out logins on the deny list (bounded per user).",
+            health.revoked_tokens,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        let _ = writeln!(out, "# HELP {name} {help}");
+        let _ = writeln!(out, "# TYPE {name} gauge");
+        let _ = writeln!(out, "{name} {value}");
+    }
 }
 
 #[cfg(test)]

@@ -1,11 +1,14 @@
 //! argon2id password hashing: the rules a password must meet, hashing to a PHC
-//! string, verification against a stored PHC string, and the parameter upgrade
-//! on login (a hash made with weaker parameters is re-made after a successful
-//! check, so raising the cost reaches every active user without a reset).
+//! string, verification against a stored PHC string, and the parameter change on
+//! login (a hash made with other parameters is re-made at the configured ones after a
+//! successful check, so a new cost reaches every active user without a reset).
 //!
-//! Verification of an unknown user does the same amount of work as a real
-//! check ([`Passwords::verify_unknown`]), so response times do not tell which
-//! names exist.
+//! Verification of an unknown user does the same amount of work as a real check, so
+//! response times do not tell which names exist. While stored hashes were made at
+//! different costs (after the cost was changed, until each user logs in again, which
+//! a dormant account never does), an unknown name is checked at a cost drawn from how
+//! those costs are spread over the users ([`CostMix`]), the same for the same name each
+//! time: a name's timing then says nothing about whether it exists.
 
 use argon2::{Algorithm, Argon2, PasswordHash, PasswordHasher, Version};
 
@@ -49,7 +52,8 @@ impl std::fmt::Display for Params {
 /// The outcome of a password check.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Verdict {
-    /// Right password; `rehash` holds a new PHC string when the stored parameters were weaker.
+    /// Right password; `rehash` holds a new PHC string when the stored parameters were
+    /// not the configured ones.
     Match {
         /// Replacement hash to store, if any.
         rehash: Option<String>,
@@ -103,7 +107,7 @@ impl Passwords {
     /// Verifies against a stored PHC string, using the parameters stored in it.
     ///
     /// On a match, `rehash` is a new hash at the configured parameters when the
-    /// stored one is weaker in m, t or p, or is not argon2id v19; the caller
+    /// stored one differs in m, t or p, or is not argon2id v19; the caller
     /// stores it (see `UserStore::record_login`). An unparseable PHC string is a
     /// `Mismatch`, after the same work as a real check.
     pub fn verify(&self, password: &str, phc: &str) -> Verdict {
@@ -122,7 +126,7 @@ impl Passwords {
         if !matched {
             return Verdict::Mismatch;
         }
-        let rehash = if self.is_weaker(&parsed) {
+        let rehash = if self.differs(&parsed) {
             // A failed re-hash (no randomness) only postpones the upgrade.
             self.hash(password).ok()
         } else {
@@ -131,16 +135,13 @@ impl Passwords {
         Verdict::Match { rehash }
     }
 
-    /// Whether a stored hash is weaker than (or of another kind than) the configured one.
-    fn is_weaker(&self, parsed: &PasswordHash) -> bool {
-        let Ok(stored) = argon2::Params::try_from(parsed) else {
-            return true;
-        };
+    /// Whether a stored hash was made at other parameters (or of another kind) than the
+    /// configured ones. Stronger ones are re-made too: a cost lowered for a small host
+    /// is what the operator asked for, and hashes at one cost keep timings uniform.
+    fn differs(&self, parsed: &PasswordHash) -> bool {
         parsed.algorithm.as_str() != "argon2id"
             || parsed.version != Some(Version::V0x13.into())
-            || stored.m_cost() < self.params.m_kib
-            || stored.t_cost() < self.params.t
-            || stored.p_cost() < self.params.p
+            || params_of(parsed) != Some(self.params)
     }
 
     /// Burns the same time as `verify` for an unknown user; always `Mismatch`.
@@ -148,14 +149,83 @@ impl Passwords {
     /// It hashes the password at the configured parameters with a fixed salt
     /// and throws the result away.
     pub fn verify_unknown(&self, password: &str) -> Verdict {
+        self.verify_unknown_at(password, self.params)
+    }
+
+    /// Like [`verify_unknown`](Self::verify_unknown), at `params` (drawn from a
+    /// [`CostMix`]); the configured parameters when argon2 refuses `params`.
+    pub fn verify_unknown_at(&self, password: &str, params: Params) -> Verdict {
         let bytes = password.as_bytes();
         let bytes = &bytes[..bytes.len().min(MAX_LEN)];
+        let argon = match argon2::Params::new(params.m_kib, params.t, params.p, None) {
+            Ok(p) => Argon2::new(Algorithm::Argon2id, Version::V0x13, p),
+            Err(_) => self.argon2(),
+        };
         let mut out = [0u8; 32];
-        let _ = self
-            .argon2()
-            .hash_password_into(bytes, DUMMY_SALT, &mut out);
+        let _ = argon.hash_password_into(bytes, DUMMY_SALT, &mut out);
         std::hint::black_box(out);
         Verdict::Mismatch
+    }
+}
+
+/// The argon2 parameters of a parsed PHC string, if it has them.
+fn params_of(parsed: &PasswordHash) -> Option<Params> {
+    let stored = argon2::Params::try_from(parsed).ok()?;
+    Some(Params {
+        m_kib: stored.m_cost(),
+        t: stored.t_cost(),
+        p: stored.p_cost(),
+    })
+}
+
+/// The argon2 parameters a stored PHC string was made with; `None` when it is not an
+/// argon2 hash that can be read.
+pub fn stored_params(phc: &str) -> Option<Params> {
+    params_of(&PasswordHash::new(phc).ok()?)
+}
+
+/// How the stored hashes' costs are spread over the users: `(parameters, users)`.
+/// [`pick`](Self::pick) draws the cost an unknown name is checked at, so that unknown
+/// names fall on each cost as often as real ones do.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CostMix {
+    shares: Vec<(Params, u64)>,
+    total: u64,
+}
+
+impl CostMix {
+    /// Counts one user whose hash was made at `params`.
+    pub fn add(&mut self, params: Params) {
+        self.total += 1;
+        match self.shares.iter_mut().find(|(p, _)| *p == params) {
+            Some((_, n)) => *n += 1,
+            None => {
+                self.shares.push((params, 1));
+                self.shares.sort_by_key(|(p, _)| (p.m_kib, p.t, p.p));
+            }
+        }
+    }
+
+    /// The cost for a name whose keyed hash is `position` (uniform over `u64`): each
+    /// cost for its share of the users. The map is monotonic in `position`, so a few
+    /// users more or less move few names to another cost. `None` while nobody is counted.
+    pub fn pick(&self, position: u64) -> Option<Params> {
+        if self.total == 0 {
+            return None;
+        }
+        let mut at = ((u128::from(position) * u128::from(self.total)) >> 64) as u64;
+        for (params, n) in &self.shares {
+            if at < *n {
+                return Some(*params);
+            }
+            at -= n;
+        }
+        self.shares.last().map(|(p, _)| *p)
+    }
+
+    /// Whether every counted hash was made at `params` (or nothing is counted).
+    pub fn only(&self, params: Params) -> bool {
+        self.shares.iter().all(|(p, _)| *p == params)
     }
 }
 
@@ -306,7 +376,7 @@ mod tests {
     }
 
     #[test]
-    fn weaker_stored_params_are_rehashed() {
+    fn stored_params_other_than_the_configured_ones_are_rehashed() {
         let weak = Passwords::new(Params {
             m_kib: 512,
             t: 1,
@@ -344,7 +414,8 @@ mod tests {
             // A wrong password never yields a rehash.
             assert_eq!(strong.verify("wrong horse", &phc), Verdict::Mismatch);
         }
-        // Stronger stored params than configured: no downgrade.
+        // Stronger stored params than configured: re-made at the configured cost too
+        // (what the operator asked for, and uniform timings).
         let strong = Passwords::new(Params {
             m_kib: 2048,
             t: 2,
@@ -352,8 +423,12 @@ mod tests {
         })
         .expect("params");
         let phc = strong.hash("correct horse").expect("hash");
+        let Verdict::Match { rehash: Some(new) } = weak.verify("correct horse", &phc) else {
+            panic!("a stronger stored hash is re-made at the configured cost");
+        };
+        assert!(new.contains("m=512,t=1,p=1$"), "{new}");
         assert_eq!(
-            weak.verify("correct horse", &phc),
+            weak.verify("correct horse", &new),
             Verdict::Match { rehash: None }
         );
     }
@@ -415,5 +490,65 @@ mod tests {
     fn passwords_is_shareable() {
         fn assert_send_sync_clone<T: Send + Sync + Clone>() {}
         assert_send_sync_clone::<Passwords>();
+    }
+
+    #[test]
+    fn a_cost_mix_spreads_positions_by_share_and_moves_few_on_a_change() {
+        let (a, b) = (
+            Params {
+                m_kib: 8192,
+                t: 1,
+                p: 1,
+            },
+            Params {
+                m_kib: 19456,
+                t: 2,
+                p: 1,
+            },
+        );
+        let mut mix = CostMix::default();
+        assert_eq!(mix.pick(42), None);
+        assert!(mix.only(a));
+        for _ in 0..3 {
+            mix.add(a);
+        }
+        mix.add(b);
+        assert!(!mix.only(a));
+        // A quarter of positions fall on b, in a whole stretch.
+        let picks: Vec<Params> = (0..1000u64)
+            .map(|i| mix.pick(i.wrapping_mul(u64::MAX / 1000)).unwrap())
+            .collect();
+        let on_b = picks.iter().filter(|p| **p == b).count();
+        assert!((240..=260).contains(&on_b), "{on_b}");
+        // One user more moves few positions.
+        let mut more = mix.clone();
+        more.add(a);
+        let moved = (0..1000u64)
+            .filter(|i| {
+                let at = i.wrapping_mul(u64::MAX / 1000);
+                mix.pick(at) != more.pick(at)
+            })
+            .count();
+        assert!(moved <= 60, "{moved} of 1000 moved");
+    }
+
+    #[test]
+    fn stored_params_are_read_from_the_phc_string() {
+        let pw = Passwords::new(Params {
+            m_kib: 512,
+            t: 3,
+            p: 1,
+        })
+        .expect("params");
+        let phc = pw.hash("correct horse").expect("hash");
+        assert_eq!(
+            stored_params(&phc),
+            Some(Params {
+                m_kib: 512,
+                t: 3,
+                p: 1
+            })
+        );
+        assert_eq!(stored_params("$fake$hash"), None);
     }
 }

@@ -23,7 +23,7 @@ use crate::config::{Config, MetricsAccess, origin_of};
 use crate::http::{self, Client, Form, Login, Method, Reply, Request, percent_encode};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::pages::{self, Chrome, Notice, TotpSetup, TotpStatus, Welcome};
-use crate::store::{Entry, ROLE_ADMIN, ROLE_USER, ReadError, StoreError, UserStore};
+use crate::store::{Entry, ROLE_ADMIN, ROLE_USER, ReadError, Revocation, StoreError, UserStore};
 use crate::token::{Amr, Claims, ErrorClass};
 use crate::totp;
 
@@ -1094,10 +1094,22 @@ fn logout(ctx: &Ctx) -> Answer {
         .auth_time
         .saturating_add(ctx.config().absolute_limit as i64)
         .saturating_add(ctx.config().leeway as i64);
-    if let (Some(store), Some(login)) = (ctx.store(), ctx.visitor.login())
-        && let Err(e) = store.revoke_token(login.as_str(), until)
-    {
-        log_store_failure(&e.into());
+    if let (Some(store), Some(login)) = (ctx.store(), ctx.visitor.login()) {
+        match store.revoke_token(claims.user_id, login.as_str(), until) {
+            Ok(Revocation::Listed) => {}
+            Ok(Revocation::AllSessionsEnded) => {
+                return Ok(ctx
+                    .redirect_with_flash(
+                        "/",
+                        Flash::info(
+                            "You have been logged out, on every device: you had logged out \
+                             too often lately for each one to be remembered.",
+                        ),
+                    )
+                    .with_login(Login::End));
+            }
+            Err(e) => log_store_failure(&e.into()),
+        }
     }
     Ok(ctx
         .redirect_with_flash("/", Flash::info("You have been logged out."))

@@ -226,7 +226,7 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
         },
     };
     let shared = Shared {
-        accounts: Arc::new(Accounts::new(rules)),
+        accounts: Arc::new(Accounts::new(rules).with_name_key(name_key(ring.primary()))),
         metrics: Metrics::new(
             routes::labels().to_vec(),
             config.workers,
@@ -320,6 +320,18 @@ pub fn check(config: &Config, replace_key: bool) -> Result<Vec<String>, ServeErr
         notes.push(format!("{path} holds {users} users"));
     }
     Ok(notes)
+}
+
+/// The secret that spreads unknown names over the stored hashing costs, derived from
+/// the signing key (HMAC-SHA256 of a fixed label): the same on every instance that
+/// holds the key and after every restart, and telling nothing about the key.
+fn name_key(key: &keys::Key) -> [u8; 32] {
+    use hmac::{KeyInit, Mac};
+    let Ok(mut mac) = <hmac::Hmac<sha2::Sha256>>::new_from_slice(key.bytes()) else {
+        return [0; 32];
+    };
+    mac.update(b"latchkey: the cost an unknown user name is checked at");
+    mac.finalize().into_bytes().into()
 }
 
 /// Logs a change of the store's health: one line per change, never per request.

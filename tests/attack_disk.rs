@@ -1,8 +1,9 @@
-//! A bad disk at the wrong moment. The key file is created before its bytes are written,
-//! so a full disk at the first start leaves an empty `secret.key` behind; once there is
-//! room again, every later start (and `latchkey key generate`, which its own error
-//! message recommends) refuses to run until someone deletes the file by hand: a lasting
-//! outage from a passing fault.
+//! A bad disk at the wrong moment. The key file was created before its bytes were
+//! written, so a full disk at the first start left an empty `secret.key` behind; once
+//! there was room again, every later start (and `latchkey key generate`, which its own
+//! error message recommends) refused to run until someone deleted the file by hand: a
+//! lasting outage from a passing fault. The key is now written under a temporary name,
+//! synced, and linked into place.
 //!
 //! Mounts a tmpfs: needs root.
 
@@ -82,7 +83,7 @@ fn run(args: &[&str]) -> (i32, String) {
 }
 
 #[test]
-fn a_full_disk_at_the_first_start_leaves_an_empty_key_that_blocks_every_later_start() {
+fn a_full_disk_at_the_first_start_leaves_no_key_that_blocks_later_starts() {
     let dir = TempDir::new("attack-key-disk");
     let _mount = Tmpfs::mount(dir.path(), "1m");
     let data = dir.path().join("data");

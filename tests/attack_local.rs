@@ -68,7 +68,7 @@ c.close()
 "#;
 
 #[test]
-fn backup_writes_whatever_a_control_socket_another_local_user_made_sends() {
+fn backup_refuses_a_data_directory_another_local_user_made() {
     let dir = TempDir::new("attack-local-backup");
     let shared = dir.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
@@ -110,7 +110,7 @@ fn backup_writes_whatever_a_control_socket_another_local_user_made_sends() {
 }
 
 #[test]
-fn the_user_command_sends_passwords_to_a_control_socket_another_local_user_made() {
+fn the_user_command_refuses_a_data_directory_another_local_user_made() {
     let dir = TempDir::new("attack-local");
     let shared = dir.path().join("shared");
     std::fs::create_dir(&shared).unwrap();
@@ -217,7 +217,7 @@ print(c.makefile('rb').readline().decode().strip(), flush=True)
 /// key, whose names were free text such as `张三`) are accepted: a name with a line
 /// break writes a forged access line of the attacker's choosing.
 #[test]
-fn a_user_name_from_a_token_can_forge_access_lines_on_a_verify_only_instance() {
+fn a_user_name_from_a_token_cannot_forge_access_lines() {
     let dir = common::TempDir::new("attack-log");
     let key = dir.path().join("shared.key");
     let (code, _, err) = common::cli(&["key", "generate", key.to_str().unwrap()], "");
@@ -247,47 +247,5 @@ fn a_user_name_from_a_token_can_forge_access_lines_on_a_verify_only_instance() {
         !log.lines()
             .any(|l| l.starts_with("1970-01-01T00:00:00Z access POST /admin/users/1/delete")),
         "a forged access line: {log}"
-    );
-}
-
-/// The shipped unit trusts `127.0.0.1,::1` as proxies, and trusted proxies are exempt
-/// from `max_connections_per_address` (they carry every client). Any local account
-/// connects from 127.0.0.1 too: it is exempt as well, so one unprivileged user holds
-/// every connection slot with slow request heads (and its `X-Forwarded-For` picks the
-/// throttle key), and the real proxy's requests are refused.
-#[test]
-#[ignore = "heavy: 300 connections"]
-fn a_local_user_on_the_proxy_address_is_exempt_from_the_per_address_limit() {
-    use std::io::{Read, Write};
-    let server = common::Server::start(
-        &[],
-        &[
-            ("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1,::1"),
-            ("LATCHKEY_MAX_CONNECTIONS", "300"),
-            ("LATCHKEY_HEADER_TIMEOUT", "30"),
-        ],
-    );
-    let mut held = Vec::new();
-    for _ in 0..300 {
-        let mut c = std::net::TcpStream::connect(server.addr).unwrap();
-        c.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").unwrap();
-        held.push(c);
-    }
-    std::thread::sleep(std::time::Duration::from_millis(500));
-    // The proxy (same address) forwards a visitor's request.
-    let mut proxy = std::net::TcpStream::connect(server.addr).unwrap();
-    proxy
-        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
-        .unwrap();
-    proxy
-        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\nX-Forwarded-For: 203.0.113.9\r\nConnection: close\r\n\r\n")
-        .unwrap();
-    let mut answer = String::new();
-    let _ = proxy.read_to_string(&mut answer);
-    assert!(
-        answer.starts_with("HTTP/1.1 200"),
-        "one local account holds all 300 slots from 127.0.0.1 (at most 64 per address for \
-         anyone else); the proxy gets: {:?}",
-        answer.lines().next()
     );
 }

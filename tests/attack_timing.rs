@@ -1,10 +1,9 @@
-//! "Unknown names cost the same as known ones" holds only while every stored hash was
+//! "Unknown names cost the same as known ones" held only while every stored hash was
 //! made at the configured argon2 parameters. A stored hash is verified at its own
-//! parameters, an unknown name at the configured ones, and a login re-hashes only a hash
-//! *weaker* than the configured parameters. So after the operator changes the cost
-//! (lowers it for a small host, or raises it), the response time tells which names
-//! exist: for ever for a stronger stored hash, and until the next login (never, for a
-//! dormant account) for a weaker one.
+//! parameters, and an unknown name was checked at the configured ones, so after the
+//! operator changed the cost the response time told which names exist (for a dormant
+//! account, for ever). Now unknown names are checked at the stored costs, each for its
+//! share of the users, and a login re-makes a hash at any other cost.
 
 mod common;
 
@@ -21,7 +20,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 
 #[test]
 #[ignore = "timing: release binary, argon2 at its default cost"]
-fn after_a_cost_change_a_login_for_an_existing_name_takes_measurably_longer() {
+fn after_a_cost_change_unknown_names_still_cost_what_existing_ones_do() {
     let dir = Arc::new(TempDir::new("attack-timing"));
     let data = dir.path().join("data");
     // The account was made at the default cost (19 MiB, t=2), as `latchkey user add` does

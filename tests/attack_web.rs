@@ -38,7 +38,7 @@ fn logged_in<'s>(server: &'s Server, name: &str) -> Browser<'s> {
 /// unreadable, and `forward_auth` read it as empty: the role requirement was dropped
 /// and the user let in (fail-open). Such a query is now refused with 400.
 #[test]
-fn a_role_requirement_is_dropped_when_the_rest_of_the_query_does_not_parse() {
+fn a_query_that_does_not_parse_never_drops_the_role_requirement() {
     let server = Server::start(&[], &[]);
     add_user(&server, "root", "admin");
     add_user(&server, "bob", "user");
@@ -65,10 +65,10 @@ fn a_role_requirement_is_dropped_when_the_rest_of_the_query_does_not_parse() {
 /// Failed logins are counted per client address, but an IPv6 client is counted per
 /// full address while the connection limits (and any provider) treat a /64 as one
 /// client: whoever holds a /64 (every IPv6 customer) gets 2^64 fresh failure counters,
-/// so the per-address limit never stops password spraying across names. Behind a
-/// trusted proxy, as the shipped unit runs.
+/// so the per-address limit never stopped password spraying across names. A /64 now
+/// counts as one address. Behind a trusted proxy, as the shipped unit runs.
 #[test]
-fn every_address_of_one_ipv6_64_gets_its_own_failure_count() {
+fn one_ipv6_64_shares_one_failure_count() {
     let server = Server::start(&[], &[("LATCHKEY_TRUSTED_PROXIES", "127.0.0.1")]);
     add_user(&server, "root", "admin");
     let try_login = |from: &str, name: &str| {
@@ -102,10 +102,11 @@ fn every_address_of_one_ipv6_64_gets_its_own_failure_count() {
 /// Notices are signed "so a cookie set by a sibling site on a shared domain cannot put
 /// its text on latchkey's pages", but the signature binds neither the visitor nor the
 /// moment: a flash cookie the attacker made for himself (with any 64 bytes of his own
-/// text in the name field) can be planted on a victim by a sibling site and is shown to
-/// the victim as latchkey's own notice, with the attacker's text in the form.
+/// text in the name field) could be planted on a victim by a sibling site and was shown
+/// to the victim as latchkey's own notice. The flash is now bound to the visitor's CSRF
+/// nonce.
 #[test]
-fn a_signed_notice_made_for_one_visitor_is_shown_to_another() {
+fn a_signed_notice_is_shown_only_to_the_visitor_it_was_made_for() {
     let server = Server::start(&[], &[]);
     add_user(&server, "root", "admin");
     // The attacker fails a login with a "name" of his choosing and keeps the flash.
@@ -138,13 +139,13 @@ fn a_signed_notice_made_for_one_visitor_is_shown_to_another() {
 
 /// A sibling site on the cookie domain (any subdomain that runs a user's script, or an
 /// app with an XSS) can toss its own valid `token` cookie with a longer path. Browsers
-/// send the longer-path cookie first, and latchkey takes the first token that
-/// verifies, so on those paths the victim acts as the attacker (login CSRF: her upload,
+/// send the longer-path cookie first, and latchkey took the first token that
+/// verified, so on those paths the victim acted as the attacker (login CSRF: her upload,
 /// her notes go into his account), while she stays herself everywhere else. Two
 /// verified tokens naming different users are an ambiguity: it now resolves to nobody
 /// (401: log in again), never to the attacker.
 #[test]
-fn a_tossed_token_with_a_longer_path_takes_over_the_victims_identity_there() {
+fn two_users_tokens_at_once_resolve_to_nobody() {
     let server = Server::start(&[], &[]);
     add_user(&server, "root", "admin");
     add_user(&server, "mallory", "user");
@@ -168,11 +169,12 @@ fn a_tossed_token_with_a_longer_path_takes_over_the_victims_identity_there() {
 
 /// Worse: when the tossed token is due to slide (less than half its lifetime left, which
 /// the attacker only has to wait for), the answer re-issues it as latchkey's own cookie
-/// (`Path=/`), replacing the victim's: after one visit to the tossed path she is the
-/// attacker everywhere.
+/// (`Path=/`), replacing the victim's: after one visit to the tossed path she was the
+/// attacker everywhere. Two users' tokens at once now resolve to nobody, and nothing
+/// slides.
 #[test]
 #[ignore = "slow: waits half a token lifetime (31 s)"]
-fn a_tossed_token_due_to_slide_replaces_the_victims_own_cookie() {
+fn a_tossed_token_due_to_slide_never_replaces_the_victims_cookie() {
     let server = Server::start(&[], &[("LATCHKEY_TTL", "60")]);
     add_user(&server, "root", "admin");
     add_user(&server, "mallory", "user");

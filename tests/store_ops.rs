@@ -475,13 +475,13 @@ on_both_stores! {
             .expect("clock")
             .as_secs() as i64;
         let (a, b, old) = (
-            "AAAAAAAAAAAAAAAAAAAAAA",
-            "BBBBBBBBBBBBBBBBBBBBBB",
-            "CCCCCCCCCCCCCCCCCCCCCC",
+            "1/AAAAAAAAAAAAAAAAAAAAAA",
+            "1/BBBBBBBBBBBBBBBBBBBBBB",
+            "1/CCCCCCCCCCCCCCCCCCCCCC",
         );
         assert!(!s.is_token_revoked(a, now), "nothing is revoked at first");
-        s.revoke_token(old, now - 1).expect("an expired one");
-        s.revoke_token(a, now + 600).expect("revoke");
+        s.revoke_token(1, old, now - 1).expect("an expired one");
+        s.revoke_token(1, a, now + 600).expect("revoke");
         assert!(s.is_token_revoked(a, now));
         assert!(!s.is_token_revoked(b, now));
         assert!(!s.is_token_revoked(a, now + 600), "not past its expiry");
@@ -493,9 +493,53 @@ on_both_stores! {
         s.backup_to(&dir.path().join("copy.redb")).expect("backup");
         let s = s.reopen();
         assert!(s.is_token_revoked(a, now), "kept across a reopen");
-        s.revoke_token(b, now + 600).expect("revoke");
+        s.revoke_token(1, b, now + 600).expect("revoke");
         assert!(s.is_token_revoked(a, now) && s.is_token_revoked(b, now));
         let copy = UserStore::open(&dir.path().join("copy.redb")).expect("copy");
         assert!(copy.is_token_revoked(a, now), "the backup holds the list");
+    }
+
+    fn one_user_logging_out_past_the_bound_ends_every_session_and_frees_the_entries(s) {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .expect("clock")
+            .as_secs() as i64;
+        let user = s.create("mallory", "user", HASH).expect("create");
+        let other = s.create("olive", "user", HASH).expect("create");
+        let key = |id: u64, n: usize| format!("{id}/{n:0>22}");
+        for n in 0..store::MAX_REVOKED_PER_USER {
+            let done = s
+                .revoke_token(user.id, &key(user.id, n), now + 600)
+                .expect("revoke");
+            assert_eq!(done, store::Revocation::Listed);
+        }
+        // Someone else's entry is not touched by mallory's.
+        s.revoke_token(other.id, &key(other.id, 0), now + 600)
+            .expect("revoke");
+        let over = store::MAX_REVOKED_PER_USER;
+        let done = s
+            .revoke_token(user.id, &key(user.id, over), now + 600)
+            .expect("revoke");
+        assert_eq!(done, store::Revocation::AllSessionsEnded);
+        let after = s.get(user.id).expect("read").expect("user");
+        assert_eq!(after.ver, user.ver + 1, "every session of hers ended");
+        assert!(
+            !s.is_token_revoked(&key(user.id, 0), now),
+            "her entries went (the new ver covers them)"
+        );
+        assert!(s.is_token_revoked(&key(other.id, 0), now), "olive's stays");
+        // She can log out again afterwards, one entry at a time.
+        let done = s
+            .revoke_token(user.id, &key(user.id, over + 1), now + 600)
+            .expect("revoke");
+        assert_eq!(done, store::Revocation::Listed);
+        // Expired entries do not count toward the bound.
+        let u = s.create("ursula", "user", HASH).expect("create");
+        for n in 0..store::MAX_REVOKED_PER_USER * 2 {
+            let done = s
+                .revoke_token(u.id, &key(u.id, n), now - 1)
+                .expect("revoke");
+            assert_eq!(done, store::Revocation::Listed);
+        }
     }
 }

@@ -475,9 +475,9 @@ fn a_logout_on_one_instance_is_refused_by_the_other_within_a_second() {
         .duration_since(std::time::UNIX_EPOCH)
         .expect("clock")
         .as_secs() as i64;
-    let id = "LoggedOutLoginId000000";
+    let id = "1/LoggedOutLoginId000000";
     assert!(!b.is_token_revoked(id, now));
-    a.revoke_token(id, now + 600).expect("log out on A");
+    a.revoke_token(1, id, now + 600).expect("log out on A");
     let started = Instant::now();
     while !b.is_token_revoked(id, now) {
         assert!(

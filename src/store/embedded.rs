@@ -42,7 +42,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -56,9 +56,10 @@ use redb::{
 use super::overlay::Overlay;
 use super::{
     BackupError, BackupInfo, CreateError, Damage, DamagedRecord, Entry, Health, HealthEvent,
-    OpenError, ReadError, RestoreError, Restored, SCHEMA_VERSION, Scan, SessionCache, SessionState,
-    Snapshot, TotpFactor, Unavailable, UpdateError, User, WriteFailure, files, guard, record,
-    validate_hash, validate_name, validate_role,
+    MAX_REVOKED_PER_USER, OpenError, REVOKED_SWEEP_INTERVAL, ReadError, RestoreError, Restored,
+    Revocation, SCHEMA_VERSION, Scan, SessionCache, SessionState, Snapshot, TotpFactor,
+    Unavailable, UpdateError, User, WriteFailure, files, guard, record, validate_hash,
+    validate_name, validate_role,
 };
 
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
@@ -125,6 +126,8 @@ struct Shared {
     revoked_count: AtomicUsize,
     /// Every commit, counted: a copy taken at one count is current while it holds.
     commits: AtomicU64,
+    /// When a logout last swept expired entries out of the deny list, Unix seconds.
+    last_sweep: AtomicI64,
     /// The device and inode of the file the handle has open, to notice it deleted or
     /// replaced under the server.
     identity: Mutex<Option<(u64, u64)>>,
@@ -310,6 +313,7 @@ impl UserStore {
                 revoked: RwLock::new(HashMap::new()),
                 revoked_count: AtomicUsize::new(0),
                 commits: AtomicU64::new(0),
+                last_sweep: AtomicI64::new(0),
                 identity: Mutex::new(file_identity(path)),
             }),
             flusher: Mutex::new(None),
@@ -340,38 +344,76 @@ impl UserStore {
         Ok(self)
     }
 
-    /// Revokes one token (logging out) until `exp`, its expiry; `id` names the token
-    /// (`token::token_id`: the start of its signature, unique per token). [`is_token_revoked`]
-    /// answers true for it from now on. Entries past their expiry are dropped in the
-    /// same transaction, so the table holds only tokens that could still be presented.
+    /// Puts the login `key` of user `user_id` (`auth::LoginKey`, which starts with
+    /// `<user_id>/`) on the deny list until `exp`, when it could no longer be valid:
+    /// [`is_token_revoked`] answers true for it from then on. A user who already has
+    /// [`MAX_REVOKED_PER_USER`] live entries has every session ended instead (`ver`
+    /// bumped, their entries dropped), so the list stays bounded. At most every
+    /// [`REVOKED_SWEEP_INTERVAL`] seconds the same transaction also drops every expired
+    /// entry; otherwise a logout touches only its user's entries.
     ///
     /// [`is_token_revoked`]: Self::is_token_revoked
-    pub fn revoke_token(&self, id: &str, exp: i64) -> Result<(), UpdateError> {
+    pub fn revoke_token(
+        &self,
+        user_id: u64,
+        key: &str,
+        exp: i64,
+    ) -> Result<Revocation, UpdateError> {
         let now = now();
-        let kept = self
+        let prefix = format!("{user_id}/");
+        let sweep = self.shared.last_sweep.load(Ordering::Relaxed) + REVOKED_SWEEP_INTERVAL <= now;
+        let (outcome, gone) = self
             .shared
             .write(true, |tx| -> Result<_, Fail<UpdateError>> {
                 let mut table = tx.open_table(REVOKED)?;
-                let mut expired = Vec::new();
-                for entry in table.iter()? {
-                    let (key, at) = entry?;
-                    if at.value() <= now {
-                        expired.push(key.value().to_string());
+                let mut gone = Vec::new();
+                if sweep {
+                    for entry in table.iter()? {
+                        let (key, at) = entry?;
+                        if at.value() <= now {
+                            gone.push(key.value().to_string());
+                        }
                     }
                 }
-                for key in &expired {
+                let mut mine = Vec::new();
+                for entry in table.range::<&str>(prefix.as_str()..)? {
+                    let (key, at) = entry?;
+                    if !key.value().starts_with(&prefix) {
+                        break;
+                    }
+                    mine.push((key.value().to_string(), at.value()));
+                }
+                let live = mine.iter().filter(|(_, at)| *at > now).count();
+                let outcome = if live >= MAX_REVOKED_PER_USER && end_sessions(tx, user_id)? {
+                    gone.extend(mine.into_iter().map(|(key, _)| key));
+                    Revocation::AllSessionsEnded
+                } else {
+                    table.insert(key, exp)?;
+                    Revocation::Listed
+                };
+                for key in &gone {
                     table.remove(key.as_str())?;
                 }
-                table.insert(id, exp)?;
-                let mut kept = HashMap::new();
-                for entry in table.iter()? {
-                    let (key, at) = entry?;
-                    kept.insert(key.value().to_string(), at.value());
-                }
-                Ok(kept)
+                Ok((outcome, gone))
             })?;
-        self.shared.set_revoked(kept);
-        Ok(())
+        if sweep {
+            self.shared.last_sweep.store(now, Ordering::Relaxed);
+        }
+        let mut revoked = self
+            .shared
+            .revoked
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        for key in &gone {
+            revoked.remove(key);
+        }
+        if outcome == Revocation::Listed {
+            revoked.insert(key.to_string(), exp);
+        }
+        self.shared
+            .revoked_count
+            .store(revoked.len(), Ordering::Release);
+        Ok(outcome)
     }
 
     /// Whether the token `id` was revoked on its own (logged out) and could still be
@@ -444,6 +486,7 @@ impl UserStore {
             write_failure: state.write_failure.clone(),
             damage,
             file_fault: state.file_fault.clone(),
+            revoked_tokens: self.shared.revoked_count.load(Ordering::Acquire),
         }
     }
 
@@ -1950,6 +1993,22 @@ fn open_failure(path: &Path, e: DatabaseError) -> OpenError {
             source: Box::new(other.into()),
         },
     }
+}
+
+/// Bumps the `ver` of user `id` inside `tx`, ending every session of theirs; `false`
+/// when there is no such user or their record is damaged (nothing to end, or nothing
+/// that can be changed).
+fn end_sessions(tx: &WriteTransaction, id: u64) -> Result<bool, Fail<UpdateError>> {
+    let mut users = tx.open_table(USERS)?;
+    let found = users.get(id)?.map(|v| decode(id, v.value()));
+    let Some(Ok(mut user)) = found else {
+        return Ok(false);
+    };
+    user.ver = user.ver.saturating_add(1);
+    user.updated = now();
+    let bytes = record::encode(&user).map_err(|e| Fail::Op(UpdateError::Invalid(e)))?;
+    users.insert(id, bytes.as_slice())?;
+    Ok(true)
 }
 
 /// The device and inode of the file `path` names (through a symlink), if any.

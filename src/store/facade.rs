@@ -372,10 +372,17 @@ impl UserStore {
         each!(self, s => s.delete(id))
     }
 
-    /// Revokes one token (logging out) until `exp`, its expiry (on PostgreSQL, for every
-    /// instance: they hear of it by notification).
-    pub fn revoke_token(&self, id: &str, exp: i64) -> Result<(), UpdateError> {
-        each!(self, s => s.revoke_token(id, exp))
+    /// Puts user `user_id`'s login `key` on the logout deny list until `exp` (past
+    /// [`MAX_REVOKED_PER_USER`](super::MAX_REVOKED_PER_USER) live entries, every session
+    /// of the user ends instead); on PostgreSQL for every instance (they hear of it by
+    /// notification).
+    pub fn revoke_token(
+        &self,
+        user_id: u64,
+        key: &str,
+        exp: i64,
+    ) -> Result<super::Revocation, UpdateError> {
+        each!(self, s => s.revoke_token(user_id, key, exp))
     }
 
     /// Whether the token `id` was logged out of and could still be presented; answered

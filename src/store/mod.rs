@@ -404,6 +404,8 @@ pub struct Health {
     /// While another file stands where the store's file was (see
     /// [`UserStore::keep_file`]): what to do.
     pub file_fault: Option<String>,
+    /// Logged-out logins on the deny list, expired ones not yet swept included.
+    pub revoked_tokens: usize,
 }
 
 impl Health {
@@ -475,6 +477,25 @@ pub enum HealthEvent {
     FileRestored(String),
     /// Another file was put where the store's file was; holds what to do.
     FileReplaced(String),
+}
+
+/// The most logged-out logins the deny list keeps for one user at a time. Logging out
+/// past it ends every session of that user instead (their `ver` is bumped, and their
+/// entries go): the list is bounded by the number of users, whatever one of them does.
+pub const MAX_REVOKED_PER_USER: usize = 32;
+
+/// How often, at most, a logout also sweeps expired entries out of the whole deny list,
+/// seconds: the sweep reads the whole table, so it is not done on every logout.
+pub const REVOKED_SWEEP_INTERVAL: i64 = 60;
+
+/// What [`UserStore::revoke_token`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The login is on the deny list until it could no longer be valid.
+    Listed,
+    /// The user already had [`MAX_REVOKED_PER_USER`] logged-out logins listed: every
+    /// session of theirs was ended instead.
+    AllSessionsEnded,
 }
 
 /// Everything a store holds, read at one moment: what `latchkey store copy` moves

@@ -44,7 +44,7 @@
 
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -55,9 +55,9 @@ use postgres::{Client, IsolationLevel, Row, Transaction};
 use super::pool::{Pool, Target, describe};
 use super::{
     BackupError, BackupInfo, CreateError, Damage, DamagedRecord, Entry, Health, HealthEvent,
-    OpenError, RECOVERY_CODES_MAX, ReadError, Scan, SessionCache, SessionState, Snapshot,
-    TotpFactor, Unavailable, UpdateError, User, record, validate_hash, validate_name,
-    validate_role,
+    MAX_REVOKED_PER_USER, OpenError, RECOVERY_CODES_MAX, REVOKED_SWEEP_INTERVAL, ReadError,
+    Revocation, Scan, SessionCache, SessionState, Snapshot, TotpFactor, Unavailable, UpdateError,
+    User, record, validate_hash, validate_name, validate_role,
 };
 use crate::throttle::{Counter, Key, Limits};
 
@@ -153,6 +153,8 @@ struct Shared {
     /// The revoked tokens (id → exp), and their number without the lock.
     revoked: RwLock<HashMap<String, i64>>,
     revoked_count: AtomicUsize,
+    /// When a logout last swept expired entries out of the deny list, Unix seconds.
+    last_sweep: AtomicI64,
 }
 
 #[derive(Default)]
@@ -409,19 +411,6 @@ fn load_revoked(client: &mut Client, now: i64) -> Result<HashMap<String, i64>, p
         .collect()
 }
 
-fn load_revoked_tx(
-    tx: &mut Transaction<'_>,
-    now: i64,
-) -> Result<HashMap<String, i64>, postgres::Error> {
-    let rows = tx.query(
-        "SELECT id, exp FROM latchkey_revoked_tokens WHERE exp > $1",
-        &[&now],
-    )?;
-    rows.iter()
-        .map(|r| Ok((r.try_get(0)?, r.try_get(1)?)))
-        .collect()
-}
-
 fn retryable(e: &postgres::Error) -> bool {
     matches!(
         e.code(),
@@ -476,6 +465,7 @@ impl PgStore {
                 throttle_writes: AtomicU64::new(0),
                 revoked: RwLock::new(HashMap::new()),
                 revoked_count: AtomicUsize::new(0),
+                last_sweep: AtomicI64::new(0),
             }),
             flusher: Mutex::new(None),
             listener: Mutex::new(None),
@@ -484,23 +474,86 @@ impl PgStore {
         Ok(store)
     }
 
-    /// Revokes one token (logging out) until `exp`; every instance hears of it (a
-    /// `revoked` notification) and reloads its list. Expired entries are dropped in the
-    /// same transaction.
-    pub fn revoke_token(&self, id: &str, exp: i64) -> Result<(), UpdateError> {
+    /// Puts the login `key` of user `user_id` (it starts with `<user_id>/`) on the deny
+    /// list until `exp`, with the redb backend's rules: a user who already has
+    /// [`MAX_REVOKED_PER_USER`] live entries has every session ended instead (`ver`
+    /// bumped, their entries dropped), and at most every [`REVOKED_SWEEP_INTERVAL`]
+    /// seconds expired entries are dropped. The user's row is locked first, so two
+    /// instances' logouts of one user are counted one after the other. Every instance
+    /// hears of it (a `revoked` notification) and reads the list again.
+    pub fn revoke_token(
+        &self,
+        user_id: u64,
+        key: &str,
+        exp: i64,
+    ) -> Result<Revocation, UpdateError> {
         let now = now();
-        let kept = self.shared.write(false, |tx| -> Result<_, Fail<UpdateError>> {
-            tx.execute("DELETE FROM latchkey_revoked_tokens WHERE exp <= $1", &[&now])?;
-            tx.execute(
-                "INSERT INTO latchkey_revoked_tokens (id, exp) VALUES ($1, $2) \
-                 ON CONFLICT (id) DO UPDATE SET exp = greatest(latchkey_revoked_tokens.exp, EXCLUDED.exp)",
-                &[&id, &exp],
-            )?;
-            tx.execute("SELECT pg_notify($1, 'revoked')", &[&CHANNEL])?;
-            Ok(load_revoked_tx(tx, now)?)
-        })?;
-        self.shared.set_revoked(kept);
-        Ok(())
+        let prefix = format!("{user_id}/");
+        let sweep = self.shared.last_sweep.load(Ordering::Relaxed) + REVOKED_SWEEP_INTERVAL <= now;
+        let outcome = self
+            .shared
+            .write(true, |tx| -> Result<_, Fail<UpdateError>> {
+                let user = tx.query_opt(
+                    "SELECT 1 FROM latchkey_users WHERE id = $1 FOR UPDATE",
+                    &[&big(user_id)],
+                )?;
+                if sweep {
+                    tx.execute(
+                        "DELETE FROM latchkey_revoked_tokens WHERE exp <= $1",
+                        &[&now],
+                    )?;
+                }
+                let live: i64 = tx
+                    .query_one(
+                        "SELECT count(*) FROM latchkey_revoked_tokens \
+                     WHERE starts_with(id, $1) AND exp > $2",
+                        &[&prefix, &now],
+                    )?
+                    .try_get(0)?;
+                let over = usize::try_from(live).unwrap_or(usize::MAX) >= MAX_REVOKED_PER_USER;
+                let outcome = if over && user.is_some() {
+                    tx.execute(
+                        "UPDATE latchkey_users SET ver = ver + 1, updated = $2 WHERE id = $1",
+                        &[&big(user_id), &now],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM latchkey_revoked_tokens WHERE starts_with(id, $1)",
+                        &[&prefix],
+                    )?;
+                    Revocation::AllSessionsEnded
+                } else {
+                    tx.execute(
+                        "INSERT INTO latchkey_revoked_tokens (id, exp) VALUES ($1, $2) \
+                     ON CONFLICT (id) DO UPDATE \
+                     SET exp = greatest(latchkey_revoked_tokens.exp, EXCLUDED.exp)",
+                        &[&key, &exp],
+                    )?;
+                    Revocation::Listed
+                };
+                tx.execute("SELECT pg_notify($1, 'revoked')", &[&CHANNEL])?;
+                Ok(outcome)
+            })?;
+        if sweep {
+            self.shared.last_sweep.store(now, Ordering::Relaxed);
+        }
+        let mut revoked = self
+            .shared
+            .revoked
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        if sweep {
+            revoked.retain(|_, at| *at > now);
+        }
+        match outcome {
+            Revocation::AllSessionsEnded => revoked.retain(|k, _| !k.starts_with(&prefix)),
+            Revocation::Listed => {
+                revoked.insert(key.to_string(), exp);
+            }
+        }
+        self.shared
+            .revoked_count
+            .store(revoked.len(), Ordering::Release);
+        Ok(outcome)
     }
 
     /// Whether the token `id` was logged out of and could still be presented: from
@@ -595,6 +648,7 @@ impl PgStore {
             damage,
             // No file to lose: the database keeps its own.
             file_fault: None,
+            revoked_tokens: self.shared.revoked_count.load(Ordering::Acquire),
         }
     }
 
