@@ -14,6 +14,11 @@
 #                                   (opt-level 3/s/z x panic unwind/abort; rebuilds 6 times)
 #        benches/http.sh instructions   instructions per request under callgrind (repeatable
 #                                   on a noisy host), from a build with debug info
+#        benches/http.sh postgres   the PostgreSQL store (a release build with --features
+#                                   postgres in target/postgres, a throwaway PostgreSQL server
+#                                   started as the postgres user): /auth and /account against
+#                                   the floor, and logins/s with the redb and PostgreSQL stores
+#                                   (about 5 minutes)
 #
 # Everything runs on loopback with `wrk` (Debian package `wrk`). Each case is measured
 # REPS times (interleaved with the other cases of the same server) and the MEDIAN of
@@ -811,6 +816,145 @@ bench_instructions() {
     } | tee "${OUT%.md}-instructions.md"
 }
 
+
+# --- the PostgreSQL store -------------------------------------------------------------
+
+PG_ROOT=
+PG_BIN=
+PG_PORT=
+stop_pg() {
+    [ -n "$PG_ROOT" ] && runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_ROOT/data" -m immediate -w stop >/dev/null 2>&1 || true
+    [ -n "$PG_ROOT" ] && rm -rf "$PG_ROOT"
+    PG_ROOT=
+}
+
+start_pg() { # a throwaway server on a loopback port: PG_URL
+    PG_BIN=$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)
+    [ -x "$PG_BIN/initdb" ] || die "PostgreSQL's server binaries are missing (apt-get install postgresql)"
+    PG_ROOT=$(mktemp -d -t latchkey-bench-pg.XXXXXX)
+    chmod 755 "$PG_ROOT"
+    echo "bench-db-password" >"$PG_ROOT/pw"
+    chown -R postgres:postgres "$PG_ROOT"
+    runuser -u postgres -- "$PG_BIN/initdb" -D "$PG_ROOT/data" -U postgres --pwfile="$PG_ROOT/pw" \
+        --auth-local=trust --auth-host=scram-sha-256 -E UTF8 --locale=C >/dev/null
+    PG_PORT=$(free_port)
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$PG_ROOT/data" -l "$PG_ROOT/log" -w -o \
+        "-c listen_addresses=127.0.0.1 -p $PG_PORT -k $PG_ROOT" start >/dev/null
+    runuser -u postgres -- "$PG_BIN/psql" -h "$PG_ROOT" -p "$PG_PORT" -U postgres -qc "CREATE DATABASE bench" >/dev/null
+    PG_URL="postgres://postgres:bench-db-password@127.0.0.1:$PG_PORT/bench"
+}
+
+bench_postgres() {
+    local PGT=$ROOT/target/postgres
+    say "== building with --features postgres (in $PGT)"
+    cargo build --release --features postgres --target-dir "$PGT" --bin latchkey >&2
+    cargo build --release --locked --manifest-path benches/floor/Cargo.toml --target-dir target/floor >&2
+    BIN=$PGT/release/latchkey
+    start_pg
+    trap 'stop_pg; cleanup' EXIT
+    mkdir -p "$DATA"
+    "$BIN" key generate "$DATA/secret.key" >&2
+    echo "$PASSWORD" | "$BIN" user add bench --store "$PG_URL" >&2
+    echo "$PASSWORD" | "$BIN" user add bench --data-dir "$DATA" >&2
+    # The same binary on each store, so only the store differs.
+    start_lk_store() { # STORE(redb|pg)
+        LK_PORT=$(free_port)
+        LK_URL=http://127.0.0.1:$LK_PORT
+        if [ "$1" = pg ]; then
+            LATCHKEY_WORKERS=$WORKERS LATCHKEY_LOG=off LATCHKEY_STORE=$PG_URL \
+                "$BIN" serve --data-dir "$DATA/pg" --key-file "$DATA/secret.key" --listen "127.0.0.1:$LK_PORT" 2>/dev/null &
+        else
+            LATCHKEY_WORKERS=$WORKERS LATCHKEY_LOG=off \
+                "$BIN" serve --data-dir "$DATA" --key-file "$DATA/secret.key" --listen "127.0.0.1:$LK_PORT" 2>/dev/null &
+        fi
+        LK_PID=$!
+        PIDS+=("$LK_PID")
+        wait_http "$LK_URL/healthz"
+        sleep 0.5
+    }
+    start_lk_store pg
+    local reply
+    reply=$(curl -s -X POST -H 'Content-Type: application/json' \
+        -d "{\"username\":\"bench\",\"password\":\"$PASSWORD\"}" "$LK_URL/api/login")
+    TOKEN=$(sed -n 's/.*"token":"\([^"]*\)".*/\1/p' <<<"$reply")
+    [ -n "$TOKEN" ] || die "login failed: $reply"
+    CSRF=$(curl -s -o /dev/null -D - -H "Cookie: token=$TOKEN" "$LK_URL/account" |
+        sed -n 's/^Set-Cookie: csrf=\([^;]*\);.*/\1/Ip' | tr -d '\r')
+    COOKIE="token=$TOKEN; csrf=$CSRF"
+    expect_status 200 "$LK_URL/auth" -H "Cookie: $COOKIE"
+    expect_status 200 "$LK_URL/account" -H "Cookie: $COOKIE"
+    start_bare "$WORKERS" stock
+    CASE_PID[pg.auth]=$LK_PID
+    CASE_PID[pg.account]=$LK_PID
+    CASE_PID[bare]=$BARE_PID
+    CASE_PID[bare.cookie]=$BARE_PID
+    local PG_CASES=(
+        "bare $BARE_URL/"
+        "bare.cookie $BARE_URL/ -H 'Cookie: $COOKIE'"
+        "pg.auth $LK_URL/auth -H 'Cookie: $COOKIE'"
+        "pg.account $LK_URL/account -H 'Cookie: $COOKIE'"
+    )
+    say "== latchkey on PostgreSQL and the floor, $WORKERS workers"
+    # How many transactions the runs cost the database: the memo means none per request.
+    xacts() {
+        sleep 1.5 # the statistics reach pg_stat_database within a second
+        runuser -u postgres -- "$PG_BIN/psql" -h "$PG_ROOT" -p "$PG_PORT" -U postgres -d bench -Atc \
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = 'bench'"
+    }
+    local x0 x1 served
+    x0=$(xacts)
+    measure_cases PG_CASES
+    x1=$(xacts)
+    served=$(awk -F'\t' '$1 ~ /^pg\./ { n += 0 } END { print n }' "$RESULTS")
+    local calls=$((x1 - x0 - 1))
+    stop "$BARE_PID"
+    write_login_lua
+    local store rep out
+    for store in pg redb; do
+        [ "$store" = pg ] || { stop "$LK_PID"; start_lk_store redb; }
+        SERVER_PIDS=("$LK_PID")
+        expect_status 200 "$LK_URL/api/login" -X POST -H 'Content-Type: application/json' \
+            -d "{\"username\":\"bench\",\"password\":\"$PASSWORD\"}"
+        for rep in $(seq 1 "$REPS"); do
+            wait_quiet
+            out=$(wrk -t1 -c1 -d"$LOGIN_DURATION" --latency -s "$TMP/login.lua" "$LK_URL/api/login")
+            read -r rps p50 p99 bad n < <(parse_wrk <<<"$out")
+            printf 'login.%s\t%s\t%s\t%s\t%s\t-\t-\n' "$store" "$rps" "$p50" "$p99" "$bad" >>"$RESULTS"
+            say "  login.$store: $rps logins/s, p50 $p50 ms, p99 $p99 ms ($(grep LOGINS <<<"$out"))"
+        done
+    done
+    stop "$LK_PID"
+    {
+        echo "The PostgreSQL store (release build with --features postgres; a local PostgreSQL $(basename "$(dirname "$PG_BIN")"),"
+        echo "on the same machine, over loopback TCP with scram passwords); wrk -t$THREADS -c$CONNS -d$DURATION,"
+        echo "median of $REPS interleaved runs; $WORKERS workers:"
+        echo
+        echo "| case | req/s | p50 ms | p99 ms | server CPU µs/req |"
+        echo "|---|---|---|---|---|"
+        local k
+        for k in bare bare.cookie pg.auth pg.account; do
+            printf '| %s | %.0f | %s | %s | %s |\n' "$k" "$(median "$k" 2)" "$(median "$k" 3)" "$(median "$k" 4)" "$(median "$k" 7)"
+        done
+        echo
+        echo "| ratio | median (best) | target |"
+        echo "|---|---|---|"
+        echo "| latchkey /auth on PostgreSQL / floor | $(ratio pg.auth bare) ($(ratio pg.auth bare 2 best)) | >= 0.90 |"
+        echo "| latchkey /account on PostgreSQL / floor | $(ratio pg.account bare) ($(ratio pg.account bare 2 best)) | >= 0.80 |"
+        echo
+        echo "Transactions of the database during all the /auth and /account runs above (the psql that"
+        echo "reads the count excluded): $calls."
+        echo
+        echo "| logins (POST /api/login, one client back to back, argon2id defaults) | logins/s | p50 ms | p99 ms |"
+        echo "|---|---|---|---|"
+        for k in redb pg; do
+            echo "| $k store | $(median "login.$k" 2) | $(median "login.$k" 3) | $(median "login.$k" 4) |"
+        done
+        echo
+        echo "Release binary with --features postgres (stripped): $(stat -c %s "$BIN") bytes."
+    } | tee "${OUT%.md}-postgres.md"
+    stop_pg
+}
+
 # --- main ----------------------------------------------------------------------------
 
 mkdir -p "$(dirname "$OUT")"
@@ -818,6 +962,7 @@ declare -A IDLE PEAK AFTER CASE_PID IDLEC
 case $MODE in
     profiles) bench_profiles; exit 0 ;;
     instructions) bench_instructions; exit 0 ;;
+    postgres) bench_postgres; exit 0 ;;
     idle) build; bench_idle; report_idle | tee "${OUT%.md}-idle.md"; exit 0 ;;
     floor)
         build
@@ -828,7 +973,7 @@ case $MODE in
         exit 0
         ;;
     all) ;;
-    *) die "usage: benches/http.sh [floor | idle | profiles | instructions]" ;;
+    *) die "usage: benches/http.sh [floor | idle | profiles | instructions | postgres]" ;;
 esac
 build
 say "== setting up: user store, API login"

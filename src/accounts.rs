@@ -536,7 +536,7 @@ impl Accounts {
         attempt: &Attempt<'_>,
     ) -> Result<PasswordLogin, LoginError> {
         let keys = throttle_keys(attempt.name, attempt.client);
-        if let Some(retry) = self.throttle.retry_after(&keys, attempt.now) {
+        if let Some(retry) = self.throttled(store, &keys, attempt.now) {
             return Err(LoginError::Throttled(retry));
         }
         let Some(_place) = self.hashing.try_enter() else {
@@ -559,14 +559,52 @@ impl Accounts {
                 if self.totp.asks_code(&user) {
                     return Ok(PasswordLogin::NeedsCode(user));
                 }
-                self.throttle.reset(&keys[0]);
+                self.forget_failures(store, &keys[0]);
                 Ok(PasswordLogin::Done(user))
             }
             _ => {
-                self.throttle.failure(&keys, attempt.now);
+                self.count_failure(store, &keys, attempt.now);
                 Err(LoginError::Wrong)
             }
         }
+    }
+
+    /// Seconds until any of `keys` may try again. A shared store (PostgreSQL) keeps the
+    /// counters, so that N instances do not give N times the attempts; otherwise they
+    /// are counted in memory here. A shared store that cannot be read throttles nothing
+    /// (logged): the attempt needs the store anyway and fails there.
+    fn throttled(&self, store: &UserStore, keys: &[Key], now: i64) -> Option<u64> {
+        if !self.shares_throttle(store) {
+            return self.throttle.retry_after(keys, now);
+        }
+        store.throttle_retry_after(keys, now).unwrap_or_else(|e| {
+            crate::log::debug(&format!("failed-login counters: {e}"));
+            None
+        })
+    }
+
+    /// Counts a failed attempt against `keys` (in the shared store when there is one;
+    /// a failure to count there is logged).
+    fn count_failure(&self, store: &UserStore, keys: &[Key], now: i64) {
+        if !self.shares_throttle(store) {
+            return self.throttle.failure(keys, now);
+        }
+        if let Err(e) = store.throttle_failure(keys, now, self.throttle.limits()) {
+            crate::log::error(&format!("a failed login could not be counted: {e}"));
+        }
+    }
+
+    /// Forgets `key`'s failures after a complete login (best effort in a shared store: a
+    /// counter left behind only expires later).
+    fn forget_failures(&self, store: &UserStore, key: &Key) {
+        if !self.shares_throttle(store) {
+            return self.throttle.reset(key);
+        }
+        let _ = store.throttle_reset(key);
+    }
+
+    fn shares_throttle(&self, store: &UserStore) -> bool {
+        store.is_shared() && self.throttle.limits().max_failures > 0
     }
 
     /// Whether a visitor may register now: sign-up is open, or the store is empty (the
@@ -595,7 +633,9 @@ impl Accounts {
         }
         check_new(&account)?;
         let claim = self.setup.claim(new.setup_code)?;
-        let user = self.create(store, &account)?;
+        // Only while the store is still empty, decided in the store's transaction: two
+        // instances sharing a store cannot both make a first administrator.
+        let user = self.create_as(store, &account, true)?;
         claim.spend();
         Ok(user)
     }
@@ -604,6 +644,15 @@ impl Accounts {
     /// takes a place under the hashing limit. Once a user exists the setup code is
     /// retired, however the user came to be.
     pub fn create(&self, store: &UserStore, new: &NewUser<'_>) -> Result<User, CreateError> {
+        self.create_as(store, new, false)
+    }
+
+    fn create_as(
+        &self,
+        store: &UserStore,
+        new: &NewUser<'_>,
+        first: bool,
+    ) -> Result<User, CreateError> {
         let name = check_new(new)?;
         let Some(_place) = self.hashing.try_enter() else {
             return Err(CreateError::Busy);
@@ -612,12 +661,22 @@ impl Accounts {
             .passwords
             .hash(new.password)
             .map_err(CreateError::Password)?;
-        match store.create(&name, new.role, &hash) {
+        let made = if first {
+            store.create_first(&name, new.role, &hash)
+        } else {
+            store.create(&name, new.role, &hash)
+        };
+        match made {
             Ok(user) => {
                 self.setup.retire();
+                if store.is_shared() {
+                    let _ = store.forget_setup_code();
+                }
                 Ok(user)
             }
             Err(store::CreateError::NameTaken(_)) => Err(CreateError::Taken),
+            // Another instance made the first account meanwhile.
+            Err(store::CreateError::NotFirst) => Err(CreateError::Closed),
             Err(store::CreateError::Invalid(e @ Invalid::Name(_))) => {
                 Err(CreateError::Name(e.into()))
             }
@@ -676,12 +735,12 @@ impl Accounts {
             return Err(CodeLoginError::Stale);
         }
         let keys = throttle_keys(&user.name, attempt.client);
-        if let Some(retry) = self.throttle.retry_after(&keys, attempt.now) {
+        if let Some(retry) = self.throttled(store, &keys, attempt.now) {
             return Err(CodeLoginError::Throttled(retry));
         }
         match self.check_code(store, &user, attempt.code, &keys, attempt.now) {
             Ok(done) => {
-                self.throttle.reset(&keys[0]);
+                self.forget_failures(store, &keys[0]);
                 Ok(done)
             }
             Err(Refusal::Code(e)) => Err(CodeLoginError::Code(e)),
@@ -708,7 +767,7 @@ impl Accounts {
             return Err(Refusal::Gone);
         };
         let fail = |refusal: Refusal| {
-            self.throttle.failure(keys, now);
+            self.count_failure(store, keys, now);
             Err(refusal)
         };
         if totp::is_recovery_code(code) {
@@ -802,14 +861,14 @@ impl Accounts {
             return Err(TotpError::NotStarted);
         };
         let keys = throttle_keys(&user.name, client);
-        if let Some(retry) = self.throttle.retry_after(&keys, now) {
+        if let Some(retry) = self.throttled(store, &keys, now) {
             return Err(TotpError::Throttled(retry));
         }
         let step = match totp::verify(pending, code, now, 0) {
             Ok(step) => step,
             Err(e @ CodeError::NotACode) => return Err(TotpError::Code(e)),
             Err(e) => {
-                self.throttle.failure(&keys, now);
+                self.count_failure(store, &keys, now);
                 return Err(TotpError::Code(e));
             }
         };
@@ -842,7 +901,7 @@ impl Accounts {
             return Err(TotpError::NotOn);
         }
         let keys = throttle_keys(&user.name, current.client);
-        if let Some(retry) = self.throttle.retry_after(&keys, current.now) {
+        if let Some(retry) = self.throttled(store, &keys, current.now) {
             return Err(TotpError::Throttled(retry));
         }
         match self.check_code(store, &user, code, &keys, current.now) {
@@ -852,7 +911,7 @@ impl Accounts {
             Err(Refusal::Gone) => return Err(TotpError::NotOn),
             Err(Refusal::Store(e)) => return Err(TotpError::Store(e)),
         }
-        self.throttle.reset(&keys[0]);
+        self.forget_failures(store, &keys[0]);
         store.reset_totp(user.id).map_err(TotpError::from_update)
     }
 
@@ -1293,15 +1352,31 @@ impl SetupCode {
             .ok()
             .map(|t| t.trim().to_string())
             .filter(|t| well_formed_code(t));
-        let code = match kept {
+        let mut code = match kept {
             Some(code) => code,
-            None => {
-                let code = new_setup_code()?;
-                write_private(&path, &format!("{code}\n"))
-                    .map_err(|e| SetupError::File(path.clone(), e))?;
-                code
-            }
+            None => new_setup_code()?,
         };
+        if store.is_shared() {
+            // Several instances share the store: the first to start keeps its code in
+            // it, and every instance uses that one (each writes it to its own file).
+            match store
+                .shared_setup_code(&code)
+                .map_err(|e| SetupError::Store(e.into()))?
+            {
+                Some(shared) => code = shared,
+                None => {
+                    remove_file(&path)?;
+                    return Ok(SetupCode::none());
+                }
+            }
+        }
+        let on_file = std::fs::read_to_string(&path)
+            .ok()
+            .map(|t| t.trim().to_string());
+        if on_file.as_deref() != Some(code.as_str()) {
+            write_private(&path, &format!("{code}\n"))
+                .map_err(|e| SetupError::File(path.clone(), e))?;
+        }
         Ok(SetupCode {
             path: Some(path),
             code: Mutex::new(Some(code)),

@@ -136,7 +136,13 @@ pub enum Visitor<'b> {
         /// An administrator reset the password and the user must choose a new one
         /// before anything else (known only where the store is).
         must_change: bool,
-        /// Whether the user has a second factor; `None` where there is no store to ask.
+        /// Whether the store vouched for the token. False when the store could not be
+        /// read (a PostgreSQL server away, a store file that cannot be opened): the token
+        /// was taken on its signature alone, as a verify-only instance takes it, and is
+        /// never slid (a revocation made meanwhile cannot be seen).
+        checked: bool,
+        /// Whether the user has a second factor; `None` where there is no store to ask
+        /// (also while the store cannot be read).
         second_factor: Option<bool>,
         /// The login logging out revokes (see [`LoginKey`]).
         login: LoginKey,
@@ -194,6 +200,15 @@ impl<'b> Visitor<'b> {
             Visitor::User { .. } => None,
         }
     }
+}
+
+/// A token that verified, as [`Auth::identify`] builds its visitor from it.
+struct Checked<'b> {
+    claims: Claims<'b>,
+    stale: bool,
+    must_change: bool,
+    checked: bool,
+    second_factor: Option<bool>,
 }
 
 /// What a valid `login_step` cookie says: this user's password was accepted.
@@ -339,7 +354,7 @@ impl Auth {
                 let mut users_differ = false;
                 for (token, source) in self.tokens(req) {
                     match self.check(token, now, &mut *buf)? {
-                        Ok((claims, ..)) => match first {
+                        Ok(Checked { claims, .. }) => match first {
                             None => first = Some(((token, source), claims.user_id)),
                             Some((_, user)) => users_differ |= user != claims.user_id,
                         },
@@ -364,12 +379,19 @@ impl Auth {
         };
         if let Some((token, source)) = chosen {
             return Ok(match self.check(token, now, buf)? {
-                Ok((claims, stale, must_change, second_factor)) => Visitor::User {
+                Ok(Checked {
+                    claims,
+                    stale,
+                    must_change,
+                    checked,
+                    second_factor,
+                }) => Visitor::User {
                     login: LoginKey::of(&claims),
                     claims,
                     source,
                     stale,
                     must_change,
+                    checked,
                     second_factor,
                 },
                 Err(class) => {
@@ -391,13 +413,12 @@ impl Auth {
     /// claims (with the store's current name and role), whether they differ from the
     /// token's, whether the user must change the password, and whether they have a
     /// second factor (`None` without a store); or the class of the refusal.
-    #[allow(clippy::type_complexity)]
     fn check<'b>(
         &self,
         token: &str,
         now: i64,
         buf: &'b mut TokenBuf,
-    ) -> Result<Result<(Claims<'b>, bool, bool, Option<bool>), ErrorClass>, StoreError> {
+    ) -> Result<Result<Checked<'b>, ErrorClass>, StoreError> {
         let mut claims = match self.verifier.verify(token, buf) {
             Ok(claims) => claims,
             Err(e) => return Ok(Err(e.class())),
@@ -413,18 +434,30 @@ impl Auth {
         let mut must_change = false;
         let mut second_factor = None;
         if let Some(store) = &self.store {
+            // A token logged out of is refused like a revoked one, here where the store
+            // is (verify-only instances cannot know); also while the store cannot be
+            // read, from the list this instance holds.
+            if store.is_token_revoked(LoginKey::of(&claims).as_str(), now) {
+                return Ok(Err(TokenError::Revoked.class()));
+            }
             let mut sessions = self.sessions.0.borrow_mut();
             let state = match store.session_state_cached(claims.user_id, &mut sessions) {
                 Ok(state) => state,
                 // A damaged record cannot vouch for the token: refused like a revoked one.
                 Err(ReadError::DamagedRecord(_)) => None,
-                Err(e) => return Err(e.into()),
+                // The store cannot be read right now: the token is taken on its signature
+                // alone, as a verify-only instance takes it (never slid), so verification
+                // goes on while the store is away.
+                Err(ReadError::Unavailable(_)) => {
+                    return Ok(Ok(Checked {
+                        claims,
+                        stale: false,
+                        must_change: false,
+                        checked: false,
+                        second_factor: None,
+                    }));
+                }
             };
-            // A token logged out of is refused like a revoked one, here where the store
-            // is (verify-only instances cannot know).
-            if store.is_token_revoked(LoginKey::of(&claims).as_str(), now) {
-                return Ok(Err(TokenError::Revoked.class()));
-            }
             match state {
                 Some(state) if !state.locked && state.ver == claims.ver => {
                     must_change = state.must_change_password;
@@ -438,7 +471,13 @@ impl Auth {
                 _ => return Ok(Err(TokenError::Revoked.class())),
             }
         }
-        Ok(Ok((claims, stale, must_change, second_factor)))
+        Ok(Ok(Checked {
+            claims,
+            stale,
+            must_change,
+            checked: true,
+            second_factor,
+        }))
     }
 
     /// Fresh claims for `user`, who has just logged in the way `amr` says ([`Amr::PWD`],
@@ -481,6 +520,7 @@ impl Auth {
                     claims,
                     source: Source::Cookie,
                     stale,
+                    checked: true,
                     ..
                 },
             ) if self.store.is_some() => self.slide(claims, *stale, now).map(|fresh| {

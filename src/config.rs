@@ -92,6 +92,10 @@ pub struct Config {
     pub listen: String,
     /// Directory holding `users.redb` and the generated `secret.key`.
     pub data_dir: PathBuf,
+    /// The PostgreSQL store's URL; `None`: `users.redb` in `data_dir`.
+    pub store: Option<StoreUrl>,
+    /// The file holding the PostgreSQL password.
+    pub store_password_file: Option<PathBuf>,
     /// Key files; the first signs, all verify. Empty: `secret.key` in the data dir.
     pub key_files: Vec<PathBuf>,
     /// Worker threads.
@@ -154,6 +158,24 @@ pub struct Config {
     pub totp: TotpMode,
     /// Roles whose users must have a second factor even when `totp` is `optional`.
     pub totp_required_roles: Vec<String>,
+}
+
+/// The `store` setting's URL. It may carry a password, so its `Debug` shows it with the
+/// password replaced by `***` (a configuration printed for debugging never leaks it).
+#[derive(Clone, PartialEq, Eq)]
+pub struct StoreUrl(String);
+
+impl StoreUrl {
+    /// The URL as given (password included: hand it only to the store).
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for StoreUrl {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&crate::store::redact(&self.0))
+    }
 }
 
 /// How a setting's value is written: decides how an environment variable is read (lists
@@ -340,6 +362,33 @@ pub const SETTINGS: &[Setting] = &[
         Derived { doc: "`./latchkey-data`, or `$STATE_DIRECTORY`", value: default_data_dir },
         "holds `users.redb`, the generated `secret.key` and the other files the server keeps",
         |c, v, s| c.data_dir = PathBuf::from(s.text(v)?)),
+    setting!(
+        "store",
+        flag "store",
+        Text,
+        Unset,
+        "where users are kept: absent, `users.redb` in `data_dir`; a `postgres://user@host/db?sslmode=verify-full` URL, a PostgreSQL database every instance shares (a build with the `postgres` feature; see [Scaling out](#scaling-out))",
+        |c, v, s| {
+            let url = s.text(v)?;
+            if url.trim().is_empty() {
+                c.store = None;
+            } else if !crate::store::is_postgres_url(&url) {
+                return Err(s.bad("must be a postgres:// URL (leave it unset for users.redb in data_dir)"));
+            } else {
+                c.store = Some(StoreUrl(url.trim().to_string()));
+            }
+        }
+    ),
+    setting!(
+        "store_password_file",
+        Path,
+        Unset,
+        "a file whose first line is the PostgreSQL password, instead of one in the `store` URL",
+        |c, v, s| {
+            let path = s.text(v)?;
+            c.store_password_file = (!path.is_empty()).then(|| PathBuf::from(path));
+        }
+    ),
     setting!(
         "key_files",
         ["key_file"],
@@ -802,9 +851,26 @@ impl Config {
         }
     }
 
-    /// The user store file.
+    /// The user store file (of the embedded store).
     pub fn store_path(&self) -> PathBuf {
         self.data_dir.join("users.redb")
+    }
+
+    /// Where the user store is: the `store` URL, else `users.redb` in the data dir.
+    pub fn store_location(&self) -> crate::store::Location {
+        match &self.store {
+            Some(url) => crate::store::Location::Postgres {
+                url: url.0.clone(),
+                password_file: self.store_password_file.clone(),
+            },
+            None => crate::store::Location::File(self.store_path()),
+        }
+    }
+
+    /// The PostgreSQL pool's bound: one connection per worker, and three for the control
+    /// socket, the login flusher and `/healthz` beside them.
+    pub fn store_pool_size(&self) -> usize {
+        self.workers + 3
     }
 }
 
@@ -1126,6 +1192,28 @@ impl std::error::Error for ConfigError {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_store_url_is_checked_and_its_password_never_debug_printed() {
+        let env = Env::default();
+        let flags = [(
+            "store",
+            Value::Text("postgres://app:s3cret@db.example.org/latchkey".into()),
+        )];
+        let config = Config::load(None, &env, &flags).expect("a postgres URL");
+        assert!(!format!("{config:?}").contains("s3cret"));
+        assert!(format!("{config:?}").contains("postgres://app:***@db.example.org"));
+        assert!(config.store_location().is_postgres());
+        let bad = [("store", Value::Text("mysql://app:s3cret@db/x".into()))];
+        let err = Config::load(None, &env, &bad).expect_err("not postgres");
+        assert!(!err.to_string().contains("s3cret"), "{err}");
+        assert!(
+            !Config::load(None, &env, &[])
+                .expect("default")
+                .store_location()
+                .is_postgres()
+        );
+    }
 
     fn write_temp(text: &str) -> PathBuf {
         let dir = std::env::temp_dir().join(format!(

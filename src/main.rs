@@ -9,7 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-/// A small, fast login server: stateless HS256 token cookies, users in redb.
+/// A small, fast login server: stateless HS256 token cookies, users in redb or PostgreSQL.
 #[derive(Parser)]
 #[command(name = "latchkey", version, about, propagate_version = true)]
 struct Cli {
@@ -28,6 +28,9 @@ enum Command {
     Backup(cmd::backup::BackupArgs),
     /// Check a copy and put it in place as the user store (the server must be stopped).
     Restore(cmd::backup::RestoreArgs),
+    /// Copy every user between stores (redb file or PostgreSQL URL).
+    #[command(subcommand)]
+    Store(cmd::store::StoreCommand),
     /// Manage signing keys.
     #[command(subcommand)]
     Key(cmd::token::KeyCommand),
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::User(command) => cmd::user::run(command),
         Command::Backup(args) => cmd::backup::backup(args),
         Command::Restore(args) => cmd::backup::restore(args),
+        Command::Store(command) => cmd::store::run(command),
         Command::Key(command) => cmd::token::run_key(command),
         Command::Token(command) => cmd::token::run_token(command),
     }

@@ -1160,12 +1160,16 @@ fn account(ctx: &Ctx) -> Answer {
     let claims = ctx.require_user()?;
     // The cookie this answer slides forward, if it does, is the one that counts.
     let exp = match ctx.visitor {
-        Visitor::User { stale, .. } => ctx
+        Visitor::User {
+            stale,
+            checked: true,
+            ..
+        } => ctx
             .app
             .auth
             .slide(claims, *stale, ctx.now)
             .map_or(claims.exp, |fresh| fresh.exp),
-        Visitor::Anonymous { .. } => claims.exp,
+        _ => claims.exp,
     };
     let totp = match ctx.store() {
         Some(_) if ctx.accounts().totp_policy().enabled() => {

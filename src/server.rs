@@ -30,7 +30,7 @@ use crate::metrics::Metrics;
 use crate::pages;
 use crate::password::Passwords;
 use crate::routes::{self, App, Outcome, Shared};
-use crate::store::{HealthEvent, OpenError, StoreError, UserStore};
+use crate::store::{HealthEvent, OpenError, StoreError};
 use crate::throttle::Limits;
 use crate::token::{Clock, Validation, Verifier};
 use crate::wire::{self, DateCache, FixedHead, Version};
@@ -125,26 +125,45 @@ pub fn prepare(config: Config) -> Result<Prepared, ServeError> {
 /// missing: the deliberate switch to a new key.
 pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, ServeError> {
     // The key the store remembers, read through an inspection first: a start refused for
-    // its key (or for a damaged store) leaves the store file exactly as it was.
-    let path = config.store_path();
-    let remembered = if config.verify_only || !path.exists() {
+    // its key (or for a damaged store) leaves the store exactly as it was.
+    let location = config.store_location();
+    let remembered = if config.verify_only {
         None
     } else {
-        UserStore::inspect(&path)
-            .map_err(|e| ServeError::Store(e.into()))?
-            .served_kid()
-            .map_err(|e| ServeError::Store(e.into()))?
+        match location.inspect() {
+            Ok(store) => store
+                .served_kid()
+                .map_err(|e| ServeError::Store(e.into()))?,
+            Err(OpenError::Missing(_)) => None,
+            Err(e) => return Err(ServeError::Store(e.into())),
+        }
     };
     let (ring, continuity) = load_keys(&config, remembered.as_deref(), replace_key)?;
     let store = if config.verify_only {
         None
     } else {
         make_dir(&config.data_dir)?;
-        let store = UserStore::open(&path).map_err(|e| ServeError::Store(e.into()))?;
+        let store = location
+            .open(config.store_pool_size())
+            .map_err(|e| ServeError::Store(e.into()))?;
         if continuity.changes() {
             store
                 .remember_kid(ring.primary().kid())
                 .map_err(|e| ServeError::Store(e.into()))?;
+        }
+        if store.is_shared() {
+            log::info(&format!(
+                "user store: {} (shared; at most {} connections)",
+                location.display(),
+                config.store_pool_size()
+            ));
+            // Other instances' changes are heard from the first request on.
+            if !store.listen(Duration::from_secs(2)) {
+                log::error(
+                    "user store: not listening for other instances' changes yet; every \
+                     request reads the database until the notification connection is up",
+                );
+            }
         }
         Some(Arc::new(store))
     };
@@ -236,19 +255,20 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
 pub fn check(config: &Config, replace_key: bool) -> Result<Vec<String>, ServeError> {
     let mut notes = Vec::new();
     let files = config.effective_key_files();
-    let path = config.store_path();
-    let store = if config.verify_only || !path.exists() {
-        if !config.verify_only {
-            notes.push(format!("{} will be created on first start", path.display()));
-        }
+    let location = config.store_location();
+    let path = location.display();
+    let store = if config.verify_only {
         None
     } else {
-        match UserStore::inspect(&path) {
+        match location.inspect() {
             Ok(store) => Some(store),
+            Err(OpenError::Missing(_)) => {
+                notes.push(format!("{path} will be created on first start"));
+                None
+            }
             Err(OpenError::Busy(_)) => {
                 notes.push(format!(
-                    "{} is in use by a running server, so its records and its key were not checked",
-                    path.display()
+                    "{path} is in use by a running server, so its records and its key were not checked"
                 ));
                 None
             }
@@ -299,7 +319,7 @@ pub fn check(config: &Config, replace_key: bool) -> Result<Vec<String>, ServeErr
     if let Some(store) = &store {
         let scan = store.scan().map_err(|e| ServeError::Store(e.into()))?;
         let users = scan.verdict().map_err(ServeError::Store)?;
-        notes.push(format!("{} holds {users} users", path.display()));
+        notes.push(format!("{path} holds {users} users"));
     }
     Ok(notes)
 }
@@ -333,6 +353,14 @@ fn log_store_event(event: &HealthEvent) {
         HealthEvent::ReopenFailed(why) => log::info(&format!(
             "user store: cannot open the file again: {why}; retrying with back-off"
         )),
+        HealthEvent::NotificationsFailing(why) => log::error(&format!(
+            "user store: the notification connection is down: {why}; other instances' \
+             changes are not heard, so every request reads the database until it is back \
+             (reconnecting by itself)"
+        )),
+        HealthEvent::NotificationsWork => {
+            log::info("user store: listening for other instances' changes")
+        }
         HealthEvent::FileRestored(path) => log::error(&format!(
             "user store: {path} was deleted under the running server; it was written back \
              from the server's open copy, and no user was lost"

@@ -23,11 +23,56 @@ pub struct Limits {
     pub capacity: usize,
 }
 
-#[derive(Debug, Clone, Copy)]
-struct Entry {
-    window_start: i64,
-    failures: u32,
-    locked_until: i64,
+/// One key's failures: the window they are counted in and the lockout, if any. The
+/// same rule ([`Counter::fail`]) counts in memory here and in a shared store (the
+/// PostgreSQL store keeps one row per key, so N instances do not give N times the
+/// attempts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Counter {
+    /// Unix seconds when the current counting window started.
+    pub window_start: i64,
+    /// Failures in the current window.
+    pub failures: u32,
+    /// Unix seconds until which the key is locked out (0: not locked).
+    pub locked_until: i64,
+}
+
+impl Counter {
+    /// The counter after one more failure at `now` (`None`: the key had none): a window
+    /// older than `limits.window` starts over; reaching `limits.max_failures` locks the
+    /// key for `limits.lockout` seconds and starts a new window.
+    pub fn fail(previous: Option<Counter>, now: i64, limits: &Limits) -> Counter {
+        let mut entry = previous.unwrap_or(Counter {
+            window_start: now,
+            failures: 0,
+            locked_until: 0,
+        });
+        if now - entry.window_start >= limits.window as i64 {
+            entry.window_start = now;
+            entry.failures = 0;
+        }
+        entry.failures += 1;
+        if entry.failures >= limits.max_failures {
+            entry.locked_until = now + limits.lockout as i64;
+            entry.failures = 0;
+            entry.window_start = now;
+        }
+        entry
+    }
+}
+
+type Entry = Counter;
+
+impl Key {
+    /// The key as one string (`name:alice`, `addr:192.0.2.1`, `client:unknown`), as a
+    /// shared store keeps it.
+    pub fn as_text(&self) -> String {
+        match self {
+            Key::Name(name) => format!("name:{name}"),
+            Key::Addr(addr) => format!("addr:{addr}"),
+            Key::Client(client) => format!("client:{client}"),
+        }
+    }
 }
 
 /// What is being throttled.
@@ -80,21 +125,8 @@ impl Throttle {
             if !table.contains_key(key) && table.len() >= self.limits.capacity {
                 self.make_room(&mut table, now);
             }
-            let entry = table.entry(key.clone()).or_insert(Entry {
-                window_start: now,
-                failures: 0,
-                locked_until: 0,
-            });
-            if now - entry.window_start >= self.limits.window as i64 {
-                entry.window_start = now;
-                entry.failures = 0;
-            }
-            entry.failures += 1;
-            if entry.failures >= self.limits.max_failures {
-                entry.locked_until = now + self.limits.lockout as i64;
-                entry.failures = 0;
-                entry.window_start = now;
-            }
+            let next = Counter::fail(table.get(key).copied(), now, &self.limits);
+            table.insert(key.clone(), next);
         }
     }
 
@@ -102,6 +134,11 @@ impl Throttle {
     pub fn reset(&self, key: &Key) {
         let mut table = self.table.lock().unwrap_or_else(|p| p.into_inner());
         table.remove(key);
+    }
+
+    /// The limits in force.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
     }
 
     /// Number of keys remembered.

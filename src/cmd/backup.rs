@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use latchkey::control;
-use latchkey::store::{self, OpenError, UserStore};
+use latchkey::store::{self, OpenError};
 
 use super::user::{StoreArgs, missing_store};
 
@@ -45,8 +45,8 @@ pub struct RestoreArgs {
 /// A running server makes the copy itself, from one read snapshot, and sends it through
 /// its control socket; otherwise the store is inspected here.
 pub fn backup(args: BackupArgs) -> ExitCode {
-    let (dir, file) = match (args.store.dir(), args.store.store_file()) {
-        (Ok(dir), Ok(file)) => (dir, file),
+    let (dir, location) = match (args.store.dir(), args.store.location()) {
+        (Ok(dir), Ok(location)) => (dir, location),
         (Err(e), _) | (_, Err(e)) => return super::fail(e),
     };
     match control::connect(&dir) {
@@ -54,7 +54,10 @@ pub fn backup(args: BackupArgs) -> ExitCode {
         Ok(None) => {}
         Err(e) => return super::fail(e),
     }
-    let db = match UserStore::inspect(&file) {
+    // A PostgreSQL store is read in one snapshot beside the running servers; the copy is
+    // a redb file in the embedded format.
+    let file = PathBuf::from(location.display());
+    let db = match location.inspect() {
         Ok(db) => db,
         Err(OpenError::Busy(path)) => {
             return super::fail(format!(
@@ -117,6 +120,16 @@ pub fn restore(args: RestoreArgs) -> ExitCode {
         (Ok(dir), Ok(target)) => (dir, target),
         (Err(e), _) | (_, Err(e)) => return super::fail(e),
     };
+    if let Ok(location) = args.store.location()
+        && location.is_postgres()
+    {
+        return super::fail(format!(
+            "the store is {}: restore a backup into it with `latchkey store copy --from {} \
+             --to URL --force` (the servers may keep running)",
+            location.display(),
+            args.file.display()
+        ));
+    }
     match control::connect(&dir) {
         Ok(None) => {}
         Ok(Some(_)) => {

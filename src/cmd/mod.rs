@@ -2,6 +2,7 @@
 
 pub mod backup;
 pub mod serve;
+pub mod store;
 pub mod token;
 pub mod user;
 

@@ -22,7 +22,7 @@ use latchkey::config::{Config, Value};
 use latchkey::control;
 use latchkey::ops::{self, Command, Output};
 use latchkey::password::{self, MAX_LEN, PasswordError, Passwords};
-use latchkey::store::{self, OpenError, UserStore};
+use latchkey::store::{self, Location, OpenError, UserStore};
 use latchkey::throttle::Limits;
 
 use super::serve::ConfigArgs;
@@ -39,6 +39,10 @@ pub struct StoreArgs {
     /// $STATE_DIRECTORY, else ./latchkey-data]
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
+    /// The user store: a postgres:// URL [default: the config file's `store`, else
+    /// $LATCHKEY_STORE, else users.redb in the data directory]
+    #[arg(long, value_name = "URL")]
+    store: Option<String>,
 }
 
 /// The data directory of the shipped systemd unit (`StateDirectory=latchkey`).
@@ -54,6 +58,9 @@ impl StoreArgs {
         if let Some(dir) = &self.data_dir {
             flags.push(("data_dir", Value::Text(dir.to_string_lossy().into_owned())));
         }
+        if let Some(url) = &self.store {
+            flags.push(("store", Value::Text(url.clone())));
+        }
         let mut config = self.source.load(&flags)?;
         let default = Path::new(latchkey::config::DEFAULT_DATA_DIR);
         if config.data_dir == default && !default.exists() && Path::new(SYSTEMD_DATA_DIR).is_dir() {
@@ -65,6 +72,11 @@ impl StoreArgs {
     /// The store file: `users.redb` in the configured data directory.
     pub fn store_file(&self) -> Result<PathBuf> {
         Ok(self.config()?.store_path())
+    }
+
+    /// Where the store is: the configured `store` URL, else the store file.
+    pub fn location(&self) -> Result<Location> {
+        Ok(self.config()?.store_location())
     }
 
     /// The configured data directory.
@@ -260,23 +272,32 @@ fn offline_accounts(config: &Config) -> Result<Accounts> {
 
 /// The store opened the way `command` needs it: created by `add` when there is none
 /// (with its data directory, mode 0700), only inspected by `list`, else opened as it is.
+/// A PostgreSQL store (`--store`, `store`) is opened the same way.
 fn open_for(command: &Command, config: &Config) -> Result<UserStore> {
-    let file = config.store_path();
+    let location = config.store_location();
+    let shown = PathBuf::from(location.display());
+    let pool = 2;
     match command {
         Command::Add { name, role, .. } => {
             // A bad name or role is reported before anything is created.
             store::validate_name(name)?;
             store::validate_role(role)?;
-            let dir = &config.data_dir;
-            std::fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(dir)
-                .map_err(|e| format!("cannot create the data directory {}: {e}", dir.display()))?;
-            Ok(UserStore::open(&file)?)
+            if !location.is_postgres() {
+                let dir = &config.data_dir;
+                std::fs::DirBuilder::new()
+                    .recursive(true)
+                    .mode(0o700)
+                    .create(dir)
+                    .map_err(|e| {
+                        format!("cannot create the data directory {}: {e}", dir.display())
+                    })?;
+            }
+            Ok(location.open(pool)?)
         }
-        Command::List { .. } => UserStore::inspect(&file).map_err(|e| missing_store(&file, e)),
-        _ => UserStore::open_existing(&file).map_err(|e| missing_store(&file, e)),
+        Command::List { .. } => location.inspect().map_err(|e| missing_store(&shown, e)),
+        _ => location
+            .open_existing(pool)
+            .map_err(|e| missing_store(&shown, e)),
     }
 }
 

@@ -57,9 +57,9 @@ use super::overlay::Overlay;
 use super::{
     BackupError, BackupInfo, CreateError, Damage, DamagedRecord, Entry, Health, HealthEvent,
     MAX_REVOKED_PER_USER, OpenError, REVOKED_SWEEP_INTERVAL, ReadError, RestoreError, Restored,
-    Revocation, SCHEMA_VERSION, Scan, SessionCache, SessionState, TotpFactor, Unavailable,
-    UpdateError, User, WriteFailure, files, guard, record, validate_hash, validate_name,
-    validate_role,
+    Revocation, SCHEMA_VERSION, Scan, SessionCache, SessionState, Snapshot, TotpFactor,
+    Unavailable, UpdateError, User, WriteFailure, files, guard, record, validate_hash,
+    validate_name, validate_role,
 };
 
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
@@ -2287,6 +2287,176 @@ pub fn restore(copy: &Path, target: &Path, force: bool) -> Result<Restored, Rest
         kept,
         damaged_target,
     })
+}
+
+/// Writes `snapshot` as a fresh redb store at `dest` (mode 0600; under a temporary name
+/// beside it first, committed durably, then linked into place: never over an existing
+/// file). How a PostgreSQL store is backed up in the embedded format, and how
+/// `latchkey store copy` makes a redb store.
+pub(crate) fn write_snapshot(dest: &Path, snapshot: &Snapshot) -> Result<BackupInfo, BackupError> {
+    if std::fs::symlink_metadata(dest).is_ok() {
+        return Err(BackupError::Exists(dest.to_path_buf()));
+    }
+    let temp = files::temp_beside(dest, "partial");
+    let _ = std::fs::remove_file(&temp);
+    let file = files::create_private(&temp).map_err(|source| BackupError::File {
+        path: temp.clone(),
+        source,
+    })?;
+    let storage = |e: redb::Error| BackupError::Storage {
+        path: dest.to_path_buf(),
+        source: Box::new(e),
+    };
+    let written = (|| -> Result<BackupInfo, BackupError> {
+        let db = match guard::quietly(|| {
+            FileBackend::new(file).and_then(|backend| Builder::new().create_with_backend(backend))
+        }) {
+            Ok(Ok(db)) => db,
+            Ok(Err(e)) => return Err(storage(e.into())),
+            Err(panic) => return Err(storage(redb::Error::Corrupted(panic))),
+        };
+        let filled = (|| -> Result<(), redb::Error> {
+            let mut tx = db.begin_write()?;
+            tx.set_durability(Durability::Immediate)?;
+            {
+                let mut users = tx.open_table(USERS)?;
+                let mut names = tx.open_table(NAMES)?;
+                let mut top = 0;
+                for user in &snapshot.users {
+                    let Ok(bytes) = record::encode(user) else {
+                        continue;
+                    };
+                    users.insert(user.id, bytes.as_slice())?;
+                    names.insert(user.name.to_ascii_lowercase().as_str(), user.id)?;
+                    top = top.max(user.id);
+                }
+                let mut meta = tx.open_table(META)?;
+                meta.insert(META_SCHEMA, SCHEMA_VERSION)?;
+                meta.insert(
+                    META_NEXT_ID,
+                    snapshot.next_id.max(top.saturating_add(1)).max(1),
+                )?;
+                let mut text = tx.open_table(META_TEXT)?;
+                if let Some(kid) = &snapshot.served_kid {
+                    text.insert(TEXT_SERVED_KID, kid.as_str())?;
+                }
+                let mut revoked = tx.open_table(REVOKED)?;
+                for (id, exp) in &snapshot.revoked {
+                    revoked.insert(id.as_str(), *exp)?;
+                }
+            }
+            tx.commit()?;
+            Ok(())
+        })();
+        close_quietly(db);
+        filled.map_err(storage)?;
+        files::place_new(&temp, dest).map_err(|source| {
+            if source.kind() == std::io::ErrorKind::AlreadyExists {
+                BackupError::Exists(dest.to_path_buf())
+            } else {
+                BackupError::File {
+                    path: dest.to_path_buf(),
+                    source,
+                }
+            }
+        })?;
+        let written = snapshot
+            .users
+            .iter()
+            .filter(|u| record::encode(u).is_ok())
+            .count() as u64;
+        Ok(BackupInfo {
+            users: written,
+            damaged: snapshot.damaged.len() as u64 + (snapshot.users.len() as u64 - written),
+            bytes: std::fs::metadata(dest).map(|m| m.len()).unwrap_or(0),
+        })
+    })();
+    if written.is_err() {
+        let _ = std::fs::remove_file(&temp);
+    }
+    written
+}
+
+impl UserStore {
+    /// Every readable user, the damaged records, the id counter and the remembered key,
+    /// from one read snapshot: what `latchkey store copy` moves.
+    pub fn snapshot(&self) -> Result<Snapshot, ReadError> {
+        if !self.shared.inspect {
+            let _ = self.flush_logins();
+        }
+        self.shared.read(|tx| {
+            let users = tx.open_table(USERS)?;
+            let meta = tx.open_table(META)?;
+            let mut snapshot = Snapshot::default();
+            for entry in users.iter()? {
+                let (id, bytes) = entry?;
+                match record::decode(id.value(), bytes.value()) {
+                    Ok(user) => snapshot.users.push(user),
+                    Err(why) => snapshot.damaged.push(DamagedRecord {
+                        id: id.value(),
+                        why,
+                    }),
+                }
+            }
+            snapshot.next_id = meta.get(META_NEXT_ID)?.map(|v| v.value()).unwrap_or(1);
+            snapshot.served_kid = match tx.open_table(META_TEXT) {
+                Ok(t) => t.get(TEXT_SERVED_KID)?.map(|v| v.value().to_string()),
+                Err(TableError::TableDoesNotExist(_)) => None,
+                Err(e) => return Err(e.into()),
+            };
+            match tx.open_table(REVOKED) {
+                Ok(t) => {
+                    for entry in t.iter()? {
+                        let (id, exp) = entry?;
+                        snapshot.revoked.push((id.value().to_string(), exp.value()));
+                    }
+                }
+                Err(TableError::TableDoesNotExist(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+            Ok::<_, Fail<ReadError>>(snapshot)
+        })
+    }
+
+    /// [`create`](Self::create), but only while the store holds no user at all (the
+    /// first administrator, made with the setup code): [`CreateError::NotFirst`]
+    /// otherwise. Decided inside the write transaction.
+    pub fn create_first(
+        &self,
+        name: &str,
+        role: &str,
+        password_hash: &str,
+    ) -> Result<User, CreateError> {
+        let name = validate_name(name).map_err(CreateError::Invalid)?;
+        validate_role(role).map_err(CreateError::Invalid)?;
+        validate_hash(password_hash).map_err(CreateError::Invalid)?;
+        let key = name.to_ascii_lowercase();
+        let at = now();
+        self.shared.write(true, |tx| {
+            let mut users = tx.open_table(USERS)?;
+            if users.len()? > 0 {
+                return Err(Fail::Op(CreateError::NotFirst));
+            }
+            let mut meta = tx.open_table(META)?;
+            let Some(id) = meta.get(META_NEXT_ID)?.map(|v| v.value()) else {
+                return Err(Fail::Op(CreateError::Damaged(
+                    "the id counter is missing".into(),
+                )));
+            };
+            let user = User::new(
+                id,
+                name.clone(),
+                role.to_string(),
+                password_hash.to_string(),
+                at,
+            );
+            let bytes = record::encode(&user).map_err(|e| Fail::Op(CreateError::Invalid(e)))?;
+            users.insert(id, bytes.as_slice())?;
+            tx.open_table(NAMES)?.insert(key.as_str(), id)?;
+            meta.insert(META_NEXT_ID, id.saturating_add(1))?;
+            Ok(user)
+        })
+    }
 }
 
 #[cfg(test)]

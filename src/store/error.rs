@@ -89,6 +89,10 @@ pub enum Unavailable {
     /// This handle only inspects the store (`serve --check`, `user list`, backups): it
     /// never writes to the file.
     ReadOnly,
+    /// The PostgreSQL store cannot be reached or refused the statement (the server is
+    /// down, a timeout, every connection busy); holds why, with the URL redacted.
+    /// Nothing was changed; latchkey reconnects by itself.
+    Database(String),
 }
 
 impl fmt::Display for Unavailable {
@@ -113,6 +117,11 @@ impl fmt::Display for Unavailable {
             Unavailable::ReadOnly => write!(
                 f,
                 "this handle only inspects the user store and never writes to it"
+            ),
+            Unavailable::Database(why) => write!(
+                f,
+                "the user store (PostgreSQL) cannot be used right now: {why}; nothing was \
+                 changed, and latchkey reconnects by itself once the database is back"
             ),
         }
     }
@@ -165,6 +174,17 @@ pub enum OpenError {
         /// What redb said. Boxed: redb's error is large.
         source: Box<redb::Error>,
     },
+    /// The PostgreSQL store could not be reached, set up or migrated, or its URL cannot
+    /// be used.
+    Database {
+        /// The store URL, its password replaced by `***`.
+        target: String,
+        /// What went wrong, for the operator.
+        what: String,
+    },
+    /// `store` names a PostgreSQL database but this latchkey was built without the
+    /// `postgres` feature.
+    NoPostgres(String),
 }
 
 impl OpenError {
@@ -212,6 +232,15 @@ impl fmt::Display for OpenError {
             OpenError::Storage { path, source } => {
                 write!(f, "cannot open the user store {}: {source}", path.display())
             }
+            OpenError::Database { target, what } => {
+                write!(f, "cannot use the user store {target}: {what}")
+            }
+            OpenError::NoPostgres(target) => write!(
+                f,
+                "the store {target} is a PostgreSQL database, but this latchkey was built \
+                 without PostgreSQL support; build it with `cargo build --release --features \
+                 postgres`"
+            ),
         }
     }
 }
@@ -264,6 +293,8 @@ pub enum CreateError {
     NameTaken(String),
     /// The id counter is missing or exhausted: the store is damaged.
     Damaged(String),
+    /// Only the first user may be made this way (`create_first`), and a user exists.
+    NotFirst,
     /// The store cannot be written right now.
     Unavailable(Unavailable),
 }
@@ -279,6 +310,10 @@ impl fmt::Display for CreateError {
             CreateError::Damaged(what) => write!(
                 f,
                 "the user store is damaged: {what}; restore a backup with `latchkey restore FILE`"
+            ),
+            CreateError::NotFirst => write!(
+                f,
+                "a user exists already: only the first account is made with the setup code"
             ),
             CreateError::Unavailable(u) => u.fmt(f),
         }
@@ -541,6 +576,11 @@ pub enum StoreError {
     Restore(Box<RestoreError>),
     /// The storage cannot be used right now.
     Unavailable(Unavailable),
+    /// A copy refuses to write into a store that holds users (without `--force`); holds
+    /// how many.
+    NotEmpty(u64),
+    /// A copy refuses a source with damaged records; holds what was found.
+    SourceDamaged(String),
 }
 
 impl StoreError {
@@ -571,6 +611,16 @@ impl fmt::Display for StoreError {
             StoreError::Backup(e) => e.fmt(f),
             StoreError::Restore(e) => e.fmt(f),
             StoreError::Unavailable(u) => u.fmt(f),
+            StoreError::NotEmpty(n) => write!(
+                f,
+                "the target store holds {n} users; nothing was copied (pass --force to \
+                 replace them)"
+            ),
+            StoreError::SourceDamaged(what) => write!(
+                f,
+                "the source store is damaged ({what}); nothing was copied: restore a backup \
+                 or remove the damaged users first"
+            ),
         }
     }
 }
@@ -648,6 +698,7 @@ impl From<CreateError> for StoreError {
             CreateError::Invalid(e) => StoreError::Invalid(e),
             CreateError::NameTaken(name) => StoreError::NameTaken(name),
             CreateError::Damaged(what) => StoreError::Damaged(what),
+            CreateError::NotFirst => StoreError::Damaged(CreateError::NotFirst.to_string()),
             CreateError::Unavailable(u) => StoreError::Unavailable(u),
         }
     }

@@ -51,17 +51,76 @@
 //!   is left as it is: it stays a damaged record, reported, not a reason to refuse the
 //!   store.
 
+mod copy;
 mod embedded;
 mod error;
+mod facade;
 mod files;
 mod guard;
 mod overlay;
+#[cfg(feature = "postgres")]
+pub mod pool;
+#[cfg(feature = "postgres")]
+pub mod postgres;
 mod record;
 
 use std::collections::HashMap;
 use std::fmt;
 
-pub use embedded::{UserStore, restore};
+pub use copy::{Copied, copy};
+pub use embedded::restore;
+pub use facade::{Location, UserStore};
+
+/// Whether `text` names a PostgreSQL store (`postgres://` or `postgresql://`).
+pub fn is_postgres_url(text: &str) -> bool {
+    let lower = text.trim_start().to_ascii_lowercase();
+    lower.starts_with("postgres://") || lower.starts_with("postgresql://")
+}
+
+/// `url` with its password replaced by `***`: the only form of a store URL that may be
+/// shown or logged. Works on any text (it never fails), so it is safe on bad input too.
+pub fn redact(url: &str) -> String {
+    let Some(scheme_end) = url.find("://") else {
+        return url.to_string();
+    };
+    let rest_start = scheme_end + 3;
+    let rest = &url[rest_start..];
+    let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let mut out = String::with_capacity(url.len());
+    out.push_str(&url[..rest_start]);
+    match authority.rfind('@') {
+        Some(at) => {
+            let userinfo = &authority[..at];
+            match userinfo.find(':') {
+                Some(colon) => {
+                    out.push_str(&userinfo[..colon]);
+                    out.push_str(":***");
+                }
+                None => out.push_str(userinfo),
+            }
+            out.push_str(&authority[at..]);
+        }
+        None => out.push_str(authority),
+    }
+    let tail = &rest[authority_end..];
+    match tail.split_once('?') {
+        Some((path, query)) => {
+            out.push_str(path);
+            out.push('?');
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if k.eq_ignore_ascii_case("password") => format!("{k}=***"),
+                    _ => p.to_string(),
+                })
+                .collect();
+            out.push_str(&params.join("&"));
+        }
+        None => out.push_str(tail),
+    }
+    out
+}
 
 /// Writes a new file at `dest` (mode 0600) with what `fill` writes, under a temporary
 /// name first, then put in place without ever replacing anything there: a backup copy
@@ -408,6 +467,11 @@ pub enum HealthEvent {
     ReopenFailed(String),
     /// Damage seen for the first time.
     Damaged(Damage),
+    /// The PostgreSQL store's notification connection is down (other instances' changes
+    /// are not heard: every request reads the database until it is back); holds why.
+    NotificationsFailing(String),
+    /// The notification connection is up again.
+    NotificationsWork,
     /// The store's file had been deleted under the server and was put back from the
     /// server's open copy; holds the path.
     FileRestored(String),
@@ -432,6 +496,22 @@ pub enum Revocation {
     /// The user already had [`MAX_REVOKED_PER_USER`] logged-out logins listed: every
     /// session of theirs was ended instead.
     AllSessionsEnded,
+}
+
+/// Everything a store holds, read at one moment: what `latchkey store copy` moves
+/// between backends and what a PostgreSQL store's backup is written from.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Snapshot {
+    /// Every readable user, by id.
+    pub users: Vec<User>,
+    /// The records that cannot be read (not copied).
+    pub damaged: Vec<DamagedRecord>,
+    /// The next id to hand out (above every id ever handed out).
+    pub next_id: u64,
+    /// The `kid` of the key the store was last served with.
+    pub served_kid: Option<String>,
+    /// Tokens logged out of (token id, `exp`), kept until they expire.
+    pub revoked: Vec<(String, i64)>,
 }
 
 /// What [`UserStore::backup_to`] wrote.

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+#[cfg(feature = "postgres")]
+pub mod pg;
+pub mod stores;
 pub mod token;
 
 use std::io::{BufRead, BufReader, Read, Write};
