@@ -43,8 +43,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
-use std::thread::JoinHandle;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use redb::backends::FileBackend;
@@ -53,13 +52,15 @@ use redb::{
     ReadableTableMetadata, TableDefinition, TableError, WriteTransaction,
 };
 
+use super::edit;
+use super::logins::{Batch, Logins};
 use super::overlay::Overlay;
 use super::{
     BackupError, BackupInfo, CreateError, Damage, DamagedRecord, Entry, Health, HealthEvent,
     MAX_REVOKED_PER_USER, OpenError, REVOKED_SWEEP_INTERVAL, ReadError, RestoreError, Restored,
-    Revocation, SCHEMA_VERSION, Scan, SessionCache, SessionState, Snapshot, TotpFactor,
-    Unavailable, UpdateError, User, WriteFailure, files, guard, record, validate_hash,
-    validate_name, validate_role,
+    Revocation, SCHEMA_VERSION, Scan, SessionCache, SessionState, Snapshot, Unavailable,
+    UpdateError, User, WriteFailure, files, guard, record, validate_hash, validate_name,
+    validate_role,
 };
 
 const USERS: TableDefinition<u64, &[u8]> = TableDefinition::new("users");
@@ -81,8 +82,6 @@ const MAX_RETRY: Duration = Duration::from_secs(30);
 /// working again: on a nearly full disk small writes (a login) may succeed between
 /// failing larger ones, and the health must not flap with them.
 const HOLD_DOWN: Duration = Duration::from_secs(5);
-/// How long the login flusher gathers logins into one commit.
-const LOGIN_BATCH: Duration = Duration::from_millis(100);
 
 /// Users in one redb file.
 ///
@@ -91,7 +90,6 @@ const LOGIN_BATCH: Duration = Duration::from_millis(100);
 /// the pending logins, then closes the file.
 pub struct UserStore {
     shared: Arc<Shared>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
 }
 
 // The web server shares one store between its worker threads.
@@ -117,8 +115,7 @@ struct Shared {
     reads_failing: AtomicBool,
     writes_failing: AtomicBool,
     state: Mutex<State>,
-    logins: Mutex<Logins>,
-    wake: Condvar,
+    logins: Logins,
     observer: RwLock<Option<Observer>>,
     /// The `revoked_tokens` table in memory (this process is the store's only writer),
     /// and its size without the lock: empty, the per-request check costs one load.
@@ -157,38 +154,6 @@ struct State {
     recovering: bool,
     /// While another file stands where the store's file was: what to do.
     file_fault: Option<String>,
-}
-
-#[derive(Default)]
-struct Logins {
-    pending: HashMap<u64, PendingLogin>,
-    /// The batch being committed, still shown by reads until it is.
-    in_flight: HashMap<u64, PendingLogin>,
-    stop: bool,
-}
-
-#[derive(Clone)]
-struct PendingLogin {
-    at: i64,
-    rehash: Option<Rehash>,
-}
-
-#[derive(Clone)]
-struct Rehash {
-    /// The hash the password was checked against.
-    verified: String,
-    /// Its replacement at the configured parameters.
-    new: String,
-}
-
-impl PendingLogin {
-    /// Keeps the later login and the re-hash of the later one that has one.
-    fn merge(&mut self, newer: PendingLogin) {
-        self.at = self.at.max(newer.at);
-        if newer.rehash.is_some() {
-            self.rehash = newer.rehash;
-        }
-    }
 }
 
 /// A failure inside a transaction: the storage's, or the operation's own answer.
@@ -307,8 +272,7 @@ impl UserStore {
                     recovering: false,
                     file_fault: None,
                 }),
-                logins: Mutex::new(Logins::default()),
-                wake: Condvar::new(),
+                logins: Logins::default(),
                 observer: RwLock::new(None),
                 revoked: RwLock::new(HashMap::new()),
                 revoked_count: AtomicUsize::new(0),
@@ -316,7 +280,6 @@ impl UserStore {
                 last_sweep: AtomicI64::new(0),
                 identity: Mutex::new(file_identity(path)),
             }),
-            flusher: Mutex::new(None),
         }
     }
 
@@ -760,10 +723,7 @@ impl UserStore {
     /// request.
     pub fn set_role(&self, id: u64, role: &str) -> Result<User, UpdateError> {
         validate_role(role).map_err(UpdateError::Invalid)?;
-        self.update(id, true, |user| {
-            user.role = role.to_string();
-            user.updated = now();
-        })
+        self.update(id, true, |user| edit::set_role(user, role, now()))
     }
 
     /// Sets the password hash (the user chose it: any "must change" mark is cleared) and
@@ -782,10 +742,7 @@ impl UserStore {
     ) -> Result<User, UpdateError> {
         validate_hash(password_hash).map_err(UpdateError::Invalid)?;
         self.update(id, true, |user| {
-            user.password_hash = password_hash.to_string();
-            user.must_change_password = must_change;
-            user.ver = user.ver.saturating_add(1);
-            user.updated = now();
+            edit::set_password(user, password_hash, must_change, now())
         })
     }
 
@@ -793,12 +750,7 @@ impl UserStore {
     /// every session ends, and the user logs in with the password alone until they
     /// enrol again.
     pub fn reset_totp(&self, id: u64) -> Result<User, UpdateError> {
-        self.update(id, true, |user| {
-            user.totp = None;
-            user.totp_pending = None;
-            user.ver = user.ver.saturating_add(1);
-            user.updated = now();
-        })
+        self.update(id, true, |user| edit::reset_totp(user, now()))
     }
 
     /// Starts (or starts over) an enrolment in the second factor: `secret` becomes the
@@ -806,9 +758,7 @@ impl UserStore {
     /// factor, the token version and `updated` are left as they are: nothing is in force
     /// until [`enable_totp`](Self::enable_totp).
     pub fn begin_totp(&self, id: u64, secret: &[u8]) -> Result<User, UpdateError> {
-        self.update(id, false, |user| {
-            user.totp_pending = Some(secret.to_vec());
-        })
+        self.update(id, false, |user| edit::begin_totp(user, secret))
     }
 
     /// Switches the second factor on, in one write transaction, only if the pending
@@ -826,17 +776,7 @@ impl UserStore {
         recovery: &[[u8; 32]],
     ) -> Result<Option<User>, UpdateError> {
         self.update_if(id, true, &mut |user| {
-            if user.totp.is_some() || user.totp_pending.as_deref() != Some(pending) {
-                return false;
-            }
-            user.totp = user.totp_pending.take().map(|secret| TotpFactor {
-                secret,
-                last_step: step,
-                recovery: recovery.to_vec(),
-            });
-            user.ver = user.ver.saturating_add(1);
-            user.updated = now();
-            true
+            edit::enable_totp(user, pending, step, recovery, now())
         })
     }
 
@@ -851,12 +791,8 @@ impl UserStore {
         secret: &[u8],
         step: u64,
     ) -> Result<Option<User>, UpdateError> {
-        self.update_if(id, false, &mut |user| match &mut user.totp {
-            Some(factor) if factor.secret == secret && step > factor.last_step => {
-                factor.last_step = step;
-                true
-            }
-            _ => false,
+        self.update_if(id, false, &mut |user| {
+            edit::use_totp_step(user, secret, step)
         })
     }
 
@@ -864,33 +800,17 @@ impl UserStore {
     /// write transaction, only if it is there. `Ok(None)` when it is not (never issued,
     /// or already used, also by a concurrent request): nothing was written.
     pub fn use_recovery_code(&self, id: u64, hash: &[u8; 32]) -> Result<Option<User>, UpdateError> {
-        self.update_if(id, false, &mut |user| {
-            let Some(factor) = &mut user.totp else {
-                return false;
-            };
-            let before = factor.recovery.len();
-            factor.recovery.retain(|h| h != hash);
-            factor.recovery.len() < before
-        })
+        self.update_if(id, false, &mut |user| edit::use_recovery_code(user, hash))
     }
 
     /// Locks (bumping `ver`, on every call) or unlocks (keeping `ver`).
     pub fn set_locked(&self, id: u64, locked: bool) -> Result<User, UpdateError> {
-        self.update(id, true, |user| {
-            if locked {
-                user.ver = user.ver.saturating_add(1);
-            }
-            user.locked = locked;
-            user.updated = now();
-        })
+        self.update(id, true, |user| edit::set_locked(user, locked, now()))
     }
 
     /// Bumps `ver`: every token issued before is revoked.
     pub fn revoke(&self, id: u64) -> Result<User, UpdateError> {
-        self.update(id, true, |user| {
-            user.ver = user.ver.saturating_add(1);
-            user.updated = now();
-        })
+        self.update(id, true, |user| edit::revoke(user, now()))
     }
 
     /// Records a successful login durably, now: sets `last_login`, and replaces the hash
@@ -900,12 +820,7 @@ impl UserStore {
         if let Some(hash) = new_hash {
             validate_hash(hash).map_err(UpdateError::Invalid)?;
         }
-        self.update(id, false, |user| {
-            user.last_login = Some(now());
-            if let Some(hash) = new_hash {
-                user.password_hash = hash.to_string();
-            }
-        })
+        self.update(id, false, |user| edit::record_login(user, new_hash, now()))
     }
 
     /// Records a successful login without waiting for the disk, and returns `user` with
@@ -917,27 +832,15 @@ impl UserStore {
     /// Reads of this store show the login at once.
     pub fn note_login(&self, user: &User, new_hash: Option<&str>) -> User {
         let at = now();
-        let login = PendingLogin {
-            at,
-            rehash: new_hash
-                .filter(|h| validate_hash(h).is_ok())
-                .map(|h| Rehash {
-                    verified: user.password_hash.clone(),
-                    new: h.to_string(),
-                }),
-        };
         if !self.shared.inspect {
-            {
-                let mut logins = lock(&self.shared.logins);
-                match logins.pending.get_mut(&user.id) {
-                    Some(p) => p.merge(login),
-                    None => {
-                        logins.pending.insert(user.id, login);
-                    }
-                }
-            }
-            self.start_flusher();
-            self.shared.wake.notify_all();
+            let new_hash = new_hash.filter(|h| validate_hash(h).is_ok());
+            self.shared.logins.note(user, at, new_hash);
+            let shared = Arc::clone(&self.shared);
+            self.shared.logins.start(move || {
+                shared
+                    .logins
+                    .run(FIRST_RETRY, |batch| shared.write_logins(batch));
+            });
         }
         User {
             last_login: Some(at),
@@ -948,37 +851,14 @@ impl UserStore {
     /// Commits the pending logins now (the background thread does it by itself; a backup
     /// calls this first so that the copy has them).
     pub fn flush_logins(&self) -> Result<(), UpdateError> {
-        let batch = {
-            let mut logins = lock(&self.shared.logins);
-            let batch = std::mem::take(&mut logins.pending);
-            logins.in_flight.extend(batch.clone());
-            batch
-        };
-        self.shared.commit_logins(batch)
-    }
-
-    fn start_flusher(&self) {
-        let mut flusher = lock(&self.flusher);
-        if flusher.is_some() {
-            return;
-        }
-        let shared = Arc::clone(&self.shared);
-        *flusher = std::thread::Builder::new()
-            .name("login-flusher".into())
-            .spawn(move || flush_loop(&shared))
-            .ok();
+        self.shared
+            .logins
+            .flush(|batch| self.shared.write_logins(batch))
     }
 
     /// `user` with its pending (not yet committed) login, if any.
-    fn with_pending_login(&self, mut user: User) -> User {
-        let logins = lock(&self.shared.logins);
-        for p in [logins.in_flight.get(&user.id), logins.pending.get(&user.id)]
-            .into_iter()
-            .flatten()
-        {
-            user.last_login = Some(user.last_login.map_or(p.at, |t| t.max(p.at)));
-        }
-        user
+    fn with_pending_login(&self, user: User) -> User {
+        self.shared.logins.shown(user)
     }
 
     /// Deletes a user and frees the name; the id is never handed out again. A damaged
@@ -1013,7 +893,7 @@ impl UserStore {
             Ok(())
         })?;
         self.shared.forget_damage(id);
-        lock(&self.shared.logins).pending.remove(&id);
+        self.shared.logins.forget(id);
         Ok(())
     }
 
@@ -1341,11 +1221,7 @@ impl UserStore {
 impl Drop for UserStore {
     /// Commits the pending logins (the flusher's last round), then closes the file.
     fn drop(&mut self) {
-        lock(&self.shared.logins).stop = true;
-        self.shared.wake.notify_all();
-        if let Some(flusher) = lock(&self.flusher).take() {
-            let _ = flusher.join();
-        }
+        self.shared.logins.stop();
     }
 }
 
@@ -1726,14 +1602,12 @@ impl Shared {
         }
     }
 
-    /// Commits a batch of logins; on failure the batch goes back to the pending ones.
-    fn commit_logins(&self, batch: HashMap<u64, PendingLogin>) -> Result<(), UpdateError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let result = self.write(false, |tx| {
+    /// Writes a batch of logins in one transaction: a login never replaces a newer
+    /// `last_login`; a re-hash replaces the hash only if it is still the verified one.
+    fn write_logins(&self, batch: &Batch) -> Result<(), UpdateError> {
+        self.write(false, |tx| {
             let mut users = tx.open_table(USERS)?;
-            for (&id, login) in &batch {
+            for (&id, login) in batch {
                 let Some(bytes) = users.get(id)?.map(|v| v.value().to_vec()) else {
                     continue;
                 };
@@ -1756,69 +1630,7 @@ impl Shared {
                 }
             }
             Ok(())
-        });
-        let mut logins = lock(&self.logins);
-        for id in batch.keys() {
-            logins.in_flight.remove(id);
-        }
-        if result.is_err() {
-            for (id, login) in batch {
-                match logins.pending.get_mut(&id) {
-                    Some(newer) => {
-                        let mut older = login;
-                        older.merge(newer.clone());
-                        *newer = older;
-                    }
-                    None => {
-                        logins.pending.insert(id, login);
-                    }
-                }
-            }
-        }
-        result
-    }
-}
-
-/// The background commit of pending logins: gathers logins for a moment, commits them in
-/// one transaction, backs off while writes fail; on stop, one last round.
-fn flush_loop(shared: &Shared) {
-    let mut backoff = FIRST_RETRY;
-    loop {
-        let (batch, stopping) = {
-            let mut logins = lock(&shared.logins);
-            while logins.pending.is_empty() && !logins.stop {
-                logins = shared
-                    .wake
-                    .wait(logins)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            if logins.pending.is_empty() {
-                return;
-            }
-            if !logins.stop {
-                logins = shared
-                    .wake
-                    .wait_timeout(logins, LOGIN_BATCH)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-            let batch = std::mem::take(&mut logins.pending);
-            logins.in_flight.extend(batch.clone());
-            (batch, logins.stop)
-        };
-        if shared.commit_logins(batch).is_ok() {
-            backoff = FIRST_RETRY;
-            continue;
-        }
-        if stopping {
-            // The last round failed (writes fail): these `last_login` values are lost.
-            return;
-        }
-        let logins = lock(&shared.logins);
-        if !logins.stop {
-            let _ = shared.wake.wait_timeout(logins, backoff);
-        }
-        backoff = (backoff * 2).min(MAX_RETRY);
+        })
     }
 }
 

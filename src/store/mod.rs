@@ -52,11 +52,13 @@
 //!   store.
 
 mod copy;
+mod edit;
 mod embedded;
 mod error;
 mod facade;
 mod files;
 mod guard;
+mod logins;
 mod overlay;
 #[cfg(feature = "postgres")]
 pub mod pool;

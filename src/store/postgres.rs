@@ -45,13 +45,15 @@
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError, RwLock};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, Row, Transaction};
 
+use super::edit;
+use super::logins::{Batch, Logins};
 use super::pool::{Pool, Target, describe};
 use super::{
     BackupError, BackupInfo, CreateError, Damage, DamagedRecord, Entry, Health, HealthEvent,
@@ -69,14 +71,10 @@ pub const CHANNEL: &str = "latchkey_users";
 const ADMIN_LOCK: i64 = 0x6c61_7463_6841_646d; // "latchAdm"
 /// The advisory lock taken while the schema is created or migrated.
 const SCHEMA_LOCK: i64 = 0x6c61_7463_6853_6368; // "latchSch"
-/// How long the login flusher gathers logins into one commit.
-const LOGIN_BATCH: Duration = Duration::from_millis(100);
 /// The first wait before retrying failed login commits or the notification connection.
 const FIRST_RETRY: Duration = Duration::from_millis(250);
 /// The longest wait between retries of the notification connection.
 const MAX_LISTEN_RETRY: Duration = Duration::from_secs(1);
-/// The longest wait between retries of the login commits.
-const MAX_RETRY: Duration = Duration::from_secs(30);
 /// How often the notification connection is checked when nothing arrives.
 const LISTEN_PING: Duration = Duration::from_secs(1);
 
@@ -129,7 +127,6 @@ type Observer = Box<dyn Fn(&HealthEvent) + Send + Sync>;
 /// pending logins and stops the notification thread.
 pub struct PgStore {
     shared: Arc<Shared>,
-    flusher: Mutex<Option<JoinHandle<()>>>,
     listener: Mutex<Option<JoinHandle<()>>>,
 }
 
@@ -146,8 +143,7 @@ struct Shared {
     stop: AtomicBool,
     failing: AtomicBool,
     state: Mutex<State>,
-    logins: Mutex<Logins>,
-    wake: Condvar,
+    logins: Logins,
     observer: RwLock<Option<Observer>>,
     throttle_writes: AtomicU64,
     /// The revoked tokens (id → exp), and their number without the lock.
@@ -163,28 +159,6 @@ struct State {
     damage: BTreeMap<u64, String>,
     index_damage: Vec<String>,
     listener_down: bool,
-}
-
-#[derive(Default)]
-struct Logins {
-    pending: HashMap<u64, PendingLogin>,
-    in_flight: HashMap<u64, PendingLogin>,
-    stop: bool,
-}
-
-#[derive(Clone)]
-struct PendingLogin {
-    at: i64,
-    rehash: Option<(String, String)>,
-}
-
-impl PendingLogin {
-    fn merge(&mut self, newer: PendingLogin) {
-        self.at = self.at.max(newer.at);
-        if newer.rehash.is_some() {
-            self.rehash = newer.rehash;
-        }
-    }
 }
 
 /// A failure inside a transaction: the database's, or the operation's own answer.
@@ -459,15 +433,13 @@ impl PgStore {
                 stop: AtomicBool::new(false),
                 failing: AtomicBool::new(false),
                 state: Mutex::new(State::default()),
-                logins: Mutex::new(Logins::default()),
-                wake: Condvar::new(),
+                logins: Logins::default(),
                 observer: RwLock::new(None),
                 throttle_writes: AtomicU64::new(0),
                 revoked: RwLock::new(HashMap::new()),
                 revoked_count: AtomicUsize::new(0),
                 last_sweep: AtomicI64::new(0),
             }),
-            flusher: Mutex::new(None),
             listener: Mutex::new(None),
         };
         store.shared.set_revoked(revoked);
@@ -875,11 +847,7 @@ impl PgStore {
     /// Sets the role (no `ver` bump: the role applies on the next request).
     pub fn set_role(&self, id: u64, role: &str) -> Result<User, UpdateError> {
         validate_role(role).map_err(UpdateError::Invalid)?;
-        self.update(id, true, |user| {
-            user.role = role.to_string();
-            user.updated = now();
-            Ok(())
-        })
+        self.update(id, true, |user| edit::set_role(user, role, now()))
     }
 
     /// Sets the password hash (clearing a "must change" mark) and bumps `ver`.
@@ -896,44 +864,23 @@ impl PgStore {
     ) -> Result<User, UpdateError> {
         validate_hash(password_hash).map_err(UpdateError::Invalid)?;
         self.update(id, true, |user| {
-            user.password_hash = password_hash.to_string();
-            user.must_change_password = must_change;
-            user.ver = user.ver.saturating_add(1);
-            user.updated = now();
-            Ok(())
+            edit::set_password(user, password_hash, must_change, now())
         })
     }
 
     /// Removes the second factor (and an enrolment in progress) and bumps `ver`.
     pub fn reset_totp(&self, id: u64) -> Result<User, UpdateError> {
-        self.update(id, true, |user| {
-            user.totp = None;
-            user.totp_pending = None;
-            user.ver = user.ver.saturating_add(1);
-            user.updated = now();
-            Ok(())
-        })
+        self.update(id, true, |user| edit::reset_totp(user, now()))
     }
 
     /// Locks (bumping `ver` on every call) or unlocks (keeping it).
     pub fn set_locked(&self, id: u64, locked: bool) -> Result<User, UpdateError> {
-        self.update(id, true, |user| {
-            if locked {
-                user.ver = user.ver.saturating_add(1);
-            }
-            user.locked = locked;
-            user.updated = now();
-            Ok(())
-        })
+        self.update(id, true, |user| edit::set_locked(user, locked, now()))
     }
 
     /// Bumps `ver`: every token issued before is revoked, on every instance.
     pub fn revoke(&self, id: u64) -> Result<User, UpdateError> {
-        self.update(id, true, |user| {
-            user.ver = user.ver.saturating_add(1);
-            user.updated = now();
-            Ok(())
-        })
+        self.update(id, true, |user| edit::revoke(user, now()))
     }
 
     /// Records a successful login now (and a re-hash); no `ver` bump.
@@ -941,37 +888,22 @@ impl PgStore {
         if let Some(hash) = new_hash {
             validate_hash(hash).map_err(UpdateError::Invalid)?;
         }
-        self.update(id, false, |user| {
-            user.last_login = Some(now());
-            if let Some(hash) = new_hash {
-                user.password_hash = hash.to_string();
-            }
-            Ok(())
-        })
+        self.update(id, false, |user| edit::record_login(user, new_hash, now()))
     }
 
     /// Records a successful login without waiting for the database (see the redb
     /// backend's `note_login`: the same rules).
     pub fn note_login(&self, user: &User, new_hash: Option<&str>) -> User {
         let at = now();
-        let login = PendingLogin {
-            at,
-            rehash: new_hash
-                .filter(|h| validate_hash(h).is_ok())
-                .map(|h| (user.password_hash.clone(), h.to_string())),
-        };
         if !self.shared.inspect {
-            {
-                let mut logins = lock(&self.shared.logins);
-                match logins.pending.get_mut(&user.id) {
-                    Some(p) => p.merge(login),
-                    None => {
-                        logins.pending.insert(user.id, login);
-                    }
-                }
-            }
-            self.start_flusher();
-            self.shared.wake.notify_all();
+            let new_hash = new_hash.filter(|h| validate_hash(h).is_ok());
+            self.shared.logins.note(user, at, new_hash);
+            let shared = Arc::clone(&self.shared);
+            self.shared.logins.start(move || {
+                shared
+                    .logins
+                    .run(FIRST_RETRY, |batch| shared.write_logins(batch));
+            });
         }
         User {
             last_login: Some(at),
@@ -981,25 +913,9 @@ impl PgStore {
 
     /// Commits the pending logins now.
     pub fn flush_logins(&self) -> Result<(), UpdateError> {
-        let batch = {
-            let mut logins = lock(&self.shared.logins);
-            let batch = std::mem::take(&mut logins.pending);
-            logins.in_flight.extend(batch.clone());
-            batch
-        };
-        self.shared.commit_logins(batch)
-    }
-
-    fn start_flusher(&self) {
-        let mut flusher = lock(&self.flusher);
-        if flusher.is_some() {
-            return;
-        }
-        let shared = Arc::clone(&self.shared);
-        *flusher = std::thread::Builder::new()
-            .name("login-flusher".into())
-            .spawn(move || flush_loop(&shared))
-            .ok();
+        self.shared
+            .logins
+            .flush(|batch| self.shared.write_logins(batch))
     }
 
     fn start_listener(&self) {
@@ -1029,15 +945,8 @@ impl PgStore {
         self.is_listening()
     }
 
-    fn with_pending_login(&self, mut user: User) -> User {
-        let logins = lock(&self.shared.logins);
-        for p in [logins.in_flight.get(&user.id), logins.pending.get(&user.id)]
-            .into_iter()
-            .flatten()
-        {
-            user.last_login = Some(user.last_login.map_or(p.at, |t| t.max(p.at)));
-        }
-        user
+    fn with_pending_login(&self, user: User) -> User {
+        self.shared.logins.shown(user)
     }
 
     /// Deletes a user (a damaged row too); the id is never handed out again.
@@ -1060,7 +969,7 @@ impl PgStore {
             Ok(())
         })?;
         lock(&self.shared.state).damage.remove(&id);
-        lock(&self.shared.logins).pending.remove(&id);
+        self.shared.logins.forget(id);
         Ok(())
     }
 
@@ -1070,22 +979,14 @@ impl PgStore {
         &self,
         id: u64,
         sessions: bool,
-        change: impl Fn(&mut User) -> Result<(), UpdateError>,
+        change: impl Fn(&mut User),
     ) -> Result<User, UpdateError> {
-        let mut failed = None;
-        let applied = self.update_if(id, sessions, &mut |user| match change(user) {
-            Ok(()) => true,
-            Err(e) => {
-                failed = Some(e);
-                false
-            }
+        let applied = self.update_if(id, sessions, &mut |user| {
+            change(user);
+            true
         })?;
-        match (applied, failed) {
-            (Some(user), _) => Ok(user),
-            (None, Some(e)) => Err(e),
-            // `update_if` answers `None` only when the change declined.
-            (None, None) => Err(UpdateError::NotFound),
-        }
+        // `update_if` answers `None` only when the change declined, never here.
+        applied.ok_or(UpdateError::NotFound)
     }
 
     /// Locks user `id`'s row and applies `change`, which says whether it applies; when
@@ -1146,10 +1047,7 @@ impl PgStore {
     /// Starts (or starts over) an enrolment: `secret` becomes the pending secret; the
     /// factor in force, `ver` and `updated` are left as they are.
     pub fn begin_totp(&self, id: u64, secret: &[u8]) -> Result<User, UpdateError> {
-        self.update(id, false, |user| {
-            user.totp_pending = Some(secret.to_vec());
-            Ok(())
-        })
+        self.update(id, false, |user| edit::begin_totp(user, secret))
     }
 
     /// Switches the second factor on, in one transaction, only if the pending secret is
@@ -1163,17 +1061,7 @@ impl PgStore {
         recovery: &[[u8; 32]],
     ) -> Result<Option<User>, UpdateError> {
         self.update_if(id, true, &mut |user| {
-            if user.totp.is_some() || user.totp_pending.as_deref() != Some(pending) {
-                return false;
-            }
-            user.totp = user.totp_pending.take().map(|secret| TotpFactor {
-                secret,
-                last_step: step,
-                recovery: recovery.to_vec(),
-            });
-            user.ver = user.ver.saturating_add(1);
-            user.updated = now();
-            true
+            edit::enable_totp(user, pending, step, recovery, now())
         })
     }
 
@@ -1186,25 +1074,14 @@ impl PgStore {
         secret: &[u8],
         step: u64,
     ) -> Result<Option<User>, UpdateError> {
-        self.update_if(id, false, &mut |user| match &mut user.totp {
-            Some(factor) if factor.secret == secret && step > factor.last_step => {
-                factor.last_step = step;
-                true
-            }
-            _ => false,
+        self.update_if(id, false, &mut |user| {
+            edit::use_totp_step(user, secret, step)
         })
     }
 
     /// Spends a recovery code (its hash) only if it is still there, under the row lock.
     pub fn use_recovery_code(&self, id: u64, hash: &[u8; 32]) -> Result<Option<User>, UpdateError> {
-        self.update_if(id, false, &mut |user| {
-            let Some(factor) = &mut user.totp else {
-                return false;
-            };
-            let before = factor.recovery.len();
-            factor.recovery.retain(|h| h != hash);
-            factor.recovery.len() < before
-        })
+        self.update_if(id, false, &mut |user| edit::use_recovery_code(user, hash))
     }
 
     /// The `kid` of the primary key the store was last served with.
@@ -1390,11 +1267,7 @@ impl PgStore {
 
     /// Every user, read in one repeatable-read snapshot, with the counter and the key.
     pub fn snapshot(&self) -> Result<Snapshot, ReadError> {
-        let pending: Vec<u64> = {
-            let logins = lock(&self.shared.logins);
-            logins.pending.keys().copied().collect()
-        };
-        if !pending.is_empty() && !self.shared.inspect {
+        if !self.shared.inspect {
             let _ = self.flush_logins();
         }
         self.shared.read(|c| {
@@ -1508,11 +1381,7 @@ impl PgStore {
 impl Drop for PgStore {
     fn drop(&mut self) {
         self.shared.stop.store(true, Ordering::SeqCst);
-        lock(&self.shared.logins).stop = true;
-        self.shared.wake.notify_all();
-        if let Some(flusher) = lock(&self.flusher).take() {
-            let _ = flusher.join();
-        }
+        self.shared.logins.stop();
         if let Some(listener) = lock(&self.listener).take() {
             let _ = listener.join();
         }
@@ -1795,19 +1664,17 @@ impl Shared {
         }
     }
 
-    /// Commits a batch of logins (rows locked in id order); on failure the batch goes
-    /// back to the pending ones.
-    fn commit_logins(&self, batch: HashMap<u64, PendingLogin>) -> Result<(), UpdateError> {
-        if batch.is_empty() {
-            return Ok(());
-        }
+    /// Writes a batch of logins in one transaction, rows locked in id order: a login
+    /// never replaces a newer `last_login`; a re-hash replaces the hash only if it is
+    /// still the verified one.
+    fn write_logins(&self, batch: &Batch) -> Result<(), UpdateError> {
         let mut ids: Vec<u64> = batch.keys().copied().collect();
         ids.sort_unstable();
-        let result = self.write(false, |tx| {
+        self.write(false, |tx| {
             for id in &ids {
                 let login = &batch[id];
                 let (verified, new) = match &login.rehash {
-                    Some((verified, new)) => (Some(verified.as_str()), Some(new.as_str())),
+                    Some(rehash) => (Some(rehash.verified.as_str()), Some(rehash.new.as_str())),
                     None => (None, None),
                 };
                 tx.execute(
@@ -1820,26 +1687,7 @@ impl Shared {
                 )?;
             }
             Ok(())
-        });
-        let mut logins = lock(&self.logins);
-        for id in batch.keys() {
-            logins.in_flight.remove(id);
-        }
-        if result.is_err() {
-            for (id, login) in batch {
-                match logins.pending.get_mut(&id) {
-                    Some(newer) => {
-                        let mut older = login;
-                        older.merge(newer.clone());
-                        *newer = older;
-                    }
-                    None => {
-                        logins.pending.insert(id, login);
-                    }
-                }
-            }
-        }
-        result
+        })
     }
 
     fn listener_changed(&self, up: bool, why: &str) {
@@ -1967,47 +1815,6 @@ fn listen_loop(shared: &Shared) {
         shared.listener_changed(false, &why);
     }
     shared.listening.store(false, Ordering::SeqCst);
-}
-
-/// The background commit of pending logins (as the redb backend's).
-fn flush_loop(shared: &Shared) {
-    let mut backoff = FIRST_RETRY;
-    loop {
-        let (batch, stopping) = {
-            let mut logins = lock(&shared.logins);
-            while logins.pending.is_empty() && !logins.stop {
-                logins = shared
-                    .wake
-                    .wait(logins)
-                    .unwrap_or_else(PoisonError::into_inner);
-            }
-            if logins.pending.is_empty() {
-                return;
-            }
-            if !logins.stop {
-                logins = shared
-                    .wake
-                    .wait_timeout(logins, LOGIN_BATCH)
-                    .unwrap_or_else(PoisonError::into_inner)
-                    .0;
-            }
-            let batch = std::mem::take(&mut logins.pending);
-            logins.in_flight.extend(batch.clone());
-            (batch, logins.stop)
-        };
-        if shared.commit_logins(batch).is_ok() {
-            backoff = FIRST_RETRY;
-            continue;
-        }
-        if stopping {
-            return;
-        }
-        let logins = lock(&shared.logins);
-        if !logins.stop {
-            let _ = shared.wake.wait_timeout(logins, backoff);
-        }
-        backoff = (backoff * 2).min(MAX_RETRY);
-    }
 }
 
 #[cfg(test)]
