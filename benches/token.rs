@@ -34,6 +34,8 @@ struct JwtClaims {
     auth_time: i64,
     ver: u64,
     amr: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    jti: Option<String>,
 }
 
 fn jwt_claims(c: &Claims<'_>) -> JwtClaims {
@@ -48,6 +50,7 @@ fn jwt_claims(c: &Claims<'_>) -> JwtClaims {
         auth_time: c.auth_time,
         ver: c.ver,
         amr: c.amr.values().map(str::to_owned).collect(),
+        jti: c.jti.as_deref().map(str::to_owned),
     }
 }
 
