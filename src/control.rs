@@ -146,7 +146,8 @@ impl fmt::Display for ControlError {
             ControlError::Untrusted(why) => write!(f, "{why}"),
             ControlError::Impostor { path, uid } => write!(
                 f,
-                "refusing {}: the process answering there runs as user id {uid}, who is                  neither root, you, nor the owner of the data directory",
+                "refusing {}: the process answering there runs as user id {uid}, who is \
+                 neither root, you, nor the owner of the data directory",
                 path.display()
             ),
         }
@@ -592,5 +593,27 @@ impl Client {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_reads_as_one_plain_sentence() {
+        let path = PathBuf::from("/srv/latchkey/control.sock");
+        for error in [
+            ControlError::Denied(path.clone()),
+            ControlError::InUse(path.clone()),
+            ControlError::Protocol("an answer line too long".into()),
+            ControlError::Impostor {
+                path: path.clone(),
+                uid: 1001,
+            },
+        ] {
+            let text = error.to_string();
+            assert!(!text.contains("  ") && !text.contains('\n'), "{text:?}");
+        }
     }
 }
