@@ -161,6 +161,9 @@ pub struct ControlSocket {
     path: PathBuf,
     inode: u64,
     stop: Arc<AtomicBool>,
+    /// The listening socket (a second handle to it), shut down to wake the thread
+    /// blocked in `accept`: connecting to the file would not, once it is removed.
+    waker: UnixListener,
     thread: Option<JoinHandle<()>>,
     clients: Arc<Clients>,
 }
@@ -248,6 +251,7 @@ impl ControlSocket {
             owner: unsafe { libc::geteuid() },
         };
         let clients = Arc::new(Clients::default());
+        let waker = listener.try_clone().map_err(io_err)?;
         let thread = {
             let (stop, clients) = (Arc::clone(&stop), Arc::clone(&clients));
             let context = Arc::new(context);
@@ -260,6 +264,7 @@ impl ControlSocket {
             path,
             inode,
             stop,
+            waker,
             thread: Some(thread),
             clients,
         })
@@ -274,8 +279,12 @@ impl ControlSocket {
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept call; the thread sees the flag and ends.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accept call (it fails at once on a shut socket); the thread sees the
+        // flag and ends.
+        // SAFETY: shutdown on the listener's own open descriptor; no memory is involved.
+        unsafe {
+            libc::shutdown(self.waker.as_raw_fd(), libc::SHUT_RDWR);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
