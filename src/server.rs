@@ -204,12 +204,19 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
             path.display()
         ));
     }
-    let keeper = Arc::new(Keeper::new(
+    let keeper = Keeper::new(
         store.clone(),
         &config.effective_key_files(),
         &ring,
         config.key_files.is_empty(),
-    ));
+    );
+    // The data directory the start made (for the store or the generated key) is made
+    // again if it goes.
+    let keeper = Arc::new(if store.is_some() || config.key_files.is_empty() {
+        keeper.with_data_dir(config.data_dir.clone())
+    } else {
+        keeper
+    });
     let auth = Auth::new(&ring, Verifier::new(&ring, validation), store, policy);
     let rules = Rules {
         passwords,
