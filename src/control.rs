@@ -521,7 +521,12 @@ pub struct Client {
 /// ([`trust::check`]) and a socket answered by a process of such a user: the command
 /// would send them passwords, or take a backup from them.
 pub fn connect(data_dir: &Path) -> Result<Option<Client>, ControlError> {
-    trust::check(data_dir).map_err(ControlError::Untrusted)?;
+    // The directory judged, symlinks resolved, is the one spoken to: a symlink on the
+    // way could be re-pointed meanwhile.
+    let Some(data_dir) = trust::resolve(data_dir).map_err(ControlError::Untrusted)? else {
+        return Ok(None);
+    };
+    let data_dir = data_dir.as_path();
     let path = data_dir.join(SOCKET_FILE);
     let stream = match UnixStream::connect(&path) {
         Ok(stream) => stream,
