@@ -146,7 +146,8 @@ impl fmt::Display for ControlError {
             ControlError::Untrusted(why) => write!(f, "{why}"),
             ControlError::Impostor { path, uid } => write!(
                 f,
-                "refusing {}: the process answering there runs as user id {uid}, who is                  neither root, you, nor the owner of the data directory",
+                "refusing {}: the process answering there runs as user id {uid}, who is \
+                 neither root, you, nor the owner of the data directory",
                 path.display()
             ),
         }
@@ -160,6 +161,9 @@ pub struct ControlSocket {
     path: PathBuf,
     inode: u64,
     stop: Arc<AtomicBool>,
+    /// The listening socket (a second handle to it), shut down to wake the thread
+    /// blocked in `accept`: connecting to the file would not, once it is removed.
+    waker: UnixListener,
     thread: Option<JoinHandle<()>>,
     clients: Arc<Clients>,
 }
@@ -247,6 +251,7 @@ impl ControlSocket {
             owner: unsafe { libc::geteuid() },
         };
         let clients = Arc::new(Clients::default());
+        let waker = listener.try_clone().map_err(io_err)?;
         let thread = {
             let (stop, clients) = (Arc::clone(&stop), Arc::clone(&clients));
             let context = Arc::new(context);
@@ -259,6 +264,7 @@ impl ControlSocket {
             path,
             inode,
             stop,
+            waker,
             thread: Some(thread),
             clients,
         })
@@ -273,8 +279,12 @@ impl ControlSocket {
 impl Drop for ControlSocket {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::SeqCst);
-        // Wake the accept call; the thread sees the flag and ends.
-        let _ = UnixStream::connect(&self.path);
+        // Wake the accept call (it fails at once on a shut socket); the thread sees the
+        // flag and ends.
+        // SAFETY: shutdown on the listener's own open descriptor; no memory is involved.
+        unsafe {
+            libc::shutdown(self.waker.as_raw_fd(), libc::SHUT_RDWR);
+        }
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -511,7 +521,12 @@ pub struct Client {
 /// ([`trust::check`]) and a socket answered by a process of such a user: the command
 /// would send them passwords, or take a backup from them.
 pub fn connect(data_dir: &Path) -> Result<Option<Client>, ControlError> {
-    trust::check(data_dir).map_err(ControlError::Untrusted)?;
+    // The directory judged, symlinks resolved, is the one spoken to: a symlink on the
+    // way could be re-pointed meanwhile.
+    let Some(data_dir) = trust::resolve(data_dir).map_err(ControlError::Untrusted)? else {
+        return Ok(None);
+    };
+    let data_dir = data_dir.as_path();
     let path = data_dir.join(SOCKET_FILE);
     let stream = match UnixStream::connect(&path) {
         Ok(stream) => stream,
@@ -592,5 +607,27 @@ impl Client {
             )));
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_error_reads_as_one_plain_sentence() {
+        let path = PathBuf::from("/srv/latchkey/control.sock");
+        for error in [
+            ControlError::Denied(path.clone()),
+            ControlError::InUse(path.clone()),
+            ControlError::Protocol("an answer line too long".into()),
+            ControlError::Impostor {
+                path: path.clone(),
+                uid: 1001,
+            },
+        ] {
+            let text = error.to_string();
+            assert!(!text.contains("  ") && !text.contains('\n'), "{text:?}");
+        }
     }
 }

@@ -17,7 +17,13 @@
 //!
 //! Configured key files are never written: removing one may be a deliberate step of a
 //! key rotation.
+//!
+//! When the data directory itself is gone (an `rm -rf` of the wrong path), it is made
+//! again (mode 0700) first, so that the store and the generated key go back into it;
+//! otherwise the next start would make a fresh one with a new key and an empty store.
+//! A write-back that fails is logged once, not at every look.
 
+use std::os::unix::fs::DirBuilderExt;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, PoisonError};
 
@@ -40,7 +46,11 @@ pub struct Keeper {
     /// Whether a new primary must be among the keys the store was served with (not in
     /// verify-only mode, which has no store to remember a key).
     continuity: bool,
+    /// The data directory, made again when it is gone (see [`Keeper::with_data_dir`]).
+    data_dir: Option<PathBuf>,
     warning: Mutex<Option<String>>,
+    /// The last write-back failure logged, so that a lasting one is logged once.
+    failure: Mutex<Option<String>>,
 }
 
 impl Keeper {
@@ -62,32 +72,94 @@ impl Keeper {
             generated,
             files: files.to_vec(),
             kids: ring.keys().iter().map(|k| k.kid().to_string()).collect(),
+            data_dir: None,
             warning: Mutex::new(None),
+            failure: Mutex::new(None),
+        }
+    }
+
+    /// The same keeper, also making the data directory `dir` again (mode 0700) when it
+    /// is gone, before the store and the generated key are written back into it.
+    pub fn with_data_dir(mut self, dir: PathBuf) -> Keeper {
+        self.data_dir = Some(dir);
+        self
+    }
+
+    /// Logs a write-back failure when it differs from the last one logged; `None`
+    /// records that the write-backs work again.
+    fn failed(&self, failure: Option<String>) {
+        let mut last = self.failure.lock().unwrap_or_else(PoisonError::into_inner);
+        if *last != failure {
+            if let Some(text) = &failure {
+                log::error(text);
+            }
+            *last = failure;
+        }
+    }
+
+    /// Makes the data directory again when it is gone; whether it is there.
+    fn keep_data_dir(&self) -> bool {
+        let Some(dir) = &self.data_dir else {
+            return true;
+        };
+        if std::fs::symlink_metadata(dir).is_ok() {
+            return true;
+        }
+        match std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+        {
+            Ok(()) => {
+                log::error(&format!(
+                    "the data directory {} was removed under the running server; it was \
+                     made again (mode 0700) and the files the server holds are written \
+                     back into it",
+                    dir.display()
+                ));
+                true
+            }
+            Err(e) => {
+                self.failed(Some(format!(
+                    "the data directory {} was removed under the running server and cannot \
+                     be made again: {e}; the store and the key are only in the server's \
+                     memory until it is",
+                    dir.display()
+                )));
+                false
+            }
         }
     }
 
     /// Looks once: puts back what was deleted and can be, and updates the warning
     /// (logged when it appears, changes or clears).
     pub fn check(&self) {
-        if let Some(store) = &self.store {
+        // Without its directory nothing can be written back (the failure is logged).
+        let dir_there = self.keep_data_dir();
+        if let Some(store) = self.store.as_ref().filter(|_| dir_there) {
             store.keep_file();
         }
-        if let Some((path, key)) = &self.generated
+        if let Some((path, key)) = self.generated.as_ref().filter(|_| dir_there)
             && std::fs::symlink_metadata(path).is_err()
         {
             match keys::write_new(path, key.bytes()) {
-                Ok(()) => log::error(&format!(
-                    "the key file {} was deleted under the running server; it was written \
-                     back from memory (key {})",
-                    path.display(),
-                    key.kid()
-                )),
-                Err(e) => log::error(&format!(
+                Ok(()) => {
+                    self.failed(None);
+                    log::error(&format!(
+                        "the key file {} was deleted under the running server; it was written \
+                         back from memory (key {})",
+                        path.display(),
+                        key.kid()
+                    ));
+                }
+                Err(e) => self.failed(Some(format!(
                     "the key file {} was deleted under the running server and cannot be \
                      written back: {e}",
                     path.display()
-                )),
+                ))),
             }
+        } else if dir_there {
+            self.failed(None);
         }
         let now = self.next_start_verdict();
         let mut warning = self.warning.lock().unwrap_or_else(PoisonError::into_inner);

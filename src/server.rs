@@ -204,12 +204,19 @@ pub fn prepare_with(config: Config, replace_key: bool) -> Result<Prepared, Serve
             path.display()
         ));
     }
-    let keeper = Arc::new(Keeper::new(
+    let keeper = Keeper::new(
         store.clone(),
         &config.effective_key_files(),
         &ring,
         config.key_files.is_empty(),
-    ));
+    );
+    // The data directory the start made (for the store or the generated key) is made
+    // again if it goes.
+    let keeper = Arc::new(if store.is_some() || config.key_files.is_empty() {
+        keeper.with_data_dir(config.data_dir.clone())
+    } else {
+        keeper
+    });
     let auth = Auth::new(&ring, Verifier::new(&ring, validation), store, policy);
     let rules = Rules {
         passwords,
@@ -897,8 +904,9 @@ fn is_read_header(name: &[u8]) -> bool {
 /// A header holding obs-text (bytes above 0x7F, RFC 9110 §5.5) is opaque: a `Cookie`
 /// header is read as lossy UTF-8, so that the token cookie is found beside another
 /// app's `city=São Paulo` on the same domain; any other header the handlers read is
-/// treated as absent when it holds obs-text. The ASCII values come first, in arrival
-/// order, then the opaque cookies.
+/// treated as absent when it holds obs-text. Every header read keeps its place in the
+/// arrival order (the first `token`, `flash` or `login_step` cookie sent is the first
+/// read).
 fn view(request: &tiny_http::Request, body: Vec<u8>) -> Request<'_> {
     let method = match request.method() {
         tiny_http::Method::Get | tiny_http::Method::Head => Method::Get,
@@ -910,31 +918,19 @@ fn view(request: &tiny_http::Request, body: Vec<u8>) -> Request<'_> {
     req.body = body;
     // Room for the usual few (cookie, host, origin, content type) without regrowing.
     req.headers.reserve_exact(4);
-    let fields = request.fields();
-    let mut opaque = false;
-    for (name, value) in fields.iter() {
+    for (name, value) in request.fields().iter() {
         let Some(read) = HEADERS_READ
             .iter()
             .find(|read| name.eq_ignore_ascii_case(read.as_bytes()))
         else {
             continue;
         };
-        match std::str::from_utf8(value) {
-            Ok(text) if text.is_ascii() => {
-                req.headers.push((Cow::Borrowed(read), Cow::Borrowed(text)));
-            }
-            _ => opaque = true,
-        }
-    }
-    if opaque {
-        for (name, value) in fields.iter() {
-            if name.eq_ignore_ascii_case(b"cookie") && !value.is_ascii() {
-                req.headers.push((
-                    Cow::Borrowed("cookie"),
-                    Cow::Owned(String::from_utf8_lossy(value).into_owned()),
-                ));
-            }
-        }
+        let value = match std::str::from_utf8(value) {
+            Ok(text) if text.is_ascii() => Cow::Borrowed(text),
+            _ if *read == "cookie" => Cow::Owned(String::from_utf8_lossy(value).into_owned()),
+            _ => continue,
+        };
+        req.headers.push((Cow::Borrowed(read), value));
     }
     req
 }

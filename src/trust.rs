@@ -140,6 +140,14 @@ pub fn judge(chain: &[Entry], invoker: u32) -> Result<(), Untrusted> {
 /// The rule applied to `dir` as it is on disk (symlinks resolved), for the effective
 /// user. A directory that does not exist is trusted: nothing can be in it.
 pub fn check(dir: &Path) -> Result<(), Untrusted> {
+    resolve(dir).map(|_| ())
+}
+
+/// [`check`], giving the directory that was judged: `dir` with its symlinks resolved
+/// (`None` when it does not exist). Whoever goes on into the directory uses this path,
+/// not `dir`: a symlink on the way to `dir` may be re-pointed by another user between
+/// the check and the use, and the path judged may not.
+pub fn resolve(dir: &Path) -> Result<Option<PathBuf>, Untrusted> {
     use std::os::unix::fs::MetadataExt;
     let unreadable = |path: &Path, e: std::io::Error| Untrusted::Unreadable {
         path: path.to_path_buf(),
@@ -147,7 +155,7 @@ pub fn check(dir: &Path) -> Result<(), Untrusted> {
     };
     let real = match std::fs::canonicalize(dir) {
         Ok(real) => real,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(unreadable(dir, e)),
     };
     let mut chain = Vec::new();
@@ -161,7 +169,7 @@ pub fn check(dir: &Path) -> Result<(), Untrusted> {
     }
     // SAFETY: geteuid has no preconditions and cannot fail.
     let invoker = unsafe { libc::geteuid() };
-    judge(&chain, invoker)
+    judge(&chain, invoker).map(|()| Some(real))
 }
 
 #[cfg(test)]

@@ -104,3 +104,21 @@ fn past_eight_connections_a_command_is_told_at_once_to_try_again() {
     let (code, _, err) = common::cli(&["user", "list", "--data-dir", d], "");
     assert_eq!(code, 0, "{err}");
 }
+
+/// The socket file removed while serving (a clean-up of the data directory): a stop
+/// woke the control thread by connecting to that file, which was gone, so the stop
+/// waited for ever on a thread blocked in `accept` (systemd killed it after
+/// `TimeoutStopSec`). The stop now wakes it through the listening socket itself.
+#[test]
+fn a_removed_control_socket_file_does_not_hold_up_the_stop() {
+    let server = Server::start(&[], &[]);
+    std::fs::remove_file(server.data_dir().join("control.sock")).unwrap();
+    let pid = server.pid();
+    common::signal(pid, 15);
+    let stopping = wait_gone(pid, Duration::from_secs(20));
+    drop(server);
+    assert!(
+        stopping < Duration::from_secs(3),
+        "stopping took {stopping:?} once the socket file was gone"
+    );
+}

@@ -249,3 +249,104 @@ fn a_user_name_from_a_token_cannot_forge_access_lines() {
         "a forged access line: {log}"
     );
 }
+
+/// A control socket that answers every request with success, for ever, and prints
+/// each request line it receives; run in the data directory.
+const FAKE_LOOP: &str = r#"
+import os, socket
+s = socket.socket(socket.AF_UNIX); s.bind('control.sock'); os.chmod('control.sock', 0o777)
+s.listen(64)
+print('ready', flush=True)
+while True:
+    c, _ = s.accept(); line = c.makefile('rb').readline().decode().strip()
+    print(line, flush=True)
+    c.sendall(b'{"output":{"code":0,"stdout":"","stderr":""},"attachment":0,"backup":null}\n')
+    c.close()
+"#;
+
+/// A data directory named through a symlink in a shared directory: the trust check
+/// judged the directory the symlink pointed to, then the command connected through the
+/// symlink again, so another user re-pointing it in between (at their own directory,
+/// which they own: the impostor check read the owner through the symlink too) received
+/// the command. The command now speaks to the directory it judged.
+#[test]
+fn a_symlink_re_pointed_after_the_check_does_not_redirect_the_command() {
+    use std::io::BufRead;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new("attack-local-symlink");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = dir.path().join("shared");
+    let trusted = dir.path().join("trusted");
+    let evil = shared.join("evil");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::create_dir(&trusted).unwrap();
+    std::fs::set_permissions(&trusted, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let status = Command::new("runuser")
+        .args(["-u", "nobody", "--", "mkdir", "-m", "0700"])
+        .arg(&evil)
+        .status()
+        .expect("runuser (needs root)");
+    assert!(status.success());
+
+    let start = |command: &mut Command| {
+        let mut child = spawn_group(command.stdout(Stdio::piped()));
+        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut line = String::new();
+        out.read_line(&mut line).unwrap();
+        assert_eq!(line.trim(), "ready");
+        (child, out)
+    };
+    let (mut real, _real_out) = start(
+        Command::new("python3")
+            .args(["-c", FAKE_LOOP])
+            .current_dir(&trusted),
+    );
+    let (mut fake, mut heard) = start(
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3", "-c", FAKE_LOOP])
+            .current_dir(&evil),
+    );
+
+    // The other user flips the symlink between the two, as fast as they can.
+    let link = shared.join("latchkey-data");
+    std::os::unix::fs::symlink(&trusted, &link).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (done, link, shared) = (Arc::clone(&done), link.clone(), shared.clone());
+        let (trusted, evil) = (trusted.clone(), evil.clone());
+        std::thread::spawn(move || {
+            let temp = shared.join("next");
+            let mut n = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let target = if n.is_multiple_of(2) { &evil } else { &trusted };
+                let _ = std::fs::remove_file(&temp);
+                if std::os::unix::fs::symlink(target, &temp).is_ok() {
+                    let _ = std::fs::rename(&temp, &link);
+                }
+                n += 1;
+            }
+        })
+    };
+    // Each command is judged against the directory the symlink points to at that
+    // moment (refused when it is theirs); of 500 tries, some meet a flip in between.
+    for _ in 0..500 {
+        let _ = Command::new("timeout")
+            .args(["10", bin(), "user", "list", "--data-dir"])
+            .arg(&link)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+    done.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    kill_group(&mut fake);
+    kill_group(&mut real);
+    let mut captured = String::new();
+    std::io::Read::read_to_string(&mut heard, &mut captured).unwrap();
+    assert!(
+        captured.trim().is_empty(),
+        "the other user's socket received: {captured}"
+    );
+}

@@ -170,3 +170,42 @@ fn a_configured_key_file_the_next_start_would_refuse_is_a_healthz_warning() {
     assert!(health.body.contains("configured.key") && health.body.contains("next start"));
     assert!(!key.exists(), "a configured key file is never written back");
 }
+
+/// The whole data directory removed under the running server (`rm -rf` of the wrong
+/// path): nothing could be written back, since the files' directory was gone; the
+/// store's loss went unreported, the key's failed write-back was logged every 2 s, and
+/// the next start made a fresh directory with a new key, an empty store and a setup
+/// code for whoever registered first. The directory is now made again (0700) and both
+/// files written back into it.
+#[test]
+fn a_data_directory_removed_under_the_server_comes_back_with_every_user_and_the_key() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = Arc::new(TempDir::new("attack-store-dir-gone"));
+    let server = Server::start_in(Arc::clone(&dir), &[], &[]);
+    let data = server.data_dir();
+    assert_eq!(add(&data, "root").0, 0);
+    let key = std::fs::read(data.join("secret.key")).unwrap();
+
+    std::fs::remove_dir_all(&data).unwrap();
+    assert!(
+        within_seconds(|| data.join("users.redb").exists() && data.join("secret.key").exists()),
+        "the data directory was not made again with its files: {}",
+        server.log()
+    );
+    let mode = std::fs::metadata(&data).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o700);
+    assert_eq!(std::fs::read(data.join("secret.key")).unwrap(), key);
+    std::thread::sleep(Duration::from_secs(3));
+    let failures = server.log().matches("cannot be written back").count();
+    assert!(failures <= 1, "the same failure logged {failures} times");
+
+    server.stop();
+    let server = Server::start_in(dir, &[], &[]);
+    assert!(
+        server.setup_code().is_none(),
+        "a fresh store: {}",
+        server.log()
+    );
+    let (_, listed, _) = common::cli(&["user", "list", "--data-dir", data.to_str().unwrap()], "");
+    assert!(listed.contains("root"), "{listed:?}; {}", server.log());
+}

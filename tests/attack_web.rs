@@ -195,3 +195,35 @@ fn a_tossed_token_due_to_slide_never_replaces_the_victims_cookie() {
         "the victim's own cookie (Path=/) is replaced by a fresh token for {replaced:?}"
     );
 }
+
+/// Every `Cookie` field is read in the order it was sent, whatever bytes it holds. A
+/// field with obs-text (another app's `city=São Paulo` beside our cookies) was moved
+/// behind the plain ones, so a later field's cookie counted as the first: here the
+/// first refusal (a malformed token) is what the answer must name, not the second's.
+#[test]
+fn cookie_fields_keep_their_order_when_one_holds_obs_text() {
+    let server = Server::start(&[], &[]);
+    let foreign = common::token::sign(&common::token::user(1, "x", "user", common::token::now()));
+    let r = server.get(
+        "/api/me",
+        &[
+            ("Cookie", "city=São Paulo; token=not.a.jwt"),
+            ("Cookie", &format!("token={foreign}")),
+        ],
+    );
+    assert_eq!(r.status, 401);
+    assert!(
+        r.body.contains("\"error\":\"malformed\""),
+        "the first token cookie sent is not the first read: {}",
+        r.body
+    );
+    // The same two fields with plain values: the first is read first.
+    let r = server.get(
+        "/api/me",
+        &[
+            ("Cookie", "city=Paris; token=not.a.jwt"),
+            ("Cookie", &format!("token={foreign}")),
+        ],
+    );
+    assert!(r.body.contains("\"error\":\"malformed\""), "{}", r.body);
+}

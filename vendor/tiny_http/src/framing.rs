@@ -431,7 +431,8 @@ pub fn scan_head(input: &[u8], limits: &HeadLimits, keep: &dyn Fn(&[u8]) -> bool
     // The request line.
     let Some(lf) = find_lf(&input[start..]) else {
         let line = &input[start..];
-        if line.len() > limits.max_line {
+        // Its CR may have come without its LF: the line itself is what is measured.
+        if line.strip_suffix(b"\r").unwrap_or(line).len() > limits.max_line {
             return Scanned::Refused(
                 Refusal::new(414, LINE_TOO_LONG).at(Some(target_prefix(line))),
             );
@@ -463,8 +464,9 @@ pub fn scan_head(input: &[u8], limits: &HeadLimits, keep: &dyn Fn(&[u8]) -> bool
             return Scanned::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
         }
         let Some(lf) = find_lf(&input[pos..]) else {
+            // The head needs at least one more byte (a LF) to end.
             let partial = input.len() - pos;
-            if partial > limits.max_line + 1 || input.len() - start > limits.max_head {
+            if partial > limits.max_line + 1 || input.len() - start >= limits.max_head {
                 return Scanned::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
             }
             return Scanned::Partial;
@@ -492,7 +494,7 @@ pub fn scan_head(input: &[u8], limits: &HeadLimits, keep: &dyn Fn(&[u8]) -> bool
         }
     };
 
-    if u32::try_from(head_end).is_err() {
+    if head_end - start > limits.max_head || u32::try_from(head_end).is_err() {
         return Scanned::Refused(Refusal::new(431, HEAD_TOO_LARGE).at(Some(raw_target)));
     }
     match interpret(method, raw_target, version, &fields) {
@@ -1336,6 +1338,74 @@ mod tests {
             refused(format!("GET / HTTP/1.1\r\nHost: x\r\n{big}\r\n").as_bytes()),
             431
         );
+    }
+
+    /// A head's outcome does not depend on where the reads split it: a prefix is
+    /// refused only when the whole head is refused with the same status.
+    #[test]
+    fn heads_at_the_limits_are_judged_alike_however_they_arrive() {
+        let limits = HeadLimits::default();
+        let line = |len: usize| format!("GET /{} HTTP/1.1\r\n", "a".repeat(len - 14));
+        // A header block of `total` bytes: fields padded so that the head, final CRLF
+        // included, is exactly that long.
+        let block = |total: usize| {
+            let mut head = String::from("GET / HTTP/1.1\r\nHost: x\r\n");
+            while total - head.len() - 2 > 8000 {
+                head.push_str(&format!("X: {}\r\n", "v".repeat(7000)));
+            }
+            let pad = total - head.len() - 2 - "Y: \r\n".len();
+            head.push_str(&format!("Y: {}\r\n\r\n", "v".repeat(pad)));
+            assert_eq!(head.len(), total);
+            head
+        };
+        let mut heads = Vec::new();
+        for len in [limits.max_line - 1, limits.max_line, limits.max_line + 1] {
+            heads.push(format!("{}Host: x\r\n\r\n", line(len)));
+        }
+        for total in [
+            limits.max_head - 1,
+            limits.max_head,
+            limits.max_head + 1,
+            limits.max_head + 2,
+        ] {
+            heads.push(block(total));
+        }
+        for head in &heads {
+            let bytes = head.as_bytes();
+            let whole = match parse_head(bytes, &limits) {
+                HeadOutcome::Refused(r) => Some(r.status),
+                HeadOutcome::Complete { len, .. } => {
+                    assert_eq!(len, bytes.len());
+                    None
+                }
+                HeadOutcome::Partial => panic!("a whole head is partial"),
+            };
+            // Cut where a line's CR has come and its LF not yet, and just before the end.
+            let cuts = (1..bytes.len()).filter(|&i| bytes[i - 1] == b'\r' || i + 3 > bytes.len());
+            for cut in cuts {
+                if let HeadOutcome::Refused(r) = parse_head(&bytes[..cut], &limits) {
+                    assert_eq!(
+                        Some(r.status),
+                        whole,
+                        "a head of {} bytes cut at {cut}",
+                        bytes.len()
+                    );
+                }
+            }
+        }
+        // The limits mean what they say: a request line of `max_line` bytes and a head
+        // of `max_head` bytes (line ends included) pass, one byte more does not.
+        assert!(matches!(
+            parse_head(heads[1].as_bytes(), &limits),
+            HeadOutcome::Complete { .. }
+        ));
+        assert_eq!(refused(heads[2].as_bytes()), 414);
+        assert!(matches!(
+            parse_head(heads[4].as_bytes(), &limits),
+            HeadOutcome::Complete { .. }
+        ));
+        assert_eq!(refused(heads[5].as_bytes()), 431);
+        assert_eq!(refused(heads[6].as_bytes()), 431);
     }
 
     #[test]
