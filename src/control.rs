@@ -191,14 +191,21 @@ impl Clients {
         counts.0 -= 1;
     }
 
-    /// Runs `work` counted as a running command (what a stop waits for).
+    /// Runs `work` counted as a running command (what a stop waits for); it stops
+    /// counting when `work` ends, by a panic too.
     fn running<T>(&self, work: impl FnOnce() -> T) -> T {
+        /// Ends the count when dropped, however `work` ends.
+        struct Running<'a>(&'a Clients);
+        impl Drop for Running<'_> {
+            fn drop(&mut self) {
+                let mut counts = self.0.counts.lock().unwrap_or_else(PoisonError::into_inner);
+                counts.1 -= 1;
+                self.0.idle.notify_all();
+            }
+        }
         self.counts.lock().unwrap_or_else(PoisonError::into_inner).1 += 1;
-        let out = work();
-        let mut counts = self.counts.lock().unwrap_or_else(PoisonError::into_inner);
-        counts.1 -= 1;
-        self.idle.notify_all();
-        out
+        let _running = Running(self);
+        work()
     }
 
     /// Waits up to `limit` for the running commands to finish.
@@ -629,5 +636,22 @@ mod tests {
             let text = error.to_string();
             assert!(!text.contains("  ") && !text.contains('\n'), "{text:?}");
         }
+    }
+
+    #[test]
+    fn a_command_that_panics_is_no_longer_waited_for() {
+        let clients = Clients::default();
+        assert!(clients.enter());
+        let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            clients.running(|| panic!("a command failed unexpectedly"))
+        }));
+        assert!(panicked.is_err());
+        let started = std::time::Instant::now();
+        clients.wait_for_running(Duration::from_secs(5));
+        assert!(
+            started.elapsed() < Duration::from_secs(1),
+            "the stop waited for it"
+        );
+        assert_eq!(clients.running(|| 7), 7);
     }
 }

@@ -350,3 +350,81 @@ fn a_symlink_re_pointed_after_the_check_does_not_redirect_the_command() {
         "the other user's socket received: {captured}"
     );
 }
+
+/// The same race with no server running: the command found no socket in the directory it
+/// judged, then opened the store through the symlink again, so another user re-pointing
+/// it in between received the new user's password hash in a store of their own (and a
+/// backup would have copied their store). The command now opens the store in the
+/// directory it judged.
+#[test]
+fn a_symlink_re_pointed_after_the_check_does_not_redirect_an_offline_command() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = TempDir::new("attack-local-offline");
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let shared = dir.path().join("shared");
+    let trusted = dir.path().join("trusted");
+    let evil = shared.join("evil");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    std::fs::create_dir(&trusted).unwrap();
+    std::fs::set_permissions(&trusted, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let status = Command::new("runuser")
+        .args(["-u", "nobody", "--", "mkdir", "-m", "0700"])
+        .arg(&evil)
+        .status()
+        .expect("runuser (needs root)");
+    assert!(status.success());
+
+    let link = shared.join("latchkey-data");
+    std::os::unix::fs::symlink(&trusted, &link).unwrap();
+    let done = Arc::new(AtomicBool::new(false));
+    let flipper = {
+        let (done, link, shared) = (Arc::clone(&done), link.clone(), shared.clone());
+        let (trusted, evil) = (trusted.clone(), evil.clone());
+        std::thread::spawn(move || {
+            let temp = shared.join("next");
+            let mut n = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let target = if n.is_multiple_of(2) { &evil } else { &trusted };
+                let _ = std::fs::remove_file(&temp);
+                if std::os::unix::fs::symlink(target, &temp).is_ok() {
+                    let _ = std::fs::rename(&temp, &link);
+                }
+                n += 1;
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut added = 0;
+    for n in 0..300 {
+        if Instant::now() > deadline || evil.join("users.redb").exists() {
+            break;
+        }
+        let mut child = Command::new(bin())
+            .args(["user", "add", &format!("user{n}"), "--data-dir"])
+            .arg(&link)
+            .env("LATCHKEY_ARGON2_MEMORY_KIB", "8")
+            .env("LATCHKEY_ARGON2_ITERATIONS", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _ = child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"a long enough password\n");
+        if child.wait().unwrap().success() {
+            added += 1;
+        }
+    }
+    done.store(true, Ordering::Relaxed);
+    flipper.join().unwrap();
+    assert!(
+        !evil.join("users.redb").exists(),
+        "a store was made in the other user's directory"
+    );
+    assert!(added > 0, "no command got through at all");
+}

@@ -24,6 +24,7 @@ use latchkey::ops::{self, Command, Output};
 use latchkey::password::{self, MAX_LEN, PasswordError, Passwords};
 use latchkey::store::{self, Location, OpenError, UserStore};
 use latchkey::throttle::Limits;
+use latchkey::trust;
 
 use super::serve::ConfigArgs;
 
@@ -52,7 +53,10 @@ impl StoreArgs {
     /// The server's configuration with these flags applied. When nothing names a data
     /// directory and `./latchkey-data` does not exist but the shipped unit's
     /// `/var/lib/latchkey` does, that one is meant: `sudo latchkey user add bob` on a
-    /// host running the service just works.
+    /// host running the service just works. An existing data directory is judged by
+    /// [`trust::resolve`] and given with its symlinks resolved, so that the store file a
+    /// command opens by itself is in the directory judged, not wherever a symlink on
+    /// the way points by then.
     fn config(&self) -> Result<Config> {
         let mut flags = Vec::new();
         if let Some(dir) = &self.data_dir {
@@ -65,6 +69,9 @@ impl StoreArgs {
         let default = Path::new(latchkey::config::DEFAULT_DATA_DIR);
         if config.data_dir == default && !default.exists() && Path::new(SYSTEMD_DATA_DIR).is_dir() {
             config.data_dir = PathBuf::from(SYSTEMD_DATA_DIR);
+        }
+        if let Some(judged) = trust::resolve(&config.data_dir)? {
+            config.data_dir = judged;
         }
         Ok(config)
     }
