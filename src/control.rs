@@ -21,7 +21,7 @@
 use std::fmt;
 use std::io::{self, Read, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -166,6 +166,8 @@ pub struct ControlSocket {
     waker: UnixListener,
     thread: Option<JoinHandle<()>>,
     clients: Arc<Clients>,
+    /// What the socket answers with, kept to listen again ([`ControlSocket::keep`]).
+    context: Arc<Context>,
 }
 
 /// The connections being answered: how many, and how many of them run a command.
@@ -259,9 +261,10 @@ impl ControlSocket {
         };
         let clients = Arc::new(Clients::default());
         let waker = listener.try_clone().map_err(io_err)?;
+        let context = Arc::new(context);
         let thread = {
             let (stop, clients) = (Arc::clone(&stop), Arc::clone(&clients));
-            let context = Arc::new(context);
+            let context = Arc::clone(&context);
             std::thread::Builder::new()
                 .name("control".into())
                 .spawn(move || serve(&listener, &context, &stop, &clients))
@@ -274,12 +277,35 @@ impl ControlSocket {
             waker,
             thread: Some(thread),
             clients,
+            context,
         })
     }
 
     /// The socket's path.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Listens again when the socket file is gone or replaced (a clean-up of the data
+    /// directory, or the directory removed and made again by the keeper), so the
+    /// commands still reach this server instead of being refused by the store's lock:
+    /// `Ok(true)` when it did. Another server answering there is left alone
+    /// ([`ControlError::InUse`]).
+    pub fn keep(&mut self) -> Result<bool, ControlError> {
+        let in_place = std::fs::symlink_metadata(&self.path)
+            .is_ok_and(|m| m.ino() == self.inode && m.file_type().is_socket());
+        if in_place {
+            return Ok(false);
+        }
+        let context = Arc::clone(&self.context);
+        let fresh = ControlSocket::start(
+            &context.data_dir,
+            Arc::clone(&context.store),
+            Arc::clone(&context.accounts),
+        )?;
+        // The old one stops (commands under way finish); its file is not ours to remove.
+        drop(std::mem::replace(self, fresh));
+        Ok(true)
     }
 }
 

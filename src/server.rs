@@ -555,7 +555,11 @@ pub fn run(prepared: Prepared, listener: TcpListener) -> Result<(), ServeError> 
     }
     notify("READY=1");
     start_monitor(Arc::downgrade(&server));
-    start_keeper(Arc::clone(&prepared.app.shared.keeper));
+    let control = Arc::new(std::sync::Mutex::new(control));
+    start_keeper(
+        Arc::clone(&prepared.app.shared.keeper),
+        Arc::clone(&control),
+    );
     wait_for_stop(signals);
     STOPPING.store(true, Ordering::SeqCst);
     notify("STOPPING=1");
@@ -567,7 +571,7 @@ pub fn run(prepared: Prepared, listener: TcpListener) -> Result<(), ServeError> 
     // A file deleted just before the stop is put back before the next start needs it.
     prepared.app.shared.keeper.check();
     // A clean stop removes the socket; the commands then open the store themselves.
-    drop(control);
+    drop(control.lock().unwrap_or_else(|p| p.into_inner()).take());
     // The last reference: waits for the connection loop to write the last answers.
     drop(server);
     let fatal = fatal.lock().unwrap_or_else(|p| p.into_inner()).take();
@@ -1065,13 +1069,15 @@ pub fn notify(state: &str) {
     }
 }
 
-/// Runs the keeper every [`keeper::INTERVAL`] until the server stops.
-fn start_keeper(keeper: Arc<Keeper>) {
+/// Runs the keeper every [`keeper::INTERVAL`] until the server stops, and has the
+/// control socket listen again when its file is gone.
+fn start_keeper(keeper: Arc<Keeper>, control: Arc<std::sync::Mutex<Option<ControlSocket>>>) {
     let spawned = std::thread::Builder::new()
         .name("keeper".into())
         .spawn(move || {
             while !STOPPING.load(Ordering::SeqCst) {
                 keeper.check();
+                keep_control_socket(&control);
                 std::thread::sleep(keeper::INTERVAL);
             }
         });
@@ -1079,6 +1085,37 @@ fn start_keeper(keeper: Arc<Keeper>) {
         log::error(&format!(
             "cannot start the thread that keeps the files: {e}"
         ));
+    }
+}
+
+/// Has the control socket listen again when its file was removed or replaced, unless
+/// the server is stopping; logs what happened once per episode.
+fn keep_control_socket(control: &std::sync::Mutex<Option<ControlSocket>>) {
+    static FAILING: AtomicBool = AtomicBool::new(false);
+    let mut control = control.lock().unwrap_or_else(|p| p.into_inner());
+    let Some(socket) = control
+        .as_mut()
+        .filter(|_| !STOPPING.load(Ordering::SeqCst))
+    else {
+        return;
+    };
+    match socket.keep() {
+        Ok(false) => {}
+        Ok(true) => {
+            FAILING.store(false, Ordering::SeqCst);
+            log::error(&format!(
+                "the control socket {} was removed under the running server; it listens again",
+                socket.path().display()
+            ));
+        }
+        Err(e) => {
+            if !FAILING.swap(true, Ordering::SeqCst) {
+                log::error(&format!(
+                    "the control socket was removed under the running server and cannot \
+                     listen again: {e}; the user commands cannot reach this server until it is"
+                ));
+            }
+        }
     }
 }
 

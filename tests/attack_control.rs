@@ -122,3 +122,35 @@ fn a_removed_control_socket_file_does_not_hold_up_the_stop() {
         "stopping took {stopping:?} once the socket file was gone"
     );
 }
+
+/// The socket file removed while serving (or the whole data directory, which the keeper
+/// makes again): the commands found no socket, tried the store themselves and were
+/// refused by the running server's lock ("in use by a running server") until a
+/// restart. The server now listens again within the keeper's interval.
+#[test]
+fn a_removed_control_socket_listens_again() {
+    let server = Server::start(&[], &[]);
+    let data = server.data_dir();
+    let d = data.to_str().unwrap();
+    let (code, _, err) = common::cli(
+        &["user", "add", "carol", "--data-dir", d],
+        "a long enough password\n",
+    );
+    assert_eq!(code, 0, "{err}");
+    std::fs::remove_file(data.join("control.sock")).unwrap();
+    let started = Instant::now();
+    let (code, out, err) = loop {
+        let (code, out, err) = common::cli(&["user", "list", "--data-dir", d], "");
+        if code == 0 || started.elapsed() > Duration::from_secs(6) {
+            break (code, out, err);
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    assert_eq!(code, 0, "the commands cannot reach the server again: {err}");
+    assert!(out.contains("carol"), "{out}");
+    assert!(
+        server.log().contains("it listens again"),
+        "{}",
+        server.log()
+    );
+}
