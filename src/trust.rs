@@ -14,7 +14,14 @@
 //!   directory's owner, and is not writable by group or others, unless it is sticky
 //!   (like `/tmp`) and what lies in it on the way belongs to root or the invoking user.
 //!
-//! [`judge`] is the rule on plain values; [`check`] reads the file system.
+//! - every symbolic link followed on the way belongs to root or the invoking user and
+//!   lies in a directory of theirs that others cannot write (or a sticky one): a link
+//!   that another user made, say `/tmp/shared/latchkey-data` pointing into their own
+//!   home, would otherwise lead to a directory that passes the rules above as the
+//!   server's.
+//!
+//! [`judge`] and [`judge_link`] are the rules on plain values; [`check`] and [`resolve`]
+//! read the file system.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -137,6 +144,42 @@ pub fn judge(chain: &[Entry], invoker: u32) -> Result<(), Untrusted> {
     Ok(())
 }
 
+/// The rule for a symbolic link followed on the way: `link` belongs to `link_uid` and
+/// lies in the directory `parent` (owner `parent_uid`, mode bits `parent_mode`); the
+/// data directory is `dir`. The link and its directory must belong to root or the
+/// invoking user, and the directory must not be writable by others, unless it is sticky
+/// (then nobody else can replace the link).
+pub fn judge_link(
+    dir: &Path,
+    link: &Path,
+    link_uid: u32,
+    parent: &Entry,
+    invoker: u32,
+) -> Result<(), Untrusted> {
+    let mine = |uid: u32| uid == 0 || uid == invoker;
+    for (path, uid) in [(link, link_uid), (parent.path.as_path(), parent.uid)] {
+        if !mine(uid) {
+            return Err(Untrusted::Owner {
+                dir: dir.to_path_buf(),
+                path: path.to_path_buf(),
+                uid,
+            });
+        }
+    }
+    if parent.mode & WRITABLE_BY_OTHERS != 0 && parent.mode & STICKY == 0 {
+        return Err(Untrusted::Writable {
+            dir: dir.to_path_buf(),
+            path: parent.path.clone(),
+            mode: parent.mode,
+        });
+    }
+    Ok(())
+}
+
+/// How many symbolic links [`resolve`] follows before it gives up (as Linux's
+/// `MAXSYMLINKS`).
+const MAX_LINKS: usize = 40;
+
 /// The rule applied to `dir` as it is on disk (symlinks resolved), for the effective
 /// user. A directory that does not exist is trusted: nothing can be in it.
 pub fn check(dir: &Path) -> Result<(), Untrusted> {
@@ -153,10 +196,10 @@ pub fn resolve(dir: &Path) -> Result<Option<PathBuf>, Untrusted> {
         path: path.to_path_buf(),
         why: e.to_string(),
     };
-    let real = match std::fs::canonicalize(dir) {
-        Ok(real) => real,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(unreadable(dir, e)),
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let invoker = unsafe { libc::geteuid() };
+    let Some(real) = follow(dir, invoker)? else {
+        return Ok(None);
     };
     let mut chain = Vec::new();
     for path in real.ancestors() {
@@ -167,9 +210,80 @@ pub fn resolve(dir: &Path) -> Result<Option<PathBuf>, Untrusted> {
             mode: meta.mode() & 0o7777,
         });
     }
-    // SAFETY: geteuid has no preconditions and cannot fail.
-    let invoker = unsafe { libc::geteuid() };
     judge(&chain, invoker).map(|()| Some(real))
+}
+
+/// `dir` with its symbolic links resolved, one component at a time as the kernel would,
+/// each link judged by [`judge_link`] before it is followed; `None` when a component
+/// does not exist.
+fn follow(dir: &Path, invoker: u32) -> Result<Option<PathBuf>, Untrusted> {
+    use std::collections::VecDeque;
+    use std::ffi::OsString;
+    use std::os::unix::fs::MetadataExt;
+    use std::path::Component;
+    let unreadable = |path: &Path, e: std::io::Error| Untrusted::Unreadable {
+        path: path.to_path_buf(),
+        why: e.to_string(),
+    };
+    let absolute = if dir.is_absolute() {
+        dir.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map_err(|e| unreadable(dir, e))?
+            .join(dir)
+    };
+    // What is left to walk, a component at a time; `..` is kept to be taken after the
+    // links before it are resolved.
+    let parts = |path: &Path| -> Vec<OsString> {
+        path.components()
+            .filter_map(|c| match c {
+                Component::Normal(name) => Some(name.to_os_string()),
+                Component::ParentDir => Some(OsString::from("..")),
+                Component::RootDir | Component::CurDir | Component::Prefix(_) => None,
+            })
+            .collect()
+    };
+    let mut todo: VecDeque<OsString> = parts(&absolute).into();
+    let mut done = PathBuf::from("/");
+    let mut links = 0;
+    while let Some(name) = todo.pop_front() {
+        if name == ".." {
+            done.pop();
+            continue;
+        }
+        let next = done.join(&name);
+        let meta = match std::fs::symlink_metadata(&next) {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(unreadable(&next, e)),
+        };
+        if !meta.file_type().is_symlink() {
+            done = next;
+            continue;
+        }
+        links += 1;
+        if links > MAX_LINKS {
+            return Err(unreadable(
+                dir,
+                std::io::Error::other("too many levels of symbolic links"),
+            ));
+        }
+        let parent_meta = std::fs::metadata(&done).map_err(|e| unreadable(&done, e))?;
+        let parent = Entry {
+            path: done.clone(),
+            uid: parent_meta.uid(),
+            mode: parent_meta.mode() & 0o7777,
+        };
+        judge_link(dir, &next, meta.uid(), &parent, invoker)?;
+        let target = std::fs::read_link(&next).map_err(|e| unreadable(&next, e))?;
+        if target.is_absolute() {
+            done = PathBuf::from("/");
+        }
+        for part in parts(&target).into_iter().rev() {
+            todo.push_front(part);
+        }
+    }
+    Ok(Some(done))
 }
 
 #[cfg(test)]
@@ -293,6 +407,89 @@ mod tests {
         assert_eq!(check(&base.join("absent")), Ok(()));
         std::fs::set_permissions(&base, std::fs::Permissions::from_mode(0o777)).unwrap();
         assert!(matches!(check(&data), Err(Untrusted::Writable { .. })));
+        let _ = std::fs::remove_dir_all(&base);
+    }
+
+    #[test]
+    fn links_on_the_way_must_be_made_by_root_or_the_invoker_where_others_cannot() {
+        let dir = Path::new("/tmp/shared/latchkey-data");
+        let entry = |path: &str, uid, mode| Entry {
+            path: PathBuf::from(path),
+            uid,
+            mode,
+        };
+        let shared = entry("/tmp/shared", ROOT, 0o1777);
+        // Another user's link in a shared directory, pointing into their own home.
+        assert!(matches!(
+            judge_link(
+                dir,
+                Path::new("/tmp/shared/latchkey-data"),
+                ATTACKER,
+                &shared,
+                ROOT
+            ),
+            Err(Untrusted::Owner { uid: ATTACKER, .. })
+        ));
+        // The operator's own link in a sticky directory: nobody else can replace it.
+        assert_eq!(
+            judge_link(
+                dir,
+                Path::new("/tmp/shared/latchkey-data"),
+                OPERATOR,
+                &shared,
+                OPERATOR
+            ),
+            Ok(())
+        );
+        // systemd's /var/lib/latchkey -> private/latchkey, root's in root's directory.
+        let var_lib = entry("/var/lib", ROOT, 0o755);
+        assert_eq!(
+            judge_link(dir, Path::new("/var/lib/latchkey"), ROOT, &var_lib, ROOT),
+            Ok(())
+        );
+        // A directory others may write without the sticky bit: the link can be replaced.
+        let open = entry("/srv/open", ROOT, 0o777);
+        assert!(matches!(
+            judge_link(dir, Path::new("/srv/open/data"), ROOT, &open, ROOT),
+            Err(Untrusted::Writable { .. })
+        ));
+        // A link of root's inside another user's directory: they can replace it.
+        let eve = entry("/home/eve", ATTACKER, 0o755);
+        assert!(matches!(
+            judge_link(dir, Path::new("/home/eve/data"), ROOT, &eve, ROOT),
+            Err(Untrusted::Owner { uid: ATTACKER, .. })
+        ));
+    }
+
+    #[test]
+    fn resolve_follows_links_as_the_kernel_does() {
+        let base = std::env::temp_dir().join(format!("latchkey-follow-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&base);
+        let data = base.join("a/b/data");
+        std::fs::create_dir_all(&data).unwrap();
+        std::os::unix::fs::symlink("a/b", base.join("rel")).unwrap();
+        std::os::unix::fs::symlink(base.join("rel/data"), base.join("abs")).unwrap();
+        std::os::unix::fs::symlink("loop", base.join("loop")).unwrap();
+        let real = std::fs::canonicalize(&data).unwrap();
+        for path in [
+            data.clone(),
+            base.join("rel/data"),
+            base.join("abs"),
+            base.join("a/b/../b/data"),
+            base.join("rel/../b/data"),
+        ] {
+            assert_eq!(
+                follow(&path, ROOT),
+                Ok(Some(real.clone())),
+                "{}",
+                path.display()
+            );
+        }
+        assert_eq!(follow(&base.join("rel/absent"), ROOT), Ok(None));
+        assert!(matches!(
+            follow(&base.join("loop"), ROOT),
+            Err(Untrusted::Unreadable { .. })
+        ));
         let _ = std::fs::remove_dir_all(&base);
     }
 }

@@ -161,6 +161,79 @@ fn the_user_command_refuses_a_data_directory_another_local_user_made() {
     );
 }
 
+/// Another user's symbolic link in a shared directory, pointing at a data directory in
+/// a home of their own: the directory it leads to passes the rules for directories (its
+/// owner counts as the server's user), so the command used to follow the link and send
+/// the operator's password to their socket. Links on the way are now judged too.
+#[test]
+fn the_user_command_refuses_another_users_link_to_a_directory_of_theirs() {
+    let dir = TempDir::new("attack-local-link");
+    let shared = dir.path().join("shared");
+    let home = dir.path().join("home-of-nobody");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let as_nobody = |args: &[&std::ffi::OsStr]| {
+        let status = Command::new("runuser")
+            .args(["-u", "nobody", "--"])
+            .args(args)
+            .status()
+            .expect("runuser (needs root)");
+        assert!(status.success(), "{args:?}");
+    };
+    std::fs::create_dir(&home).unwrap();
+    std::fs::set_permissions(&home, std::fs::Permissions::from_mode(0o755)).unwrap();
+    assert!(
+        Command::new("chown")
+            .arg("nobody")
+            .arg(&home)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let target = home.join("latchkey-data");
+    as_nobody(&[
+        "ln".as_ref(),
+        "-s".as_ref(),
+        target.as_os_str(),
+        shared.join("latchkey-data").as_os_str(),
+    ]);
+
+    let mut fake = spawn_group(
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3", "-c", FAKE_SERVER])
+            .current_dir(&home)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit()),
+    );
+    let mut out = std::io::BufReader::new(fake.stdout.take().unwrap());
+    let mut line = String::new();
+    use std::io::BufRead;
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+
+    let op = Command::new("timeout")
+        .args(["20", bin(), "user", "list"])
+        .current_dir(&shared)
+        .env_remove("LATCHKEY_DATA_DIR")
+        .env_remove("STATE_DIRECTORY")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    kill_group(&mut fake);
+    let mut captured = String::new();
+    std::io::Read::read_to_string(&mut out, &mut captured).unwrap();
+    assert!(
+        captured.trim().is_empty(),
+        "a control socket reached through nobody's link received: {captured}"
+    );
+    let err = String::from_utf8_lossy(&op.stderr);
+    assert!(
+        !op.status.success() && err.contains("refusing the data directory"),
+        "{err}"
+    );
+}
+
 /// A socket in a data directory only root could have made, but answered by a process
 /// of another user (bound as root, then listening as `nobody`): the command refuses it
 /// before sending anything.
