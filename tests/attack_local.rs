@@ -501,3 +501,76 @@ fn a_symlink_re_pointed_after_the_check_does_not_redirect_an_offline_command() {
     );
     assert!(added > 0, "no command got through at all");
 }
+
+/// A data directory that does not exist yet, in a shared directory: `user add` makes it,
+/// but another user can make it first, between the check and the `mkdir` (which accepts
+/// a directory that is there), and so receive the new store. The command now judges the
+/// directory again once it exists.
+#[test]
+fn a_data_directory_made_first_by_another_user_does_not_receive_the_store() {
+    let dir = TempDir::new("attack-local-mkdir");
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    // nobody makes and removes the directory as fast as they can.
+    const RACER: &str = r#"
+import os, time
+end = time.time() + 60
+while time.time() < end and not os.path.exists('stop'):
+    try:
+        os.mkdir('latchkey-data', 0o777)
+        os.rmdir('latchkey-data')
+    except OSError:
+        pass
+"#;
+    let mut racer = spawn_group(
+        Command::new("runuser")
+            .args(["-u", "nobody", "--", "python3", "-c", RACER])
+            .current_dir(&shared),
+    );
+    let data = shared.join("latchkey-data");
+    let deadline = Instant::now() + Duration::from_secs(40);
+    let mut stolen = false;
+    for n in 0..200 {
+        if Instant::now() > deadline {
+            break;
+        }
+        let mut child = Command::new(bin())
+            .args(["user", "add", &format!("user{n}")])
+            .current_dir(&shared)
+            .env_remove("LATCHKEY_DATA_DIR")
+            .env_remove("STATE_DIRECTORY")
+            .env("LATCHKEY_ARGON2_MEMORY_KIB", "8")
+            .env("LATCHKEY_ARGON2_ITERATIONS", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let _ = child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(b"a long enough password\n");
+        let _ = child.wait();
+        // A store in a directory nobody made: nobody's rmdir now fails, so it stays.
+        if let Ok(meta) = std::fs::metadata(&data) {
+            use std::os::unix::fs::MetadataExt;
+            if meta.uid() != 0 && data.join("users.redb").exists() {
+                stolen = true;
+                break;
+            }
+            if meta.uid() == 0 {
+                // Ours (made between two of theirs): start again without it.
+                let _ = std::fs::remove_dir_all(&data);
+            }
+        }
+    }
+    std::fs::write(shared.join("stop"), b"").unwrap();
+    kill_group(&mut racer);
+    assert!(
+        !stolen,
+        "the store was made in a data directory another user made"
+    );
+}

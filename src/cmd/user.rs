@@ -298,6 +298,9 @@ fn open_for(command: &Command, config: &Config) -> Result<UserStore> {
                     .map_err(|e| {
                         format!("cannot create the data directory {}: {e}", dir.display())
                     })?;
+                // Judged again now that it exists: another user may have made it (or a
+                // link in its place) first, in a shared directory.
+                trust::check(dir)?;
             }
             Ok(location.open(pool)?)
         }
