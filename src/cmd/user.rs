@@ -299,8 +299,15 @@ fn open_for(command: &Command, config: &Config) -> Result<UserStore> {
                         format!("cannot create the data directory {}: {e}", dir.display())
                     })?;
                 // Judged again now that it exists: another user may have made it (or a
-                // link in its place) first, in a shared directory.
-                trust::check(dir)?;
+                // link in its place) first, in a shared directory, or removed theirs
+                // just now to make it again once this command goes on.
+                if trust::resolve(dir)?.is_none() {
+                    return Err(format!(
+                        "the data directory {} vanished as it was made; run the command again",
+                        dir.display()
+                    )
+                    .into());
+                }
             }
             Ok(location.open(pool)?)
         }
