@@ -337,6 +337,73 @@ while True:
     c.close()
 "#;
 
+/// A sticky shared directory holding `evil` (nobody's) beside a `trusted` directory of
+/// root's, and a link `shared/latchkey-data` that a thread re-points between the two as
+/// fast as it can once [`FlippingLink::start`] is called.
+struct FlippingLink {
+    _dir: TempDir,
+    trusted: std::path::PathBuf,
+    evil: std::path::PathBuf,
+    link: std::path::PathBuf,
+    done: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    flipper: Option<std::thread::JoinHandle<()>>,
+}
+
+impl FlippingLink {
+    fn new(tag: &str) -> FlippingLink {
+        let dir = TempDir::new(tag);
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let shared = dir.path().join("shared");
+        let trusted = dir.path().join("trusted");
+        let evil = shared.join("evil");
+        std::fs::create_dir(&shared).unwrap();
+        std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
+        std::fs::create_dir(&trusted).unwrap();
+        std::fs::set_permissions(&trusted, std::fs::Permissions::from_mode(0o700)).unwrap();
+        let status = Command::new("runuser")
+            .args(["-u", "nobody", "--", "mkdir", "-m", "0700"])
+            .arg(&evil)
+            .status()
+            .expect("runuser (needs root)");
+        assert!(status.success());
+        let link = shared.join("latchkey-data");
+        std::os::unix::fs::symlink(&trusted, &link).unwrap();
+        FlippingLink {
+            _dir: dir,
+            trusted,
+            evil,
+            link,
+            done: Default::default(),
+            flipper: None,
+        }
+    }
+
+    fn start(&mut self) {
+        use std::sync::atomic::Ordering;
+        let done = std::sync::Arc::clone(&self.done);
+        let (trusted, evil, link) = (self.trusted.clone(), self.evil.clone(), self.link.clone());
+        self.flipper = Some(std::thread::spawn(move || {
+            let temp = link.with_file_name("next");
+            let mut n = 0u64;
+            while !done.load(Ordering::Relaxed) {
+                let target = if n.is_multiple_of(2) { &evil } else { &trusted };
+                let _ = std::fs::remove_file(&temp);
+                if std::os::unix::fs::symlink(target, &temp).is_ok() {
+                    let _ = std::fs::rename(&temp, &link);
+                }
+                n += 1;
+            }
+        }));
+    }
+
+    fn stop(&mut self) {
+        self.done.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(flipper) = self.flipper.take() {
+            flipper.join().unwrap();
+        }
+    }
+}
+
 /// A data directory named through a symlink in a shared directory: the trust check
 /// judged the directory the symlink pointed to, then the command connected through the
 /// symlink again, so another user re-pointing it in between (at their own directory,
@@ -345,24 +412,7 @@ while True:
 #[test]
 fn a_symlink_re_pointed_after_the_check_does_not_redirect_the_command() {
     use std::io::BufRead;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let dir = TempDir::new("attack-local-symlink");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let shared = dir.path().join("shared");
-    let trusted = dir.path().join("trusted");
-    let evil = shared.join("evil");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    std::fs::create_dir(&trusted).unwrap();
-    std::fs::set_permissions(&trusted, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let status = Command::new("runuser")
-        .args(["-u", "nobody", "--", "mkdir", "-m", "0700"])
-        .arg(&evil)
-        .status()
-        .expect("runuser (needs root)");
-    assert!(status.success());
-
+    let mut flipping = FlippingLink::new("attack-local-symlink");
     let start = |command: &mut Command| {
         let mut child = spawn_group(command.stdout(Stdio::piped()));
         let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
@@ -374,46 +424,27 @@ fn a_symlink_re_pointed_after_the_check_does_not_redirect_the_command() {
     let (mut real, _real_out) = start(
         Command::new("python3")
             .args(["-c", FAKE_LOOP])
-            .current_dir(&trusted),
+            .current_dir(&flipping.trusted),
     );
     let (mut fake, mut heard) = start(
         Command::new("runuser")
             .args(["-u", "nobody", "--", "python3", "-c", FAKE_LOOP])
-            .current_dir(&evil),
+            .current_dir(&flipping.evil),
     );
 
-    // The other user flips the symlink between the two, as fast as they can.
-    let link = shared.join("latchkey-data");
-    std::os::unix::fs::symlink(&trusted, &link).unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let flipper = {
-        let (done, link, shared) = (Arc::clone(&done), link.clone(), shared.clone());
-        let (trusted, evil) = (trusted.clone(), evil.clone());
-        std::thread::spawn(move || {
-            let temp = shared.join("next");
-            let mut n = 0u64;
-            while !done.load(Ordering::Relaxed) {
-                let target = if n.is_multiple_of(2) { &evil } else { &trusted };
-                let _ = std::fs::remove_file(&temp);
-                if std::os::unix::fs::symlink(target, &temp).is_ok() {
-                    let _ = std::fs::rename(&temp, &link);
-                }
-                n += 1;
-            }
-        })
-    };
+    // The link flips between the two, as fast as it can.
+    flipping.start();
     // Each command is judged against the directory the symlink points to at that
     // moment (refused when it is theirs); of 500 tries, some meet a flip in between.
     for _ in 0..500 {
         let _ = Command::new("timeout")
             .args(["10", bin(), "user", "list", "--data-dir"])
-            .arg(&link)
+            .arg(&flipping.link)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status();
     }
-    done.store(true, Ordering::Relaxed);
-    flipper.join().unwrap();
+    flipping.stop();
     kill_group(&mut fake);
     kill_group(&mut real);
     let mut captured = String::new();
@@ -431,43 +462,9 @@ fn a_symlink_re_pointed_after_the_check_does_not_redirect_the_command() {
 /// directory it judged.
 #[test]
 fn a_symlink_re_pointed_after_the_check_does_not_redirect_an_offline_command() {
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicBool, Ordering};
-    let dir = TempDir::new("attack-local-offline");
-    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let shared = dir.path().join("shared");
-    let trusted = dir.path().join("trusted");
-    let evil = shared.join("evil");
-    std::fs::create_dir(&shared).unwrap();
-    std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    std::fs::create_dir(&trusted).unwrap();
-    std::fs::set_permissions(&trusted, std::fs::Permissions::from_mode(0o700)).unwrap();
-    let status = Command::new("runuser")
-        .args(["-u", "nobody", "--", "mkdir", "-m", "0700"])
-        .arg(&evil)
-        .status()
-        .expect("runuser (needs root)");
-    assert!(status.success());
-
-    let link = shared.join("latchkey-data");
-    std::os::unix::fs::symlink(&trusted, &link).unwrap();
-    let done = Arc::new(AtomicBool::new(false));
-    let flipper = {
-        let (done, link, shared) = (Arc::clone(&done), link.clone(), shared.clone());
-        let (trusted, evil) = (trusted.clone(), evil.clone());
-        std::thread::spawn(move || {
-            let temp = shared.join("next");
-            let mut n = 0u64;
-            while !done.load(Ordering::Relaxed) {
-                let target = if n.is_multiple_of(2) { &evil } else { &trusted };
-                let _ = std::fs::remove_file(&temp);
-                if std::os::unix::fs::symlink(target, &temp).is_ok() {
-                    let _ = std::fs::rename(&temp, &link);
-                }
-                n += 1;
-            }
-        })
-    };
+    let mut flipping = FlippingLink::new("attack-local-offline");
+    flipping.start();
+    let evil = flipping.evil.clone();
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut added = 0;
     for n in 0..300 {
@@ -476,7 +473,7 @@ fn a_symlink_re_pointed_after_the_check_does_not_redirect_an_offline_command() {
         }
         let mut child = Command::new(bin())
             .args(["user", "add", &format!("user{n}"), "--data-dir"])
-            .arg(&link)
+            .arg(&flipping.link)
             .env("LATCHKEY_ARGON2_MEMORY_KIB", "8")
             .env("LATCHKEY_ARGON2_ITERATIONS", "1")
             .stdin(Stdio::piped())
@@ -493,8 +490,7 @@ fn a_symlink_re_pointed_after_the_check_does_not_redirect_an_offline_command() {
             added += 1;
         }
     }
-    done.store(true, Ordering::Relaxed);
-    flipper.join().unwrap();
+    flipping.stop();
     assert!(
         !evil.join("users.redb").exists(),
         "a store was made in the other user's directory"
