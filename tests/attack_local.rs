@@ -68,6 +68,7 @@ c.close()
 "#;
 
 #[test]
+#[ignore = "needs root: runs the other user as nobody with runuser (and python3)"]
 fn backup_refuses_a_data_directory_another_local_user_made() {
     let dir = TempDir::new("attack-local-backup");
     let shared = dir.path().join("shared");
@@ -110,6 +111,7 @@ fn backup_refuses_a_data_directory_another_local_user_made() {
 }
 
 #[test]
+#[ignore = "needs root: runs the other user as nobody with runuser (and python3)"]
 fn the_user_command_refuses_a_data_directory_another_local_user_made() {
     let dir = TempDir::new("attack-local");
     let shared = dir.path().join("shared");
@@ -166,6 +168,7 @@ fn the_user_command_refuses_a_data_directory_another_local_user_made() {
 /// owner counts as the server's user), so the command used to follow the link and send
 /// the operator's password to their socket. Links on the way are now judged too.
 #[test]
+#[ignore = "needs root: runs the other user as nobody with runuser (and python3)"]
 fn the_user_command_refuses_another_users_link_to_a_directory_of_theirs() {
     let dir = TempDir::new("attack-local-link");
     let shared = dir.path().join("shared");
@@ -238,6 +241,7 @@ fn the_user_command_refuses_another_users_link_to_a_directory_of_theirs() {
 /// of another user (bound as root, then listening as `nobody`): the command refuses it
 /// before sending anything.
 #[test]
+#[ignore = "needs root: runs the other user as nobody with runuser (and python3)"]
 fn the_user_command_refuses_a_socket_answered_by_another_user() {
     const IMPOSTOR: &str = r#"
 import os, socket
@@ -410,6 +414,7 @@ impl FlippingLink {
 /// which they own: the impostor check read the owner through the symlink too) received
 /// the command. The command now speaks to the directory it judged.
 #[test]
+#[ignore = "needs root: runs the other user as nobody with runuser (and python3)"]
 fn a_symlink_re_pointed_after_the_check_does_not_redirect_the_command() {
     use std::io::BufRead;
     let mut flipping = FlippingLink::new("attack-local-symlink");
@@ -461,6 +466,7 @@ fn a_symlink_re_pointed_after_the_check_does_not_redirect_the_command() {
 /// backup would have copied their store). The command now opens the store in the
 /// directory it judged.
 #[test]
+#[ignore = "needs root: runs the other user as nobody with runuser (and python3)"]
 fn a_symlink_re_pointed_after_the_check_does_not_redirect_an_offline_command() {
     let mut flipping = FlippingLink::new("attack-local-offline");
     flipping.start();
@@ -503,6 +509,7 @@ fn a_symlink_re_pointed_after_the_check_does_not_redirect_an_offline_command() {
 /// a directory that is there), and so receive the new store. The command now judges the
 /// directory again once it exists.
 #[test]
+#[ignore = "needs root: runs the other user as nobody with runuser (and python3)"]
 fn a_data_directory_made_first_by_another_user_does_not_receive_the_store() {
     let dir = TempDir::new("attack-local-mkdir");
     let shared = dir.path().join("shared");

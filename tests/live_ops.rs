@@ -226,6 +226,7 @@ fn user_commands_through_a_running_server_answer_as_they_do_offline() {
 }
 
 #[test]
+#[ignore = "needs root: runs the command as nobody with runuser"]
 fn a_user_command_from_anyone_but_root_or_the_servers_user_is_refused() {
     let dir = std::sync::Arc::new(common::TempDir::new("live"));
     let (code, _, err) = user(
