@@ -39,6 +39,23 @@ fn kill_group(child: &mut std::process::Child) {
     let _ = child.wait();
 }
 
+/// Starts `command` (a fake control socket) in its own process group and waits for its
+/// first output line, `ready`; the rest of its output is what it heard.
+fn start_ready(
+    command: &mut Command,
+) -> (
+    std::process::Child,
+    std::io::BufReader<std::process::ChildStdout>,
+) {
+    use std::io::BufRead;
+    let mut child = spawn_group(command.stdout(Stdio::piped()));
+    let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    assert_eq!(line.trim(), "ready");
+    (child, out)
+}
+
 /// A fake control socket: answers every request with success and prints each request
 /// line it receives.
 const FAKE_SERVER: &str = r#"
@@ -75,18 +92,11 @@ fn backup_refuses_a_data_directory_another_local_user_made() {
     std::fs::create_dir(&shared).unwrap();
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
-    let mut fake = spawn_group(
+    let (mut fake, _heard) = start_ready(
         Command::new("runuser")
             .args(["-u", "nobody", "--", "python3", "-c", FAKE_BACKUP])
-            .current_dir(&shared)
-            .stdout(Stdio::piped()),
+            .current_dir(&shared),
     );
-    let mut line = String::new();
-    use std::io::BufRead;
-    std::io::BufReader::new(fake.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert_eq!(line.trim(), "ready");
     let dest = dir.path().join("users-backup.redb");
     let out = Command::new("timeout")
         .args(["20", bin(), "backup", dest.to_str().unwrap()])
@@ -120,18 +130,12 @@ fn the_user_command_refuses_a_data_directory_another_local_user_made() {
     std::fs::set_permissions(&shared, std::fs::Permissions::from_mode(0o1777)).unwrap();
 
     // The local attacker, as nobody.
-    let mut fake = spawn_group(
+    let (mut fake, mut out) = start_ready(
         Command::new("runuser")
             .args(["-u", "nobody", "--", "python3", "-c", FAKE_SERVER])
             .current_dir(&shared)
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit()),
     );
-    let mut out = std::io::BufReader::new(fake.stdout.take().unwrap());
-    let mut line = String::new();
-    use std::io::BufRead;
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
 
     // The operator, as root, in that directory: sets the administrator's password.
     let mut op = Command::new("timeout")
@@ -202,18 +206,12 @@ fn the_user_command_refuses_another_users_link_to_a_directory_of_theirs() {
         shared.join("latchkey-data").as_os_str(),
     ]);
 
-    let mut fake = spawn_group(
+    let (mut fake, mut out) = start_ready(
         Command::new("runuser")
             .args(["-u", "nobody", "--", "python3", "-c", FAKE_SERVER])
             .current_dir(&home)
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit()),
     );
-    let mut out = std::io::BufReader::new(fake.stdout.take().unwrap());
-    let mut line = String::new();
-    use std::io::BufRead;
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
 
     let op = Command::new("timeout")
         .args(["20", bin(), "user", "list"])
@@ -256,17 +254,11 @@ print(c.makefile('rb').readline().decode().strip(), flush=True)
 "#;
     let dir = TempDir::new("attack-local-impostor");
     std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
-    let mut fake = spawn_group(
+    let (mut fake, mut out) = start_ready(
         Command::new("python3")
             .args(["-c", IMPOSTOR])
-            .current_dir(dir.path())
-            .stdout(Stdio::piped()),
+            .current_dir(dir.path()),
     );
-    let mut out = std::io::BufReader::new(fake.stdout.take().unwrap());
-    let mut line = String::new();
-    use std::io::BufRead;
-    out.read_line(&mut line).unwrap();
-    assert_eq!(line.trim(), "ready");
     let op = Command::new("timeout")
         .args(["20", bin(), "user", "list"])
         .current_dir(dir.path())
@@ -416,16 +408,8 @@ impl FlippingLink {
 #[test]
 #[ignore = "needs root: runs the other user as nobody with runuser (and python3)"]
 fn a_symlink_re_pointed_after_the_check_does_not_redirect_the_command() {
-    use std::io::BufRead;
     let mut flipping = FlippingLink::new("attack-local-symlink");
-    let start = |command: &mut Command| {
-        let mut child = spawn_group(command.stdout(Stdio::piped()));
-        let mut out = std::io::BufReader::new(child.stdout.take().unwrap());
-        let mut line = String::new();
-        out.read_line(&mut line).unwrap();
-        assert_eq!(line.trim(), "ready");
-        (child, out)
-    };
+    let start = start_ready;
     let (mut real, _real_out) = start(
         Command::new("python3")
             .args(["-c", FAKE_LOOP])
