@@ -56,6 +56,25 @@ fn start_ready(
     (child, out)
 }
 
+/// Runs `latchkey user add` (cheap hashing) as `command` sets it up, with a password on
+/// stdin; whether it succeeded.
+fn quick_user_add(command: &mut Command) -> bool {
+    let mut child = command
+        .env("LATCHKEY_ARGON2_MEMORY_KIB", "8")
+        .env("LATCHKEY_ARGON2_ITERATIONS", "1")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _ = child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"a long enough password\n");
+    child.wait().is_ok_and(|status| status.success())
+}
+
 /// A fake control socket: answers every request with success and prints each request
 /// line it receives.
 const FAKE_SERVER: &str = r#"
@@ -461,22 +480,11 @@ fn a_symlink_re_pointed_after_the_check_does_not_redirect_an_offline_command() {
         if Instant::now() > deadline || evil.join("users.redb").exists() {
             break;
         }
-        let mut child = Command::new(bin())
-            .args(["user", "add", &format!("user{n}"), "--data-dir"])
-            .arg(&flipping.link)
-            .env("LATCHKEY_ARGON2_MEMORY_KIB", "8")
-            .env("LATCHKEY_ARGON2_ITERATIONS", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let _ = child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"a long enough password\n");
-        if child.wait().unwrap().success() {
+        if quick_user_add(
+            Command::new(bin())
+                .args(["user", "add", &format!("user{n}"), "--data-dir"])
+                .arg(&flipping.link),
+        ) {
             added += 1;
         }
     }
@@ -523,24 +531,13 @@ while time.time() < end and not os.path.exists('stop'):
         if Instant::now() > deadline {
             break;
         }
-        let mut child = Command::new(bin())
-            .args(["user", "add", &format!("user{n}")])
-            .current_dir(&shared)
-            .env_remove("LATCHKEY_DATA_DIR")
-            .env_remove("STATE_DIRECTORY")
-            .env("LATCHKEY_ARGON2_MEMORY_KIB", "8")
-            .env("LATCHKEY_ARGON2_ITERATIONS", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let _ = child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(b"a long enough password\n");
-        let _ = child.wait();
+        quick_user_add(
+            Command::new(bin())
+                .args(["user", "add", &format!("user{n}")])
+                .current_dir(&shared)
+                .env_remove("LATCHKEY_DATA_DIR")
+                .env_remove("STATE_DIRECTORY"),
+        );
         // A store in a directory nobody made: nobody's rmdir now fails, so it stays.
         if let Ok(meta) = std::fs::metadata(&data) {
             use std::os::unix::fs::MetadataExt;
