@@ -414,7 +414,12 @@ fn two_full_instances_behind_nginx_share_everything() {
     let target = cluster
         .users()
         .iter()
-        .find(|u| u["name"] == "racer0")
+        // Whichever client won the name registered it in its own case.
+        .find(|u| {
+            u["name"]
+                .as_str()
+                .is_some_and(|n| n.eq_ignore_ascii_case("racer0"))
+        })
         .expect("racer0")["id"]
         .as_u64()
         .expect("id");
