@@ -15,7 +15,7 @@ use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{Browser, FAST_ENV, Response, Server, TempDir, bin, cli};
+use common::{Browser, FAST_ENV, Response, Server, TempDir, Tmpfs, bin, cli, fill};
 use latchkey::password::{Params, Passwords};
 use latchkey::store::UserStore;
 use redb::{Database, TableDefinition};
@@ -339,55 +339,6 @@ fn one_damaged_record_is_named_everywhere_and_refuses_only_its_owner() {
     let (code, out, err) = run(&["serve", "--check", "--data-dir", &d]);
     assert_eq!(code, 0, "{err}");
     assert!(out.contains("holds 2 users"), "{out}");
-}
-
-/// A tmpfs mounted for the life of the value; unmounted on drop.
-struct Tmpfs(PathBuf);
-
-impl Tmpfs {
-    fn mount(at: &Path, size: &str) -> Tmpfs {
-        let out = Command::new("mount")
-            .args([
-                "-t",
-                "tmpfs",
-                "-o",
-                &format!("size={size},mode=0700"),
-                "tmpfs",
-            ])
-            .arg(at)
-            .output()
-            .expect("run mount");
-        assert!(
-            out.status.success(),
-            "this test mounts a tmpfs and needs root: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Tmpfs(at.to_path_buf())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.0)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-        }
-    }
-}
-
-/// Fills the file system holding `dir` to the last byte; returns the filler file.
-fn fill(dir: &Path) -> PathBuf {
-    let path = dir.join(format!("filler-{}", listing(dir).len()));
-    let mut f = std::fs::File::create(&path).expect("filler");
-    for chunk in [65536usize, 4096, 512, 1] {
-        let block = vec![0x55u8; chunk];
-        while f.write_all(&block).is_ok() {}
-    }
-    let _ = f.sync_all();
-    path
 }
 
 /// The write-health changes the server logged, in order ("writes fail", "writes work");

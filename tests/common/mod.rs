@@ -739,3 +739,54 @@ impl Server {
         }
     }
 }
+
+/// A tmpfs mounted for the life of the value; unmounted on drop.
+pub struct Tmpfs(PathBuf);
+
+impl Tmpfs {
+    pub fn mount(at: &Path, size: &str) -> Tmpfs {
+        let out = Command::new("mount")
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size},mode=0700"),
+                "tmpfs",
+            ])
+            .arg(at)
+            .output()
+            .expect("run mount");
+        assert!(
+            out.status.success(),
+            "this test mounts a tmpfs and needs root: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Tmpfs(at.to_path_buf())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.0)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+}
+
+/// Fills the file system holding `dir` to the last byte; returns the filler file (a new
+/// one on each call).
+pub fn fill(dir: &Path) -> PathBuf {
+    let taken = std::fs::read_dir(dir).map_or(0, |entries| entries.count());
+    let path = dir.join(format!("filler-{taken}"));
+    let mut f = std::fs::File::create(&path).expect("filler");
+    for chunk in [65536usize, 4096, 512, 1] {
+        let block = vec![0x55u8; chunk];
+        while f.write_all(&block).is_ok() {}
+    }
+    let _ = f.sync_all();
+    path
+}
