@@ -294,6 +294,28 @@ impl Columns {
             recovery: user.totp.as_ref().map(|t| t.recovery.concat()),
         }
     }
+
+    /// Every column of `user` as statement parameters `$1`..`$15`, in the order
+    /// `insert_user` and `write_user` name them.
+    fn params<'a>(&'a self, user: &'a User) -> [&'a (dyn postgres::types::ToSql + Sync); 15] {
+        [
+            &self.id,
+            &user.name,
+            &self.name_key,
+            &user.role,
+            &user.password_hash,
+            &self.ver,
+            &user.locked,
+            &user.created,
+            &user.updated,
+            &user.last_login,
+            &user.must_change_password,
+            &self.secret,
+            &self.last_step,
+            &self.recovery,
+            &user.totp_pending,
+        ]
+    }
 }
 
 /// Inserts `user` (all columns).
@@ -304,23 +326,7 @@ fn insert_user(tx: &mut Transaction<'_>, user: &User) -> Result<u64, postgres::E
          created, updated, last_login, must_change_password, totp_secret, totp_last_step, \
          totp_recovery, totp_pending) \
          VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        &[
-            &c.id,
-            &user.name,
-            &c.name_key,
-            &user.role,
-            &user.password_hash,
-            &c.ver,
-            &user.locked,
-            &user.created,
-            &user.updated,
-            &user.last_login,
-            &user.must_change_password,
-            &c.secret,
-            &c.last_step,
-            &c.recovery,
-            &user.totp_pending,
-        ],
+        &c.params(user),
     )
 }
 
@@ -332,23 +338,7 @@ fn write_user(tx: &mut Transaction<'_>, user: &User) -> Result<u64, postgres::Er
          ver = $6, locked = $7, created = $8, updated = $9, last_login = $10, \
          must_change_password = $11, totp_secret = $12, totp_last_step = $13, \
          totp_recovery = $14, totp_pending = $15 WHERE id = $1",
-        &[
-            &c.id,
-            &user.name,
-            &c.name_key,
-            &user.role,
-            &user.password_hash,
-            &c.ver,
-            &user.locked,
-            &user.created,
-            &user.updated,
-            &user.last_login,
-            &user.must_change_password,
-            &c.secret,
-            &c.last_step,
-            &c.recovery,
-            &user.totp_pending,
-        ],
+        &c.params(user),
     )
 }
 
