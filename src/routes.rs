@@ -23,7 +23,9 @@ use crate::config::{Config, MetricsAccess, origin_of};
 use crate::http::{self, Client, Form, Login, Method, Reply, Request, percent_encode};
 use crate::metrics::{LoginOutcome, Metrics};
 use crate::pages::{self, Chrome, Notice, TotpSetup, TotpStatus, Welcome};
-use crate::store::{Entry, ROLE_ADMIN, ROLE_USER, ReadError, Revocation, StoreError, UserStore};
+use crate::store::{
+    Entry, ROLE_ADMIN, ROLE_USER, ReadError, Revocation, StoreError, User, UserStore,
+};
 use crate::token::{Amr, Claims, ErrorClass};
 use crate::totp;
 
@@ -1440,49 +1442,54 @@ fn admin_target<'p>(ctx: &Ctx, path: &'p str) -> Result<(u64, &'p str), Reply> {
 
 /// `GET /admin/users/ID/password`: the form to set a user's password.
 fn admin_password_page(ctx: &Ctx) -> Answer {
+    on_other_user(
+        ctx,
+        "Change your own password on your account page.",
+        |user| {
+            Ok(ctx
+                .page(200, None, |c| pages::admin_password(c, &user))
+                .private())
+        },
+    )
+}
+
+/// Answers an administrator's page about the user its path names with `page`: 404 when
+/// there is no such user, and back to `/admin` with `own` when it is the administrator
+/// themself (their own account has its own pages).
+fn on_other_user(ctx: &Ctx, own: &str, page: impl FnOnce(User) -> Answer) -> Answer {
     let (me, store) = ctx.require_admin()?;
     let (id, _) = admin_target(ctx, ctx.req.path)?;
     let Some(user) = store.get(id)? else {
         return Ok(ctx.error(404, "not_found", "There is no such user."));
     };
     if user.id == me.user_id {
-        return Ok(ctx.redirect_with_flash(
-            "/admin",
-            Flash::error("Change your own password on your account page."),
-        ));
+        return Ok(ctx.redirect_with_flash("/admin", Flash::error(own)));
     }
-    Ok(ctx
-        .page(200, None, |c| pages::admin_password(c, &user))
-        .private())
+    page(user)
 }
 
 /// `GET /admin/users/ID/totp`: asks before removing a user's second factor.
 fn admin_totp_confirm(ctx: &Ctx) -> Answer {
-    let (me, store) = ctx.require_admin()?;
-    let (id, _) = admin_target(ctx, ctx.req.path)?;
-    let Some(user) = store.get(id)? else {
-        return Ok(ctx.error(404, "not_found", "There is no such user."));
-    };
-    if user.id == me.user_id {
-        return Ok(ctx.redirect_with_flash(
-            "/admin",
-            Flash::error("Manage your own second factor on your account page."),
-        ));
-    }
-    let question = format!("Reset the second factor of {}?", user.name);
-    let detail = format!(
-        "{} can then log in with the password alone, until they set up two-factor \
-         authentication again (at once, where the policy requires it). Their recovery codes \
-         stop working and every session of theirs ends. Do this when they lost their phone \
-         and their recovery codes, after making sure it is them who asks.",
-        user.name
-    );
-    let action = format!("/admin/users/{}/totp", user.id);
-    Ok(ctx
-        .page(200, None, |c| {
-            pages::confirm(c, &question, &detail, &action, "Reset", "/admin")
-        })
-        .private())
+    on_other_user(
+        ctx,
+        "Manage your own second factor on your account page.",
+        |user| {
+            let question = format!("Reset the second factor of {}?", user.name);
+            let detail = format!(
+                "{} can then log in with the password alone, until they set up two-factor \
+             authentication again (at once, where the policy requires it). Their recovery codes \
+             stop working and every session of theirs ends. Do this when they lost their phone \
+             and their recovery codes, after making sure it is them who asks.",
+                user.name
+            );
+            let action = format!("/admin/users/{}/totp", user.id);
+            Ok(ctx
+                .page(200, None, |c| {
+                    pages::confirm(c, &question, &detail, &action, "Reset", "/admin")
+                })
+                .private())
+        },
+    )
 }
 
 /// `GET /admin/users/ID/delete`: asks before deleting.
