@@ -364,6 +364,24 @@ fn administrators_manage_others_but_not_themselves() {
         Some("There is no such user.")
     );
     assert_eq!(admin.get("/admin/users/2/delete").status, 404);
+    // The pages about another user: 404 for one that is gone, back to /admin for oneself.
+    for page in ["/admin/users/2/password", "/admin/users/2/totp"] {
+        assert_eq!(admin.get(page).status, 404, "{page}");
+    }
+    for (page, own) in [
+        (
+            "/admin/users/1/password",
+            "Change your own password on your account page.",
+        ),
+        (
+            "/admin/users/1/totp",
+            "Manage your own second factor on your account page.",
+        ),
+    ] {
+        let r = admin.get(page);
+        assert_eq!((r.status, location(&r)), (303, "/admin"), "{page}");
+        assert_eq!(notice_of(&admin.follow(&r).body).as_deref(), Some(own));
+    }
 
     // A plain user gets 403 on the admin page.
     create(&mut admin, "erin");
