@@ -53,7 +53,7 @@ use redb::{
 };
 
 use super::edit;
-use super::logins::{Batch, Logins};
+use super::logins::{self, Batch, Flushed, Logins};
 use super::overlay::Overlay;
 use super::{
     BackupError, BackupInfo, CreateError, Damage, DamagedRecord, Entry, Health, HealthEvent,
@@ -832,28 +832,20 @@ impl UserStore {
     /// Reads of this store show the login at once.
     pub fn note_login(&self, user: &User, new_hash: Option<&str>) -> User {
         let at = now();
-        if !self.shared.inspect {
-            let new_hash = new_hash.filter(|h| validate_hash(h).is_ok());
-            self.shared.logins.note(user, at, new_hash);
-            let shared = Arc::clone(&self.shared);
-            self.shared.logins.start(move || {
-                shared
-                    .logins
-                    .run(FIRST_RETRY, |batch| shared.write_logins(batch));
-            });
+        if self.shared.inspect {
+            return User {
+                last_login: Some(at),
+                ..user.clone()
+            };
         }
-        User {
-            last_login: Some(at),
-            ..user.clone()
-        }
+        let new_hash = new_hash.filter(|h| validate_hash(h).is_ok());
+        logins::note(&self.shared, user, at, new_hash, FIRST_RETRY)
     }
 
     /// Commits the pending logins now (the background thread does it by itself; a backup
     /// calls this first so that the copy has them).
     pub fn flush_logins(&self) -> Result<(), UpdateError> {
-        self.shared
-            .logins
-            .flush(|batch| self.shared.write_logins(batch))
+        logins::flush(&*self.shared)
     }
 
     /// `user` with its pending (not yet committed) login, if any.
@@ -1604,7 +1596,7 @@ impl Shared {
 
     /// Writes a batch of logins in one transaction: a login never replaces a newer
     /// `last_login`; a re-hash replaces the hash only if it is still the verified one.
-    fn write_logins(&self, batch: &Batch) -> Result<(), UpdateError> {
+    fn write_batch(&self, batch: &Batch) -> Result<(), UpdateError> {
         self.write(false, |tx| {
             let mut users = tx.open_table(USERS)?;
             for (&id, login) in batch {
@@ -2268,6 +2260,16 @@ impl UserStore {
             meta.insert(META_NEXT_ID, id.saturating_add(1))?;
             Ok(user)
         })
+    }
+}
+
+impl Flushed for Shared {
+    fn logins(&self) -> &Logins {
+        &self.logins
+    }
+
+    fn write_logins(&self, batch: &Batch) -> Result<(), UpdateError> {
+        self.write_batch(batch)
     }
 }
 

@@ -52,6 +52,42 @@ impl PendingLogin {
 /// Logins by user id.
 pub(super) type Batch = HashMap<u64, PendingLogin>;
 
+/// A store's side of its login queue: where the queue is and how a batch is written.
+pub(super) trait Flushed: Send + Sync + 'static {
+    /// The store's queue.
+    fn logins(&self) -> &Logins;
+    /// Writes a batch in one transaction (see the module docs for the rules).
+    fn write_logins(&self, batch: &Batch) -> Result<(), super::UpdateError>;
+}
+
+/// Notes a login of `user` at `at` in `store`'s queue (with `new_hash` replacing the
+/// verified hash when given) and makes sure its flusher runs, retrying from
+/// `first_retry`; returns `user` with that `last_login`.
+pub(super) fn note<S: Flushed>(
+    store: &std::sync::Arc<S>,
+    user: &User,
+    at: i64,
+    new_hash: Option<&str>,
+    first_retry: Duration,
+) -> User {
+    store.logins().note(user, at, new_hash);
+    let runner = std::sync::Arc::clone(store);
+    store.logins().start(move || {
+        runner
+            .logins()
+            .run(first_retry, |batch| runner.write_logins(batch));
+    });
+    User {
+        last_login: Some(at),
+        ..user.clone()
+    }
+}
+
+/// Commits `store`'s pending logins now.
+pub(super) fn flush<S: Flushed>(store: &S) -> Result<(), super::UpdateError> {
+    store.logins().flush(|batch| store.write_logins(batch))
+}
+
 #[derive(Default)]
 struct Queue {
     pending: Batch,

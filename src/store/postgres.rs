@@ -53,7 +53,7 @@ use postgres::error::SqlState;
 use postgres::{Client, IsolationLevel, Row, Transaction};
 
 use super::edit;
-use super::logins::{Batch, Logins};
+use super::logins::{self, Batch, Flushed, Logins};
 use super::pool::{Pool, Target, describe};
 use super::{
     BackupError, BackupInfo, CreateError, Damage, DamagedRecord, Entry, Health, HealthEvent,
@@ -885,27 +885,19 @@ impl PgStore {
     /// backend's `note_login`: the same rules).
     pub fn note_login(&self, user: &User, new_hash: Option<&str>) -> User {
         let at = now();
-        if !self.shared.inspect {
-            let new_hash = new_hash.filter(|h| validate_hash(h).is_ok());
-            self.shared.logins.note(user, at, new_hash);
-            let shared = Arc::clone(&self.shared);
-            self.shared.logins.start(move || {
-                shared
-                    .logins
-                    .run(FIRST_RETRY, |batch| shared.write_logins(batch));
-            });
+        if self.shared.inspect {
+            return User {
+                last_login: Some(at),
+                ..user.clone()
+            };
         }
-        User {
-            last_login: Some(at),
-            ..user.clone()
-        }
+        let new_hash = new_hash.filter(|h| validate_hash(h).is_ok());
+        logins::note(&self.shared, user, at, new_hash, FIRST_RETRY)
     }
 
     /// Commits the pending logins now.
     pub fn flush_logins(&self) -> Result<(), UpdateError> {
-        self.shared
-            .logins
-            .flush(|batch| self.shared.write_logins(batch))
+        logins::flush(&*self.shared)
     }
 
     fn start_listener(&self) {
@@ -1657,7 +1649,7 @@ impl Shared {
     /// Writes a batch of logins in one transaction, rows locked in id order: a login
     /// never replaces a newer `last_login`; a re-hash replaces the hash only if it is
     /// still the verified one.
-    fn write_logins(&self, batch: &Batch) -> Result<(), UpdateError> {
+    fn write_batch(&self, batch: &Batch) -> Result<(), UpdateError> {
         let mut ids: Vec<u64> = batch.keys().copied().collect();
         ids.sort_unstable();
         self.write(false, |tx| {
@@ -1805,6 +1797,16 @@ fn listen_loop(shared: &Shared) {
         shared.listener_changed(false, &why);
     }
     shared.listening.store(false, Ordering::SeqCst);
+}
+
+impl Flushed for Shared {
+    fn logins(&self) -> &Logins {
+        &self.logins
+    }
+
+    fn write_logins(&self, batch: &Batch) -> Result<(), UpdateError> {
+        self.write_batch(batch)
+    }
 }
 
 #[cfg(test)]
